@@ -1,0 +1,60 @@
+//! Chat messages and the Phi-3 prompt format.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into() }
+    }
+}
+
+/// Phi-3-instruct's format, as its Hugging Face chat template renders it (the
+/// BOS token comes from the tokenizer's post-processor, not from here):
+/// `<|system|>\n…<|end|>\n<|user|>\n…<|end|>\n<|assistant|>\n…<|end|>\n`,
+/// ending with `<|assistant|>\n` to ask for the next answer.
+pub fn phi3_prompt(messages: &[Message]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        let tag = match m.role {
+            Role::System => "<|system|>",
+            Role::User => "<|user|>",
+            Role::Assistant => "<|assistant|>",
+        };
+        out.push_str(tag);
+        out.push('\n');
+        out.push_str(&m.content);
+        out.push_str("<|end|>\n");
+    }
+    out.push_str("<|assistant|>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_like_the_hf_template() {
+        let p = phi3_prompt(&[
+            Message::new(Role::System, "Be brief."),
+            Message::new(Role::User, "Hi"),
+            Message::new(Role::Assistant, "Hello!"),
+            Message::new(Role::User, "Bye"),
+        ]);
+        assert_eq!(
+            p,
+            "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"
+        );
+    }
+}

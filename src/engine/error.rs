@@ -1,0 +1,87 @@
+//! The engine's internal error: detailed, with `From` conversions so `?` works
+//! on candle, tokenizers and io calls. The FFI layer maps it to the small
+//! public `LlmError`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("file not found: {}", .0.display())]
+    NotFound(PathBuf),
+
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    InvalidModel(String),
+
+    #[error("unsupported architecture '{0}'")]
+    UnsupportedArchitecture(String),
+
+    #[error("{0}")]
+    Tokenizer(String),
+
+    #[error("{name}: {reason}")]
+    InvalidParameter { name: &'static str, reason: String },
+
+    #[error("the request needs {needed} tokens of context but the model has {available}")]
+    ContextOverflow { needed: usize, available: usize },
+
+    #[error("{0}")]
+    Callback(String),
+
+    #[error("{0}")]
+    Inference(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Candle errors seen at run time are inference failures; load-time code maps
+/// them to `InvalidModel` explicitly (see `model.rs`), because there a failure
+/// means the file is bad.
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Inference(e.to_string())
+    }
+}
+
+impl From<tokenizers::Error> for Error {
+    fn from(e: tokenizers::Error) -> Self {
+        Error::Tokenizer(e.to_string())
+    }
+}
+
+impl Error {
+    pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter {
+            name,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_model(reason: impl std::fmt::Display) -> Self {
+        Error::InvalidModel(reason.to_string())
+    }
+}
+
+/// Runs `f`, turning a panic inside candle or tokenizers into `on_panic(msg)`,
+/// so malformed input can never unwind into the host app.
+pub(crate) fn catch_panic<T>(
+    on_panic: impl FnOnce(String) -> Error,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(on_panic(msg))
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The generation loop: prefill the prompt in batched chunks, then sample one
+//! token per step, streaming text through a sink.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::chat::Message;
+use super::error::{catch_panic, Error, Result};
+use super::model::{LoadedModel, Weights};
+use super::sampler::{Sampler, SamplingConfig};
+use super::stream::{Filtered, StopFilter, TextStream};
+
+/// Prompt tokens per forward call. Bounds the attention scratch memory
+/// (heads × chunk × context floats) while keeping prefill batched.
+const PREFILL_CHUNK: usize = 256;
+pub const MAX_STOP_STRINGS: usize = 16;
+const MAX_STOP_LEN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub sampling: SamplingConfig,
+    pub max_tokens: usize,
+    /// Generation stops before any of these strings; they are never streamed.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { sampling: SamplingConfig::default(), max_tokens: 512, stop: Vec::new() }
+    }
+}
+
+impl GenerateOptions {
+    pub fn validate(&self) -> Result<()> {
+        self.sampling.validate()?;
+        if self.max_tokens == 0 {
+            return Err(Error::param("max_tokens", "must be at least 1"));
+        }
+        if self.stop.len() > MAX_STOP_STRINGS {
+            return Err(Error::param("stop", format!("at most {MAX_STOP_STRINGS} stop strings")));
+        }
+        if let Some(s) = self.stop.iter().find(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
+            return Err(Error::param(
+                "stop",
+                format!("stop strings must be 1..={MAX_STOP_LEN} bytes, got {} bytes", s.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-turn / end-of-text token.
+    EndOfSequence,
+    MaxTokens,
+    StopString,
+    /// `cancel()` was called or the sink asked to stop.
+    Cancelled,
+    /// The context window is full.
+    ContextFull,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// Call start to the first sampled token (includes prefill).
+    pub time_to_first_token: Duration,
+    pub prefill: Duration,
+    /// First sampled token to the end.
+    pub decode: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Exactly the concatenation of the streamed pieces.
+    pub text: String,
+    /// Generated token ids, without the end token.
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cache was reused from an earlier call.
+    pub cached_prompt_tokens: usize,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+impl Outcome {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        per_second(self.prompt_tokens - self.cached_prompt_tokens, self.timings.prefill)
+    }
+
+    /// Tokens after the first, over the time after the first.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        per_second(self.token_ids.len().saturating_sub(1), self.timings.decode)
+    }
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    if n == 0 || d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
+}
+
+/// One token stream with its own KV cache over shared weights.
+pub struct Sequence {
+    weights: Weights,
+    /// Tokens whose keys/values are in the cache, in order.
+    cached: Vec<u32>,
+}
+
+/// Receives each text piece; returns `Ok(false)` to stop generating.
+pub type Sink<'a> = dyn FnMut(&str) -> Result<bool> + 'a;
+
+impl Sequence {
+    pub fn new(model: &LoadedModel) -> Self {
+        Self { weights: model.pristine.clone(), cached: Vec::new() }
+    }
+
+    /// Forgets the cache (its memory is freed on the next run).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+    }
+
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    fn feed(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let weights = &mut self.weights;
+        let r = catch_panic(Error::Inference, || weights.forward(ids, pos));
+        match r {
+            Ok(logits) => {
+                self.cached.extend_from_slice(ids);
+                Ok(logits)
+            }
+            Err(e) => {
+                // Some layers may have appended to their cache: start over next time.
+                self.cached.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Generates a continuation of `prompt` (the full token sequence, BOS
+    /// included). Reuses the cache for the longest prefix `prompt` shares
+    /// with the previous call.
+    pub fn generate(
+        &mut self,
+        model: &LoadedModel,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        cancel: &AtomicBool,
+        sink: &mut Sink<'_>,
+    ) -> Result<Outcome> {
+        opts.validate()?;
+        let ctx = model.context_length();
+        if prompt.is_empty() {
+            return Err(Error::param("prompt", "encodes to no tokens"));
+        }
+        if prompt.len() > ctx {
+            return Err(Error::ContextOverflow { needed: prompt.len(), available: ctx });
+        }
+        let started = Instant::now();
+        let mut timings = Timings::default();
+
+        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // candle's cache cannot be truncated, and the last prompt token must be
+        // fed to get logits: anything but a pure extension starts over.
+        let start = if common == self.cached.len() && common < prompt.len() { common } else { 0 };
+        if start == 0 {
+            self.cached.clear();
+        }
+
+        let mut logits = Vec::new();
+        for chunk in prompt[start..].chunks(PREFILL_CHUNK) {
+            if cancel.load(Ordering::Relaxed) {
+                timings.prefill = started.elapsed();
+                return Ok(Outcome {
+                    text: String::new(),
+                    token_ids: Vec::new(),
+                    prompt_tokens: prompt.len(),
+                    cached_prompt_tokens: start,
+                    stop_reason: StopReason::Cancelled,
+                    timings,
+                });
+            }
+            logits = self.feed(chunk, self.cached.len())?;
+        }
+        timings.prefill = started.elapsed();
+
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut stream = TextStream::new(model.tokenizer());
+        let mut filter = StopFilter::new(opts.stop.clone());
+        let mut context = prompt.to_vec();
+        let mut generated = Vec::new();
+        let mut text = String::new();
+        let mut sink_stopped = false;
+        let mut emit = |piece: String, text: &mut String, sink_stopped: &mut bool| -> Result<()> {
+            if piece.is_empty() || *sink_stopped {
+                return Ok(());
+            }
+            text.push_str(&piece);
+            if !sink(&piece)? {
+                *sink_stopped = true;
+            }
+            Ok(())
+        };
+        let mut first_token_at = None;
+
+        let reason = loop {
+            if cancel.load(Ordering::Relaxed) {
+                break StopReason::Cancelled;
+            }
+            let token = sampler.sample(&mut logits, &context)?;
+            if first_token_at.is_none() {
+                first_token_at = Some(Instant::now());
+                timings.time_to_first_token = started.elapsed();
+            }
+            if model.end_tokens.contains(&token) {
+                break StopReason::EndOfSequence;
+            }
+            generated.push(token);
+            context.push(token);
+            match filter.push(&stream.push(token)?) {
+                Filtered::Continue(piece) => emit(piece, &mut text, &mut sink_stopped)?,
+                Filtered::Stop(piece) => {
+                    emit(piece, &mut text, &mut sink_stopped)?;
+                    break StopReason::StopString;
+                }
+            }
+            if sink_stopped {
+                break StopReason::Cancelled;
+            }
+            if generated.len() >= opts.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            // The token just sampled goes in at the next free position.
+            if self.cached.len() >= ctx {
+                break StopReason::ContextFull;
+            }
+            logits = self.feed(&[token], self.cached.len())?;
+        };
+
+        let mut reason = reason;
+        if reason != StopReason::StopString {
+            // Release what the decoder and the stop filter still hold.
+            if let Filtered::Stop(piece) = filter.push(&stream.finish()?) {
+                emit(piece, &mut text, &mut sink_stopped)?;
+                reason = StopReason::StopString;
+            } else {
+                emit(filter.finish(), &mut text, &mut sink_stopped)?;
+            }
+        }
+        if let Some(t) = first_token_at {
+            timings.decode = t.elapsed();
+        }
+        Ok(Outcome {
+            text,
+            token_ids: generated,
+            prompt_tokens: prompt.len(),
+            cached_prompt_tokens: start,
+            stop_reason: reason,
+            timings,
+        })
+    }
+}
+
+/// A chat: history plus a sequence whose cache holds the rendered history, so
+/// each turn feeds only the new tokens.
+pub struct Conversation {
+    initial: Vec<Message>,
+    history: Vec<Message>,
+    sequence: Sequence,
+}
+
+impl Conversation {
+    pub fn new(model: &LoadedModel, history: Vec<Message>) -> Self {
+        Self { initial: history.clone(), history, sequence: Sequence::new(model) }
+    }
+
+    pub fn history(&self) -> &[Message] {
+        &self.history
+    }
+
+    /// Back to the history the conversation started with. The cache is kept:
+    /// the next turn reuses whatever prefix (e.g. a system prompt) still matches.
+    pub fn reset(&mut self) {
+        self.history = self.initial.clone();
+    }
+
+    pub fn send(
+        &mut self,
+        model: &LoadedModel,
+        user_message: String,
+        opts: &GenerateOptions,
+        cancel: &AtomicBool,
+        sink: &mut Sink<'_>,
+    ) -> Result<Outcome> {
+        let mut messages = self.history.clone();
+        messages.push(Message::new(super::chat::Role::User, user_message));
+        let prompt = model.encode(&model.format_chat(&messages))?;
+        let outcome = self.sequence.generate(model, &prompt, opts, cancel, sink)?;
+        messages.push(Message::new(super::chat::Role::Assistant, outcome.text.clone()));
+        self.history = messages;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,403 @@
+//! Loading a GGUF model and its tokenizer, with every check that turns a bad
+//! file into a typed error before candle sees it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use candle_transformers::models::quantized_phi3;
+use tokenizers::Tokenizer;
+
+use super::error::{catch_panic, Error, Result};
+use super::threads;
+
+/// What the caller asks for when loading.
+#[derive(Debug, Clone, Default)]
+pub struct LoadConfig {
+    pub model_path: PathBuf,
+    /// A Hugging Face `tokenizer.json`.
+    pub tokenizer_path: Option<PathBuf>,
+    /// Caps the context below the model's own (saves KV-cache memory).
+    pub context_length: Option<usize>,
+    /// Compute threads; `None` = one per physical core.
+    pub threads: Option<usize>,
+}
+
+/// Upper bound on a context we accept from a file, far above any model we
+/// can run but low enough that position tables cannot exhaust memory.
+const MAX_CONTEXT: usize = 1 << 20;
+const MAX_THREADS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: Option<String>,
+    pub parameter_count: u64,
+    pub context_length: usize,
+    /// The context the file was trained for (before any cap).
+    pub trained_context_length: usize,
+    pub vocab_size: usize,
+    /// The weight type holding most of the file's bytes, e.g. `Q4_K`.
+    pub quantization: String,
+    pub file_size: u64,
+    pub threads: usize,
+}
+
+#[derive(Clone)]
+pub(crate) enum Weights {
+    Phi3(quantized_phi3::ModelWeights),
+}
+
+impl Weights {
+    /// Runs `ids` at positions `index_pos..`; returns the last position's logits.
+    pub fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
+        let input = candle_core::Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+        let logits = match self {
+            Weights::Phi3(m) => m.forward(&input, index_pos)?,
+        };
+        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+    }
+}
+
+pub struct LoadedModel {
+    /// Never run: each sequence clones it, which shares the weights but gives
+    /// the clone its own (still unallocated) KV cache.
+    pub(crate) pristine: Weights,
+    pub(crate) tokenizer: Tokenizer,
+    /// Tokens that end generation (never streamed).
+    pub(crate) end_tokens: Vec<u32>,
+    pub info: ModelInfo,
+}
+
+impl LoadedModel {
+    pub fn load(cfg: &LoadConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
+        if cfg.context_length == Some(0) {
+            return Err(Error::param("context_length", "must be at least 1"));
+        }
+        if let Some(t) = cfg.threads {
+            if t == 0 || t > MAX_THREADS {
+                return Err(Error::param("threads", format!("must be in 1..={MAX_THREADS}, got {t}")));
+            }
+        }
+        let threads = threads::configure(cfg.threads);
+
+        let path = &cfg.model_path;
+        let file = open(path)?;
+        let file_size = file
+            .metadata()
+            .map_err(|source| Error::Io { path: path.clone(), source })?
+            .len();
+        if file_size == 0 {
+            return Err(Error::invalid_model("the model file is empty"));
+        }
+        let mut reader = ProgressReader::new(BufReader::new(file), file_size, progress);
+
+        let mut content = catch_panic(Error::invalid_model, || {
+            Content::read(&mut reader)
+                .map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
+        })?;
+        check_tensor_table(&content, file_size)?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| Error::invalid_model("the GGUF has no general.architecture"))?;
+        let name = content.metadata.get("general.name").and_then(|v| v.to_string().ok()).cloned();
+        let (parameter_count, quantization) = summarize_weights(&content);
+
+        let (pristine, trained_ctx, context_length, rows) = match arch.as_str() {
+            "phi3" => {
+                let hp = Phi3Params::read(&content)?;
+                let ctx = cfg.context_length.map_or(hp.context_length, |c| c.min(hp.context_length));
+                // candle sizes its rotary tables and KV cache from this key.
+                content
+                    .metadata
+                    .insert("phi3.context_length".into(), Value::U32(ctx as u32));
+                let weights = catch_panic(Error::invalid_model, || {
+                    quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &Device::Cpu)
+                        .map_err(|e| Error::invalid_model(format!("cannot load the weights: {e}")))
+                })?;
+                (Weights::Phi3(weights), hp.context_length, ctx, hp.vocab_rows)
+            }
+            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
+        };
+        reader.finish();
+
+        let tokenizer = load_tokenizer(cfg.tokenizer_path.as_deref())?;
+        let vocab_size = tokenizer.get_vocab_size(true);
+        if vocab_size > rows {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {vocab_size} tokens but the model's embedding only {rows}; they do not belong together"
+            )));
+        }
+        let end_tokens = ["<|end|>", "<|endoftext|>", "</s>"]
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+
+        Ok(Self {
+            pristine,
+            tokenizer,
+            end_tokens,
+            info: ModelInfo {
+                architecture: arch,
+                name,
+                parameter_count,
+                context_length,
+                trained_context_length: trained_ctx,
+                vocab_size,
+                quantization,
+                file_size,
+                threads,
+            },
+        })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.info.context_length
+    }
+
+    /// Renders a chat in this model's prompt format.
+    pub fn format_chat(&self, messages: &[super::chat::Message]) -> String {
+        match self.pristine {
+            Weights::Phi3(_) => super::chat::phi3_prompt(messages),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Encodes with the tokenizer's own special-token handling (BOS for Phi-3).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        catch_panic(|m| Error::Tokenizer(m), || {
+            Ok(self.tokenizer.encode(text, true)?.get_ids().to_vec())
+        })
+    }
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound(path.to_path_buf()),
+        _ => Error::Io { path: path.to_path_buf(), source },
+    })
+}
+
+fn load_tokenizer(path: Option<&Path>) -> Result<Tokenizer> {
+    let path = path.ok_or_else(|| {
+        Error::Tokenizer(
+            "no tokenizer.json was given; this model needs one (tokenizers read from GGUF metadata are not supported yet)".into(),
+        )
+    })?;
+    if !path.is_file() {
+        return Err(Error::Tokenizer(format!("tokenizer file not found: {}", path.display())));
+    }
+    catch_panic(|m| Error::Tokenizer(m), || {
+        Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))
+    })
+}
+
+/// Every tensor must have a sane shape and lie inside the file.
+fn check_tensor_table(content: &Content, file_size: u64) -> Result<()> {
+    for (name, t) in &content.tensor_infos {
+        let elems = t
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::invalid_model(format!("tensor {name} has an impossible shape {:?}", t.shape)))?;
+        let block = t.ggml_dtype.block_size();
+        if elems % block != 0 {
+            return Err(Error::invalid_model(format!("tensor {name} does not fill whole {block}-element blocks")));
+        }
+        let bytes = (elems / block) as u64 * t.ggml_dtype.type_size() as u64;
+        let end = content
+            .tensor_data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(bytes));
+        if end.is_none_or(|e| e > file_size) {
+            return Err(Error::invalid_model(format!(
+                "tensor {name} extends past the end of the file (truncated download?)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn summarize_weights(content: &Content) -> (u64, String) {
+    let mut params = 0u64;
+    let mut bytes_by_type: HashMap<GgmlDType, u64> = HashMap::new();
+    for t in content.tensor_infos.values() {
+        let n = t.shape.elem_count() as u64;
+        params += n;
+        *bytes_by_type.entry(t.ggml_dtype).or_default() +=
+            n / t.ggml_dtype.block_size() as u64 * t.ggml_dtype.type_size() as u64;
+    }
+    let main = bytes_by_type.into_iter().max_by_key(|(_, b)| *b).map(|(t, _)| t);
+    (params, main.map_or_else(|| "none".into(), dtype_name))
+}
+
+/// llama.cpp's spelling of a weight type.
+fn dtype_name(t: GgmlDType) -> String {
+    let s = match t {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    };
+    s.to_string()
+}
+
+/// Phi-3 hyperparameters, checked against each other and the tensor shapes so
+/// a file whose metadata lies fails here rather than deep inside a matmul.
+struct Phi3Params {
+    context_length: usize,
+    /// Rows of the embedding: the largest token id the model accepts + 1.
+    vocab_rows: usize,
+}
+
+impl Phi3Params {
+    fn read(c: &Content) -> Result<Self> {
+        let get = |key: &str| -> Result<usize> {
+            let full = format!("phi3.{key}");
+            let v = c
+                .metadata
+                .get(&full)
+                .ok_or_else(|| Error::invalid_model(format!("missing metadata {full}")))?;
+            let n = v
+                .to_u32()
+                .map(|n| n as u64)
+                .or_else(|_| v.to_u64())
+                .map_err(|_| Error::invalid_model(format!("metadata {full} is not an unsigned integer")))?;
+            usize::try_from(n).map_err(|_| Error::invalid_model(format!("metadata {full} is too large")))
+        };
+        let hidden = get("embedding_length")?;
+        let layers = get("block_count")?;
+        let heads = get("attention.head_count")?;
+        let kv_heads = get("attention.head_count_kv")?;
+        let ff = get("feed_forward_length")?;
+        let ctx = get("context_length")?;
+        let rope_dim = get("rope.dimension_count")?;
+        let eps = c
+            .metadata
+            .get("phi3.attention.layer_norm_rms_epsilon")
+            .and_then(|v| v.to_f32().ok())
+            .ok_or_else(|| Error::invalid_model("missing metadata phi3.attention.layer_norm_rms_epsilon"))?;
+
+        let bad = |why: String| Err(Error::invalid_model(why));
+        if hidden == 0 || layers == 0 || heads == 0 || kv_heads == 0 || ff == 0 {
+            return bad("a Phi-3 dimension in the metadata is zero".into());
+        }
+        if hidden % heads != 0 || heads % kv_heads != 0 {
+            return bad(format!("{heads} heads / {kv_heads} KV heads do not divide the hidden size {hidden}"));
+        }
+        let head_dim = hidden / heads;
+        if rope_dim != head_dim || head_dim % 2 != 0 {
+            return bad(format!("rope dimension {rope_dim} must equal the head size {head_dim} (and be even)"));
+        }
+        if ctx == 0 || ctx > MAX_CONTEXT {
+            return bad(format!("context length {ctx} is out of range"));
+        }
+        if !eps.is_finite() || eps <= 0.0 {
+            return bad(format!("RMS-norm epsilon {eps} is not a positive number"));
+        }
+        // candle's Phi-3 hard-codes rope base 10000 and has no LongRoPE.
+        if let Some(base) = c.metadata.get("phi3.rope.freq_base").and_then(|v| v.to_f32().ok()) {
+            if base != 10_000.0 {
+                return Err(Error::UnsupportedArchitecture(format!("phi3 with rope base {base}")));
+            }
+        }
+        if c.tensor_infos.contains_key("rope_factors_long.weight") {
+            return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
+        }
+
+        let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
+        let qkv = hidden + 2 * kv_heads * head_dim;
+        let mut expect: Vec<(String, Vec<usize>)> = vec![
+            ("token_embd.weight".into(), vec![vocab, hidden]),
+            ("output_norm.weight".into(), vec![hidden]),
+            ("output.weight".into(), vec![vocab, hidden]),
+        ];
+        for i in 0..layers {
+            expect.extend([
+                (format!("blk.{i}.attn_norm.weight"), vec![hidden]),
+                (format!("blk.{i}.attn_qkv.weight"), vec![qkv, hidden]),
+                (format!("blk.{i}.attn_output.weight"), vec![hidden, hidden]),
+                (format!("blk.{i}.ffn_norm.weight"), vec![hidden]),
+                (format!("blk.{i}.ffn_up.weight"), vec![2 * ff, hidden]),
+                (format!("blk.{i}.ffn_down.weight"), vec![hidden, ff]),
+            ]);
+        }
+        for (name, want) in &expect {
+            let got = shape_of(c, name)?;
+            if got != want.as_slice() {
+                return bad(format!("tensor {name} has shape {got:?}, the metadata implies {want:?}"));
+            }
+        }
+        Ok(Self { context_length: ctx, vocab_rows: vocab })
+    }
+}
+
+fn shape_of<'a>(c: &'a Content, name: &str) -> Result<&'a [usize]> {
+    c.tensor_infos
+        .get(name)
+        .map(|t| t.shape.dims())
+        .ok_or_else(|| Error::invalid_model(format!("missing tensor {name}")))
+}
+
+/// Counts bytes as candle reads the file, to report load progress.
+struct ProgressReader<'p, R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    last_reported: u64,
+    report: &'p mut dyn FnMut(u64, u64),
+}
+
+impl<'p, R> ProgressReader<'p, R> {
+    fn new(inner: R, total: u64, report: &'p mut dyn FnMut(u64, u64)) -> Self {
+        report(0, total);
+        Self { inner, done: 0, total, last_reported: 0, report }
+    }
+
+    fn finish(&mut self) {
+        (self.report)(self.total, self.total);
+    }
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done = (self.done + n as u64).min(self.total);
+        // About a hundred reports per load, not one per read.
+        if self.done - self.last_reported >= self.total / 100 + 1 {
+            self.last_reported = self.done;
+            (self.report)(self.done, self.total);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for ProgressReader<'_, R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}

@@ -1,0 +1,193 @@
+//! Incremental detokenization and stop strings.
+//!
+//! `TextStream` turns token ids into text pieces whose concatenation equals
+//! decoding all ids at once. It decodes only a short window of recent tokens
+//! (the "prefix/read offset" method), so the cost per token does not grow with
+//! the output, and it holds a piece back only while it ends in an incomplete
+//! UTF-8 sequence — punctuation, spaces and emoji go out as soon as they are
+//! complete. tokenizers' own `DecodeStream` uses the same method but has no
+//! way to flush a trailing incomplete sequence when generation ends.
+
+use tokenizers::Tokenizer;
+
+use super::error::Result;
+
+const REPLACEMENT: char = '\u{FFFD}';
+
+pub(crate) struct TextStream<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    /// Start of the decode window: the token before the text not yet emitted,
+    /// kept so decoders that look at the previous token (leading-space
+    /// stripping, byte fallback) see the same context as a full decode.
+    prefix: usize,
+    /// End of what has been emitted.
+    read: usize,
+}
+
+impl<'a> TextStream<'a> {
+    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+        Self { tokenizer, ids: Vec::new(), prefix: 0, read: 0 }
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.tokenizer.decode(ids, true)?)
+    }
+
+    /// Adds one token; returns the text it completes (often the token's own
+    /// text, empty while a multi-byte character is still incomplete).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = self.decode(&self.ids[self.prefix..self.read])?;
+        let after = self.decode(&self.ids[self.prefix..])?;
+        if after.len() > before.len()
+            && !after.ends_with(REPLACEMENT)
+            && after.starts_with(&before)
+        {
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(after[before.len()..].to_string())
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Emits whatever is still held back (an incomplete UTF-8 sequence that
+    /// will now never complete decodes to U+FFFD, as in a full decode).
+    pub fn finish(&mut self) -> Result<String> {
+        let before = self.decode(&self.ids[self.prefix..self.read])?;
+        let after = self.decode(&self.ids[self.prefix..])?;
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok(after.strip_prefix(before.as_str()).unwrap_or("").to_string())
+    }
+}
+
+/// Holds back text that might be the start of a stop string, so a stop string
+/// is never streamed, not even partly.
+pub(crate) struct StopFilter {
+    stops: Vec<String>,
+    text: String,
+    emitted: usize,
+}
+
+pub(crate) enum Filtered {
+    /// Text that is safe to stream (may be empty).
+    Continue(String),
+    /// A stop string matched; this is the text before it, the last to stream.
+    Stop(String),
+}
+
+impl StopFilter {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self { stops, text: String::new(), emitted: 0 }
+    }
+
+    pub fn push(&mut self, piece: &str) -> Filtered {
+        self.text.push_str(piece);
+        // A match cannot start in emitted text: any suffix that could begin a
+        // stop string was held back.
+        let pending = &self.text[self.emitted..];
+        let earliest = self
+            .stops
+            .iter()
+            .filter_map(|s| pending.find(s.as_str()))
+            .min();
+        if let Some(pos) = earliest {
+            let cut = self.emitted + pos;
+            let out = self.text[self.emitted..cut].to_string();
+            self.text.truncate(cut);
+            self.emitted = cut;
+            return Filtered::Stop(out);
+        }
+        let hold = self.held_suffix_len(pending);
+        let end = self.text.len() - hold;
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        Filtered::Continue(out)
+    }
+
+    /// Length of the longest suffix of `pending` that is a proper prefix of a
+    /// stop string.
+    fn held_suffix_len(&self, pending: &str) -> usize {
+        pending
+            .char_indices()
+            .map(|(i, _)| &pending[i..])
+            .find(|suffix| self.stops.iter().any(|s| s.len() > suffix.len() && s.starts_with(suffix)))
+            .map_or(0, str::len)
+    }
+
+    /// Releases held text when generation ends without a match.
+    pub fn finish(&mut self) -> String {
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+
+    #[cfg(test)]
+    fn text(&self) -> &str {
+        &self.text[..self.emitted]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool, String) {
+        let mut f = StopFilter::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = Vec::new();
+        let mut stopped = false;
+        for p in pieces {
+            match f.push(p) {
+                Filtered::Continue(s) => out.push(s),
+                Filtered::Stop(s) => {
+                    out.push(s);
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        if !stopped {
+            out.push(f.finish());
+        }
+        (out, stopped, f.text().to_string())
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_never_streamed() {
+        let (out, stopped, text) = run(&["\nUser:"], &["Hi", " there\n", "Us", "er", ": more"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "Hi there");
+        assert_eq!(text, "Hi there");
+        assert!(out.iter().all(|p| !p.contains('\n')), "{out:?}");
+    }
+
+    #[test]
+    fn false_start_is_released() {
+        let (out, stopped, _) = run(&["STOP"], &["a S", "T", "x", "yz"]);
+        assert!(!stopped);
+        assert_eq!(out, vec!["a ", "", "STx", "yz", ""]);
+    }
+
+    #[test]
+    fn held_text_is_flushed_at_the_end() {
+        let (out, stopped, text) = run(&["</s>"], &["done </"]);
+        assert!(!stopped);
+        assert_eq!(out.concat(), "done </");
+        assert_eq!(text, "done </");
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_char_boundaries() {
+        let (out, stopped, _) = run(&["é!"], &["caf", "é", "?é", "!"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "café?");
+    }
+
+    #[test]
+    fn earliest_of_several_stops_wins() {
+        let (out, _, _) = run(&["bc", "abcd", "x"], &["zab", "cd"]);
+        assert_eq!(out.concat(), "z");
+    }
+}

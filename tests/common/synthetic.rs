@@ -1,0 +1,160 @@
+//! Synthetic Phi-3 GGUF files: Microsoft's tensor names and metadata layout
+//! with deterministic random weights. Shared by the tests, the
+//! `synthetic_gguf` example (which the reference script reads) and the
+//! benchmark, so all of them see byte-identical files.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct Phi3Spec {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub layers: usize,
+    pub ff: usize,
+    pub context: usize,
+    /// Type of the 2-D weights; norms stay F32 as in llama.cpp's files.
+    pub dtype: GgmlDType,
+    pub seed: u64,
+    /// Metadata to add or override (for files that lie).
+    pub extra_metadata: Vec<(String, Value)>,
+    /// Tensors to leave out.
+    pub omit: Vec<String>,
+}
+
+impl Phi3Spec {
+    /// The model the reference ids were computed on: F32 weights so candle and
+    /// transformers run the same arithmetic; Phi-3's real 32064-row vocabulary.
+    pub fn reference() -> Self {
+        Self {
+            vocab: 32064,
+            hidden: 64,
+            heads: 4,
+            kv_heads: 4,
+            layers: 2,
+            ff: 128,
+            context: 512,
+            dtype: GgmlDType::F32,
+            seed: 0x5eed_0001,
+            extra_metadata: Vec::new(),
+            omit: Vec::new(),
+        }
+    }
+
+    /// A quantized model shaped so Q4_K blocks (256 wide) fit.
+    pub fn quantized() -> Self {
+        Self { hidden: 256, heads: 8, kv_heads: 8, ff: 512, dtype: GgmlDType::Q4K, seed: 0x5eed_0002, ..Self::reference() }
+    }
+
+    /// Phi-3-mini-4k's real dimensions (3.8 B parameters), for benchmarks.
+    pub fn phi3_mini() -> Self {
+        Self {
+            vocab: 32064,
+            hidden: 3072,
+            heads: 32,
+            kv_heads: 32,
+            layers: 32,
+            ff: 8192,
+            context: 4096,
+            dtype: GgmlDType::Q4K,
+            seed: 0x5eed_0003,
+            extra_metadata: Vec::new(),
+            omit: Vec::new(),
+        }
+    }
+
+    pub fn with_metadata(mut self, key: &str, value: Value) -> Self {
+        self.extra_metadata.push((key.to_string(), value));
+        self
+    }
+
+    pub fn without_tensor(mut self, name: &str) -> Self {
+        self.omit.push(name.to_string());
+        self
+    }
+
+    pub fn write(&self, path: &Path) -> candle_core::Result<()> {
+        let mut rng = SplitMix64(self.seed);
+        let head_dim = self.hidden / self.heads;
+        let qkv_rows = self.hidden + 2 * self.kv_heads * head_dim;
+        let h = self.hidden;
+        let inv_sqrt = |n: usize| 1.0 / (n as f32).sqrt();
+
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        let mut add = |name: String, shape: &[usize], std: f32, mean: f32, dtype: GgmlDType, rng: &mut SplitMix64| -> candle_core::Result<()> {
+            let n: usize = shape.iter().product();
+            // Uniform with the requested standard deviation.
+            let a = std * 3f32.sqrt();
+            let data: Vec<f32> = (0..n).map(|_| mean + a * (2.0 * rng.next_f32() - 1.0)).collect();
+            let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+            tensors.push((name, QTensor::quantize(&t, dtype)?));
+            Ok(())
+        };
+        add("token_embd.weight".into(), &[self.vocab, h], 1.0, 0.0, self.dtype, &mut rng)?;
+        for i in 0..self.layers {
+            add(format!("blk.{i}.attn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
+            add(format!("blk.{i}.attn_qkv.weight"), &[qkv_rows, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            add(format!("blk.{i}.attn_output.weight"), &[h, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            add(format!("blk.{i}.ffn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
+            add(format!("blk.{i}.ffn_up.weight"), &[2 * self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            add(format!("blk.{i}.ffn_down.weight"), &[h, self.ff], inv_sqrt(self.ff), 0.0, self.dtype, &mut rng)?;
+        }
+        add("output_norm.weight".into(), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
+        // Logits with a spread of a few units, so greedy choices are clear-cut.
+        add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+        tensors.retain(|(name, _)| !self.omit.contains(name));
+
+        let mut metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String("phi3".into())),
+            ("general.name".into(), Value::String("synthetic-phi3".into())),
+            ("phi3.context_length".into(), Value::U32(self.context as u32)),
+            ("phi3.embedding_length".into(), Value::U32(h as u32)),
+            ("phi3.feed_forward_length".into(), Value::U32(self.ff as u32)),
+            ("phi3.block_count".into(), Value::U32(self.layers as u32)),
+            ("phi3.attention.head_count".into(), Value::U32(self.heads as u32)),
+            ("phi3.attention.head_count_kv".into(), Value::U32(self.kv_heads as u32)),
+            ("phi3.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
+            ("phi3.rope.dimension_count".into(), Value::U32(head_dim as u32)),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(32000)),
+        ];
+        for (k, v) in &self.extra_metadata {
+            metadata.retain(|(key, _)| key != k);
+            metadata.push((k.clone(), v.clone()));
+        }
+
+        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tmp = path.with_extension("gguf.partial");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        gguf_file::write(&mut f, &md, &ts)?;
+        std::io::Write::flush(&mut f)?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// A tiny fixed PRNG: the files must stay byte-identical across `rand`
+/// versions, because committed reference ids were computed from them.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
