@@ -338,6 +338,13 @@ impl Model {
         Ok(self.inner.encode(&text)?)
     }
 
+    /// The prompt text a chat with these messages is rendered to (the model's
+    /// chat format, ending with the cue for the assistant's answer).
+    pub fn format_chat(&self, messages: Vec<ChatMessage>) -> String {
+        let messages: Vec<engine::Message> = messages.into_iter().map(Into::into).collect();
+        self.inner.format_chat(&messages)
+    }
+
     /// Completes `prompt` as raw text (no chat template), streaming to `sink`.
     /// Blocks the calling thread.
     pub fn generate(&self, prompt: String, params: GenerationParams, sink: Arc<dyn TokenSink>) -> Result<GenerationStats> {

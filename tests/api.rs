@@ -1,0 +1,305 @@
+//! Behaviour of the public API on synthetic Phi-3 models: streaming, stop
+//! strings, cancellation, sink errors, seeds, chat sessions, threads, context.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use common::{reference_model, Collect};
+use phi_mobile::*;
+use tokenizers::Tokenizer;
+
+fn tokenizer() -> Tokenizer {
+    Tokenizer::from_file(common::tokenizer_path()).unwrap()
+}
+
+fn greedy(n: u32) -> GenerationParams {
+    GenerationParams::greedy(n)
+}
+
+#[test]
+fn info_describes_the_file() {
+    let info = reference_model().info();
+    let spec = common::synthetic::Phi3Spec::reference();
+    assert_eq!(info.architecture, "phi3");
+    assert_eq!(info.name.as_deref(), Some("synthetic-phi3"));
+    assert_eq!(info.context_length, 512);
+    assert_eq!(info.vocab_size, 32011);
+    assert_eq!(info.quantization, "F32");
+    let per_layer = spec.hidden * 2 + 3 * spec.hidden * spec.hidden + spec.hidden * spec.hidden + 3 * spec.hidden * spec.ff;
+    let expected = 2 * spec.vocab * spec.hidden + spec.hidden + spec.layers * per_layer;
+    assert_eq!(info.parameter_count, expected as u64);
+    assert!(info.threads >= 1);
+}
+
+#[test]
+fn streamed_pieces_concatenate_to_the_decoded_text() {
+    let model = reference_model();
+    let sink = Collect::new();
+    let stats = model.generate("Once upon a time".into(), greedy(48), sink.clone()).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::MaxTokens);
+    assert_eq!(stats.generated_tokens, 48);
+    assert_eq!(stats.token_ids.len(), 48);
+    assert_eq!(sink.text(), stats.text);
+    assert_eq!(stats.text, tokenizer().decode(&stats.token_ids, true).unwrap());
+    assert!(sink.pieces().iter().all(|p| !p.is_empty()));
+    assert_eq!(stats.prompt_tokens, model.tokenize("Once upon a time".into()).unwrap().len() as u32);
+}
+
+#[test]
+fn greedy_is_deterministic_and_max_tokens_is_exact() {
+    let model = reference_model();
+    let a = model.generate("abc".into(), greedy(10), Collect::new()).unwrap();
+    let b = model.generate("abc".into(), greedy(10), Collect::new()).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.generated_tokens, 10);
+    let c = model.generate("abc".into(), greedy(3), Collect::new()).unwrap();
+    assert_eq!(c.token_ids, a.token_ids[..3]);
+}
+
+#[test]
+fn same_seed_same_output_different_seed_different_output() {
+    let model = reference_model();
+    let params = |seed| GenerationParams { max_tokens: 24, temperature: 1.0, seed: Some(seed), ..Default::default() };
+    let a = model.generate("Seeds".into(), params(42), Collect::new()).unwrap();
+    let b = model.generate("Seeds".into(), params(42), Collect::new()).unwrap();
+    let c = model.generate("Seeds".into(), params(43), Collect::new()).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_ne!(a.token_ids, c.token_ids);
+}
+
+#[test]
+fn stop_string_ends_generation_and_is_never_streamed() {
+    let model = reference_model();
+    let full = model.generate("Stop here".into(), greedy(30), Collect::new()).unwrap();
+    // A stop string spanning the boundary between two tokens' text.
+    let pieces: Vec<String> = {
+        let sink = Collect::new();
+        model.generate("Stop here".into(), greedy(30), sink.clone()).unwrap();
+        sink.pieces()
+    };
+    let before: String = pieces[..6].concat();
+    let stop = format!("{}{}", &pieces[6], pieces[7].chars().next().unwrap());
+    let expected_text = before.clone();
+    // The stop must first occur where we put it.
+    assert_eq!(full.text.find(&stop), Some(before.len()), "pick a stop that first occurs at piece 6");
+
+    let sink = Collect::new();
+    let params = GenerationParams { stop: vec!["never-occurs".into(), stop.clone()], ..greedy(30) };
+    let stats = model.generate("Stop here".into(), params, sink.clone()).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::StopString);
+    assert_eq!(stats.text, expected_text);
+    assert_eq!(sink.text(), expected_text);
+    assert!(!sink.text().contains(&stop));
+}
+
+#[test]
+fn sink_returning_false_stops_after_that_piece() {
+    let model = reference_model();
+    let sink = Arc::new(Collect { stop_after: Some(4), ..Default::default() });
+    let stats = model.generate("Count".into(), greedy(50), sink.clone()).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert_eq!(sink.pieces().len(), 4);
+    assert_eq!(stats.text, sink.text());
+}
+
+#[test]
+fn failing_sink_is_a_callback_error_and_the_model_keeps_working() {
+    let model = reference_model();
+    let expected = model.generate("Robust".into(), greedy(12), Collect::new()).unwrap();
+    let sink = Arc::new(Collect { fail_at: Some(3), ..Default::default() });
+    let err = model.generate("Robust".into(), greedy(12), sink).unwrap_err();
+    assert!(matches!(err, LlmError::Callback { .. }), "{err:?}");
+
+    let session = model.new_session(vec![]);
+    let sink = Arc::new(Collect { fail_at: Some(2), ..Default::default() });
+    assert!(matches!(session.send("Hi".into(), greedy(8), sink), Err(LlmError::Callback { .. })));
+    assert!(session.history().is_empty(), "a failed turn is not recorded");
+    session.send("Hi".into(), greedy(8), Collect::new()).unwrap();
+    assert_eq!(session.history().len(), 2);
+
+    let again = model.generate("Robust".into(), greedy(12), Collect::new()).unwrap();
+    assert_eq!(again.token_ids, expected.token_ids);
+}
+
+/// A sink that, at piece `at`, lets the test thread cancel and waits until it has.
+struct PauseAt {
+    at: usize,
+    seen: AtomicUsize,
+    reached: Barrier,
+    cancelled: Barrier,
+}
+
+impl TokenSink for PauseAt {
+    fn on_text(&self, _piece: String) -> Result<bool, LlmError> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            self.reached.wait();
+            self.cancelled.wait();
+        }
+        Ok(true)
+    }
+}
+
+#[test]
+fn cancel_from_another_thread_takes_effect_within_one_token() {
+    let model = reference_model();
+    let session = model.new_session(vec![]);
+    let sink = Arc::new(PauseAt { at: 5, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
+    let worker = {
+        let (session, sink) = (session.clone(), sink.clone());
+        std::thread::spawn(move || session.send("Go on forever".into(), greedy(400), sink))
+    };
+    sink.reached.wait();
+    session.cancel();
+    sink.cancelled.wait();
+    let stats = worker.join().unwrap().unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    // Pieces can lag tokens (multi-byte characters), never lead them.
+    assert!(sink.seen.load(Ordering::SeqCst) <= 5);
+    assert!(stats.generated_tokens >= 5 && stats.generated_tokens <= 6, "{}", stats.generated_tokens);
+    // The cancelled turn is kept, and the session goes on normally.
+    assert_eq!(session.history().len(), 2);
+    let next = session.send("Next".into(), greedy(4), Collect::new()).unwrap();
+    assert_eq!(next.stop_reason, StopReason::MaxTokens);
+}
+
+#[test]
+fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
+    let model = reference_model();
+    for first_turn_tokens in [1, 16] {
+        let session = model.new_session(vec![ChatMessage { role: Role::System, content: "You are terse.".into() }]);
+        let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new()).unwrap();
+        let t2 = session.send("Tell me more".into(), greedy(16), Collect::new()).unwrap();
+
+        let transcript = vec![
+            ChatMessage { role: Role::System, content: "You are terse.".into() },
+            ChatMessage { role: Role::User, content: "Hi there".into() },
+            ChatMessage { role: Role::Assistant, content: t1.text.clone() },
+        ];
+        let fresh = model.new_session(transcript.clone());
+        let f2 = fresh.send("Tell me more".into(), greedy(16), Collect::new()).unwrap();
+        assert_eq!(t2.token_ids, f2.token_ids);
+        assert_eq!(t2.text, f2.text);
+        assert_eq!(f2.cached_prompt_tokens, 0);
+
+        // The cache is reused exactly when turn 1's fed tokens are a prefix of
+        // turn 2's prompt (always, when turn 1 fed no generated token).
+        let mut history = transcript;
+        history.push(ChatMessage { role: Role::User, content: "Tell me more".into() });
+        let prompt2 = model.tokenize(model.format_chat(history)).unwrap();
+        let mut fed = model.tokenize(model.format_chat(vec![
+            ChatMessage { role: Role::System, content: "You are terse.".into() },
+            ChatMessage { role: Role::User, content: "Hi there".into() },
+        ])).unwrap();
+        fed.extend(&t1.token_ids[..t1.token_ids.len() - 1]);
+        let expected_reuse = if prompt2.starts_with(&fed) { fed.len() } else { 0 };
+        assert_eq!(t2.cached_prompt_tokens as usize, expected_reuse);
+        assert_eq!(t2.prompt_tokens as usize, prompt2.len());
+        if first_turn_tokens == 1 {
+            assert!(expected_reuse > 0);
+        }
+        assert_eq!(session.history().len(), 5);
+    }
+}
+
+#[test]
+fn reset_returns_to_the_initial_history() {
+    let model = reference_model();
+    let system = ChatMessage { role: Role::System, content: "Sys".into() };
+    let session = model.new_session(vec![system.clone()]);
+    let first = session.send("Q".into(), greedy(6), Collect::new()).unwrap();
+    session.send("Q2".into(), greedy(6), Collect::new()).unwrap();
+    session.reset();
+    assert_eq!(session.history(), vec![system]);
+    let again = session.send("Q".into(), greedy(6), Collect::new()).unwrap();
+    assert_eq!(again.token_ids, first.token_ids);
+}
+
+#[test]
+fn four_threads_with_their_own_sessions_match_sequential_runs() {
+    let model = reference_model();
+    let prompts = ["alpha", "beta gamma", "delta epsilon zeta", "eta"];
+    let run = |p: &str| {
+        let s = model.new_session(vec![]);
+        let a = s.send(p.to_string(), greedy(12), Collect::new()).unwrap();
+        let b = s.send("and then?".into(), greedy(8), Collect::new()).unwrap();
+        (a.token_ids, b.token_ids)
+    };
+    let sequential: Vec<_> = prompts.iter().map(|p| run(p)).collect();
+    let concurrent: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts.iter().map(|p| scope.spawn(move || run(p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, concurrent);
+}
+
+#[test]
+fn context_full_is_a_stop_reason() {
+    let mut cfg = common::config(&common::reference_model_path());
+    cfg.context_length = Some(24);
+    let model = Model::load(cfg).unwrap();
+    assert_eq!(model.info().context_length, 24);
+    assert_eq!(model.info().trained_context_length, 512);
+    let stats = model.generate("A short prompt".into(), greedy(100), Collect::new()).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::ContextFull);
+    assert_eq!(stats.generated_tokens, 24 - stats.prompt_tokens + 1);
+}
+
+#[test]
+fn prompt_past_the_context_is_an_error() {
+    let mut cfg = common::config(&common::reference_model_path());
+    cfg.context_length = Some(16);
+    let model = Model::load(cfg).unwrap();
+    let long = "word ".repeat(40);
+    let n = model.tokenize(long.clone()).unwrap().len() as u32;
+    match model.generate(long, greedy(4), Collect::new()) {
+        Err(LlmError::ContextOverflow { needed, available }) => {
+            assert_eq!((needed, available), (n, 16));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A chat that outgrows the context fails the same way, and its history stays.
+    let session = model.new_session(vec![]);
+    let mut turns = 0;
+    let err = loop {
+        match session.send("more words please".into(), greedy(2), Collect::new()) {
+            Ok(_) => turns += 1,
+            Err(e) => break e,
+        }
+        assert!(turns < 16);
+    };
+    assert!(matches!(err, LlmError::ContextOverflow { .. }), "{err:?}");
+    assert_eq!(session.history().len(), 2 * turns);
+}
+
+#[test]
+fn load_progress_is_monotonic_and_complete() {
+    struct Progress(std::sync::Mutex<Vec<(u64, u64)>>);
+    impl LoadProgress for Progress {
+        fn on_progress(&self, done: u64, total: u64) {
+            self.0.lock().unwrap().push((done, total));
+        }
+    }
+    let p = Arc::new(Progress(Default::default()));
+    let path = common::reference_model_path();
+    let model = Model::load_with_progress(common::config(&path), p.clone()).unwrap();
+    let seen = p.0.lock().unwrap().clone();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(seen.len() > 3, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert!(seen.iter().all(|&(_, t)| t == size));
+    assert_eq!(*seen.last().unwrap(), (size, size));
+    assert_eq!(model.info().file_size_bytes, size);
+}
+
+#[test]
+fn quantized_model_runs() {
+    let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());
+    let model = Model::load(common::config(&path)).unwrap();
+    assert_eq!(model.info().quantization, "Q4_K");
+    let a = model.generate("Quantized".into(), greedy(16), Collect::new()).unwrap();
+    let b = model.generate("Quantized".into(), greedy(16), Collect::new()).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.generated_tokens, 16);
+}
