@@ -130,9 +130,11 @@ impl LoadedModel {
 
         let tokenizer = load_tokenizer(cfg.tokenizer_path.as_deref())?;
         let vocab_size = tokenizer.get_vocab_size(true);
-        if vocab_size > rows {
+        // Ids, not the count, must fit: added tokens can leave gaps.
+        let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
+        if max_id >= rows {
             return Err(Error::Tokenizer(format!(
-                "the tokenizer has {vocab_size} tokens but the model's embedding only {rows}; they do not belong together"
+                "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
             )));
         }
         let end_tokens = ["<|end|>", "<|endoftext|>", "</s>"]
