@@ -131,6 +131,78 @@ impl StopFilter {
 }
 
 #[cfg(test)]
+mod text_stream_tests {
+    use super::*;
+
+    /// The real Phi-3 (Llama 2) tokenizer from scripts/fetch-fixtures.sh.
+    fn phi3_tokenizer() -> Tokenizer {
+        let cache = std::env::var("PHI_MOBILE_CACHE")
+            .unwrap_or_else(|_| format!("{}/.cache/phi-mobile", std::env::var("HOME").unwrap_or_default()));
+        let path = format!("{cache}/phi3-tokenizer.json");
+        Tokenizer::from_file(&path).unwrap_or_else(|e| panic!("{path}: {e} (run scripts/fetch-fixtures.sh)"))
+    }
+
+    fn stream_all(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
+        let mut s = TextStream::new(tok);
+        let mut pieces: Vec<String> = ids.iter().map(|&id| s.push(id).unwrap()).collect();
+        pieces.push(s.finish().unwrap());
+        pieces
+    }
+
+    #[test]
+    fn pieces_concatenate_to_the_full_decode() {
+        let tok = phi3_tokenizer();
+        for text in [
+            "Hello, world! How are you?",
+            "Family: 👨‍👩‍👧‍👦, flags 🇯🇵🇫🇷, skin tone 👋🏽.",
+            "日本語のテキストと中文文本，还有한국어.",
+            "Ünïcödé àccents: naïve café, Ångström, ß.",
+            "fn main() {\n\tprintln!(\"{}\", 1 + 2);\n}\n",
+            "Numbers 3.14159, 1,000,000 and   runs    of spaces.",
+        ] {
+            let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+            let pieces = stream_all(&tok, &ids);
+            assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap(), "{text}");
+            assert_eq!(pieces.concat(), text);
+            assert!(pieces.iter().all(|p| !p.contains(REPLACEMENT)), "{text}: {pieces:?}");
+        }
+    }
+
+    #[test]
+    fn punctuation_and_spaces_are_not_held_back() {
+        let tok = phi3_tokenizer();
+        let ids = tok.encode("Hi, you! Yes: ok... (fine) ; -", false).unwrap().get_ids().to_vec();
+        let mut s = TextStream::new(&tok);
+        for &id in &ids {
+            assert!(!s.push(id).unwrap().is_empty(), "token {id} was held back");
+        }
+        assert_eq!(s.finish().unwrap(), "");
+    }
+
+    #[test]
+    fn an_emoji_goes_out_whole_as_soon_as_its_last_byte_arrives() {
+        let tok = phi3_tokenizer();
+        let ids = tok.encode("a🦀b", false).unwrap().get_ids().to_vec();
+        let pieces = stream_all(&tok, &ids);
+        let crab = pieces.iter().position(|p| p.contains('🦀')).unwrap();
+        // The crab is byte-fallback tokens: nothing until the last, then the whole crab.
+        assert!(pieces[1..crab].iter().all(String::is_empty), "{pieces:?}");
+        assert_eq!(pieces[crab], "🦀");
+        assert_eq!(pieces[crab + 1], "b");
+    }
+
+    #[test]
+    fn an_incomplete_character_is_flushed_as_a_full_decode_shows_it() {
+        let tok = phi3_tokenizer();
+        let ids = tok.encode("x🦀", false).unwrap().get_ids().to_vec();
+        let cut = &ids[..ids.len() - 1];
+        let pieces = stream_all(&tok, cut);
+        assert_eq!(pieces.concat(), tok.decode(cut, true).unwrap());
+        assert!(pieces.last().unwrap().contains(REPLACEMENT));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
