@@ -10,12 +10,13 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --lib --quiet
 cargo build --release --features bindgen --bin uniffi-bindgen --quiet
-LIB=target/release/libphi_mobile.so
-[ "$(uname)" = Darwin ] && LIB=target/release/libphi_mobile.dylib
+TARGET="${CARGO_TARGET_DIR:-target}"
+LIB="$TARGET/release/libphi_mobile.so"
+[ "$(uname)" = Darwin ] && LIB="$TARGET/release/libphi_mobile.dylib"
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-gen() { target/release/uniffi-bindgen generate "$LIB" --language "$1" --out-dir "$OUT/$1" --no-format >/dev/null; }
+gen() { "$TARGET"/release/uniffi-bindgen generate "$LIB" --language "$1" --out-dir "$OUT/$1" --no-format >/dev/null; }
 gen kotlin
 gen swift
 

@@ -1000,6 +1000,12 @@ public func FfiConverterTypeLoadProgress_lower(_ value: LoadProgress) -> UInt64 
 public protocol ModelProtocol: AnyObject, Sendable {
     
     /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+    func formatChat(messages: [ChatMessage])  -> String
+    
+    /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.
      * Blocks the calling thread.
      */
@@ -1100,6 +1106,20 @@ public static func loadWithProgress(config: ModelConfig, progress: LoadProgress)
 }
     
 
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+open func formatChat(messages: [ChatMessage]) -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_format_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.

@@ -728,6 +728,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_format_chat(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_generate(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_info(
@@ -792,6 +794,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_phi_mobile_fn_method_model_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_info(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -2038,6 +2042,12 @@ public object FfiConverterTypeLoadProgress: FfiConverter<LoadProgress, Long> {
 public interface ModelInterface {
     
     /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+    fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String
+    
+    /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.
      * Blocks the calling thread.
      */
@@ -2163,6 +2173,24 @@ open class Model: Disposable, AutoCloseable, ModelInterface
             UniffiLib.uniffi_phi_mobile_fn_clone_model(handle, status)
         }
     }
+
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_format_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**

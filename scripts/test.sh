@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test suite: what CI runs and what a developer runs before
+# pushing. Needs network access only to package registries (first run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== fixtures"
+scripts/fetch-fixtures.sh
+
+echo "== rust tests (release: the model math is too slow unoptimised)"
+cargo test --release --all-targets
+cargo test --release --doc
+
+echo "== generated bindings match the library"
+scripts/generate-bindings.sh --check
