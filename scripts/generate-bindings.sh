@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --lib --quiet
-cargo build --release --features bindgen --bin uniffi-bindgen --quiet
+cargo build --release -p uniffi-bindgen --quiet
 TARGET="${CARGO_TARGET_DIR:-target}"
 LIB="$TARGET/release/libphi_mobile.so"
 [ "$(uname)" = Darwin ] && LIB="$TARGET/release/libphi_mobile.dylib"
