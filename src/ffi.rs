@@ -340,9 +340,9 @@ impl Model {
 
     /// The prompt text a chat with these messages is rendered to (the model's
     /// chat format, ending with the cue for the assistant's answer).
-    pub fn format_chat(&self, messages: Vec<ChatMessage>) -> String {
+    pub fn format_chat(&self, messages: Vec<ChatMessage>) -> Result<String> {
         let messages: Vec<engine::Message> = messages.into_iter().map(Into::into).collect();
-        self.inner.format_chat(&messages)
+        Ok(self.inner.format_chat(&messages)?)
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming to `sink`.

@@ -187,11 +187,11 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
         // turn 2's prompt (always, when turn 1 fed no generated token).
         let mut history = transcript;
         history.push(ChatMessage { role: Role::User, content: "Tell me more".into() });
-        let prompt2 = model.tokenize(model.format_chat(history)).unwrap();
+        let prompt2 = model.tokenize(model.format_chat(history).unwrap()).unwrap();
         let mut fed = model.tokenize(model.format_chat(vec![
             ChatMessage { role: Role::System, content: "You are terse.".into() },
             ChatMessage { role: Role::User, content: "Hi there".into() },
-        ])).unwrap();
+        ]).unwrap()).unwrap();
         fed.extend(&t1.token_ids[..t1.token_ids.len() - 1]);
         let expected_reuse = if prompt2.starts_with(&fed) { fed.len() } else { 0 };
         assert_eq!(t2.cached_prompt_tokens as usize, expected_reuse);
@@ -302,4 +302,44 @@ fn quantized_model_runs() {
     let b = model.generate("Quantized".into(), greedy(16), Collect::new()).unwrap();
     assert_eq!(a.token_ids, b.token_ids);
     assert_eq!(a.generated_tokens, 16);
+}
+
+#[test]
+fn a_chat_template_in_the_gguf_is_used_and_bos_is_not_doubled() {
+    // Phi-3's template as older GGUFs carry it, writing the BOS itself.
+    let template = "{{ bos_token }}{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+    let spec = common::synthetic::Phi3Spec::reference()
+        .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
+    let templated = Model::load(common::config(&common::model_file("templated", &spec))).unwrap();
+    let builtin = reference_model();
+    let messages = vec![
+        ChatMessage { role: Role::System, content: "Be brief.".into() },
+        ChatMessage { role: Role::User, content: "Hi".into() },
+    ];
+    let rendered = templated.format_chat(messages.clone()).unwrap();
+    assert_eq!(rendered, format!("<s>{}", builtin.format_chat(messages.clone()).unwrap()));
+
+    let a = templated.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new()).unwrap();
+    let b = builtin.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new()).unwrap();
+    assert_eq!(a.prompt_tokens, b.prompt_tokens, "one BOS, not two");
+    assert_eq!(a.token_ids, b.token_ids);
+}
+
+#[test]
+fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
+    let template = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}";
+    let spec = common::synthetic::Phi3Spec::reference()
+        .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
+    let model = Model::load(common::config(&common::model_file("rejecting-template", &spec))).unwrap();
+    let session = model.new_session(vec![ChatMessage { role: Role::System, content: "x".into() }]);
+    match session.send("Hi".into(), greedy(4), Collect::new()) {
+        Err(LlmError::InvalidParameter { name, reason }) => {
+            assert_eq!(name, "messages");
+            assert!(reason.contains("System role not supported"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = common::synthetic::Phi3Spec::reference()
+        .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String("{% for %}".into()));
+    assert!(matches!(Model::load(common::config(&common::model_file("broken-template", &bad))), Err(LlmError::InvalidModel { .. })));
 }

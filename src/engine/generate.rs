@@ -299,7 +299,7 @@ impl Conversation {
     ) -> Result<Outcome> {
         let mut messages = self.history.clone();
         messages.push(Message::new(super::chat::Role::User, user_message));
-        let prompt = model.encode(&model.format_chat(&messages))?;
+        let prompt = model.encode_chat(&messages)?;
         let outcome = self.sequence.generate(model, &prompt, opts, cancel, sink)?;
         messages.push(Message::new(super::chat::Role::Assistant, outcome.text.clone()));
         self.history = messages;

@@ -7,6 +7,7 @@ mod generate;
 mod model;
 mod sampler;
 mod stream;
+mod template;
 mod threads;
 
 pub use chat::{phi3_prompt, Message, Role};

@@ -12,7 +12,9 @@ use candle_core::Device;
 use candle_transformers::models::quantized_phi3;
 use tokenizers::Tokenizer;
 
+use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
+use super::template::ChatTemplate;
 use super::threads;
 
 /// What the caller asks for when loading.
@@ -70,7 +72,40 @@ pub struct LoadedModel {
     pub(crate) tokenizer: Tokenizer,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
+    /// From `tokenizer.chat_template`; `None` uses the architecture's format.
+    chat_template: Option<ChatTemplate>,
+    bos_text: Option<String>,
     pub info: ModelInfo,
+}
+
+/// End-of-turn markers of common chat formats; each counts only where the
+/// vocabulary has it as a special token.
+const END_OF_TURN_TOKENS: [&str; 7] =
+    ["<|end|>", "<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>"];
+
+/// The GGUF metadata the engine reads besides the architecture's own.
+struct TokenizerMetadata {
+    bos_id: Option<u32>,
+    end_ids: Vec<u32>,
+    chat_template: Option<String>,
+}
+
+impl TokenizerMetadata {
+    fn read(c: &Content) -> Self {
+        let id = |k: &str| c.metadata.get(k).and_then(|v| v.to_u32().ok());
+        Self {
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            end_ids: ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+                .iter()
+                .filter_map(|k| id(k))
+                .collect(),
+            chat_template: c
+                .metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.to_string().ok())
+                .cloned(),
+        }
+    }
 }
 
 impl LoadedModel {
@@ -109,6 +144,7 @@ impl LoadedModel {
             .ok_or_else(|| Error::invalid_model("the GGUF has no general.architecture"))?;
         let name = content.metadata.get("general.name").and_then(|v| v.to_string().ok()).cloned();
         let (parameter_count, quantization) = summarize_weights(&content);
+        let tok_meta = TokenizerMetadata::read(&content);
 
         let (pristine, trained_ctx, context_length, rows) = match arch.as_str() {
             "phi3" => {
@@ -137,15 +173,37 @@ impl LoadedModel {
                 "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
             )));
         }
-        let end_tokens = ["<|end|>", "<|endoftext|>", "</s>"]
+        let special: std::collections::HashSet<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        let mut end_tokens: Vec<u32> = END_OF_TURN_TOKENS
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
+            .filter(|id| special.contains(id))
+            .chain(tok_meta.end_ids.iter().copied().filter(|&id| (id as usize) < rows))
             .collect();
+        end_tokens.sort_unstable();
+        end_tokens.dedup();
+        let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+        let bos_text = token_text(tok_meta.bos_id);
+        let chat_template = tok_meta
+            .chat_template
+            .as_deref()
+            .map(|src| {
+                let eos = token_text(tok_meta.end_ids.first().copied()).unwrap_or_default();
+                ChatTemplate::new(src, bos_text.clone().unwrap_or_default(), eos)
+            })
+            .transpose()?;
 
         Ok(Self {
             pristine,
             tokenizer,
             end_tokens,
+            chat_template,
+            bos_text,
             info: ModelInfo {
                 architecture: arch,
                 name,
@@ -164,11 +222,28 @@ impl LoadedModel {
         self.info.context_length
     }
 
-    /// Renders a chat in this model's prompt format.
-    pub fn format_chat(&self, messages: &[super::chat::Message]) -> String {
-        match self.pristine {
-            Weights::Phi3(_) => super::chat::phi3_prompt(messages),
+    /// Renders a chat in this model's prompt format, ending with the cue for
+    /// the assistant's answer: the GGUF's own chat template when it has one,
+    /// else the architecture's known format.
+    pub fn format_chat(&self, messages: &[Message]) -> Result<String> {
+        match (&self.chat_template, &self.pristine) {
+            (Some(t), _) => t.render(messages, true),
+            (None, Weights::Phi3(_)) => Ok(super::chat::phi3_prompt(messages)),
         }
+    }
+
+    /// Token ids of a chat prompt. Templates that write the BOS token
+    /// themselves get no second one from the tokenizer.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.format_chat(messages)?;
+        let bos = self.tokenizer.get_post_processor().is_some() && self.starts_with_bos(&text);
+        catch_panic(|m| Error::Tokenizer(m), || {
+            Ok(self.tokenizer.encode(text.as_str(), !bos)?.get_ids().to_vec())
+        })
+    }
+
+    fn starts_with_bos(&self, text: &str) -> bool {
+        self.bos_text.as_deref().is_some_and(|b| !b.is_empty() && text.starts_with(b))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

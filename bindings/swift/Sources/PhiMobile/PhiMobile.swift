@@ -1003,7 +1003,7 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * The prompt text a chat with these messages is rendered to (the model's
      * chat format, ending with the cue for the assistant's answer).
      */
-    func formatChat(messages: [ChatMessage])  -> String
+    func formatChat(messages: [ChatMessage]) throws  -> String
     
     /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.
@@ -1111,8 +1111,8 @@ public static func loadWithProgress(config: ModelConfig, progress: LoadProgress)
      * The prompt text a chat with these messages is rendered to (the model's
      * chat format, ending with the cue for the assistant's answer).
      */
-open func formatChat(messages: [ChatMessage]) -> String  {
-    return try!  FfiConverterString.lift(try! rustCall() {
+open func formatChat(messages: [ChatMessage])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_format_chat(
             self.uniffiCloneHandle(),

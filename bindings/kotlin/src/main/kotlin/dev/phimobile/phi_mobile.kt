@@ -2178,10 +2178,11 @@ open class Model: Disposable, AutoCloseable, ModelInterface
     /**
      * The prompt text a chat with these messages is rendered to (the model's
      * chat format, ending with the cue for the assistant's answer).
-     */override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
+     */
+    @Throws(LlmException::class)override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_format_chat(
         it,
         
