@@ -14,7 +14,7 @@ pub enum LlmError {
     ModelNotFound { path: String },
     #[error("The file is not a usable model: {reason}.")]
     InvalidModel { reason: String },
-    #[error("Model architecture '{architecture}' is not supported (supported: phi3).")]
+    #[error("Model architecture '{architecture}' is not supported (supported: phi3, llama).")]
     UnsupportedArchitecture { architecture: String },
     #[error("Tokenizer problem: {reason}.")]
     Tokenizer { reason: String },

@@ -72,9 +72,13 @@ fn a_directory_is_not_a_model() {
 
 #[test]
 fn other_architecture() {
+    let spec = Phi3Spec::reference().with_metadata("general.architecture", Value::String("gemma".into()));
+    let err = load(&common::model_file("arch-gemma", &spec)).err().unwrap();
+    assert_eq!(err, LlmError::UnsupportedArchitecture { architecture: "gemma".into() });
+    // A Phi-3 file that claims to be Llama lacks Llama's metadata and tensors.
     let spec = Phi3Spec::reference().with_metadata("general.architecture", Value::String("llama".into()));
-    let err = load(&common::model_file("arch-llama", &spec)).err().unwrap();
-    assert_eq!(err, LlmError::UnsupportedArchitecture { architecture: "llama".into() });
+    let reason = invalid_model(load(&common::model_file("arch-llama-lie", &spec)));
+    assert!(reason.contains("llama.embedding_length"), "{reason}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use candle_transformers::models::quantized_phi3;
+use candle_transformers::models::{quantized_llama, quantized_phi3};
 use tokenizers::Tokenizer;
 
 use super::chat::Message;
@@ -52,6 +52,7 @@ pub struct ModelInfo {
 #[derive(Clone)]
 pub(crate) enum Weights {
     Phi3(quantized_phi3::ModelWeights),
+    Llama(quantized_llama::ModelWeights),
 }
 
 impl Weights {
@@ -60,6 +61,7 @@ impl Weights {
         let input = candle_core::Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
         let logits = match self {
             Weights::Phi3(m) => m.forward(&input, index_pos)?,
+            Weights::Llama(m) => m.forward(&input, index_pos)?,
         };
         Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
     }
@@ -146,22 +148,39 @@ impl LoadedModel {
         let (parameter_count, quantization) = summarize_weights(&content);
         let tok_meta = TokenizerMetadata::read(&content);
 
-        let (pristine, trained_ctx, context_length, rows) = match arch.as_str() {
-            "phi3" => {
-                let hp = Phi3Params::read(&content)?;
-                let ctx = cfg.context_length.map_or(hp.context_length, |c| c.min(hp.context_length));
+        let family = match arch.as_str() {
+            "phi3" => Family::Phi3,
+            "llama" => Family::Llama,
+            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
+        };
+        let hp = Hyper::read(&content, &arch, family)?;
+        // candle's llama precomputes rotary tables for a fixed 4096 positions.
+        let implementation_max = match family {
+            Family::Phi3 => hp.context_length,
+            Family::Llama => quantized_llama::MAX_SEQ_LEN,
+        };
+        let trained_ctx = hp.context_length;
+        let context_length = cfg
+            .context_length
+            .unwrap_or(trained_ctx)
+            .min(trained_ctx)
+            .min(implementation_max);
+        let rows = hp.vocab_rows;
+        let load_err = |e: candle_core::Error| Error::invalid_model(format!("cannot load the weights: {e}"));
+        let pristine = catch_panic(Error::invalid_model, || match family {
+            Family::Phi3 => {
                 // candle sizes its rotary tables and KV cache from this key.
                 content
                     .metadata
-                    .insert("phi3.context_length".into(), Value::U32(ctx as u32));
-                let weights = catch_panic(Error::invalid_model, || {
-                    quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &Device::Cpu)
-                        .map_err(|e| Error::invalid_model(format!("cannot load the weights: {e}")))
-                })?;
-                (Weights::Phi3(weights), hp.context_length, ctx, hp.vocab_rows)
+                    .insert("phi3.context_length".into(), Value::U32(context_length as u32));
+                quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &Device::Cpu)
+                    .map(Weights::Phi3)
+                    .map_err(load_err)
             }
-            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
-        };
+            Family::Llama => quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
+                .map(Weights::Llama)
+                .map_err(load_err),
+        })?;
         reader.finish();
 
         let tokenizer = load_tokenizer(cfg.tokenizer_path.as_deref())?;
@@ -229,6 +248,10 @@ impl LoadedModel {
         match (&self.chat_template, &self.pristine) {
             (Some(t), _) => t.render(messages, true),
             (None, Weights::Phi3(_)) => Ok(super::chat::phi3_prompt(messages)),
+            (None, Weights::Llama(_)) => Err(Error::param(
+                "messages",
+                "this model has no chat template; use generate() with a prompt in its own format",
+            )),
         }
     }
 
@@ -343,18 +366,27 @@ fn dtype_name(t: GgmlDType) -> String {
     s.to_string()
 }
 
-/// Phi-3 hyperparameters, checked against each other and the tensor shapes so
-/// a file whose metadata lies fails here rather than deep inside a matmul.
-struct Phi3Params {
+/// Transformer hyperparameters, checked against each other and against the
+/// tensor shapes, so a file whose metadata lies fails here rather than deep
+/// inside a matmul.
+struct Hyper {
     context_length: usize,
     /// Rows of the embedding: the largest token id the model accepts + 1.
     vocab_rows: usize,
 }
 
-impl Phi3Params {
-    fn read(c: &Content) -> Result<Self> {
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    /// Fused `attn_qkv` and `ffn_up` (gate|up), neox rope, rope base 10000.
+    Phi3,
+    /// Separate q/k/v and gate/up, interleaved rope, optional tied output.
+    Llama,
+}
+
+impl Hyper {
+    fn read(c: &Content, arch: &str, family: Family) -> Result<Self> {
         let get = |key: &str| -> Result<usize> {
-            let full = format!("phi3.{key}");
+            let full = format!("{arch}.{key}");
             let v = c
                 .metadata
                 .get(&full)
@@ -373,15 +405,16 @@ impl Phi3Params {
         let ff = get("feed_forward_length")?;
         let ctx = get("context_length")?;
         let rope_dim = get("rope.dimension_count")?;
+        let eps_key = format!("{arch}.attention.layer_norm_rms_epsilon");
         let eps = c
             .metadata
-            .get("phi3.attention.layer_norm_rms_epsilon")
+            .get(&eps_key)
             .and_then(|v| v.to_f32().ok())
-            .ok_or_else(|| Error::invalid_model("missing metadata phi3.attention.layer_norm_rms_epsilon"))?;
+            .ok_or_else(|| Error::invalid_model(format!("missing metadata {eps_key} (RMS-norm epsilon)")))?;
 
         let bad = |why: String| Err(Error::invalid_model(why));
         if hidden == 0 || layers == 0 || heads == 0 || kv_heads == 0 || ff == 0 {
-            return bad("a Phi-3 dimension in the metadata is zero".into());
+            return bad(format!("a {arch} dimension in the metadata is zero"));
         }
         if hidden % heads != 0 || heads % kv_heads != 0 {
             return bad(format!("{heads} heads / {kv_heads} KV heads do not divide the hidden size {hidden}"));
@@ -396,32 +429,54 @@ impl Phi3Params {
         if !eps.is_finite() || eps <= 0.0 {
             return bad(format!("RMS-norm epsilon {eps} is not a positive number"));
         }
-        // candle's Phi-3 hard-codes rope base 10000 and has no LongRoPE.
-        if let Some(base) = c.metadata.get("phi3.rope.freq_base").and_then(|v| v.to_f32().ok()) {
-            if base != 10_000.0 {
+        let freq_base = c.metadata.get(&format!("{arch}.rope.freq_base")).and_then(|v| v.to_f32().ok());
+        if freq_base.is_some_and(|b| !b.is_finite() || b <= 1.0) {
+            return bad(format!("rope base {freq_base:?} is out of range"));
+        }
+        if family == Family::Phi3 {
+            // candle's Phi-3 hard-codes rope base 10000 and has no LongRoPE.
+            if let Some(base) = freq_base.filter(|b| *b != 10_000.0) {
                 return Err(Error::UnsupportedArchitecture(format!("phi3 with rope base {base}")));
             }
+            if c.tensor_infos.contains_key("rope_factors_long.weight") {
+                return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
+            }
         }
-        if c.tensor_infos.contains_key("rope_factors_long.weight") {
-            return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
+        if family == Family::Llama && c.metadata.get(&format!("{arch}.expert_count")).is_some_and(|v| v.to_u32().is_ok_and(|n| n > 1)) {
+            return Err(Error::UnsupportedArchitecture(format!("{arch} mixture-of-experts")));
         }
 
         let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
-        let qkv = hidden + 2 * kv_heads * head_dim;
+        let kv = kv_heads * head_dim;
         let mut expect: Vec<(String, Vec<usize>)> = vec![
             ("token_embd.weight".into(), vec![vocab, hidden]),
             ("output_norm.weight".into(), vec![hidden]),
-            ("output.weight".into(), vec![vocab, hidden]),
         ];
+        // Llama-family files may tie the output projection to the embedding.
+        if family == Family::Phi3 || c.tensor_infos.contains_key("output.weight") {
+            expect.push(("output.weight".into(), vec![vocab, hidden]));
+        }
         for i in 0..layers {
+            let b = |t: &str| format!("blk.{i}.{t}.weight");
             expect.extend([
-                (format!("blk.{i}.attn_norm.weight"), vec![hidden]),
-                (format!("blk.{i}.attn_qkv.weight"), vec![qkv, hidden]),
-                (format!("blk.{i}.attn_output.weight"), vec![hidden, hidden]),
-                (format!("blk.{i}.ffn_norm.weight"), vec![hidden]),
-                (format!("blk.{i}.ffn_up.weight"), vec![2 * ff, hidden]),
-                (format!("blk.{i}.ffn_down.weight"), vec![hidden, ff]),
+                (b("attn_norm"), vec![hidden]),
+                (b("attn_output"), vec![hidden, hidden]),
+                (b("ffn_norm"), vec![hidden]),
+                (b("ffn_down"), vec![hidden, ff]),
             ]);
+            match family {
+                Family::Phi3 => expect.extend([
+                    (b("attn_qkv"), vec![hidden + 2 * kv, hidden]),
+                    (b("ffn_up"), vec![2 * ff, hidden]),
+                ]),
+                Family::Llama => expect.extend([
+                    (b("attn_q"), vec![hidden, hidden]),
+                    (b("attn_k"), vec![kv, hidden]),
+                    (b("attn_v"), vec![kv, hidden]),
+                    (b("ffn_gate"), vec![ff, hidden]),
+                    (b("ffn_up"), vec![ff, hidden]),
+                ]),
+            }
         }
         for (name, want) in &expect {
             let got = shape_of(c, name)?;

@@ -10,8 +10,16 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arch {
+    Phi3,
+    /// Llama layout: separate q/k/v and gate/up, tied output embedding.
+    Llama,
+}
+
 #[derive(Debug, Clone)]
 pub struct Phi3Spec {
+    pub arch: Arch,
     pub vocab: usize,
     pub hidden: usize,
     pub heads: usize,
@@ -33,6 +41,7 @@ impl Phi3Spec {
     /// transformers run the same arithmetic; Phi-3's real 32064-row vocabulary.
     pub fn reference() -> Self {
         Self {
+            arch: Arch::Phi3,
             vocab: 32064,
             hidden: 64,
             heads: 4,
@@ -55,6 +64,7 @@ impl Phi3Spec {
     /// Phi-3-mini-4k's real dimensions (3.8 B parameters), for benchmarks.
     pub fn phi3_mini() -> Self {
         Self {
+            arch: Arch::Phi3,
             vocab: 32064,
             hidden: 3072,
             heads: 32,
@@ -67,6 +77,11 @@ impl Phi3Spec {
             extra_metadata: Vec::new(),
             omit: Vec::new(),
         }
+    }
+
+    /// A small Llama-architecture model with grouped-query attention.
+    pub fn llama() -> Self {
+        Self { arch: Arch::Llama, kv_heads: 2, seed: 0x5eed_0004, ..Self::reference() }
     }
 
     pub fn with_metadata(mut self, key: &str, value: Value) -> Self {
@@ -99,31 +114,55 @@ impl Phi3Spec {
         add("token_embd.weight".into(), &[self.vocab, h], 1.0, 0.0, self.dtype, &mut rng)?;
         for i in 0..self.layers {
             add(format!("blk.{i}.attn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
-            add(format!("blk.{i}.attn_qkv.weight"), &[qkv_rows, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            match self.arch {
+                Arch::Phi3 => add(format!("blk.{i}.attn_qkv.weight"), &[qkv_rows, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?,
+                Arch::Llama => {
+                    let kv = self.kv_heads * head_dim;
+                    add(format!("blk.{i}.attn_q.weight"), &[h, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+                    add(format!("blk.{i}.attn_k.weight"), &[kv, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+                    add(format!("blk.{i}.attn_v.weight"), &[kv, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+                }
+            }
             add(format!("blk.{i}.attn_output.weight"), &[h, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
             add(format!("blk.{i}.ffn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
-            add(format!("blk.{i}.ffn_up.weight"), &[2 * self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            match self.arch {
+                Arch::Phi3 => add(format!("blk.{i}.ffn_up.weight"), &[2 * self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?,
+                Arch::Llama => {
+                    add(format!("blk.{i}.ffn_gate.weight"), &[self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+                    add(format!("blk.{i}.ffn_up.weight"), &[self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+                }
+            }
             add(format!("blk.{i}.ffn_down.weight"), &[h, self.ff], inv_sqrt(self.ff), 0.0, self.dtype, &mut rng)?;
         }
         add("output_norm.weight".into(), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
         // Logits with a spread of a few units, so greedy choices are clear-cut.
-        add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+        // Llama files here tie the output to the embedding, as small models do.
+        if self.arch == Arch::Phi3 {
+            add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+        }
         tensors.retain(|(name, _)| !self.omit.contains(name));
 
+        let a = match self.arch {
+            Arch::Phi3 => "phi3",
+            Arch::Llama => "llama",
+        };
         let mut metadata: Vec<(String, Value)> = vec![
-            ("general.architecture".into(), Value::String("phi3".into())),
-            ("general.name".into(), Value::String("synthetic-phi3".into())),
-            ("phi3.context_length".into(), Value::U32(self.context as u32)),
-            ("phi3.embedding_length".into(), Value::U32(h as u32)),
-            ("phi3.feed_forward_length".into(), Value::U32(self.ff as u32)),
-            ("phi3.block_count".into(), Value::U32(self.layers as u32)),
-            ("phi3.attention.head_count".into(), Value::U32(self.heads as u32)),
-            ("phi3.attention.head_count_kv".into(), Value::U32(self.kv_heads as u32)),
-            ("phi3.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
-            ("phi3.rope.dimension_count".into(), Value::U32(head_dim as u32)),
+            ("general.architecture".into(), Value::String(a.into())),
+            ("general.name".into(), Value::String(format!("synthetic-{a}"))),
+            (format!("{a}.context_length"), Value::U32(self.context as u32)),
+            (format!("{a}.embedding_length"), Value::U32(h as u32)),
+            (format!("{a}.feed_forward_length"), Value::U32(self.ff as u32)),
+            (format!("{a}.block_count"), Value::U32(self.layers as u32)),
+            (format!("{a}.attention.head_count"), Value::U32(self.heads as u32)),
+            (format!("{a}.attention.head_count_kv"), Value::U32(self.kv_heads as u32)),
+            (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+            (format!("{a}.rope.dimension_count"), Value::U32(head_dim as u32)),
             ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
             ("tokenizer.ggml.eos_token_id".into(), Value::U32(32000)),
         ];
+        if self.arch == Arch::Llama {
+            metadata.push(("llama.rope.freq_base".into(), Value::F32(10_000.0)));
+        }
         for (k, v) in &self.extra_metadata {
             metadata.retain(|(key, _)| key != k);
             metadata.push((k.clone(), v.clone()));

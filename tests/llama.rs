@@ -1,0 +1,78 @@
+//! The `llama` architecture (SmolLM2, TinyLlama, Llama-family GGUFs) on a
+//! synthetic model with grouped-query attention and a tied output embedding.
+
+mod common;
+
+use candle_core::quantized::gguf_file::Value;
+use common::synthetic::Phi3Spec;
+use common::Collect;
+use phi_mobile::*;
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+fn llama() -> std::sync::Arc<Model> {
+    Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap()
+}
+
+#[test]
+fn loads_and_generates() {
+    let model = llama();
+    let info = model.info();
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.context_length, 512);
+    let sink = Collect::new();
+    let a = model.generate("Hello".into(), GenerationParams::greedy(20), sink.clone()).unwrap();
+    let b = model.generate("Hello".into(), GenerationParams::greedy(20), Collect::new()).unwrap();
+    assert_eq!(a.generated_tokens, 20);
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(sink.text(), a.text);
+}
+
+#[test]
+fn context_is_capped_at_what_candle_supports() {
+    let spec = Phi3Spec::llama().with_metadata("llama.context_length", Value::U32(8192));
+    let model = Model::load(common::config(&common::model_file("llama-8k", &spec))).unwrap();
+    assert_eq!(model.info().trained_context_length, 8192);
+    assert_eq!(model.info().context_length, 4096);
+}
+
+#[test]
+fn chat_needs_a_template_and_uses_it() {
+    let session = llama().new_session(vec![]);
+    assert!(matches!(
+        session.send("Hi".into(), GenerationParams::greedy(4), Collect::new()),
+        Err(LlmError::InvalidParameter { .. })
+    ));
+
+    let spec = Phi3Spec::llama()
+        .with_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
+    let model = Model::load(common::config(&common::model_file("llama-chatml", &spec))).unwrap();
+    let session = model.new_session(vec![]);
+    let t1 = session.send("Hi".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
+    let t2 = session.send("More".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
+    let mut transcript = session.history();
+    transcript.truncate(3);
+    let fresh = model.new_session(transcript).send("More".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
+    assert_eq!(t2.token_ids, fresh.token_ids);
+    assert_eq!(t1.generated_tokens, 8);
+}
+
+#[test]
+fn lying_llama_metadata_is_rejected() {
+    for (name, spec, expect) in [
+        ("llama-kv-3", Phi3Spec::llama().with_metadata("llama.attention.head_count_kv", Value::U32(3)), "divide"),
+        ("llama-kv-4", Phi3Spec::llama().with_metadata("llama.attention.head_count_kv", Value::U32(4)), "attn_k"),
+        ("llama-no-gate", Phi3Spec::llama().without_tensor("blk.1.ffn_gate.weight"), "missing tensor blk.1.ffn_gate.weight"),
+        ("llama-rope-base", Phi3Spec::llama().with_metadata("llama.rope.freq_base", Value::F32(f32::NAN)), "rope base"),
+    ] {
+        match Model::load(common::config(&common::model_file(name, &spec))) {
+            Err(LlmError::InvalidModel { reason }) => assert!(reason.contains(expect), "{name}: {reason}"),
+            other => panic!("{name}: {:?}", other.err()),
+        }
+    }
+    let moe = Phi3Spec::llama().with_metadata("llama.expert_count", Value::U32(8));
+    assert!(matches!(
+        Model::load(common::config(&common::model_file("llama-moe", &moe))),
+        Err(LlmError::UnsupportedArchitecture { .. })
+    ));
+}
