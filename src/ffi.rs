@@ -72,7 +72,8 @@ type Result<T, E = LlmError> = std::result::Result<T, E>;
 pub struct ModelConfig {
     /// Path to a `.gguf` file.
     pub model_path: String,
-    /// Path to a Hugging Face `tokenizer.json`.
+    /// Path to a Hugging Face `tokenizer.json`; without it the tokenizer is
+    /// built from the GGUF's metadata, as llama.cpp does.
     #[uniffi(default = None)]
     pub tokenizer_path: Option<String>,
     /// Caps the context window (and so the KV-cache memory) below the model's.
@@ -336,6 +337,11 @@ impl Model {
     /// Token ids for `text` as this model's tokenizer encodes a prompt.
     pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
         Ok(self.inner.encode(&text)?)
+    }
+
+    /// Text for token ids (special tokens skipped).
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
+        Ok(self.inner.decode(&ids)?)
     }
 
     /// The prompt text a chat with these messages is rendered to (the model's

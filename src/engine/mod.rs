@@ -4,6 +4,7 @@
 mod chat;
 mod error;
 mod generate;
+mod gguf_tokenizer;
 mod model;
 mod sampler;
 mod stream;

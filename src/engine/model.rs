@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 
 use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
+use super::gguf_tokenizer;
 use super::template::ChatTemplate;
 use super::threads;
 
@@ -21,7 +22,7 @@ use super::threads;
 #[derive(Debug, Clone, Default)]
 pub struct LoadConfig {
     pub model_path: PathBuf,
-    /// A Hugging Face `tokenizer.json`.
+    /// A Hugging Face `tokenizer.json`; `None` uses the GGUF's own vocabulary.
     pub tokenizer_path: Option<PathBuf>,
     /// Caps the context below the model's own (saves KV-cache memory).
     pub context_length: Option<usize>,
@@ -154,6 +155,12 @@ impl LoadedModel {
             other => return Err(Error::UnsupportedArchitecture(other.to_string())),
         };
         let hp = Hyper::read(&content, &arch, family)?;
+        // Without a tokenizer.json the GGUF's own vocabulary is used; built
+        // before the weights so a bad one fails fast.
+        let embedded_tokenizer = match cfg.tokenizer_path {
+            Some(_) => None,
+            None => Some(catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?),
+        };
         // candle's llama precomputes rotary tables for a fixed 4096 positions.
         let implementation_max = match family {
             Family::Phi3 => hp.context_length,
@@ -183,7 +190,10 @@ impl LoadedModel {
         })?;
         reader.finish();
 
-        let tokenizer = load_tokenizer(cfg.tokenizer_path.as_deref())?;
+        let tokenizer = match embedded_tokenizer {
+            Some(t) => t,
+            None => load_tokenizer(cfg.tokenizer_path.as_deref())?,
+        };
         let vocab_size = tokenizer.get_vocab_size(true);
         // Ids, not the count, must fit: added tokens can leave gaps.
         let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
@@ -241,6 +251,14 @@ impl LoadedModel {
         self.info.context_length
     }
 
+    /// Text of `ids`, special tokens skipped (as generation streams it).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.tokenizer.get_vocab_size(true)) {
+            return Err(Error::param("ids", format!("token id {bad} is outside the vocabulary")));
+        }
+        catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.decode(ids, true)?))
+    }
+
     /// Renders a chat in this model's prompt format, ending with the cue for
     /// the assistant's answer: the GGUF's own chat template when it has one,
     /// else the architecture's known format.
@@ -289,11 +307,9 @@ fn open(path: &Path) -> Result<File> {
 }
 
 fn load_tokenizer(path: Option<&Path>) -> Result<Tokenizer> {
-    let path = path.ok_or_else(|| {
-        Error::Tokenizer(
-            "no tokenizer.json was given; this model needs one (tokenizers read from GGUF metadata are not supported yet)".into(),
-        )
-    })?;
+    let Some(path) = path else {
+        return Err(Error::Tokenizer("no tokenizer given".into()));
+    };
     if !path.is_file() {
         return Err(Error::Tokenizer(format!("tokenizer file not found: {}", path.display())));
     }

@@ -1000,6 +1000,11 @@ public func FfiConverterTypeLoadProgress_lower(_ value: LoadProgress) -> UInt64 
 public protocol ModelProtocol: AnyObject, Sendable {
     
     /**
+     * Text for token ids (special tokens skipped).
+     */
+    func detokenize(ids: [UInt32]) throws  -> String
+    
+    /**
      * The prompt text a chat with these messages is rendered to (the model's
      * chat format, ending with the cue for the assistant's answer).
      */
@@ -1106,6 +1111,19 @@ public static func loadWithProgress(config: ModelConfig, progress: LoadProgress)
 }
     
 
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+open func detokenize(ids: [UInt32])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_detokenize(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceUInt32.lower(ids),uniffiCallStatus
+    )
+})
+}
     
     /**
      * The prompt text a chat with these messages is rendered to (the model's
@@ -1727,7 +1745,8 @@ public struct ModelConfig: Equatable, Hashable {
      */
     public var modelPath: String
     /**
-     * Path to a Hugging Face `tokenizer.json`.
+     * Path to a Hugging Face `tokenizer.json`; without it the tokenizer is
+     * built from the GGUF's metadata, as llama.cpp does.
      */
     public var tokenizerPath: String?
     /**
@@ -1747,7 +1766,8 @@ public struct ModelConfig: Equatable, Hashable {
          * Path to a `.gguf` file.
          */modelPath: String, 
         /**
-         * Path to a Hugging Face `tokenizer.json`.
+         * Path to a Hugging Face `tokenizer.json`; without it the tokenizer is
+         * built from the GGUF's metadata, as llama.cpp does.
          */tokenizerPath: String? = nil, 
         /**
          * Caps the context window (and so the KV-cache memory) below the model's.

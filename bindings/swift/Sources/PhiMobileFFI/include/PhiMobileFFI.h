@@ -345,6 +345,11 @@ uint64_t uniffi_phi_mobile_fn_constructor_model_load(RustBuffer config, RustCall
 uint64_t uniffi_phi_mobile_fn_constructor_model_load_with_progress(RustBuffer config, uint64_t progress, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_DETOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_DETOKENIZE
+RustBuffer uniffi_phi_mobile_fn_method_model_detokenize(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_FORMAT_CHAT
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_FORMAT_CHAT
 RustBuffer uniffi_phi_mobile_fn_method_model_format_chat(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
@@ -677,6 +682,12 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_send(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_LOADPROGRESS_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_LOADPROGRESS_ON_PROGRESS
 uint16_t uniffi_phi_mobile_checksum_method_loadprogress_on_progress(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_DETOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_DETOKENIZE
+uint16_t uniffi_phi_mobile_checksum_method_model_detokenize(void
     
 );
 #endif

@@ -728,6 +728,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_detokenize(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_format_chat(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_generate(
@@ -794,6 +796,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_phi_mobile_fn_method_model_detokenize(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -2042,6 +2046,11 @@ public object FfiConverterTypeLoadProgress: FfiConverter<LoadProgress, Long> {
 public interface ModelInterface {
     
     /**
+     * Text for token ids (special tokens skipped).
+     */
+    fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
+    
+    /**
      * The prompt text a chat with these messages is rendered to (the model's
      * chat format, ending with the cue for the assistant's answer).
      */
@@ -2173,6 +2182,24 @@ open class Model: Disposable, AutoCloseable, ModelInterface
             UniffiLib.uniffi_phi_mobile_fn_clone_model(handle, status)
         }
     }
+
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_detokenize(
+        it,
+        
+        FfiConverterSequenceUInt.lower(`ids`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -2898,7 +2925,8 @@ data class ModelConfig (
     var `modelPath`: kotlin.String
     , 
     /**
-     * Path to a Hugging Face `tokenizer.json`.
+     * Path to a Hugging Face `tokenizer.json`; without it the tokenizer is
+     * built from the GGUF's metadata, as llama.cpp does.
      */
     var `tokenizerPath`: kotlin.String? = null 
     , 
