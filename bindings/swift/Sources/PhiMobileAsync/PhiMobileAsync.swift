@@ -1,0 +1,288 @@
+import Foundation
+@_exported import PhiMobile
+
+// The idiomatic Swift layer over the generated bindings: async loading and
+// `AsyncThrowingStream`s of text. The generated calls block their thread for
+// the whole generation, so every call here runs on a thread of its own, never
+// on the caller's executor (and never on the cooperative thread pool, which a
+// multi-second blocking call would starve).
+
+/// One event of a streamed generation.
+///
+/// ```swift
+/// for try await event in model.events(prompt: "Once upon a time", params: GenerationParams(maxTokens: 16)) {
+///     switch event {
+///     case .text(let piece): print(piece, terminator: "")
+///     case .done(let stats): print("\n\(stats.decodeTokensPerSecond) tokens/s")
+///     }
+/// }
+/// ```
+public enum GenerationEvent: Sendable, Equatable {
+    /// The text added since the previous event (whole characters only).
+    case text(String)
+    /// Generation ended: the last event of every stream that was not
+    /// cancelled. `stats.text` is the concatenation of all `.text` pieces.
+    case done(GenerationStats)
+}
+
+extension GenerationParams {
+    /// Deterministic argmax decoding (temperature 0, no repeat penalty), as
+    /// `GenerationParams::greedy` in Rust.
+    public static func greedy(maxTokens: UInt32) -> GenerationParams {
+        GenerationParams(maxTokens: maxTokens, temperature: 0, repeatPenalty: 1.0)
+    }
+}
+
+extension Model {
+    /// Loads a GGUF model on a background thread.
+    ///
+    /// - Parameters:
+    ///   - config: the model file, tokenizer and limits.
+    ///   - progress: called on the loading thread with bytes read so far and
+    ///     the file size.
+    /// - Throws: `LlmError` (`ModelNotFound`, `InvalidModel`,
+    ///   `UnsupportedArchitecture`, `Tokenizer`, `InvalidParameter`).
+    ///
+    /// Loading is not cancellable: it runs to completion even if the calling
+    /// task is cancelled.
+    public static func load(
+        config: ModelConfig,
+        progress: (@Sendable (_ bytesRead: UInt64, _ totalBytes: UInt64) -> Void)? = nil
+    ) async throws -> Model {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Model, Error>) in
+            runOnOwnThread {
+                continuation.resume(with: Result {
+                    if let progress {
+                        return try Model.loadWithProgress(config: config, progress: ProgressRelay(report: progress))
+                    }
+                    return try Model.load(config: config)
+                })
+            }
+        }
+    }
+
+    /// Completes `prompt` as raw text (no chat template), streaming events and
+    /// ending with `.done(stats)`.
+    ///
+    /// Generation runs on its own thread. Cancelling the consuming task (or
+    /// leaving the `for try await` loop) stops it within one token; the stream
+    /// then simply ends. Errors are `LlmError`s.
+    public func events(prompt: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<GenerationEvent, Error> {
+        events(prompt: prompt, params: params, state: GenerationState())
+    }
+
+    /// Completes `prompt` as raw text, streaming the text pieces. Use
+    /// ``events(prompt:params:)`` to also get the final `GenerationStats`.
+    public func stream(prompt: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<String, Error> {
+        generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: nil) { sink in
+            try self.generate(prompt: prompt, params: params, sink: sink)
+        }
+    }
+
+    func events(prompt: String, params: GenerationParams, state: GenerationState) -> AsyncThrowingStream<GenerationEvent, Error> {
+        generationStream(state: state, element: { $0 }, cancelAction: nil) { sink in
+            try self.generate(prompt: prompt, params: params, sink: sink)
+        }
+    }
+}
+
+extension ChatSession {
+    /// Sends a user message and streams the answer's text pieces.
+    ///
+    /// ```swift
+    /// let model = try await Model.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
+    /// let chat = model.newSession(history: [ChatMessage(role: .system, content: "Be brief.")])
+    /// var answer = ""
+    /// for try await piece in chat.stream(message: "Write a haiku about ice hockey", params: GenerationParams(maxTokens: 48)) {
+    ///     answer += piece // show it in the UI as it arrives
+    /// }
+    /// print(answer, chat.history().count) // the turn is in the history: 3 messages
+    /// ```
+    ///
+    /// Generation runs on its own thread. Cancelling the consuming task (or
+    /// leaving the `for try await` loop) stops it within one token and ends
+    /// the stream. Use ``events(message:params:)`` to also get the final
+    /// `GenerationStats`.
+    public func stream(message: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<String, Error> {
+        generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { [self] in cancel() }) { sink in
+            try self.send(message: message, params: params, sink: sink)
+        }
+    }
+
+    /// Sends a user message and streams the answer as events, ending with
+    /// `.done(stats)`.
+    ///
+    /// Generation runs on its own thread. Cancelling the consuming task (or
+    /// leaving the `for try await` loop) stops it within one token and ends
+    /// the stream; `cancel()` from anywhere stops it too, and the stream then
+    /// ends with `.done` and stop reason `.cancelled`. One turn at a time per
+    /// session: a second turn waits for the first. Errors are `LlmError`s.
+    public func events(message: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<GenerationEvent, Error> {
+        events(message: message, params: params, state: GenerationState())
+    }
+
+    func events(message: String, params: GenerationParams, state: GenerationState) -> AsyncThrowingStream<GenerationEvent, Error> {
+        generationStream(state: state, element: { $0 }, cancelAction: { [self] in cancel() }) { sink in
+            try self.send(message: message, params: params, sink: sink)
+        }
+    }
+}
+
+extension GenerationEvent {
+    @Sendable static func textPiece(_ event: GenerationEvent) -> String? {
+        if case .text(let piece) = event { return piece }
+        return nil
+    }
+}
+
+// MARK: - Machinery
+
+/// Runs `body` on a new thread with a stack as large as a Rust main thread's:
+/// the tokenizer's regexes and the model code run on the calling thread, and
+/// Apple's default for secondary threads (512 KiB) is small for them.
+func runOnOwnThread(_ body: @escaping @Sendable () -> Void) {
+    let thread = Thread(block: body)
+    thread.name = "phi-mobile"
+    thread.stackSize = 8 << 20
+    thread.start()
+}
+
+final class ProgressRelay: LoadProgress {
+    let report: @Sendable (UInt64, UInt64) -> Void
+
+    init(report: @escaping @Sendable (UInt64, UInt64) -> Void) {
+        self.report = report
+    }
+
+    func onProgress(bytesRead: UInt64, totalBytes: UInt64) {
+        report(bytesRead, totalBytes)
+    }
+}
+
+/// The shared state of one streamed generation: the cancellation flag the
+/// sink checks, and (for tests and diagnostics) what happened.
+final class GenerationState: @unchecked Sendable {
+    // All fields are guarded by `lock`.
+    private let lock = NSLock()
+    private var cancelled = false
+    private var running = false
+    private var sinkCalls = 0
+    private var sinkCallsAtCancel: Int?
+    private var outcome: Result<GenerationStats, Error>?
+    private var waiters: [CheckedContinuation<Result<GenerationStats, Error>, Never>] = []
+
+    /// Marks the generation cancelled; runs `action` (e.g. the session's
+    /// `cancel()`) only while the generation is still running, so it cannot
+    /// hit a later turn.
+    func cancel(then action: (@Sendable () -> Void)?) {
+        lock.locked {
+            guard !cancelled else { return }
+            cancelled = true
+            sinkCallsAtCancel = sinkCalls
+            if running { action?() }
+        }
+    }
+
+    /// Called by the sink for each piece: `false` once cancelled.
+    func admitPiece() -> Bool {
+        lock.locked {
+            sinkCalls += 1
+            return !cancelled
+        }
+    }
+
+    /// `false` if cancelled before the generation started.
+    func start() -> Bool {
+        lock.locked {
+            running = !cancelled
+            return running
+        }
+    }
+
+    func finish(_ result: Result<GenerationStats, Error>) {
+        let waiting = lock.locked {
+            running = false
+            outcome = result
+            defer { waiters = [] }
+            return waiters
+        }
+        for waiter in waiting { waiter.resume(returning: result) }
+    }
+
+    /// How the generation ended, once it has (nil stats if it never started).
+    func finished() async -> Result<GenerationStats, Error> {
+        await withCheckedContinuation { continuation in
+            let done: Result<GenerationStats, Error>? = lock.locked {
+                if outcome == nil { waiters.append(continuation) }
+                return outcome
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+    }
+
+    var piecesOffered: Int { lock.locked { sinkCalls } }
+
+    /// Sink calls after cancellation (nil if not cancelled through the stream).
+    var piecesOfferedAfterCancel: Int? {
+        lock.locked { sinkCallsAtCancel.map { sinkCalls - $0 } }
+    }
+}
+
+extension NSLock {
+    // NSLocking.withLock needs iOS 16 / macOS 13.
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock()
+        defer { unlock() }
+        return try body()
+    }
+}
+
+final class StreamSink: TokenSink {
+    let state: GenerationState
+    let deliver: @Sendable (String) -> Bool
+
+    init(state: GenerationState, deliver: @escaping @Sendable (String) -> Bool) {
+        self.state = state
+        self.deliver = deliver
+    }
+
+    func onText(piece: String) throws -> Bool {
+        state.admitPiece() && deliver(piece)
+    }
+}
+
+struct NotStarted: Error {}
+
+func generationStream<Element: Sendable>(
+    state: GenerationState,
+    element: @escaping @Sendable (GenerationEvent) -> Element?,
+    cancelAction: (@Sendable () -> Void)?,
+    run: @escaping @Sendable (TokenSink) throws -> GenerationStats
+) -> AsyncThrowingStream<Element, Error> {
+    AsyncThrowingStream { continuation in
+        continuation.onTermination = { termination in
+            if case .cancelled = termination { state.cancel(then: cancelAction) }
+        }
+        let sink = StreamSink(state: state) { piece in
+            guard let value = element(.text(piece)) else { return true }
+            if case .terminated = continuation.yield(value) { return false }
+            return true
+        }
+        runOnOwnThread {
+            guard state.start() else {
+                state.finish(.failure(NotStarted()))
+                continuation.finish()
+                return
+            }
+            do {
+                let stats = try run(sink)
+                state.finish(.success(stats))
+                if let value = element(.done(stats)) { continuation.yield(value) }
+                continuation.finish()
+            } catch {
+                state.finish(.failure(error))
+                continuation.finish(throwing: error)
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+import PhiMobileAsync
+
+/// The usage examples in PhiMobileAsync's DocC comments, run as tests. The
+/// last test checks that the documented code and the code between the
+/// `doc-example` markers here are the same, so neither drifts.
+@Suite("Documentation examples")
+struct DocExampleTests {
+    @Test("the chat example runs")
+    func chatExample() async throws {
+        let modelPath = try Fixtures.modelPath()
+        let tokenizerPath = try Fixtures.tokenizerPath()
+        // doc-example begin
+        let model = try await Model.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
+        let chat = model.newSession(history: [ChatMessage(role: .system, content: "Be brief.")])
+        var answer = ""
+        for try await piece in chat.stream(message: "Write a haiku about ice hockey", params: GenerationParams(maxTokens: 48)) {
+            answer += piece // show it in the UI as it arrives
+        }
+        print(answer, chat.history().count) // the turn is in the history: 3 messages
+        // doc-example end
+        #expect(chat.history().count == 3)
+        #expect(chat.history().last == ChatMessage(role: .assistant, content: answer))
+    }
+
+    @Test("the events example runs")
+    func eventsExample() async throws {
+        let model = try await Fixtures.model()
+        // doc-example begin
+        for try await event in model.events(prompt: "Once upon a time", params: GenerationParams(maxTokens: 16)) {
+            switch event {
+            case .text(let piece): print(piece, terminator: "")
+            case .done(let stats): print("\n\(stats.decodeTokensPerSecond) tokens/s")
+            }
+        }
+        // doc-example end
+    }
+
+    @Test("the documented examples are exactly the tested ones")
+    func documentedEqualsTested() throws {
+        let source = try String(
+            contentsOf: Fixtures.repoRoot.appendingPathComponent("bindings/swift/Sources/PhiMobileAsync/PhiMobileAsync.swift"),
+            encoding: .utf8)
+        let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
+        let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")
+        let tested = blocks(in: tests, begin: "// doc-example" + " begin", end: "// doc-example" + " end", prefix: "")
+        #expect(documented.count == 2)
+        #expect(Set(documented) == Set(tested))
+    }
+
+    /// The lines between `begin` and `end` markers, with the markers'
+    /// indentation and then `prefix` removed from each line.
+    private func blocks(in text: String, begin: String, end: String, prefix: String) -> [String] {
+        var result: [String] = []
+        var current: [String]?
+        var indent = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop { $0 == " " }
+            if current == nil, trimmed == begin {
+                current = []
+                indent = line.count - trimmed.count
+            } else if current != nil, trimmed == end {
+                result.append(current!.joined(separator: "\n"))
+                current = nil
+            } else if current != nil {
+                var body = Substring(line.dropFirst(min(indent, line.prefix { $0 == " " }.count)))
+                if body.hasPrefix(prefix) { body = body.dropFirst(prefix.count) }
+                current!.append(String(body))
+            }
+        }
+        return result
+    }
+}

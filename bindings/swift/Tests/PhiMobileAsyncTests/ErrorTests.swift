@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+@testable import PhiMobileAsync
+
+/// Every `LlmError` variant a Swift caller can meet, through the async layer
+/// and the generated API. (`Inference` needs a failure inside candle that no
+/// input reaches; the Rust tests cover its mapping.)
+@Suite("Errors")
+struct ErrorTests {
+    @Test("ModelNotFound")
+    func modelNotFound() async throws {
+        let config = ModelConfig(modelPath: "/nonexistent/model.gguf", tokenizerPath: try Fixtures.tokenizerPath())
+        let error = await llmError { try await Model.load(config: config) }
+        #expect(error == .ModelNotFound(path: "/nonexistent/model.gguf"))
+        #expect(error?.localizedDescription.contains("/nonexistent/model.gguf") == true)
+    }
+
+    @Test("InvalidModel: empty, random, truncated")
+    func invalidModel() async throws {
+        var random = 0x1234_5678 as UInt32
+        let noise = Data((0..<100_000).map { _ -> UInt8 in
+            random ^= random << 13; random ^= random >> 17; random ^= random << 5
+            return UInt8(truncatingIfNeeded: random)
+        })
+        let model = try Data(contentsOf: URL(fileURLWithPath: Fixtures.modelPath()))
+        let files = [
+            ("empty.gguf", Data()),
+            ("random.gguf", noise),
+            ("random-magic.gguf", Data("GGUF\u{3}\0\0\0".utf8) + noise),
+            ("truncated.gguf", model.prefix(model.count / 2)),
+        ]
+        for (name, bytes) in files {
+            let config = ModelConfig(modelPath: try Fixtures.scratch(name, bytes), tokenizerPath: try Fixtures.tokenizerPath())
+            let error = await llmError { try await Model.load(config: config) }
+            guard case .InvalidModel(let reason)? = error else {
+                Issue.record("\(name): expected InvalidModel, got \(String(describing: error))")
+                continue
+            }
+            #expect(!reason.isEmpty, "\(name)")
+        }
+    }
+
+    @Test("UnsupportedArchitecture")
+    func unsupportedArchitecture() async throws {
+        // The reference model with general.architecture = "gpt2": the key, its
+        // type (8 = string), the value's length (u64 4), then "phi3".
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: Fixtures.modelPath()))
+        let key = Data("general.architecture".utf8) + Data([8, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0])
+        let found = try #require(bytes.range(of: key + Data("phi3".utf8)))
+        bytes.replaceSubrange(found.upperBound - 4..<found.upperBound, with: Data("gpt2".utf8))
+        let config = ModelConfig(modelPath: try Fixtures.scratch("gpt2.gguf", bytes), tokenizerPath: try Fixtures.tokenizerPath())
+        let error = await llmError { try await Model.load(config: config) }
+        #expect(error == .UnsupportedArchitecture(architecture: "gpt2"))
+    }
+
+    @Test("Tokenizer: missing, nonexistent, not JSON")
+    func tokenizer() async throws {
+        let notJSON = try Fixtures.scratch("not-json.json", Data("this is not json".utf8))
+        for tokenizer in [nil, "/nonexistent/tokenizer.json", notJSON] {
+            let config = ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: tokenizer)
+            let error = await llmError { try await Model.load(config: config) }
+            guard case .Tokenizer? = error else {
+                Issue.record("\(String(describing: tokenizer)): expected Tokenizer, got \(String(describing: error))")
+                continue
+            }
+        }
+    }
+
+    @Test("InvalidParameter: at load, and from a stream")
+    func invalidParameter() async throws {
+        for (name, config) in [
+            ("context_length", ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: try Fixtures.tokenizerPath(), contextLength: 0)),
+            ("threads", ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: try Fixtures.tokenizerPath(), threads: 0)),
+        ] {
+            let error = await llmError { try await Model.load(config: config) }
+            guard case .InvalidParameter(let field, _)? = error else {
+                Issue.record("\(name): expected InvalidParameter, got \(String(describing: error))")
+                continue
+            }
+            #expect(field == name)
+        }
+
+        let model = try await Fixtures.model()
+        for (name, params) in [
+            ("temperature", GenerationParams(temperature: -1)),
+            ("top_p", GenerationParams(topP: 0)),
+            ("max_tokens", GenerationParams(maxTokens: 0)),
+        ] {
+            let error = await llmError { try await collect(model.stream(prompt: "Hello", params: params)) }
+            guard case .InvalidParameter(let field, _)? = error else {
+                Issue.record("\(name): expected InvalidParameter, got \(String(describing: error))")
+                continue
+            }
+            #expect(field == name)
+            // The same through a chat turn's events.
+            let chatError = await llmError { try await collect(model.newSession(history: []).events(message: "Hi", params: params)) }
+            #expect(chatError == error)
+        }
+    }
+
+    @Test("ContextOverflow: a 16-token context and a long prompt")
+    func contextOverflow() async throws {
+        let small = try await Model.load(config: Fixtures.config(contextLength: 16))
+        #expect(small.info().contextLength == 16)
+        let prompt = try Reference.case("long").prompt
+        let needed = UInt32(try small.tokenize(text: prompt).count)
+        #expect(needed > 16)
+
+        let error = await llmError { try await collect(small.events(prompt: prompt)) }
+        #expect(error == .ContextOverflow(needed: needed, available: 16))
+
+        let chat = small.newSession(history: [])
+        guard case .ContextOverflow(_, let available)? = await llmError({ try await collect(chat.stream(message: prompt)) }) else {
+            Issue.record("expected ContextOverflow from a chat turn")
+            return
+        }
+        #expect(available == 16)
+        #expect(chat.history().isEmpty, "a failed turn leaves the history as it was")
+        // A prompt that fits still works on the small model.
+        let (_, stats) = try await collect(small.events(prompt: "Hi", params: .greedy(maxTokens: 4)))
+        #expect(try #require(stats).generatedTokens > 0)
+    }
+
+    @Test("Callback: a throwing sink, and the model still works", arguments: [
+        RecordingSink.AppFailure() as Error,
+        LlmError.Tokenizer(reason: "thrown by the app") as Error,
+    ])
+    func throwingSink(failure: Error) async throws {
+        let model = try await Fixtures.model()
+        let params = GenerationParams.greedy(maxTokens: 32)
+        let failing = RecordingSink(failAt: 2, failure: failure)
+        let error = await llmError { try await offThread { try model.generate(prompt: "Hello, world", params: params, sink: failing) } }
+        guard case .Callback(let reason)? = error else {
+            Issue.record("expected Callback, got \(String(describing: error))")
+            return
+        }
+        #expect(!reason.isEmpty)
+        #expect(failing.pieces.count == 2, "generation stopped at the throwing call")
+
+        // The model still works, with the same greedy ids.
+        let ok = RecordingSink()
+        let stats = try await offThread { try model.generate(prompt: "Hello, world", params: params, sink: ok) }
+        #expect(try stats.tokenIds == Reference.case("hello").expectedIds)
+
+        // In a chat turn: the failed turn is not recorded and the session goes on.
+        let chat = model.newSession(history: [])
+        let chatFailing = RecordingSink(failAt: 1, failure: failure)
+        let chatError = await llmError { try await offThread { try chat.send(message: "Hi", params: params, sink: chatFailing) } }
+        guard case .Callback? = chatError else {
+            Issue.record("expected Callback from a chat turn, got \(String(describing: chatError))")
+            return
+        }
+        #expect(chat.history().isEmpty)
+        let (text, next) = try await collect(chat.events(message: "Hi", params: params))
+        #expect(try #require(next).text == text)
+        #expect(chat.history().count == 2)
+    }
+}
