@@ -13,3 +13,6 @@ cargo test --release --doc
 
 echo "== generated bindings match the library"
 scripts/generate-bindings.sh --check
+
+echo "== swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
+scripts/test-swift.sh
