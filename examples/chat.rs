@@ -150,7 +150,7 @@ fn run(args: Args) -> Result<(), String> {
 
     if let Some(prompt) = &args.prompt {
         let stats = if args.raw {
-            model.generate(prompt.clone(), params, sink)
+            model.generate(prompt.clone(), params, sink, None)
         } else {
             model.new_session(history).send(prompt.clone(), params, sink)
         }

@@ -309,6 +309,29 @@ fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<
     }
 }
 
+/// Cancels a one-shot `Model.generate` from another thread. One token per
+/// call; once cancelled it stays cancelled.
+#[derive(Debug, Default, uniffi::Object)]
+pub struct CancellationToken {
+    flag: AtomicBool,
+}
+
+#[uniffi::export]
+impl CancellationToken {
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
 /// A loaded model. Thread-safe; many sessions can run on it at once, each
 /// with its own KV cache over the shared weights.
 #[derive(uniffi::Object)]
@@ -352,13 +375,22 @@ impl Model {
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming to `sink`.
-    /// Blocks the calling thread.
-    pub fn generate(&self, prompt: String, params: GenerationParams, sink: Arc<dyn TokenSink>) -> Result<GenerationStats> {
+    /// Blocks the calling thread. `cancel`, if given, stops it within one
+    /// token (or one prefill chunk) from any thread.
+    #[uniffi::method(default(cancel = None))]
+    pub fn generate(
+        &self,
+        prompt: String,
+        params: GenerationParams,
+        sink: Arc<dyn TokenSink>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
         let opts = params.into();
         let ids = self.inner.encode(&prompt)?;
         let mut sequence = engine::Sequence::new(&self.inner);
         let never = AtomicBool::new(false);
-        let outcome = sequence.generate(&self.inner, &ids, &opts, &never, &mut call_sink(sink.as_ref()))?;
+        let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
+        let outcome = sequence.generate(&self.inner, &ids, &opts, flag, &mut call_sink(sink.as_ref()))?;
         Ok(outcome.into())
     }
 

@@ -11,7 +11,7 @@ pub mod engine;
 mod ffi;
 
 pub use ffi::{
-    ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError, LoadProgress, Model,
+    CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError, LoadProgress, Model,
     ModelConfig, ModelInfo, Role, StopReason, TokenSink,
 };
 

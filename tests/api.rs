@@ -37,7 +37,7 @@ fn info_describes_the_file() {
 fn streamed_pieces_concatenate_to_the_decoded_text() {
     let model = reference_model();
     let sink = Collect::new();
-    let stats = model.generate("Once upon a time".into(), greedy(48), sink.clone()).unwrap();
+    let stats = model.generate("Once upon a time".into(), greedy(48), sink.clone(), None).unwrap();
     assert_eq!(stats.stop_reason, StopReason::MaxTokens);
     assert_eq!(stats.generated_tokens, 48);
     assert_eq!(stats.token_ids.len(), 48);
@@ -50,11 +50,11 @@ fn streamed_pieces_concatenate_to_the_decoded_text() {
 #[test]
 fn greedy_is_deterministic_and_max_tokens_is_exact() {
     let model = reference_model();
-    let a = model.generate("abc".into(), greedy(10), Collect::new()).unwrap();
-    let b = model.generate("abc".into(), greedy(10), Collect::new()).unwrap();
+    let a = model.generate("abc".into(), greedy(10), Collect::new(), None).unwrap();
+    let b = model.generate("abc".into(), greedy(10), Collect::new(), None).unwrap();
     assert_eq!(a.token_ids, b.token_ids);
     assert_eq!(a.generated_tokens, 10);
-    let c = model.generate("abc".into(), greedy(3), Collect::new()).unwrap();
+    let c = model.generate("abc".into(), greedy(3), Collect::new(), None).unwrap();
     assert_eq!(c.token_ids, a.token_ids[..3]);
 }
 
@@ -62,9 +62,9 @@ fn greedy_is_deterministic_and_max_tokens_is_exact() {
 fn same_seed_same_output_different_seed_different_output() {
     let model = reference_model();
     let params = |seed| GenerationParams { max_tokens: 24, temperature: 1.0, seed: Some(seed), ..Default::default() };
-    let a = model.generate("Seeds".into(), params(42), Collect::new()).unwrap();
-    let b = model.generate("Seeds".into(), params(42), Collect::new()).unwrap();
-    let c = model.generate("Seeds".into(), params(43), Collect::new()).unwrap();
+    let a = model.generate("Seeds".into(), params(42), Collect::new(), None).unwrap();
+    let b = model.generate("Seeds".into(), params(42), Collect::new(), None).unwrap();
+    let c = model.generate("Seeds".into(), params(43), Collect::new(), None).unwrap();
     assert_eq!(a.token_ids, b.token_ids);
     assert_ne!(a.token_ids, c.token_ids);
 }
@@ -72,11 +72,11 @@ fn same_seed_same_output_different_seed_different_output() {
 #[test]
 fn stop_string_ends_generation_and_is_never_streamed() {
     let model = reference_model();
-    let full = model.generate("Stop here".into(), greedy(30), Collect::new()).unwrap();
+    let full = model.generate("Stop here".into(), greedy(30), Collect::new(), None).unwrap();
     // A stop string spanning the boundary between two tokens' text.
     let pieces: Vec<String> = {
         let sink = Collect::new();
-        model.generate("Stop here".into(), greedy(30), sink.clone()).unwrap();
+        model.generate("Stop here".into(), greedy(30), sink.clone(), None).unwrap();
         sink.pieces()
     };
     let before: String = pieces[..6].concat();
@@ -87,7 +87,7 @@ fn stop_string_ends_generation_and_is_never_streamed() {
 
     let sink = Collect::new();
     let params = GenerationParams { stop: vec!["never-occurs".into(), stop.clone()], ..greedy(30) };
-    let stats = model.generate("Stop here".into(), params, sink.clone()).unwrap();
+    let stats = model.generate("Stop here".into(), params, sink.clone(), None).unwrap();
     assert_eq!(stats.stop_reason, StopReason::StopString);
     assert_eq!(stats.text, expected_text);
     assert_eq!(sink.text(), expected_text);
@@ -98,7 +98,7 @@ fn stop_string_ends_generation_and_is_never_streamed() {
 fn sink_returning_false_stops_after_that_piece() {
     let model = reference_model();
     let sink = Arc::new(Collect { stop_after: Some(4), ..Default::default() });
-    let stats = model.generate("Count".into(), greedy(50), sink.clone()).unwrap();
+    let stats = model.generate("Count".into(), greedy(50), sink.clone(), None).unwrap();
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
     assert_eq!(sink.pieces().len(), 4);
     assert_eq!(stats.text, sink.text());
@@ -107,9 +107,9 @@ fn sink_returning_false_stops_after_that_piece() {
 #[test]
 fn failing_sink_is_a_callback_error_and_the_model_keeps_working() {
     let model = reference_model();
-    let expected = model.generate("Robust".into(), greedy(12), Collect::new()).unwrap();
+    let expected = model.generate("Robust".into(), greedy(12), Collect::new(), None).unwrap();
     let sink = Arc::new(Collect { fail_at: Some(3), ..Default::default() });
-    let err = model.generate("Robust".into(), greedy(12), sink).unwrap_err();
+    let err = model.generate("Robust".into(), greedy(12), sink, None).unwrap_err();
     assert!(matches!(err, LlmError::Callback { .. }), "{err:?}");
 
     let session = model.new_session(vec![]);
@@ -119,7 +119,7 @@ fn failing_sink_is_a_callback_error_and_the_model_keeps_working() {
     session.send("Hi".into(), greedy(8), Collect::new()).unwrap();
     assert_eq!(session.history().len(), 2);
 
-    let again = model.generate("Robust".into(), greedy(12), Collect::new()).unwrap();
+    let again = model.generate("Robust".into(), greedy(12), Collect::new(), None).unwrap();
     assert_eq!(again.token_ids, expected.token_ids);
 }
 
@@ -241,7 +241,7 @@ fn context_full_is_a_stop_reason() {
     let model = Model::load(cfg).unwrap();
     assert_eq!(model.info().context_length, 24);
     assert_eq!(model.info().trained_context_length, 512);
-    let stats = model.generate("A short prompt".into(), greedy(100), Collect::new()).unwrap();
+    let stats = model.generate("A short prompt".into(), greedy(100), Collect::new(), None).unwrap();
     assert_eq!(stats.stop_reason, StopReason::ContextFull);
     assert_eq!(stats.generated_tokens, 24 - stats.prompt_tokens + 1);
 }
@@ -253,7 +253,7 @@ fn prompt_past_the_context_is_an_error() {
     let model = Model::load(cfg).unwrap();
     let long = "word ".repeat(40);
     let n = model.tokenize(long.clone()).unwrap().len() as u32;
-    match model.generate(long, greedy(4), Collect::new()) {
+    match model.generate(long, greedy(4), Collect::new(), None) {
         Err(LlmError::ContextOverflow { needed, available }) => {
             assert_eq!((needed, available), (n, 16));
         }
@@ -298,8 +298,8 @@ fn quantized_model_runs() {
     let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());
     let model = Model::load(common::config(&path)).unwrap();
     assert_eq!(model.info().quantization, "Q4_K");
-    let a = model.generate("Quantized".into(), greedy(16), Collect::new()).unwrap();
-    let b = model.generate("Quantized".into(), greedy(16), Collect::new()).unwrap();
+    let a = model.generate("Quantized".into(), greedy(16), Collect::new(), None).unwrap();
+    let b = model.generate("Quantized".into(), greedy(16), Collect::new(), None).unwrap();
     assert_eq!(a.token_ids, b.token_ids);
     assert_eq!(a.generated_tokens, 16);
 }
@@ -342,4 +342,29 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     let bad = common::synthetic::Phi3Spec::reference()
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String("{% for %}".into()));
     assert!(matches!(Model::load(common::config(&common::model_file("broken-template", &bad))), Err(LlmError::InvalidModel { .. })));
+}
+
+#[test]
+fn a_cancellation_token_stops_one_shot_generation() {
+    let model = reference_model();
+    let token = CancellationToken::new();
+    token.cancel();
+    assert!(token.is_cancelled());
+    let stats = model.generate("Never starts".into(), greedy(50), Collect::new(), Some(token)).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert_eq!(stats.generated_tokens, 0);
+
+    // From another thread, mid-generation.
+    let token = CancellationToken::new();
+    let sink = Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
+    let worker = {
+        let (model, sink, token) = (model.clone(), sink.clone(), token.clone());
+        std::thread::spawn(move || model.generate("Go".into(), greedy(400), sink, Some(token)))
+    };
+    sink.reached.wait();
+    token.cancel();
+    sink.cancelled.wait();
+    let stats = worker.join().unwrap().unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert!(stats.generated_tokens <= 4, "{}", stats.generated_tokens);
 }

@@ -183,7 +183,7 @@ fn every_invalid_generation_parameter() {
     let session = model.new_session(vec![]);
     for (field, params) in cases {
         for result in [
-            model.generate("hi".into(), params.clone(), Collect::new()),
+            model.generate("hi".into(), params.clone(), Collect::new(), None),
             session.send("hi".into(), params.clone(), Collect::new()),
         ] {
             match result {
@@ -203,7 +203,7 @@ fn odd_but_valid_prompts() {
     let model = reference_model();
     for prompt in ["", " ", "\n\n\t", "<|end|>", "<|user|><|assistant|>", "\u{0}", "🧑‍🤝‍🧑", "日本語"] {
         let sink = Collect::new();
-        let stats = model.generate(prompt.into(), GenerationParams::greedy(4), sink.clone()).unwrap();
+        let stats = model.generate(prompt.into(), GenerationParams::greedy(4), sink.clone(), None).unwrap();
         assert_eq!(stats.text, sink.text(), "{prompt:?}");
     }
 }

@@ -21,8 +21,8 @@ fn loads_and_generates() {
     assert_eq!(info.architecture, "llama");
     assert_eq!(info.context_length, 512);
     let sink = Collect::new();
-    let a = model.generate("Hello".into(), GenerationParams::greedy(20), sink.clone()).unwrap();
-    let b = model.generate("Hello".into(), GenerationParams::greedy(20), Collect::new()).unwrap();
+    let a = model.generate("Hello".into(), GenerationParams::greedy(20), sink.clone(), None).unwrap();
+    let b = model.generate("Hello".into(), GenerationParams::greedy(20), Collect::new(), None).unwrap();
     assert_eq!(a.generated_tokens, 20);
     assert_eq!(a.token_ids, b.token_ids);
     assert_eq!(sink.text(), a.text);

@@ -29,7 +29,7 @@ fn greedy_ids_equal_transformers() {
         // Our loop stops at an end token (transformers' loop did not).
         let until_end = expected.iter().position(|t| end_tokens.contains(t)).unwrap_or(expected.len());
         let stats = model
-            .generate(prompt.into(), GenerationParams::greedy(expected.len() as u32), Collect::new())
+            .generate(prompt.into(), GenerationParams::greedy(expected.len() as u32), Collect::new(), None)
             .unwrap();
         assert_eq!(stats.token_ids, expected[..until_end], "{name}");
         let reason = if until_end < expected.len() { StopReason::EndOfSequence } else { StopReason::MaxTokens };

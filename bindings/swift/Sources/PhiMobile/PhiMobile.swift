@@ -606,6 +606,149 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 /**
+ * Cancels a one-shot `Model.generate` from another thread. One token per
+ * call; once cancelled it stays cancelled.
+ */
+public protocol CancellationTokenProtocol: AnyObject, Sendable {
+    
+    func cancel() 
+    
+    func isCancelled()  -> Bool
+    
+}
+/**
+ * Cancels a one-shot `Model.generate` from another thread. One token per
+ * call; once cancelled it stays cancelled.
+ */
+open class CancellationToken: CancellationTokenProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_phi_mobile_fn_clone_cancellationtoken(self.handle, $0) }
+    }
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_constructor_cancellationtoken_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_phi_mobile_fn_free_cancellationtoken(handle, $0) }
+    }
+
+    
+
+    
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_cancellationtoken_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func isCancelled() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_cancellationtoken_is_cancelled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCancellationToken: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = CancellationToken
+
+    public static func lift(_ handle: UInt64) throws -> CancellationToken {
+        return CancellationToken(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: CancellationToken) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CancellationToken {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CancellationToken, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancellationToken_lift(_ handle: UInt64) throws -> CancellationToken {
+    return try FfiConverterTypeCancellationToken.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) -> UInt64 {
+    return FfiConverterTypeCancellationToken.lower(value)
+}
+
+
+
+
+
+
+/**
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
@@ -1012,9 +1155,10 @@ public protocol ModelProtocol: AnyObject, Sendable {
     
     /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
      */
-    func generate(prompt: String, params: GenerationParams, sink: TokenSink) throws  -> GenerationStats
+    func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
     
     func info()  -> ModelInfo
     
@@ -1141,16 +1285,18 @@ open func formatChat(messages: [ChatMessage])throws  -> String  {
     
     /**
      * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
      */
-open func generate(prompt: String, params: GenerationParams, sink: TokenSink)throws  -> GenerationStats  {
+open func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
     return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_generate(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(prompt),
         FfiConverterTypeGenerationParams_lower(params),
-        FfiConverterTypeTokenSink_lower(sink),uniffiCallStatus
+        FfiConverterTypeTokenSink_lower(sink),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
     )
 })
 }
@@ -2310,6 +2456,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeCancellationToken: FfiConverterRustBuffer {
+    typealias SwiftType = CancellationToken?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCancellationToken.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCancellationToken.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

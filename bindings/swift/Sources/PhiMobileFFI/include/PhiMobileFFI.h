@@ -275,6 +275,32 @@ typedef struct UniffiVTableCallbackInterfaceTokenSink {
 } UniffiVTableCallbackInterfaceTokenSink;
 
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CANCELLATIONTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CANCELLATIONTOKEN
+uint64_t uniffi_phi_mobile_fn_clone_cancellationtoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_CANCELLATIONTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_CANCELLATIONTOKEN
+void uniffi_phi_mobile_fn_free_cancellationtoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
+uint64_t uniffi_phi_mobile_fn_constructor_cancellationtoken_new(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CANCELLATIONTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CANCELLATIONTOKEN_CANCEL
+void uniffi_phi_mobile_fn_method_cancellationtoken_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CANCELLATIONTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CANCELLATIONTOKEN_IS_CANCELLED
+int8_t uniffi_phi_mobile_fn_method_cancellationtoken_is_cancelled(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CHATSESSION
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CHATSESSION
 uint64_t uniffi_phi_mobile_fn_clone_chatsession(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -357,7 +383,7 @@ RustBuffer uniffi_phi_mobile_fn_method_model_format_chat(uint64_t ptr, RustBuffe
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_GENERATE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_GENERATE
-RustBuffer uniffi_phi_mobile_fn_method_model_generate(uint64_t ptr, RustBuffer prompt, RustBuffer params, uint64_t sink, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_phi_mobile_fn_method_model_generate(uint64_t ptr, RustBuffer prompt, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_INFO
@@ -655,6 +681,18 @@ void ffi_phi_mobile_rust_future_free_void(uint64_t handle
 void ffi_phi_mobile_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_CANCEL
+uint16_t uniffi_phi_mobile_checksum_method_cancellationtoken_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_IS_CANCELLED
+uint16_t uniffi_phi_mobile_checksum_method_cancellationtoken_is_cancelled(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_CANCEL
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_cancel(void
@@ -724,6 +762,12 @@ uint16_t uniffi_phi_mobile_checksum_method_model_tokenize(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_TOKENSINK_ON_TEXT
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_TOKENSINK_ON_TEXT
 uint16_t uniffi_phi_mobile_checksum_method_tokensink_on_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
+uint16_t uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(void
     
 );
 #endif
