@@ -1,0 +1,242 @@
+// Hand-written Kotlin layer over the generated bindings (phi_mobile.kt, which
+// scripts/generate-bindings.sh rewrites; never edit that file). Coroutines and
+// Flow around the blocking UniFFI calls; no logic of its own beyond that.
+package dev.phimobile
+
+import java.util.concurrent.atomic.AtomicReference
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CoroutineStart
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.awaitCancellation
+import kotlinx.coroutines.cancel
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.ClosedSendChannelException
+import kotlinx.coroutines.channels.ProducerScope
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.channelFlow
+import kotlinx.coroutines.flow.transform
+import kotlinx.coroutines.job
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
+
+/**
+ * Loads a GGUF model on [Dispatchers.IO], so it can be called from the main thread.
+ *
+ * Close the model when done (`use {}` or [Model.close]): it holds the weights (gigabytes for
+ * Phi-3-mini) until then. Sessions made from it keep the weights alive until they are closed too.
+ * Using a closed model or session throws [IllegalStateException] ("... has already been destroyed").
+ * Failures are the generated [LlmException] subclasses ([LlmException.ModelNotFound],
+ * [LlmException.InvalidModel], [LlmException.UnsupportedArchitecture], [LlmException.Tokenizer],
+ * [LlmException.InvalidParameter], ...).
+ *
+ * Loading itself cannot be interrupted; if the caller is cancelled meanwhile, the model is closed
+ * as soon as it is loaded and the cancellation is rethrown.
+ *
+ * Usage (this exact code runs in the test suite, `UsageExampleTest`):
+ * ```kotlin
+ * suspend fun haikus(modelPath: String, tokenizerPath: String): List<String> =
+ *     loadModel(ModelConfig(modelPath = modelPath, tokenizerPath = tokenizerPath)).use { model ->
+ *         val params = GenerationParams(maxTokens = 48u)
+ *         model.newSession(listOf(ChatMessage(Role.SYSTEM, "Be brief."))).use { chat ->
+ *             // A chat turn as a Flow<String>; collecting runs generation on Dispatchers.IO.
+ *             val first = chat.stream("Write a haiku about ice hockey", params).toList().joinToString("")
+ *             // The suspend form streams to a callback and returns the stats.
+ *             val stats = chat.reply("Another, about chess", params) { piece -> print(piece) }
+ *             println("\n${stats.decodeTokensPerSecond} tokens/s, stopped by ${stats.stopReason}")
+ *             // Cancelling the collector (here by a timeout) stops generation within one token.
+ *             withTimeoutOrNull(50) { chat.stream("One more", params).collect { print(it) } }
+ *             listOf(first, stats.text)
+ *         }
+ *     }
+ * ```
+ *
+ * @param onProgress called with (bytes read, file size) as loading goes, on the loading thread.
+ *   If it throws, the model is closed after loading and the exception is rethrown.
+ */
+suspend fun loadModel(
+    config: ModelConfig,
+    onProgress: ((bytesRead: ULong, totalBytes: ULong) -> Unit)? = null,
+): Model {
+    val loaded = AtomicReference<Model?>(null)
+    val progressFailure = AtomicReference<Throwable?>(null)
+    try {
+        withContext(Dispatchers.IO) {
+            val model = if (onProgress == null) {
+                Model.load(config)
+            } else {
+                Model.loadWithProgress(config, object : LoadProgress {
+                    override fun onProgress(bytesRead: ULong, totalBytes: ULong) {
+                        // An exception must not cross into Rust (the callback is infallible
+                        // there); keep the first and rethrow it once loading has finished.
+                        if (progressFailure.get() != null) return
+                        try {
+                            onProgress(bytesRead, totalBytes)
+                        } catch (t: Throwable) {
+                            progressFailure.compareAndSet(null, t)
+                        }
+                    }
+                })
+            }
+            loaded.set(model)
+        }
+    } catch (t: Throwable) {
+        // Cancelled (or failed) after the model was built: free it now, not at GC.
+        loaded.getAndSet(null)?.close()
+        throw t
+    }
+    val model = checkNotNull(loaded.get())
+    progressFailure.get()?.let {
+        model.close()
+        throw it
+    }
+    return model
+}
+
+/** One step of a streamed generation: text pieces, then exactly one [Done] as the last event. */
+sealed interface GenerationEvent {
+    /** Text added since the previous piece (whole characters; never part of a stop string). */
+    data class Text(val piece: String) : GenerationEvent
+
+    /** The generation finished; [GenerationStats.text] is the concatenation of all [Text] pieces. */
+    data class Done(val stats: GenerationStats) : GenerationEvent
+}
+
+/**
+ * Completes [prompt] as raw text (no chat template): a cold [Flow] of text pieces. Each collection
+ * runs one generation on [Dispatchers.IO]; cancelling the collector stops it at the next piece of
+ * text. Errors ([LlmException]) are thrown from `collect`. Use [streamEvents] or [complete] for
+ * the [GenerationStats].
+ */
+fun ModelInterface.stream(prompt: String, params: GenerationParams = GenerationParams()): Flow<String> =
+    streamEvents(prompt, params).textPieces()
+
+/** Like [stream], ending with [GenerationEvent.Done] carrying the stats. */
+fun ModelInterface.streamEvents(prompt: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
+    generationEvents(onCancel = null) { sink -> generate(prompt, params, sink) }
+
+/**
+ * Completes [prompt] as raw text, calling [onText] with each piece in the caller's context, and
+ * returns the stats. The blocking work runs on [Dispatchers.IO]; cancelling the caller stops it.
+ * An exception thrown by [onText] stops generation and is rethrown as is.
+ */
+suspend fun ModelInterface.complete(
+    prompt: String,
+    params: GenerationParams = GenerationParams(),
+    onText: suspend (String) -> Unit = {},
+): GenerationStats = streamEvents(prompt, params).collectStats(onText)
+
+/**
+ * Sends [message] as the next user turn and streams the answer: a cold [Flow] of text pieces.
+ * Every collection sends the message again as a new turn. Generation runs on [Dispatchers.IO];
+ * cancelling the collector stops it within one token (via [ChatSession.cancel]) and the session
+ * keeps the partial answer in its history. [ChatSession.cancel] from anywhere else ends the flow
+ * normally (stop reason [StopReason.CANCELLED]).
+ *
+ * Inside `collect`, call no method of this session but [ChatSession.cancel]: the turn in progress
+ * holds the session's lock while it waits for the collector, so `history()` or `send()` there
+ * would wait forever.
+ */
+fun ChatSessionInterface.stream(message: String, params: GenerationParams = GenerationParams()): Flow<String> =
+    streamEvents(message, params).textPieces()
+
+/** Like [stream], ending with [GenerationEvent.Done] carrying the stats. */
+fun ChatSessionInterface.streamEvents(message: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
+    generationEvents(onCancel = this::cancel) { sink -> send(message, params, sink) }
+
+/**
+ * Sends [message] and calls [onText] with each piece of the answer in the caller's context;
+ * returns the stats. Cancelling the caller stops generation within one token. An exception
+ * thrown by [onText] stops generation and is rethrown as is.
+ */
+suspend fun ChatSessionInterface.reply(
+    message: String,
+    params: GenerationParams = GenerationParams(),
+    onText: suspend (String) -> Unit = {},
+): GenerationStats = streamEvents(message, params).collectStats(onText)
+
+private fun Flow<GenerationEvent>.textPieces(): Flow<String> = transform { event ->
+    if (event is GenerationEvent.Text) emit(event.piece)
+}
+
+private suspend fun Flow<GenerationEvent>.collectStats(onText: suspend (String) -> Unit): GenerationStats {
+    var stats: GenerationStats? = null
+    collect { event ->
+        when (event) {
+            is GenerationEvent.Text -> onText(event.piece)
+            is GenerationEvent.Done -> stats = event.stats
+        }
+    }
+    return checkNotNull(stats) { "generation ended without stats" }
+}
+
+/**
+ * The bridge: runs the blocking [call] on [Dispatchers.IO] with a [TokenSink] that hands each
+ * piece to the collector. The channel is a rendezvous, so generation is never more than one piece
+ * ahead of the collector: once the collector is gone the sink returns false at the next piece
+ * (apply `.buffer(n)` to [streamEvents] to let generation run ahead instead). [onCancel], if
+ * given, is called as soon as the collector is cancelled, which also stops generation during
+ * prompt processing and between pieces. Collection completes only after [call] has returned, so
+ * the model or session is free again when `collect` returns or its job has been joined.
+ */
+internal fun generationEvents(
+    onCancel: (() -> Unit)?,
+    call: (TokenSink) -> GenerationStats,
+): Flow<GenerationEvent> = channelFlow {
+    val sink = ChannelSink(this)
+    val stats = runInterruptibly(onCancel) { call(sink) }
+    send(GenerationEvent.Done(stats))
+}.buffer(Channel.RENDEZVOUS)
+
+private class ChannelSink(private val producer: ProducerScope<GenerationEvent>) : TokenSink {
+    private val job = producer.coroutineContext.job
+
+    // Runs on the generating thread and blocks it until the collector takes the piece. The
+    // blocking send is a child of the producer, so cancelling the collector interrupts it (the
+    // producer's channel itself stays open until the producer's body returns). Never throws:
+    // a cancelled or closed flow just means "stop".
+    override fun onText(piece: String): Boolean {
+        if (!job.isActive) return false
+        return try {
+            runBlocking(job) {
+                try {
+                    producer.send(GenerationEvent.Text(piece))
+                    true
+                } catch (e: ClosedSendChannelException) {
+                    false
+                }
+            }
+        } catch (e: CancellationException) {
+            false
+        }
+    }
+}
+
+/** Runs blocking [call] on [Dispatchers.IO]; if the caller is cancelled meanwhile, calls [onCancel] once. */
+private suspend fun <T> runInterruptibly(onCancel: (() -> Unit)?, call: () -> T): T {
+    if (onCancel == null) return withContext(Dispatchers.IO) { call() }
+    return coroutineScope {
+        // Guards against a late onCancel: once call() has returned, a cancel() would be
+        // aimed at nothing (or at a later turn started elsewhere), so it must not happen.
+        val lock = Any()
+        var finished = false
+        val watcher = launch(start = CoroutineStart.UNDISPATCHED) {
+            try {
+                awaitCancellation()
+            } finally {
+                synchronized(lock) {
+                    // A closed session cannot be generating: nothing to stop.
+                    if (!finished) runCatching(onCancel)
+                }
+            }
+        }
+        try {
+            withContext(Dispatchers.IO) { call() }
+        } finally {
+            synchronized(lock) { finished = true }
+            watcher.cancel()
+        }
+    }
+}

@@ -1,0 +1,151 @@
+package dev.phimobile
+
+import dev.phimobile.Fixtures.greedy
+import dev.phimobile.Fixtures.referenceModel
+import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
+import kotlin.test.assertTrue
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+
+/**
+ * Every LlmException variant a Kotlin caller can meet. `Inference` is the exception: it reports
+ * a failure inside candle's math (or a caught panic) and no valid input produces one, so it
+ * cannot be reached from here; `describe` below at least keeps the `when` over all variants
+ * exhaustive, so a new variant fails to compile until it is handled.
+ */
+@Timeout(120)
+class ErrorsTest {
+    private fun load(config: ModelConfig): Model = runBlocking { loadModel(config) }
+
+    private fun describe(e: LlmException): String = when (e) {
+        is LlmException.ModelNotFound -> "not found: ${e.path}"
+        is LlmException.InvalidModel -> "invalid model: ${e.reason}"
+        is LlmException.UnsupportedArchitecture -> "unsupported: ${e.architecture}"
+        is LlmException.Tokenizer -> "tokenizer: ${e.reason}"
+        is LlmException.InvalidParameter -> "parameter ${e.name}: ${e.reason}"
+        is LlmException.ContextOverflow -> "needs ${e.needed} of ${e.available}"
+        is LlmException.Callback -> "callback: ${e.reason}"
+        is LlmException.Inference -> "inference: ${e.reason}"
+    }
+
+    @Test
+    fun `ModelNotFound for a missing file`() {
+        val e = assertFailsWith<LlmException.ModelNotFound> {
+            load(ModelConfig(modelPath = "/nonexistent/model.gguf", tokenizerPath = Fixtures.tokenizerPath))
+        }
+        assertEquals("/nonexistent/model.gguf", e.path)
+        assertEquals("not found: /nonexistent/model.gguf", describe(e))
+    }
+
+    @Test
+    fun `InvalidModel for empty, random and truncated files`() {
+        val empty = Fixtures.scratchFile("empty.gguf", ByteArray(0))
+        val e = assertFailsWith<LlmException.InvalidModel> { load(ModelConfig(modelPath = empty.toString())) }
+        assertTrue("empty" in e.reason, e.reason)
+
+        val random = Fixtures.scratchFile("random.gguf", kotlin.random.Random(42).nextBytes(100_000))
+        assertFailsWith<LlmException.InvalidModel> { load(ModelConfig(modelPath = random.toString())) }
+
+        val full = java.io.File(Fixtures.referenceModelPath).readBytes()
+        val half = Fixtures.scratchFile("half.gguf", full.copyOf(full.size / 2))
+        val t = assertFailsWith<LlmException.InvalidModel> {
+            load(ModelConfig(modelPath = half.toString(), tokenizerPath = Fixtures.tokenizerPath))
+        }
+        assertTrue("past the end of the file" in t.reason, t.reason)
+    }
+
+    @Test
+    fun `UnsupportedArchitecture for a GGUF written here with another architecture`() {
+        // An encoder-only architecture: never a chat model, so this stays unsupported.
+        val bert = Fixtures.writeGguf("bert.gguf", "bert")
+        val e = assertFailsWith<LlmException.UnsupportedArchitecture> {
+            load(ModelConfig(modelPath = bert.toString(), tokenizerPath = Fixtures.tokenizerPath))
+        }
+        assertEquals("bert", e.architecture)
+    }
+
+    @Test
+    fun `Tokenizer for a missing, absent or broken tokenizer`() {
+        val none = assertFailsWith<LlmException.Tokenizer> { load(ModelConfig(modelPath = Fixtures.referenceModelPath)) }
+        assertTrue("tokenizer" in none.reason, none.reason)
+        assertFailsWith<LlmException.Tokenizer> {
+            load(ModelConfig(modelPath = Fixtures.referenceModelPath, tokenizerPath = "/nonexistent/tokenizer.json"))
+        }
+        val broken = Fixtures.scratchFile("broken-tokenizer.json", "{ not json".toByteArray())
+        assertFailsWith<LlmException.Tokenizer> {
+            load(ModelConfig(modelPath = Fixtures.referenceModelPath, tokenizerPath = broken.toString()))
+        }
+    }
+
+    @Test
+    fun `InvalidParameter for bad load and generation parameters`() = runBlocking {
+        val ctx = assertFailsWith<LlmException.InvalidParameter> { load(Fixtures.referenceConfig(contextLength = 0u)) }
+        assertEquals("context_length", ctx.name)
+        val bad = listOf(
+            "temperature" to GenerationParams(temperature = -1f),
+            "temperature" to GenerationParams(temperature = Float.NaN),
+            "top_p" to GenerationParams(topP = 0f),
+            "max_tokens" to GenerationParams(maxTokens = 0u),
+            "stop" to GenerationParams(stop = listOf("")),
+        )
+        for ((name, params) in bad) {
+            // Through every entry point: the flow throws from collect, the suspend form from the call.
+            val a = assertFailsWith<LlmException.InvalidParameter> { referenceModel.stream("Hi", params).toList() }
+            val b = assertFailsWith<LlmException.InvalidParameter> { referenceModel.complete("Hi", params) }
+            val c = referenceModel.newSession(emptyList()).use { chat ->
+                assertFailsWith<LlmException.InvalidParameter> { chat.reply("Hi", params) }
+            }
+            assertEquals(listOf(name, name, name), listOf(a.name, b.name, c.name), describe(a))
+        }
+    }
+
+    @Test
+    fun `ContextOverflow for a prompt longer than a 16-token context`() = runBlocking {
+        loadModel(Fixtures.referenceConfig(contextLength = 16u)).use { model ->
+            assertEquals(16u, model.info().contextLength)
+            val prompt = "This prompt is certainly longer than sixteen tokens of the Phi-3 vocabulary, by a margin."
+            val e = assertFailsWith<LlmException.ContextOverflow> { model.complete(prompt, greedy(4u)) }
+            assertEquals(16u, e.available)
+            assertEquals(model.tokenize(prompt).size.toUInt(), e.needed)
+            assertFailsWith<LlmException.ContextOverflow> {
+                model.newSession(emptyList()).use { it.stream(prompt, greedy(4u)).toList() }
+            }
+            // A short prompt still fits, and generation stops when the context is full.
+            assertEquals(StopReason.CONTEXT_FULL, model.complete("Hi", greedy(100u)).stopReason)
+        }
+    }
+
+    @Test
+    fun `Callback for a throwing TokenSink, and the model still works`() {
+        val case = Fixtures.referenceCase("hello")
+        val throwing = object : TokenSink {
+            override fun onText(piece: String): Boolean = throw IllegalStateException("sink exploded")
+        }
+        val e = assertFailsWith<LlmException.Callback> { referenceModel.generate(case.prompt, greedy(32u), throwing) }
+        assertTrue("sink exploded" in e.reason, e.reason)
+        referenceModel.newSession(emptyList()).use { chat ->
+            assertFailsWith<LlmException.Callback> { chat.send("Hi", greedy(8u), throwing) }
+            assertEquals(StopReason.MAX_TOKENS, chat.send("Hi", greedy(8u), object : TokenSink {
+                override fun onText(piece: String) = true
+            }).stopReason)
+        }
+        // Same model, same greedy ids as before the failure.
+        val again = runBlocking { referenceModel.complete(case.prompt, greedy(32u)) }
+        assertEquals(case.expectedIds, again.tokenIds)
+    }
+
+    @Test
+    fun `an exception thrown by an onText callback is rethrown as is and stops generation`() = runBlocking {
+        class Boom : RuntimeException("boom")
+        var pieces = 0
+        assertFailsWith<Boom> {
+            referenceModel.complete("Hello, world", greedy(200u)) { if (++pieces == 2) throw Boom() }
+        }
+        assertEquals(2, pieces)
+        val case = Fixtures.referenceCase("hello")
+        assertEquals(case.expectedIds, referenceModel.complete(case.prompt, greedy(32u)).tokenIds)
+    }
+}

@@ -1,0 +1,128 @@
+package dev.phimobile
+
+import dev.phimobile.Fixtures.greedy
+import dev.phimobile.Fixtures.referenceModel
+import java.util.concurrent.Executors
+import kotlin.test.assertEquals
+import kotlin.test.assertIs
+import kotlin.test.assertNotEquals
+import kotlin.test.assertTrue
+import kotlinx.coroutines.asCoroutineDispatcher
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.filterIsInstance
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+
+@Timeout(120)
+class GenerationTest {
+    @Test
+    fun `greedy ids equal the Rust reference test (hello case)`() = runBlocking {
+        val case = Fixtures.referenceCase("hello")
+        assertEquals(32, case.expectedIds.size)
+        loadModel(Fixtures.referenceConfig()).use { model ->
+            assertEquals(case.promptIds, model.tokenize(case.prompt))
+            val stats = model.complete(case.prompt, greedy(case.expectedIds.size.toUInt()))
+            assertEquals(case.expectedIds, stats.tokenIds)
+            assertEquals(StopReason.MAX_TOKENS, stats.stopReason)
+            assertEquals(case.promptIds.size.toUInt(), stats.promptTokens)
+            assertEquals(32u, stats.generatedTokens)
+            // The generated blocking API agrees.
+            val direct = model.generate(case.prompt, greedy(32u), object : TokenSink {
+                override fun onText(piece: String) = true
+            })
+            assertEquals(case.expectedIds, direct.tokenIds)
+        }
+    }
+
+    @Test
+    fun `flow concatenation equals the stats text`() = runBlocking {
+        val params = greedy(64u)
+        val events = referenceModel.streamEvents("Hello, world", params).toList()
+        val done = assertIs<GenerationEvent.Done>(events.last())
+        assertEquals(1, events.count { it is GenerationEvent.Done })
+        val pieces = events.filterIsInstance<GenerationEvent.Text>().map { it.piece }
+        assertTrue(pieces.size > 1, "expected several pieces, got $pieces")
+        assertTrue(pieces.all { it.isNotEmpty() })
+        assertEquals(done.stats.text, pieces.joinToString(""))
+        // Flow<String> and the suspend form see the same deterministic text.
+        assertEquals(done.stats.text, referenceModel.stream("Hello, world", params).toList().joinToString(""))
+        val streamed = StringBuilder()
+        val stats = referenceModel.complete("Hello, world", params) { streamed.append(it) }
+        assertEquals(done.stats.tokenIds, stats.tokenIds)
+        assertEquals(stats.text, streamed.toString())
+    }
+
+    @Test
+    fun `chat turn flow concatenation equals the stats text and the history`() = runBlocking {
+        referenceModel.newSession(listOf(ChatMessage(Role.SYSTEM, "You are a helpful assistant."))).use { chat ->
+            val events = chat.streamEvents("Write a haiku about ice hockey.", greedy(40u)).toList()
+            val stats = assertIs<GenerationEvent.Done>(events.last()).stats
+            val text = events.filterIsInstance<GenerationEvent.Text>().joinToString("") { it.piece }
+            assertEquals(stats.text, text)
+            assertEquals(ChatMessage(Role.ASSISTANT, text), chat.history().last())
+            // Second turn reuses the cached prompt.
+            val pieces = chat.stream("Another one.", greedy(16u)).toList()
+            assertEquals(pieces.joinToString(""), chat.history().last().content)
+            assertEquals(5, chat.history().size)
+            // Pieces arrive in the caller's context (here runBlocking's thread), not the generating one.
+            val threads = mutableSetOf<Thread>()
+            chat.reply("More.", greedy(8u)) { threads += Thread.currentThread() }
+            assertEquals(setOf(Thread.currentThread()), threads)
+        }
+    }
+
+    @Test
+    fun `loading runs off the calling thread and reports progress`() {
+        val progress = mutableListOf<Pair<ULong, ULong>>()
+        var progressThread: Thread? = null
+        val caller = Thread.currentThread()
+        runBlocking {
+            loadModel(Fixtures.referenceConfig()) { read, total ->
+                progressThread = Thread.currentThread()
+                synchronized(progress) { progress += read to total }
+            }.use { model ->
+                val size = java.io.File(Fixtures.referenceModelPath).length().toULong()
+                assertEquals(size, model.info().fileSizeBytes)
+                assertTrue(progress.isNotEmpty())
+                assertEquals(progress.map { it.first }.sorted(), progress.map { it.first })
+                assertTrue(progress.all { it.second == size })
+                assertEquals(size, progress.last().first)
+            }
+        }
+        assertNotEquals(caller, progressThread)
+    }
+
+    @Test
+    fun `a throwing progress callback is rethrown after loading`() {
+        class Boom : RuntimeException("boom")
+        kotlin.test.assertFailsWith<Boom> {
+            runBlocking { loadModel(Fixtures.referenceConfig()) { _, _ -> throw Boom() } }
+        }
+    }
+
+    @Test
+    fun `the main thread stays free while generating`() = runBlocking {
+        // A single-threaded "main" dispatcher keeps ticking during a long generation.
+        val dispatcher = Executors.newSingleThreadExecutor().asCoroutineDispatcher()
+        try {
+            withContext(dispatcher) {
+                var ticks = 0
+                val ticker = launch {
+                    while (true) {
+                        delay(1)
+                        ticks++
+                    }
+                }
+                val stats = referenceModel.complete("Hello, world", greedy(200u))
+                ticker.cancel()
+                assertTrue(ticks > 0, "main dispatcher starved during ${stats.generatedTokens} tokens")
+            }
+        } finally {
+            dispatcher.close()
+        }
+    }
+}
