@@ -16,6 +16,8 @@ import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.channelFlow
+import kotlinx.coroutines.flow.emitAll
+import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.flow.transform
 import kotlinx.coroutines.job
 import kotlinx.coroutines.launch
@@ -106,16 +108,21 @@ sealed interface GenerationEvent {
 
 /**
  * Completes [prompt] as raw text (no chat template): a cold [Flow] of text pieces. Each collection
- * runs one generation on [Dispatchers.IO]; cancelling the collector stops it at the next piece of
- * text. Errors ([LlmException]) are thrown from `collect`. Use [streamEvents] or [complete] for
- * the [GenerationStats].
+ * runs one generation on [Dispatchers.IO]; cancelling the collector stops it within one token
+ * (or one chunk of prompt processing), through a [CancellationToken]. Errors ([LlmException])
+ * are thrown from `collect`. Use [streamEvents] or [complete] for the [GenerationStats].
  */
 fun ModelInterface.stream(prompt: String, params: GenerationParams = GenerationParams()): Flow<String> =
     streamEvents(prompt, params).textPieces()
 
 /** Like [stream], ending with [GenerationEvent.Done] carrying the stats. */
 fun ModelInterface.streamEvents(prompt: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
-    generationEvents(onCancel = null) { sink -> generate(prompt, params, sink) }
+    flow {
+        // One token per collection: a cancelled token stays cancelled.
+        CancellationToken().use { token ->
+            emitAll(generationEvents(onCancel = token::cancel) { sink -> generate(prompt, params, sink, token) })
+        }
+    }
 
 /**
  * Completes [prompt] as raw text, calling [onText] with each piece in the caller's context, and
