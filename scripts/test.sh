@@ -14,5 +14,8 @@ cargo test --release --doc
 echo "== generated bindings match the library"
 scripts/generate-bindings.sh --check
 
+echo "== kotlin layer tests (JUnit 5 on the desktop JVM)"
+scripts/test-kotlin.sh
+
 echo "== swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
 scripts/test-swift.sh
