@@ -155,6 +155,12 @@ def cmd_greedy(args):
     cparams.n_threads = args.threads
     cparams.n_threads_batch = args.threads
     cparams.no_perf = True
+    # An f32 KV cache, as candle keeps it: llama.cpp's default f16 cache
+    # rounds keys/values and flips near-ties that have nothing to do with
+    # the model code under test.
+    if args.kv_f32:
+        cparams.type_k = 0  # GGML_TYPE_F32
+        cparams.type_v = 0
     ctx = L.llama_init_from_model(model, cparams)
     if not ctx:
         sys.exit("llama_init_from_model failed")
@@ -192,7 +198,8 @@ def cmd_greedy(args):
         "model": os.path.basename(args.gguf),
         "llama_cpp_version": llama_cpp.__version__,
         "generator": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) greedy argmax, "
-                     f"n_ctx {args.n_ctx}, n_threads {args.threads}, CPU",
+                     f"n_ctx {args.n_ctx}, n_threads {args.threads}, CPU, "
+                     f"KV cache {'f32' if args.kv_f32 else 'f16'}",
         "cases": cases,
     }
     write_json(args.out, out)
@@ -220,6 +227,8 @@ def main():
     g.add_argument("--out", required=True)
     g.add_argument("--n-ctx", type=int, default=2048)
     g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--kv-f16", dest="kv_f32", action="store_false",
+                   help="use llama.cpp's default f16 KV cache instead of f32")
     g.set_defaults(func=cmd_greedy)
     args = ap.parse_args()
     args.func(args)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Dev script (not run in CI): greedy continuations of SmolLM2-135M-Instruct
+# for a few chat prompts, computed by llama.cpp (llama-cpp-python built from
+# source, see scripts/reference_llamacpp.py) -> tests/data/smollm2_greedy.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
+PY="${LLAMACPP_PYTHON:-$CACHE/venv-llamacpp/bin/python}"
+GGUF="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+scripts/fetch-fixtures.sh
+
+# The prompts are the ChatML the model's own template renders (with its
+# default system prompt), tokenized by llama.cpp with special tokens parsed.
+"$PY" - "$GGUF" "$WORK/prompts.json" <<'PYEOF'
+import json, sys, llama_cpp
+SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+users = {
+    "haiku": "Write a haiku about ice hockey",
+    "capital": "What is the capital of France?",
+    "code": "Write a Python function that reverses a string.",
+}
+llm = llama_cpp.Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+cases = []
+for name, user in users.items():
+    text = SYSTEM + "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n"
+    ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    cases.append({"name": name, "user": user, "prompt_ids": ids, "max_new_tokens": 24})
+json.dump({"cases": cases}, open(sys.argv[2], "w"))
+PYEOF
+"$PY" scripts/reference_llamacpp.py greedy --gguf "$GGUF" --prompts "$WORK/prompts.json" --out "$WORK/out.json"
+"$PY" - "$WORK/prompts.json" "$WORK/out.json" tests/data/smollm2_greedy.json <<'PYEOF'
+import json, sys
+users = {c["name"]: c["user"] for c in json.load(open(sys.argv[1]))["cases"]}
+out = json.load(open(sys.argv[2]))
+for c in out["cases"]:
+    c["user"] = users[c["name"]]
+json.dump(out, open(sys.argv[3], "w"), ensure_ascii=False, indent=1)
+PYEOF
+echo "wrote tests/data/smollm2_greedy.json"
