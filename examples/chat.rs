@@ -26,7 +26,7 @@ struct Args {
     /// GGUF model file (default: Phi-3-mini-4k-instruct q4 from the Hugging Face Hub).
     #[arg(long)]
     model: Option<String>,
-    /// tokenizer.json (default: Phi-3-mini-4k-instruct's from the Hub).
+    /// tokenizer.json (default: the one inside the GGUF; for the Hub default, Phi-3-mini-4k-instruct's).
     #[arg(long)]
     tokenizer: Option<String>,
     /// Answer one message and exit; without it, chat interactively.
@@ -112,7 +112,7 @@ fn run(args: Args) -> Result<(), String> {
     let (model_path, tokenizer_path) = resolve_files(&args)?;
     let config = ModelConfig {
         model_path,
-        tokenizer_path: Some(tokenizer_path),
+        tokenizer_path,
         context_length: args.context,
         threads: args.threads,
     };
@@ -218,9 +218,10 @@ fn stats_json(s: &GenerationStats) -> serde_json::Value {
 
 /// The model and tokenizer paths: given on the command line, or downloaded
 /// (and cached) from the Hub.
-fn resolve_files(args: &Args) -> Result<(String, String), String> {
-    if let (Some(m), Some(t)) = (&args.model, &args.tokenizer) {
-        return Ok((m.clone(), t.clone()));
+fn resolve_files(args: &Args) -> Result<(String, Option<String>), String> {
+    // A local model without --tokenizer uses the tokenizer inside its GGUF.
+    if let Some(m) = &args.model {
+        return Ok((m.clone(), args.tokenizer.clone()));
     }
     let hub_fail = |e: hf_hub::api::sync::ApiError| {
         format!(
@@ -231,16 +232,11 @@ fn resolve_files(args: &Args) -> Result<(String, String), String> {
         .with_progress(true)
         .build()
         .map_err(hub_fail)?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => {
-            eprintln!("downloading {DEFAULT_REPO}/{DEFAULT_FILE} (2.2 GB, cached after the first time)");
-            api.model(DEFAULT_REPO.into()).get(DEFAULT_FILE).map_err(hub_fail)?.display().to_string()
-        }
-    };
+    eprintln!("downloading {DEFAULT_REPO}/{DEFAULT_FILE} (2.2 GB, cached after the first time)");
+    let model = api.model(DEFAULT_REPO.into()).get(DEFAULT_FILE).map_err(hub_fail)?.display().to_string();
     let tokenizer = match &args.tokenizer {
         Some(t) => t.clone(),
         None => api.model(TOKENIZER_REPO.into()).get("tokenizer.json").map_err(hub_fail)?.display().to_string(),
     };
-    Ok((model, tokenizer))
+    Ok((model, Some(tokenizer)))
 }
