@@ -262,7 +262,7 @@ fn meta_str(c: &Content, key: &str) -> Result<Option<String>> {
     }
 }
 
-fn meta_u32(c: &Content, key: &str) -> Option<u32> {
+pub(crate) fn meta_u32(c: &Content, key: &str) -> Option<u32> {
     c.metadata.get(key).and_then(|v| v.to_u32().ok().or_else(|| v.to_i32().ok().and_then(|i| u32::try_from(i).ok())))
 }
 
@@ -316,16 +316,8 @@ mod llama_cpp_parity {
     //! strings (tests/data/*_tokens.json, from scripts/reference_llamacpp.py).
     use super::*;
 
-    fn cache(name: &str) -> std::path::PathBuf {
-        let dir = std::env::var("PHI_MOBILE_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/phi-mobile", std::env::var("HOME").unwrap_or_default()));
-        let p = std::path::Path::new(&dir).join(name);
-        assert!(p.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
-        p
-    }
-
     fn check(gguf: &str, expected: &str) -> Vec<String> {
-        let mut f = std::fs::File::open(cache(gguf)).unwrap();
+        let mut f = std::fs::File::open(crate::engine::test_fixture(gguf)).unwrap();
         let content = Content::read(&mut f).unwrap();
         let tok = from_gguf(&content).unwrap();
         let data: serde_json::Value = serde_json::from_str(expected).unwrap();

@@ -16,3 +16,15 @@ pub use error::{Error, Result};
 pub use generate::{Conversation, GenerateOptions, Outcome, Sequence, Sink, StopReason, Timings, MAX_STOP_STRINGS};
 pub use model::{LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
+
+/// A fixture from scripts/fetch-fixtures.sh (in `$PHI_MOBILE_CACHE`, default
+/// `~/.cache/phi-mobile`).
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("PHI_MOBILE_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/phi-mobile")
+    });
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
+    p
+}

@@ -95,7 +95,7 @@ struct TokenizerMetadata {
 
 impl TokenizerMetadata {
     fn read(c: &Content) -> Self {
-        let id = |k: &str| c.metadata.get(k).and_then(|v| v.to_u32().ok());
+        let id = |k: &str| gguf_tokenizer::meta_u32(c, k);
         Self {
             bos_id: id("tokenizer.ggml.bos_token_id"),
             end_ids: ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
@@ -155,11 +155,11 @@ impl LoadedModel {
             other => return Err(Error::UnsupportedArchitecture(other.to_string())),
         };
         let hp = Hyper::read(&content, &arch, family)?;
-        // Without a tokenizer.json the GGUF's own vocabulary is used; built
-        // before the weights so a bad one fails fast.
-        let embedded_tokenizer = match cfg.tokenizer_path {
-            Some(_) => None,
-            None => Some(catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?),
+        // Without a tokenizer.json the GGUF's own vocabulary is used. Either
+        // way it is loaded before the weights, so a bad one fails fast.
+        let tokenizer = match cfg.tokenizer_path.as_deref() {
+            Some(path) => load_tokenizer(path)?,
+            None => catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?,
         };
         // candle's llama precomputes rotary tables for a fixed 4096 positions.
         let implementation_max = match family {
@@ -190,10 +190,6 @@ impl LoadedModel {
         })?;
         reader.finish();
 
-        let tokenizer = match embedded_tokenizer {
-            Some(t) => t,
-            None => load_tokenizer(cfg.tokenizer_path.as_deref())?,
-        };
         let vocab_size = tokenizer.get_vocab_size(true);
         // Ids, not the count, must fit: added tokens can leave gaps.
         let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
@@ -277,10 +273,7 @@ impl LoadedModel {
     /// themselves get no second one from the tokenizer.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let text = self.format_chat(messages)?;
-        let bos = self.tokenizer.get_post_processor().is_some() && self.starts_with_bos(&text);
-        catch_panic(|m| Error::Tokenizer(m), || {
-            Ok(self.tokenizer.encode(text.as_str(), !bos)?.get_ids().to_vec())
-        })
+        self.encode_with(&text, !self.starts_with_bos(&text))
     }
 
     fn starts_with_bos(&self, text: &str) -> bool {
@@ -293,8 +286,13 @@ impl LoadedModel {
 
     /// Encodes with the tokenizer's own special-token handling (BOS for Phi-3).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// `add_special` lets the tokenizer's post-processor add BOS/EOS.
+    fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         catch_panic(|m| Error::Tokenizer(m), || {
-            Ok(self.tokenizer.encode(text, true)?.get_ids().to_vec())
+            Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec())
         })
     }
 }
@@ -306,10 +304,7 @@ fn open(path: &Path) -> Result<File> {
     })
 }
 
-fn load_tokenizer(path: Option<&Path>) -> Result<Tokenizer> {
-    let Some(path) = path else {
-        return Err(Error::Tokenizer("no tokenizer given".into()));
-    };
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         return Err(Error::Tokenizer(format!("tokenizer file not found: {}", path.display())));
     }

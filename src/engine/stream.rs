@@ -136,10 +136,7 @@ mod text_stream_tests {
 
     /// The real Phi-3 (Llama 2) tokenizer from scripts/fetch-fixtures.sh.
     fn phi3_tokenizer() -> Tokenizer {
-        let cache = std::env::var("PHI_MOBILE_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/phi-mobile", std::env::var("HOME").unwrap_or_default()));
-        let path = format!("{cache}/phi3-tokenizer.json");
-        Tokenizer::from_file(&path).unwrap_or_else(|e| panic!("{path}: {e} (run scripts/fetch-fixtures.sh)"))
+        Tokenizer::from_file(crate::engine::test_fixture("phi3-tokenizer.json")).unwrap()
     }
 
     fn stream_all(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
