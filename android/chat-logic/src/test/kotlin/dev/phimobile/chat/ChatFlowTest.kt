@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Timeout
 /** Loading and chatting with a real model (SmolLM2), compared with the library used directly. */
 @Timeout(180)
 class ChatFlowTest {
-    private val params = Fixtures.greedy(32u)
+    private val params = Fixtures.greedy(20u)
     private val settings = ChatSettings(params = params, contextLength = 1024u)
 
     /** What the library answers to [prompts], in one session, without the controller. */
@@ -56,7 +56,7 @@ class ChatFlowTest {
             println("SmolLM2 turn: ${turn.stats}")
             with(turn.stats) {
                 assertTrue(stopReason == StopReason.END_OF_SEQUENCE || stopReason == StopReason.MAX_TOKENS, "$stopReason")
-                assertTrue(generatedTokens in 1..32, "$generatedTokens")
+                assertTrue(generatedTokens in 1..20, "$generatedTokens")
                 assertTrue(timeToFirstTokenMs > 0.0, "ttft $timeToFirstTokenMs")
                 assertTrue(tokensPerSecond > 0.0, "tok/s $tokensPerSecond")
                 assertTrue(promptTokens > 0)
