@@ -2,11 +2,13 @@ package dev.phimobile.chat
 
 import dev.phimobile.ChatMessage
 import dev.phimobile.ChatSession
+import dev.phimobile.DownloadRequest
 import dev.phimobile.GenerationParams
 import dev.phimobile.LlmException
 import dev.phimobile.Model
 import dev.phimobile.ModelConfig
 import dev.phimobile.Role
+import dev.phimobile.downloadModel
 import dev.phimobile.loadModel
 import dev.phimobile.reply
 import java.io.File
@@ -86,6 +88,22 @@ class ChatController(
     /** Loads a `.gguf` already on the device, replacing the current model. */
     fun load(path: String, tokenizerPath: String? = null) =
         replaceModel(ChatState.Loading(path, 0f)) { op -> open(op, path, tokenizerPath) }
+
+    /**
+     * Downloads a model into [directory] (Hugging Face Hub layout) and loads it. A file already
+     * there loads without network; an interrupted or stopped download resumes on the next call.
+     * Network and storage failures end in [ChatState.Error] with [LlmException.Network] or
+     * [LlmException.Storage].
+     */
+    fun download(request: DownloadRequest, directory: File) =
+        replaceModel(ChatState.Downloading(0, 0, ChatState.Downloading.Source.DOWNLOAD)) { op ->
+            val file = withContext(ioDispatcher) {
+                downloadModel(request, directory) { done, total ->
+                    publish(op, ChatState.Downloading(done.toLong(), total.toLong(), ChatState.Downloading.Source.DOWNLOAD))
+                }
+            }
+            open(op, file.path, null)
+        }
 
     /**
      * Copies a model into [directory] (an app's `filesDir`: the library needs a real file path,
@@ -321,6 +339,9 @@ internal fun describe(e: Throwable): String = when (e) {
         "The conversation no longer fits the context (${e.needed} tokens needed, ${e.available} available). Start a new chat."
     is LlmException.Inference -> "Generation failed: ${e.reason}"
     is LlmException.Callback -> "Generation was interrupted: ${e.reason}"
+    is LlmException.Network -> "Download failed: ${e.reason}. Check the connection and try again; it resumes where it stopped."
+    is LlmException.Storage -> "Cannot store the model: ${e.reason}"
+    is LlmException.Cancelled -> "Cancelled"
     is IOException -> "Could not store the model: ${e.message ?: e.javaClass.simpleName}"
     else -> e.message ?: e.javaClass.simpleName
 }
