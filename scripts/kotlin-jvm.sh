@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source this file
 # Sourced (not run) by the scripts that test Kotlin on the desktop JVM
 # (test-kotlin.sh, test-android-logic.sh): the toolchain they share, the
 # host-built library and fixtures, and a cached kotlinc step.

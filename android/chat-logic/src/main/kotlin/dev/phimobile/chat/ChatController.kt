@@ -177,6 +177,9 @@ class ChatController(
         }
     }
 
+    /** Stops what is in progress and frees the model (state [ChatState.NoModel]), e.g. to pick another. */
+    fun unload() = replaceModel(ChatState.NoModel) {}
+
     /** Forgets the conversation (keeping the model and the system prompt). False unless idle. */
     fun newChat(): Boolean {
         synchronized(lock) {

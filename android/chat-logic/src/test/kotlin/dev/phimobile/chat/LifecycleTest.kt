@@ -37,8 +37,16 @@ class LifecycleTest {
             assertTrue(h.states.none { it is ChatState.Error })
             assertTrue(h.states.filterIsInstance<ChatState.Ready>().all { it.transcript.isEmpty() })
 
+            h.onMain { unload() }
+            assertEquals(ChatState.NoModel, h.controller.state.value)
+            val deadline = System.nanoTime() + 10_000_000_000
+            while (!h.loaded[2].uniffiIsDestroyed && System.nanoTime() < deadline) Thread.sleep(10)
+            assertTrue(h.loaded[2].uniffiIsDestroyed, "unload() closes the model")
+
+            h.onMain { load(Fixtures.smolLm2) }
+            h.awaitState<ChatState.Ready>()
             h.controller.close()
-            assertTrue(h.loaded[2].uniffiIsDestroyed, "close() closes the current model")
+            assertTrue(h.loaded[3].uniffiIsDestroyed, "close() closes the current model")
             assertEquals(ChatState.NoModel, h.controller.state.value)
             assertFalse(h.onMain { send("Hello") })
         }
