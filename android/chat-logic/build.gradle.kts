@@ -8,7 +8,7 @@ plugins {
     alias(libs.plugins.kotlin.jvm)
 }
 
-val repoRoot: File = rootDir.parentFile
+val repoRoot: File = projectDir.resolve("../..").canonicalFile
 
 java {
     sourceCompatibility = JavaVersion.VERSION_17

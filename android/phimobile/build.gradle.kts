@@ -8,7 +8,13 @@ plugins {
     alias(libs.plugins.kotlin.android)
 }
 
-val repoRoot: File = rootDir.parentFile
+// Coordinates for composite builds: an app's settings can `includeBuild("…/phi-mobile/android")`
+// and depend on "dev.phimobile:phimobile".
+group = "dev.phimobile"
+version = "0.1.0"
+
+// Relative to this module, not the root project, so it also holds inside someone else's build.
+val repoRoot: File = projectDir.resolve("../..").canonicalFile
 val jniLibsDir = layout.projectDirectory.dir("src/main/jniLibs")
 val abis = listOf("arm64-v8a", "armeabi-v7a", "x86_64")
 

@@ -91,7 +91,9 @@ class LifecycleTest {
             h.awaitState<ChatState.Ready>()
             println("main-thread round trips while generating: max ${"%.1f".format(roundTrips.max())} ms")
             assertTrue(sawGenerating >= 5, "generation ended too soon to tell ($sawGenerating samples)")
-            assertTrue(roundTrips.max() < 250.0, "main thread blocked: $roundTrips")
+            // Generation on the main thread would hold it for the whole answer (seconds); the bound
+            // leaves room for a loaded CI machine.
+            assertTrue(roundTrips.max() < 1000.0, "main thread blocked: $roundTrips")
         }
     }
 }
