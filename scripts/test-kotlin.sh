@@ -4,10 +4,9 @@
 #
 #   scripts/test-kotlin.sh
 #
-# Installs what it needs once, outside the clone: kotlinc from npm
-# (kotlin-compiler) into PHI_MOBILE_CACHE (default ~/.cache/phi-mobile), and
-# JNA + JUnit 5 from Debian (apt-get, as root or with passwordless sudo) when
-# missing. Compiled jars are cached there too, keyed by a hash of their inputs.
+# Installs what it needs once, outside the clone (scripts/kotlin-jvm.sh):
+# kotlinc from npm, JNA + JUnit 5 from Debian; compiled jars are cached in
+# PHI_MOBILE_CACHE (default ~/.cache/phi-mobile), keyed by their inputs.
 # Warnings (including -Wextra ones) in the hand-written Kotlin, main and test,
 # are errors; the generated file is compiled on its own, without -Werror, since
 # we do not control its output.
@@ -17,84 +16,25 @@ REPO="$PWD"
 START=$SECONDS
 step() { echo "== $* ($((SECONDS - START)) s)"; }
 
-KOTLIN_VERSION=2.4.20
-CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
-KOTLIN_HOME="$CACHE/kotlin-compiler-$KOTLIN_VERSION"
-BUILD_CACHE="$CACHE/kotlin-build"
-JNA_JAR=/usr/share/java/jna.jar
-JUNIT_JAR=/usr/share/java/junit-platform-console-standalone.jar
-mkdir -p "$CACHE" "$BUILD_CACHE"
-
-step "toolchain"
-missing=()
-command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
-[ -f "$JNA_JAR" ] || missing+=(libjna-java)
-[ -f "$JUNIT_JAR" ] || missing+=(junit5)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} (apt-get)"
-  sudo=()
-  [ "$(id -u)" = 0 ] || sudo=(sudo -n)
-  export DEBIAN_FRONTEND=noninteractive
-  # A fresh machine may have no package lists yet: update only if install fails.
-  "${sudo[@]}" apt-get install -y -q "${missing[@]}" </dev/null ||
-    { "${sudo[@]}" apt-get update -q </dev/null && "${sudo[@]}" apt-get install -y -q "${missing[@]}" </dev/null; }
-fi
-if [ ! -x "$KOTLIN_HOME/bin/kotlinc" ]; then
-  echo "fetching kotlin-compiler@$KOTLIN_VERSION (npm, ~90 MB)"
-  dl="$(mktemp -d "$CACHE/.kotlin-download.XXXXXX")"
-  # npm verifies the tarball against the registry's sha512 integrity.
-  (cd "$dl" && npm pack --silent "kotlin-compiler@$KOTLIN_VERSION" >/dev/null)
-  tar -xzf "$dl/kotlin-compiler-$KOTLIN_VERSION.tgz" -C "$dl"
-  chmod +x "$dl"/package/bin/*
-  # Atomic publish; a concurrent run that got there first wins.
-  mv -T "$dl/package" "$KOTLIN_HOME" 2>/dev/null || [ -x "$KOTLIN_HOME/bin/kotlinc" ]
-  rm -rf "$dl"
-fi
-KOTLINC="$KOTLIN_HOME/bin/kotlinc"
-KLIB="$KOTLIN_HOME/lib"
-RUNTIME_CP="$KLIB/kotlin-stdlib.jar:$KLIB/kotlinx-coroutines-core-jvm.jar:$JNA_JAR"
-TEST_CP="$KLIB/kotlin-test.jar:$KLIB/kotlin-test-junit5.jar:$JUNIT_JAR"
-
-step "fixtures and host library"
-scripts/fetch-fixtures.sh
-cargo build --release --quiet --lib --example synthetic_gguf
-TARGET="$(realpath "${CARGO_TARGET_DIR:-target}")"
-LIB_DIR="$TARGET/release"
-[ -f "$LIB_DIR/libphi_mobile.so" ] || { echo "no $LIB_DIR/libphi_mobile.so" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/tmp"
-"$TARGET/release/examples/synthetic_gguf" reference "$WORK/reference.gguf"
+# Toolchain, host library, fixtures and the cached compile step (shared with
+# scripts/test-android-logic.sh).
+. scripts/kotlin-jvm.sh
+
+step "toolchain"
+kotlin_toolchain
+
+step "fixtures and host library"
+host_library_and_fixtures
 
 KT=bindings/kotlin/src
-GENERATED="$KT/main/kotlin/dev/phimobile/phi_mobile.kt"
 mapfile -t OURS < <(find "$KT/main/kotlin" -name '*.kt' ! -path "$GENERATED" | sort)
 mapfile -t TESTS < <(find "$KT/test/kotlin" -name '*.kt' | sort)
 
-# Compiles into the cache unless a jar for exactly these inputs is there.
-# usage: compile NAME KEY CLASSPATH KOTLINC_FLAGS... -- SOURCES...
-compile() {
-  local name="$1" key="$2" cp="$3"; shift 3
-  local jar="$BUILD_CACHE/$name-$key.jar"
-  if [ ! -f "$jar" ]; then
-    echo "kotlinc: $name"
-    local flags=()
-    while [ "$1" != -- ]; do flags+=("$1"); shift; done
-    shift
-    "$KOTLINC" -J-Xmx2g "${flags[@]}" -cp "$cp" -d "$WORK/$name.jar" "$@"
-    find "$BUILD_CACHE" -name "$name-*.jar" -delete
-    mv "$WORK/$name.jar" "$jar"
-  else
-    echo "kotlinc: $name (cached)"
-  fi
-  COMPILED="$jar"
-}
-key_of() { cat "$@" | sha256sum | cut -c1-16; }
-
 step "compile generated bindings"
-GEN_KEY="$(key_of <(echo "kotlinc $KOTLIN_VERSION $(readlink -f "$JNA_JAR")") "$GENERATED")"
-compile generated "$GEN_KEY" "$JNA_JAR" -- "$GENERATED"
-GEN_JAR="$COMPILED"
+compile_generated
 
 step "compile Kotlin layer and tests (-Werror -Wextra)"
 OURS_FLAGS=(-Werror -Wextra)

@@ -26,6 +26,9 @@ scripts/generate-bindings.sh --check
 echo "== kotlin layer tests (JUnit 5 on the desktop JVM)"
 scripts/test-kotlin.sh
 
+echo "== android chat logic tests (JUnit 5 on the desktop JVM, real models)"
+scripts/test-android-logic.sh
+
 echo "== swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
 scripts/test-swift.sh
 

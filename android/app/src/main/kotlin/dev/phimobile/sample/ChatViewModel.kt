@@ -1,0 +1,143 @@
+package dev.phimobile.sample
+
+import android.app.ActivityManager
+import android.app.Application
+import android.net.Uri
+import android.provider.OpenableColumns
+import androidx.lifecycle.AndroidViewModel
+import androidx.lifecycle.viewModelScope
+import dev.phimobile.DownloadRequest
+import dev.phimobile.chat.ChatController
+import dev.phimobile.chat.ChatSettings
+import dev.phimobile.chat.ChatState
+import java.io.File
+import java.io.FileNotFoundException
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.flow.MutableStateFlow
+import kotlinx.coroutines.flow.StateFlow
+import kotlinx.coroutines.flow.asStateFlow
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.withContext
+
+/** A model the app offers to download. */
+data class Downloadable(val title: String, val request: DownloadRequest, val approxBytes: Long)
+
+/** A `.gguf` already in app storage (imported or downloaded earlier). */
+data class LocalModel(val file: File) {
+    val name: String get() = file.name
+}
+
+/**
+ * Owns the [ChatController], so a conversation (and the loaded model) survives rotation; the
+ * model is freed in [onCleared], when the screen is gone for good.
+ */
+class ChatViewModel(application: Application) : AndroidViewModel(application) {
+    private val modelsDir = File(application.filesDir, "models")
+
+    private val controller = ChatController(
+        scope = viewModelScope,
+        settings = ChatSettings(
+            // The KV cache is f32 and sized for the whole context up front: for Phi-3-mini that is
+            // 0.8 GB at 1024 tokens (3.2 GB at its full 4096). See README "Android".
+            contextLength = 1024u,
+        ),
+    )
+
+    val state: StateFlow<ChatState> = controller.state
+
+    private val _localModels = MutableStateFlow<List<LocalModel>>(emptyList())
+    val localModels: StateFlow<List<LocalModel>> = _localModels.asStateFlow()
+
+    val catalog = listOf(
+        Downloadable(
+            title = "Phi-3-mini-4k-instruct, Q4 (2.4 GB)",
+            request = DownloadRequest(
+                repoId = "microsoft/Phi-3-mini-4k-instruct-gguf",
+                filename = "Phi-3-mini-4k-instruct-q4.gguf",
+            ),
+            approxBytes = 2_390_000_000,
+        ),
+    )
+
+    init {
+        refreshLocalModels()
+    }
+
+    fun download(item: Downloadable) = controller.download(item.request, modelsDir)
+
+    fun load(model: LocalModel) = controller.load(model.file.path)
+
+    /** Copies a document picked with the system file picker (SAF) into app storage, then loads it. */
+    fun importDocument(uri: Uri) {
+        val resolver = getApplication<Application>().contentResolver
+        viewModelScope.launch {
+            // A ContentResolver query is IPC: off the main thread, like the copy itself.
+            val (name, size) = withContext(Dispatchers.IO) {
+                resolver.query(uri, arrayOf(OpenableColumns.DISPLAY_NAME, OpenableColumns.SIZE), null, null, null)?.use { c ->
+                    if (c.moveToFirst()) {
+                        val name = c.getString(c.getColumnIndexOrThrow(OpenableColumns.DISPLAY_NAME))
+                        val sizeColumn = c.getColumnIndexOrThrow(OpenableColumns.SIZE)
+                        (name ?: "model.gguf") to (if (c.isNull(sizeColumn)) -1L else c.getLong(sizeColumn))
+                    } else {
+                        null
+                    }
+                } ?: ("model.gguf" to -1L)
+            }
+            controller.importFile(name, size, modelsDir) {
+                resolver.openInputStream(uri) ?: throw FileNotFoundException("cannot open $uri")
+            }
+        }
+    }
+
+    fun send(message: String): Boolean = controller.send(message)
+
+    fun stop() = controller.stop()
+
+    fun newChat() = controller.newChat()
+
+    /** Frees the model and goes back to the model list. */
+    fun unload() {
+        controller.unload()
+        refreshLocalModels()
+    }
+
+    fun refreshLocalModels() {
+        viewModelScope.launch {
+            _localModels.value = withContext(Dispatchers.IO) {
+                // Imports sit at the top; downloads in the Hub layout (models--org--name/snapshots/…).
+                // Partial files (.partial, .part, .incomplete) are not models yet.
+                modelsDir.walkTopDown()
+                    .filter { it.isFile && it.name.endsWith(".gguf") }
+                    .map { LocalModel(it) }
+                    .sortedBy { it.name }
+                    .toList()
+            }
+        }
+    }
+
+    /**
+     * A warning when a model of [bytes] will likely not fit: the weights are read into native
+     * memory (no mmap), plus the KV cache and working buffers. Android kills a foreground app that
+     * runs the device out of memory without an OutOfMemoryError to catch, so check first.
+     */
+    fun memoryWarning(bytes: Long): String? {
+        val am = getApplication<Application>().getSystemService(ActivityManager::class.java)
+        val info = ActivityManager.MemoryInfo().also { am.getMemoryInfo(it) }
+        // ~1.5x the file, from Phi-3-mini Q4 at 1024 tokens of context: 2.4 GB of weights, 0.4 GB
+        // for the token embedding (kept as f32), 0.8 GB of KV cache.
+        val needed = bytes + bytes / 2
+        return if (needed > info.availMem) {
+            "Needs about ${gb(needed)} of memory; ${gb(info.availMem)} is available now (of ${gb(info.totalMem)}). " +
+                "The app may be closed by the system while loading."
+        } else {
+            null
+        }
+    }
+
+    override fun onCleared() {
+        // viewModelScope is already cancelled here; close() does not need it.
+        controller.close()
+    }
+
+    private fun gb(bytes: Long) = "%.1f GB".format(bytes / 1e9)
+}

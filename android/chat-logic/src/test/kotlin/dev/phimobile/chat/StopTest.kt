@@ -1,0 +1,86 @@
+package dev.phimobile.chat
+
+import dev.phimobile.StopReason
+import kotlin.test.assertEquals
+import kotlin.test.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+
+/**
+ * Stop ends an answer within one token and keeps it. The synthetic reference Phi-3 has random
+ * weights, so a greedy answer runs to its 400-token limit unless stopped: a stop shows.
+ */
+@Timeout(180)
+class StopTest {
+    private val settings = ChatSettings(params = Fixtures.greedy(400u), contextLength = 1024u)
+
+    private fun Harness.loadReference() {
+        onMain { load(Fixtures.referenceModel, Fixtures.referenceTokenizer) }
+        awaitState<ChatState.Ready>()
+    }
+
+    @Test
+    fun `stop mid-answer ends it within a token, keeps it, and the chat goes on`() {
+        Harness(settings).use { h ->
+            h.loadReference()
+            assertTrue(h.onMain { send("Tell me a very long story.") })
+            h.awaitState<ChatState.Generating> { it.partial.length >= 200 }
+            val updatesBefore = h.states.size
+            val stoppedAt = System.nanoTime()
+            h.onMain { stop() }
+            val done = h.awaitState<ChatState.Ready>(timeout = kotlin.time.Duration.parse("10s"))
+            val stopMs = (System.nanoTime() - stoppedAt) / 1e6
+            val updatesAfter = h.states.drop(updatesBefore).count { it is ChatState.Generating }
+
+            val turn = done.transcript.single()
+            println("stop: answered ${turn.stats.generatedTokens} tokens, Ready ${"%.1f".format(stopMs)} ms after stop(), $updatesAfter pieces after it; ${turn.stats}")
+            assertEquals(StopReason.CANCELLED, turn.stats.stopReason)
+            assertTrue(turn.stats.generatedTokens in 1..399, "${turn.stats}")
+            // The piece being handed over when stop() ran may still arrive; nothing after it.
+            assertTrue(updatesAfter <= 1, "$updatesAfter pieces after stop()")
+            val lastPartial = h.states.filterIsInstance<ChatState.Generating>().last().partial
+            assertEquals(lastPartial, turn.assistant, "the kept answer is what was shown")
+            val msPerToken = 1000.0 / turn.stats.tokensPerSecond
+            assertTrue(stopMs < 3 * msPerToken + 500, "stop took $stopMs ms at $msPerToken ms/token")
+
+            // The stopped turn is part of the conversation; the next one builds on it.
+            assertTrue(h.onMain { send("Go on.") })
+            val next = h.awaitState<ChatState.Generating> { it.partial.isNotEmpty() }
+            assertEquals(1, next.transcript.size)
+            h.onMain { stop() }
+            val after = h.awaitState<ChatState.Ready> { it.transcript.size == 2 }
+            // Its prompt holds the stopped answer (re-tokenized, so the count differs a little;
+            // without the answer it would be the first prompt plus a handful of tokens).
+            val second = after.transcript[1].stats
+            assertTrue(second.promptTokens >= turn.stats.promptTokens + turn.stats.generatedTokens / 2, "$second after ${turn.stats}")
+        }
+    }
+
+    @Test
+    fun `stop right after send ends the turn at once, even before the first token`() {
+        Harness(settings).use { h ->
+            h.loadReference()
+            // Both calls in one main-thread task: stop() lands before generation has started,
+            // which is the case the library alone would miss (a new turn clears old cancels).
+            h.onMain {
+                assertTrue(send("Tell me a very long story."))
+                stop()
+            }
+            val turn = h.awaitState<ChatState.Ready>(timeout = kotlin.time.Duration.parse("10s")).transcript.single()
+            assertEquals(StopReason.CANCELLED, turn.stats.stopReason)
+            assertTrue(turn.stats.generatedTokens <= 2, "${turn.stats}")
+        }
+    }
+
+    @Test
+    fun `stop while idle changes nothing`() {
+        Harness(settings).use { h ->
+            h.onMain { stop() }
+            assertEquals(ChatState.NoModel, h.controller.state.value)
+            h.loadReference()
+            val before = h.controller.state.value
+            h.onMain { stop() }
+            assertEquals(before, h.controller.state.value)
+        }
+    }
+}
