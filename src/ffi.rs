@@ -22,10 +22,16 @@ pub enum LlmError {
     InvalidParameter { name: String, reason: String },
     #[error("The input needs {needed} tokens but the context holds {available}.")]
     ContextOverflow { needed: u32, available: u32 },
-    #[error("The token callback failed: {reason}.")]
+    #[error("A callback failed: {reason}.")]
     Callback { reason: String },
     #[error("Inference failed: {reason}.")]
     Inference { reason: String },
+    #[error("Download failed: {reason}.")]
+    Network { reason: String },
+    #[error("Cannot write the file: {reason}.")]
+    Storage { reason: String },
+    #[error("The operation was cancelled.")]
+    Cancelled,
 }
 
 /// A Kotlin/Swift exception thrown inside a `TokenSink` arrives here.
@@ -61,6 +67,9 @@ impl From<engine::Error> for LlmError {
             },
             E::Callback(reason) => LlmError::Callback { reason },
             E::Inference(reason) => LlmError::Inference { reason },
+            E::Network(reason) => LlmError::Network { reason },
+            e @ E::Storage { .. } => LlmError::Storage { reason: e.to_string() },
+            E::Cancelled => LlmError::Cancelled,
         }
     }
 }
@@ -302,11 +311,16 @@ pub trait LoadProgress: Send + Sync {
     fn on_progress(&self, bytes_read: u64, total_bytes: u64);
 }
 
-fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<bool> + 'a {
-    move |piece| {
-        sink.on_text(piece.to_string())
-            .map_err(|e| engine::Error::Callback(e.to_string()))
+/// A foreign callback's failure, without wrapping its message twice.
+fn callback_error(e: LlmError) -> engine::Error {
+    match e {
+        LlmError::Callback { reason } => engine::Error::Callback(reason),
+        other => engine::Error::Callback(other.to_string()),
     }
+}
+
+fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<bool> + 'a {
+    move |piece| sink.on_text(piece.to_string()).map_err(callback_error)
 }
 
 /// Cancels a one-shot `Model.generate` from another thread. One token per
@@ -462,4 +476,67 @@ impl ChatSession {
         // them), but if one did, the conversation is still structurally valid.
         self.conversation.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A model file to download from a Hugging Face repo (or a mirror).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DownloadRequest {
+    /// `org/name`, e.g. `microsoft/Phi-3-mini-4k-instruct-gguf`.
+    pub repo_id: String,
+    /// The file inside the repo, e.g. `Phi-3-mini-4k-instruct-q4.gguf`.
+    pub filename: String,
+    /// Branch, tag or commit; default `main`.
+    #[uniffi(default = None)]
+    pub revision: Option<String>,
+    /// Base URL of the Hub or a mirror; default `https://huggingface.co`.
+    #[uniffi(default = None)]
+    pub endpoint: Option<String>,
+    /// Access token for gated or private repos.
+    #[uniffi(default = None)]
+    pub token: Option<String>,
+}
+
+/// Receives download progress on the thread that called `download_model`,
+/// at most about 20 times a second.
+#[uniffi::export(foreign)]
+pub trait DownloadProgress: Send + Sync {
+    /// Return `false` to cancel (the download then fails with
+    /// `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
+    fn on_progress(&self, bytes_done: u64, bytes_total: u64) -> Result<bool, LlmError>;
+}
+
+/// Downloads a model file into `directory` and returns its path; blocking
+/// (call it off the UI thread).
+///
+/// If an earlier call already downloaded it, returns at once without network.
+/// An interrupted download (dropped connection, app killed, cancelled) resumes
+/// where it stopped, in this call or the next. The file appears at the
+/// returned path only once complete and checked against the size the server
+/// announced and, for LFS files (all model weights), their SHA-256.
+/// `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
+/// file is kept for the next call. The layout inside `directory` is the Hub
+/// cache's (`models--org--name/...`), so an app can share it with other tools.
+#[uniffi::export(default(progress = None, cancel = None))]
+pub fn download_model(
+    request: DownloadRequest,
+    directory: String,
+    progress: Option<Arc<dyn DownloadProgress>>,
+    cancel: Option<Arc<CancellationToken>>,
+) -> Result<String> {
+    let spec = engine::DownloadSpec {
+        repo_id: request.repo_id,
+        filename: request.filename,
+        revision: request.revision,
+        endpoint: request.endpoint,
+        token: request.token,
+        directory: PathBuf::from(directory),
+    };
+    let never = AtomicBool::new(false);
+    let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
+    let mut report = |done: u64, total: u64| match &progress {
+        Some(p) => p.on_progress(done, total).map_err(callback_error),
+        None => Ok(true),
+    };
+    let path = engine::download(&spec, &mut report, flag)?;
+    Ok(path.to_string_lossy().into_owned())
 }

@@ -11,8 +11,8 @@ pub mod engine;
 mod ffi;
 
 pub use ffi::{
-    CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError, LoadProgress, Model,
-    ModelConfig, ModelInfo, Role, StopReason, TokenSink,
+    download_model, CancellationToken, ChatMessage, ChatSession, DownloadProgress, DownloadRequest, GenerationParams,
+    GenerationStats, LlmError, LoadProgress, Model, ModelConfig, ModelInfo, Role, StopReason, TokenSink,
 };
 
 uniffi::setup_scaffolding!();

@@ -35,6 +35,21 @@ pub enum Error {
 
     #[error("{0}")]
     Inference(String),
+
+    /// A download failed on the network side (unreachable, HTTP error,
+    /// corrupt transfer); retrying later may work.
+    #[error("{0}")]
+    Network(String),
+
+    /// A file could not be written (disk full, no permission).
+    #[error("cannot write {}: {source}", path.display())]
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +75,10 @@ impl Error {
             name,
             reason: reason.into(),
         }
+    }
+
+    pub(crate) fn storage(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Storage { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn invalid_model(reason: impl std::fmt::Display) -> Self {

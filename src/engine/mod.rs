@@ -2,6 +2,7 @@
 //! it for UniFFI.
 
 mod chat;
+mod download;
 mod error;
 mod generate;
 mod gguf_tokenizer;
@@ -12,6 +13,7 @@ mod template;
 mod threads;
 
 pub use chat::{phi3_prompt, Message, Role};
+pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};
 pub use error::{Error, Result};
 pub use generate::{Conversation, GenerateOptions, Outcome, Sequence, Sink, StopReason, Timings, MAX_STOP_STRINGS};
 pub use model::{LoadConfig, LoadedModel, ModelInfo};

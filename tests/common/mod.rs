@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hub_server;
 pub mod synthetic;
 
 use std::path::PathBuf;

@@ -930,6 +930,225 @@ public func FfiConverterTypeChatSession_lower(_ value: ChatSession) -> UInt64 {
 
 
 /**
+ * Receives download progress on the thread that called `download_model`,
+ * at most about 20 times a second.
+ */
+public protocol DownloadProgress: AnyObject, Sendable {
+    
+    /**
+     * Return `false` to cancel (the download then fails with
+     * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
+     */
+    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws  -> Bool
+    
+}
+/**
+ * Receives download progress on the thread that called `download_model`,
+ * at most about 20 times a second.
+ */
+open class DownloadProgressImpl: DownloadProgress, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_phi_mobile_fn_clone_downloadprogress(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_phi_mobile_fn_free_downloadprogress(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Return `false` to cancel (the download then fails with
+     * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
+     */
+open func onProgress(bytesDone: UInt64, bytesTotal: UInt64)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_downloadprogress_on_progress(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(bytesDone),
+        FfiConverterUInt64.lower(bytesTotal),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceDownloadProgress {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceDownloadProgress = UniffiVTableCallbackInterfaceDownloadProgress(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeDownloadProgress.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface DownloadProgress: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeDownloadProgress.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface DownloadProgress: handle missing in uniffiClone")
+            }
+        },
+        onProgress: { (
+            uniffiHandle: UInt64,
+            bytesDone: UInt64,
+            bytesTotal: UInt64,
+            uniffiOutReturn: UnsafeMutablePointer<Int8>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> Bool in
+                guard let uniffiObj = try? FfiConverterTypeDownloadProgress.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onProgress(
+                     bytesDone: try FfiConverterUInt64.lift(bytesDone),
+                     bytesTotal: try FfiConverterUInt64.lift(bytesTotal)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterBool.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeLlmError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceDownloadProgress> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceDownloadProgress>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitDownloadProgress() {
+    uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(UniffiCallbackInterfaceDownloadProgress.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDownloadProgress: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<DownloadProgress>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = DownloadProgress
+
+    public static func lift(_ handle: UInt64) throws -> DownloadProgress {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DownloadProgressImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: DownloadProgress) -> UInt64 {
+         if let rustImpl = value as? DownloadProgressImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DownloadProgress {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DownloadProgress, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadProgress_lift(_ handle: UInt64) throws -> DownloadProgress {
+    return try FfiConverterTypeDownloadProgress.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadProgress_lower(_ value: DownloadProgress) -> UInt64 {
+    return FfiConverterTypeDownloadProgress.lower(value)
+}
+
+
+
+
+
+
+/**
  * Receives model-loading progress.
  */
 public protocol LoadProgress: AnyObject, Sendable {
@@ -1658,6 +1877,105 @@ public func FfiConverterTypeChatMessage_lower(_ value: ChatMessage) -> RustBuffe
 
 
 /**
+ * A model file to download from a Hugging Face repo (or a mirror).
+ */
+public struct DownloadRequest: Equatable, Hashable {
+    /**
+     * `org/name`, e.g. `microsoft/Phi-3-mini-4k-instruct-gguf`.
+     */
+    public var repoId: String
+    /**
+     * The file inside the repo, e.g. `Phi-3-mini-4k-instruct-q4.gguf`.
+     */
+    public var filename: String
+    /**
+     * Branch, tag or commit; default `main`.
+     */
+    public var revision: String?
+    /**
+     * Base URL of the Hub or a mirror; default `https://huggingface.co`.
+     */
+    public var endpoint: String?
+    /**
+     * Access token for gated or private repos.
+     */
+    public var token: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * `org/name`, e.g. `microsoft/Phi-3-mini-4k-instruct-gguf`.
+         */repoId: String, 
+        /**
+         * The file inside the repo, e.g. `Phi-3-mini-4k-instruct-q4.gguf`.
+         */filename: String, 
+        /**
+         * Branch, tag or commit; default `main`.
+         */revision: String? = nil, 
+        /**
+         * Base URL of the Hub or a mirror; default `https://huggingface.co`.
+         */endpoint: String? = nil, 
+        /**
+         * Access token for gated or private repos.
+         */token: String? = nil) {
+        self.repoId = repoId
+        self.filename = filename
+        self.revision = revision
+        self.endpoint = endpoint
+        self.token = token
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DownloadRequest: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDownloadRequest: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DownloadRequest {
+        return
+            try DownloadRequest(
+                repoId: FfiConverterString.read(from: &buf), 
+                filename: FfiConverterString.read(from: &buf), 
+                revision: FfiConverterOptionString.read(from: &buf), 
+                endpoint: FfiConverterOptionString.read(from: &buf), 
+                token: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DownloadRequest, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.repoId, into: &buf)
+        FfiConverterString.write(value.filename, into: &buf)
+        FfiConverterOptionString.write(value.revision, into: &buf)
+        FfiConverterOptionString.write(value.endpoint, into: &buf)
+        FfiConverterOptionString.write(value.token, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadRequest_lift(_ buf: RustBuffer) throws -> DownloadRequest {
+    return try FfiConverterTypeDownloadRequest.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadRequest_lower(_ value: DownloadRequest) -> RustBuffer {
+    return FfiConverterTypeDownloadRequest.lower(value)
+}
+
+
+/**
  * Sampling and stopping. `GenerationParams::default()` (Rust) and the
  * generated constructors' defaults (Kotlin/Swift) are the same values.
  */
@@ -2093,6 +2411,11 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     )
     case Inference(reason: String
     )
+    case Network(reason: String
+    )
+    case Storage(reason: String
+    )
+    case Cancelled
 
     
 
@@ -2148,6 +2471,13 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         case 8: return .Inference(
             reason: try FfiConverterString.read(from: &buf)
             )
+        case 9: return .Network(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 10: return .Storage(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 11: return .Cancelled
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -2201,6 +2531,20 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(8))
             FfiConverterString.write(reason, into: &buf)
             
+        
+        case let .Network(reason):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Storage(reason):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Cancelled:
+            writeInt(&buf, Int32(11))
+        
         }
     }
 }
@@ -2488,6 +2832,30 @@ fileprivate struct FfiConverterOptionTypeCancellationToken: FfiConverterRustBuff
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeDownloadProgress: FfiConverterRustBuffer {
+    typealias SwiftType = DownloadProgress?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDownloadProgress.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDownloadProgress.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
     typealias SwiftType = [UInt32]
 
@@ -2559,6 +2927,30 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
         return seq
     }
 }
+/**
+ * Downloads a model file into `directory` and returns its path; blocking
+ * (call it off the UI thread).
+ *
+ * If an earlier call already downloaded it, returns at once without network.
+ * An interrupted download (dropped connection, app killed, cancelled) resumes
+ * where it stopped, in this call or the next. The file appears at the
+ * returned path only once complete and checked against the size the server
+ * announced and, for LFS files (all model weights), their SHA-256.
+ * `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
+ * file is kept for the next call. The layout inside `directory` is the Hub
+ * cache's (`models--org--name/...`), so an app can share it with other tools.
+ */
+public func downloadModel(request: DownloadRequest, directory: String, progress: DownloadProgress? = nil, cancel: CancellationToken? = nil)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_func_download_model(
+        FfiConverterTypeDownloadRequest_lower(request),
+        FfiConverterString.lower(directory),
+        FfiConverterOptionTypeDownloadProgress.lower(progress),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -2576,6 +2968,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.contractVersionMismatch
     }
 
+    uniffiCallbackInitDownloadProgress()
     uniffiCallbackInitLoadProgress()
     uniffiCallbackInitTokenSink()
     return InitializationResult.ok

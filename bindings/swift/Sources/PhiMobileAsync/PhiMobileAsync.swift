@@ -128,6 +128,66 @@ extension ChatSession {
     }
 }
 
+/// Downloads a model file from a Hugging Face repo (or the mirror in
+/// `request.endpoint`) into `directory` on a thread of its own and returns
+/// the file's path.
+///
+/// ```swift
+/// let path = try await downloadModel(
+///     DownloadRequest(repoId: "microsoft/Phi-3-mini-4k-instruct-gguf", filename: "Phi-3-mini-4k-instruct-q4.gguf"),
+///     to: modelsDirectory.path
+/// ) { done, total in print("\(done) / \(total)") }
+/// ```
+///
+/// Returns at once, without network, if an earlier call already downloaded
+/// it. An interrupted download resumes where it stopped, within this call or
+/// the next. The file appears only once complete and verified (size, and
+/// SHA-256 for the Hub's LFS files). Cancelling the calling task stops the
+/// transfer within about 50 ms, even on a stalled connection, and throws
+/// `CancellationError`; the partial file stays for the next call.
+///
+/// - Parameter progress: called with bytes done and total bytes on the
+///   downloading thread, at most about 20 times a second.
+/// - Throws: `LlmError.Network` (retry later), `.ModelNotFound` (no such
+///   repo or file), `.Storage` (disk full, no permission),
+///   `.InvalidParameter`; `CancellationError` when the task was cancelled.
+public func downloadModel(
+    _ request: DownloadRequest,
+    to directory: String,
+    progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
+) async throws -> String {
+    let token = CancellationToken()
+    let relay = progress.map(DownloadProgressRelay.init(report:))
+    do {
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, Error>) in
+                runOnOwnThread {
+                    continuation.resume(with: Result {
+                        try PhiMobile.downloadModel(request: request, directory: directory, progress: relay, cancel: token)
+                    })
+                }
+            }
+        } onCancel: {
+            token.cancel()
+        }
+    } catch LlmError.Cancelled where Task.isCancelled {
+        throw CancellationError()
+    }
+}
+
+final class DownloadProgressRelay: DownloadProgress {
+    let report: @Sendable (UInt64, UInt64) -> Void
+
+    init(report: @escaping @Sendable (UInt64, UInt64) -> Void) {
+        self.report = report
+    }
+
+    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws -> Bool {
+        report(bytesDone, bytesTotal)
+        return true
+    }
+}
+
 extension GenerationEvent {
     @Sendable static func textPiece(_ event: GenerationEvent) -> String? {
         if case .text(let piece) = event { return piece }

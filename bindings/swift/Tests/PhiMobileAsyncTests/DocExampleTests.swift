@@ -37,6 +37,23 @@ struct DocExampleTests {
         // doc-example end
     }
 
+    @Test("the download example runs (cancelled before it starts: no Hub here)")
+    func downloadExample() async throws {
+        let modelsDirectory = URL(fileURLWithPath: try DownloadTests.directory())
+        let task = Task {
+            while !Task.isCancelled { await Task.yield() }
+            // doc-example begin
+            let path = try await downloadModel(
+                DownloadRequest(repoId: "microsoft/Phi-3-mini-4k-instruct-gguf", filename: "Phi-3-mini-4k-instruct-q4.gguf"),
+                to: modelsDirectory.path
+            ) { done, total in print("\(done) / \(total)") }
+            // doc-example end
+            return path
+        }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+    }
+
     @Test("the documented examples are exactly the tested ones")
     func documentedEqualsTested() throws {
         let source = try String(
@@ -45,7 +62,7 @@ struct DocExampleTests {
         let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")
         let tested = blocks(in: tests, begin: "// doc-example" + " begin", end: "// doc-example" + " end", prefix: "")
-        #expect(documented.count == 2)
+        #expect(documented.count == 3)
         #expect(Set(documented) == Set(tested))
     }
 

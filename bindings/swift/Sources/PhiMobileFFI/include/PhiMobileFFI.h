@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
+typedef void (*UniffiCallbackInterfaceDownloadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, uint64_t, void* _Nonnull, 
@@ -255,6 +262,15 @@ typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, u
 typedef void (*UniffiCallbackInterfaceTokenSinkMethod0)(uint64_t, RustBuffer, int8_t* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
+typedef struct UniffiVTableCallbackInterfaceDownloadProgress {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDownloadProgressMethod0 _Nonnull onProgress;
+} UniffiVTableCallbackInterfaceDownloadProgress;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOAD_PROGRESS
@@ -329,6 +345,26 @@ void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus 
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
+uint64_t uniffi_phi_mobile_fn_clone_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
+void uniffi_phi_mobile_fn_free_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
+void uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(const UniffiVTableCallbackInterfaceDownloadProgress* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+int8_t uniffi_phi_mobile_fn_method_downloadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_LOADPROGRESS
@@ -419,6 +455,11 @@ void uniffi_phi_mobile_fn_init_callback_vtable_tokensink(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_TOKENSINK_ON_TEXT
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_TOKENSINK_ON_TEXT
 int8_t uniffi_phi_mobile_fn_method_tokensink_on_text(uint64_t ptr, RustBuffer piece, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
+RustBuffer uniffi_phi_mobile_fn_func_download_model(RustBuffer request, RustBuffer directory, RustBuffer progress, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_PHI_MOBILE_RUSTBUFFER_ALLOC
@@ -681,6 +722,12 @@ void ffi_phi_mobile_rust_future_free_void(uint64_t handle
 void ffi_phi_mobile_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_DOWNLOAD_MODEL
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_DOWNLOAD_MODEL
+uint16_t uniffi_phi_mobile_checksum_func_download_model(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CANCELLATIONTOKEN_CANCEL
 uint16_t uniffi_phi_mobile_checksum_method_cancellationtoken_cancel(void
@@ -714,6 +761,12 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_reset(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+uint16_t uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(void
     
 );
 #endif

@@ -3,6 +3,7 @@
 // Flow around the blocking UniFFI calls; no logic of its own beyond that.
 package dev.phimobile
 
+import java.io.File
 import java.util.concurrent.atomic.AtomicReference
 import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CoroutineStart
@@ -13,6 +14,8 @@ import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.channels.ClosedSendChannelException
 import kotlinx.coroutines.channels.ProducerScope
 import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.currentCoroutineContext
+import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.channelFlow
@@ -95,6 +98,56 @@ suspend fun loadModel(
         throw it
     }
     return model
+}
+
+/**
+ * Downloads a model file from a Hugging Face repo (or the mirror in [DownloadRequest.endpoint])
+ * into [directory] on [Dispatchers.IO] and returns it; safe to call from the main thread.
+ *
+ * Returns at once, without network, if an earlier call already downloaded it. An interrupted
+ * download resumes where it stopped, within this call or the next. The file appears only once
+ * complete and verified (size, and SHA-256 for the Hub's LFS files). Cancelling the calling
+ * coroutine stops the transfer within about 50 ms, even on a stalled connection, and throws
+ * [CancellationException]; the partial file stays for the next call. Failures are
+ * [LlmException.Network] (retry later), [LlmException.ModelNotFound] (no such repo or file),
+ * [LlmException.Storage] (disk full, no permission) and [LlmException.InvalidParameter].
+ *
+ * ```kotlin
+ * val file = downloadModel(
+ *     DownloadRequest(repoId = "microsoft/Phi-3-mini-4k-instruct-gguf", filename = "Phi-3-mini-4k-instruct-q4.gguf"),
+ *     directory = File(context.filesDir, "models"),
+ * ) { done, total -> progress.value = done.toFloat() / total.toFloat() }
+ * ```
+ *
+ * @param onProgress called with (bytes done, total bytes) on the downloading thread, at most about
+ *   20 times a second. If it throws, the download stops and that exception is rethrown.
+ */
+suspend fun downloadModel(
+    request: DownloadRequest,
+    directory: File,
+    onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
+): File = CancellationToken().use { token ->
+    val progressFailure = AtomicReference<Throwable?>(null)
+    val progress = onProgress?.let { report ->
+        object : DownloadProgress {
+            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean =
+                try {
+                    report(bytesDone, bytesTotal)
+                    true
+                } catch (t: Throwable) {
+                    // Keep the caller's exception itself rather than the Callback error it becomes.
+                    progressFailure.compareAndSet(null, t)
+                    false
+                }
+        }
+    }
+    try {
+        File(runInterruptibly(onCancel = token::cancel) { downloadModel(request, directory.path, progress, token) })
+    } catch (e: LlmException.Cancelled) {
+        progressFailure.get()?.let { throw it }
+        currentCoroutineContext().ensureActive()
+        throw e
+    }
 }
 
 /** One step of a streamed generation: text pieces, then exactly one [Done] as the last event. */

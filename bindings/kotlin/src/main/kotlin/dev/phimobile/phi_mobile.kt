@@ -650,11 +650,33 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceDownloadProgressMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceLoadProgressMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`bytesRead`: Long,`totalBytes`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceTokenSinkMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`piece`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
+internal open class UniffiVTableCallbackInterfaceDownloadProgress(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDownloadProgress(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDownloadProgress) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onProgress` = other.`onProgress`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
 internal open class UniffiVTableCallbackInterfaceLoadProgress(
@@ -718,6 +740,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_phi_mobile_checksum_func_download_model(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_cancellationtoken_cancel(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_cancellationtoken_is_cancelled(
@@ -729,6 +753,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_send(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
     ): Int
@@ -768,6 +794,7 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "phi_mobile"))
+        uniffiCallbackInterfaceDownloadProgress.register(this)
         uniffiCallbackInterfaceLoadProgress.register(this)
         uniffiCallbackInterfaceTokenSink.register(this)
         
@@ -796,6 +823,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_free_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(`vtable`: UniffiVTableCallbackInterfaceDownloadProgress,
+    ): Unit
+    external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_phi_mobile_fn_clone_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_free_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -832,6 +867,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_tokensink_on_text(`ptr`: Long,`piece`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun ffi_phi_mobile_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_phi_mobile_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -2022,6 +2059,342 @@ public object FfiConverterTypeChatSession: FfiConverter<ChatSession, Long> {
 
 
 /**
+ * Receives download progress on the thread that called `download_model`,
+ * at most about 20 times a second.
+ */
+public interface DownloadProgress {
+    
+    /**
+     * Return `false` to cancel (the download then fails with
+     * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
+     */
+    fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * Receives download progress on the thread that called `download_model`,
+ * at most about 20 times a second.
+ */
+open class DownloadProgressImpl: Disposable, AutoCloseable, DownloadProgress
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_phi_mobile_fn_free_downloadprogress(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_phi_mobile_fn_clone_downloadprogress(handle, status)
+        }
+    }
+
+    
+    /**
+     * Return `false` to cancel (the download then fails with
+     * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
+     */
+    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_downloadprogress_on_progress(
+        it,
+        
+        FfiConverterULong.lower(`bytesDone`),
+        FfiConverterULong.lower(`bytesTotal`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceDownloadProgress {
+    internal object `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0 {
+        override fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeDownloadProgress.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onProgress`(
+                    FfiConverterULong.lift(`bytesDone`),
+                    FfiConverterULong.lift(`bytesTotal`),
+                )
+            }
+            val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: LlmException -> FfiConverterTypeLlmError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeDownloadProgress.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeDownloadProgress.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceDownloadProgress.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onProgress`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDownloadProgress: FfiConverter<DownloadProgress, Long> {
+    internal val handleMap = UniffiHandleMap<DownloadProgress>()
+
+    override fun lower(value: DownloadProgress): Long {
+        if (value is DownloadProgressImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): DownloadProgress {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DownloadProgressImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): DownloadProgress {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DownloadProgress) = 8UL
+
+    override fun write(value: DownloadProgress, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Receives model-loading progress.
  */
 public interface LoadProgress {
@@ -3040,6 +3413,77 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
 
 
 /**
+ * A model file to download from a Hugging Face repo (or a mirror).
+ */
+data class DownloadRequest (
+    /**
+     * `org/name`, e.g. `microsoft/Phi-3-mini-4k-instruct-gguf`.
+     */
+    var `repoId`: kotlin.String
+    , 
+    /**
+     * The file inside the repo, e.g. `Phi-3-mini-4k-instruct-q4.gguf`.
+     */
+    var `filename`: kotlin.String
+    , 
+    /**
+     * Branch, tag or commit; default `main`.
+     */
+    var `revision`: kotlin.String? = null 
+    , 
+    /**
+     * Base URL of the Hub or a mirror; default `https://huggingface.co`.
+     */
+    var `endpoint`: kotlin.String? = null 
+    , 
+    /**
+     * Access token for gated or private repos.
+     */
+    var `token`: kotlin.String? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDownloadRequest: FfiConverterRustBuffer<DownloadRequest> {
+    override fun read(buf: ByteBuffer): DownloadRequest {
+        return DownloadRequest(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DownloadRequest) = (
+            FfiConverterString.allocationSize(value.`repoId`) +
+            FfiConverterString.allocationSize(value.`filename`) +
+            FfiConverterOptionalString.allocationSize(value.`revision`) +
+            FfiConverterOptionalString.allocationSize(value.`endpoint`) +
+            FfiConverterOptionalString.allocationSize(value.`token`)
+    )
+
+    override fun write(value: DownloadRequest, buf: ByteBuffer) {
+            FfiConverterString.write(value.`repoId`, buf)
+            FfiConverterString.write(value.`filename`, buf)
+            FfiConverterOptionalString.write(value.`revision`, buf)
+            FfiConverterOptionalString.write(value.`endpoint`, buf)
+            FfiConverterOptionalString.write(value.`token`, buf)
+    }
+}
+
+
+
+/**
  * Sampling and stopping. `GenerationParams::default()` (Rust) and the
  * generated constructors' defaults (Kotlin/Swift) are the same values.
  */
@@ -3438,6 +3882,28 @@ sealed class LlmException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
+    class Network(
+        
+        val `reason`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    class Storage(
+        
+        val `reason`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    class Cancelled(
+        ) : LlmException() {
+        override val message
+            get() = ""
+    }
+    
 
     
 
@@ -3483,6 +3949,13 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             8 -> LlmException.Inference(
                 FfiConverterString.read(buf),
                 )
+            9 -> LlmException.Network(
+                FfiConverterString.read(buf),
+                )
+            10 -> LlmException.Storage(
+                FfiConverterString.read(buf),
+                )
+            11 -> LlmException.Cancelled()
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -3531,6 +4004,20 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
             )
+            is LlmException.Network -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is LlmException.Storage -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is LlmException.Cancelled -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+            )
         }
     }
 
@@ -3576,6 +4063,20 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             is LlmException.Inference -> {
                 buf.putInt(8)
                 FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Network -> {
+                buf.putInt(9)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Storage -> {
+                buf.putInt(10)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Cancelled -> {
+                buf.putInt(11)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -3798,6 +4299,38 @@ public object FfiConverterOptionalTypeCancellationToken: FfiConverterRustBuffer<
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeDownloadProgress: FfiConverterRustBuffer<DownloadProgress?> {
+    override fun read(buf: ByteBuffer): DownloadProgress? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDownloadProgress.read(buf)
+    }
+
+    override fun allocationSize(value: DownloadProgress?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDownloadProgress.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DownloadProgress?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDownloadProgress.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>> {
     override fun read(buf: ByteBuffer): List<kotlin.UInt> {
         val len = buf.getInt()
@@ -3875,4 +4408,32 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
         }
     }
 }
+        /**
+         * Downloads a model file into `directory` and returns its path; blocking
+         * (call it off the UI thread).
+         *
+         * If an earlier call already downloaded it, returns at once without network.
+         * An interrupted download (dropped connection, app killed, cancelled) resumes
+         * where it stopped, in this call or the next. The file appears at the
+         * returned path only once complete and checked against the size the server
+         * announced and, for LFS files (all model weights), their SHA-256.
+         * `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
+         * file is kept for the next call. The layout inside `directory` is the Hub
+         * cache's (`models--org--name/...`), so an app can share it with other tools.
+         */
+    @Throws(LlmException::class) fun `downloadModel`(`request`: DownloadRequest, `directory`: kotlin.String, `progress`: DownloadProgress? = null, `cancel`: CancellationToken? = null): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_func_download_model(
+    
+        
+        FfiConverterTypeDownloadRequest.lower(`request`),
+        FfiConverterString.lower(`directory`),
+        FfiConverterOptionalTypeDownloadProgress.lower(`progress`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    )
+    }
+    
+
 

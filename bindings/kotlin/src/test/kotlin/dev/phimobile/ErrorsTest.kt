@@ -29,6 +29,9 @@ class ErrorsTest {
         is LlmException.ContextOverflow -> "needs ${e.needed} of ${e.available}"
         is LlmException.Callback -> "callback: ${e.reason}"
         is LlmException.Inference -> "inference: ${e.reason}"
+        is LlmException.Network -> "network: ${e.reason}"
+        is LlmException.Storage -> "storage: ${e.reason}"
+        is LlmException.Cancelled -> "cancelled"
     }
 
     @Test
