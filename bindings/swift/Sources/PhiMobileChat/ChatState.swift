@@ -53,6 +53,8 @@ public enum ChatError: Error, Sendable, Equatable {
             return "Models of type “\(architecture)” are not supported (phi3 and llama are)."
         }
         if case .Tokenizer(let reason) = error { return "The model's tokenizer could not be loaded: \(reason)" }
+        if case .Network(let reason) = error { return "The download failed (try again later): \(reason)" }
+        if case .Storage(let reason) = error { return "The model could not be stored: \(reason)" }
         if case .ContextOverflow(let needed, let available) = error {
             return "The conversation is too long for the model (\(needed) tokens, \(available) fit). Start a new chat."
         }
