@@ -27,10 +27,7 @@ final class ChatViewModel: ObservableObject {
     init() {
         chat = ChatController(settings: .init(
             systemPrompt: "You are a helpful assistant. Answer briefly.",
-            params: GenerationParams(maxTokens: 512, temperature: 0.7),
-            // The KV cache grows with the context: 2048 tokens of Phi-3-mini
-            // take ~0.8 GB (f32), its full 4096 ~1.6 GB more than that.
-            contextLength: 2048
+            params: GenerationParams(maxTokens: 512, temperature: 0.7)
         ))
         observation = Task { [weak self, chat] in
             // Latest only: the UI draws at its own pace and skips states
@@ -74,28 +71,33 @@ final class ChatViewModel: ObservableObject {
         Task { [chat] in
             let scoped = url.startAccessingSecurityScopedResource()
             defer { if scoped { url.stopAccessingSecurityScopedResource() } }
-            if let size = try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize {
-                guard self.fits(UInt64(size)) else { return }
-            }
+            let size = (try? url.resourceValues(forKeys: [.fileSizeKey]))?.fileSize.map(UInt64.init) ?? 0
+            guard await self.prepare(forFileBytes: size) else { return }
             await chat.importModel(from: url, into: Self.modelsDirectory)
         }
     }
 
     func download(_ model: DownloadableModel) {
         notice = nil
-        guard fits(model.approximateBytes) else { return }
         Task { [chat] in
+            guard await self.prepare(forFileBytes: model.approximateBytes) else { return }
             await chat.download(model.request, into: Self.modelsDirectory)
         }
     }
 
-    /// Refuses a model that would get the app killed by jetsam on load.
-    private func fits(_ fileBytes: UInt64) -> Bool {
+    /// Refuses a model that would get the app killed by jetsam, and sizes
+    /// the context (the KV cache) for the one it accepts.
+    private func prepare(forFileBytes fileBytes: UInt64) async -> Bool {
         let freed = snapshot.model?.fileSizeBytes ?? 0
-        if Memory.likelyFits(fileBytes: fileBytes, freed: freed) { return true }
-        notice = "This model needs about \(Memory.format(fileBytes + fileBytes / 5)); "
-            + "the app can use \(Memory.format(Memory.availableBytes + freed)) on this device right now."
-        return false
+        guard Memory.likelyFits(fileBytes: fileBytes, freed: freed) else {
+            notice = "This model needs about \(Memory.format(Memory.estimatedBytes(fileBytes: fileBytes))); "
+                + "the app can use \(Memory.format(Memory.availableBytes + freed)) on this device right now."
+            return false
+        }
+        var settings = await chat.settings
+        settings.contextLength = Memory.contextLength(forFileBytes: fileBytes)
+        await chat.update(settings: settings)
+        return true
     }
 }
 
