@@ -12,8 +12,8 @@ import Foundation
 /// ```
 ///
 /// An actor: every operation runs off the main actor, and the model's blocking
-/// calls run on threads of their own (PhiMobileAsync), so neither the UI nor
-/// the cooperative pool waits on inference. Operations never throw; failures
+/// calls run on threads of their own, so neither the UI nor the cooperative
+/// pool waits on inference. Operations never throw; failures
 /// become `.error` states. One operation runs at a time: loading a model
 /// first stops whatever is running and releases the old model, so two models
 /// never sit in memory together.
@@ -112,7 +112,8 @@ public actor ChatController {
     /// Sends a user message and streams the answer into
     /// `generating(partial:)`; ends in `ready` (the turn appended to the
     /// transcript, `lastStats` set) or `error`. Returns the turn's stats, nil
-    /// if no turn ran (no model, or busy: one turn at a time).
+    /// if no turn ran (no model; busy, since one turn runs at a time; stopped
+    /// before it began) or it failed.
     @discardableResult
     public func send(_ message: String) async -> GenerationStats? {
         guard snapshot.canSend, let session else { return nil }
@@ -256,38 +257,45 @@ public actor ChatController {
         await performLoad(path: copied.path, tokenizerPath: nil)
     }
 
+    // The turn runs on the generated blocking API with a sink of our own
+    // (not PhiMobileAsync's stream): the sink checks the stop flag on the
+    // generating thread, so a stop that lands before the turn has started
+    // (which the session's own cancel flag forgets when the turn starts)
+    // still ends it at the first piece, and the turn still returns its stats.
     private func performSend(
         _ message: String, params: GenerationParams, session: ChatSession, stopRequested: CancelFlag
     ) async -> GenerationStats? {
+        let (pieces, report) = AsyncStream.makeStream(of: String.self) // unbounded: every piece, in order
+        let sink = ChatSink(stopRequested: stopRequested) { report.yield($0) }
+        let turn = Task {
+            defer { report.finish() }
+            return await offActor { () -> Result<GenerationStats, Error>? in
+                if stopRequested.isSet { return nil } // stopped before it began: no turn
+                return Result { try session.send(message: message, params: params, sink: sink) }
+            }
+        }
         var partial = ""
+        for await piece in pieces {
+            partial += piece
+            publish(.generating(partial: partial))
+        }
+        let outcome = await turn.value
+        // The session's history is the transcript: a stopped turn keeps its
+        // partial answer, a failed one leaves no trace.
+        let history = await offActor { session.history() }
         var stats: GenerationStats?
         var failure: Error?
-        do {
-            for try await event in session.events(message: message, params: params) {
-                switch event {
-                case .text(let piece):
-                    // A stop that raced ahead of the turn's start was reset by
-                    // it; repeating it now reaches the running turn.
-                    if stopRequested.isSet { session.cancel() }
-                    partial += piece
-                    publish(.generating(partial: partial))
-                case .done(let final):
-                    stats = final
-                }
-            }
-        } catch {
-            failure = error
+        switch outcome {
+        case .success(let final)?: stats = final
+        case .failure(let error)?: failure = error
+        case nil: break
         }
-        // The session's history is the transcript (a stopped turn keeps its
-        // partial answer; a failed one leaves no trace). history() waits for
-        // the turn's thread, so it runs off the actor.
-        let history = await offActor { session.history() }
         publish {
             $0.transcript = history
             if let stats { $0.lastStats = stats }
             $0.state = failure.map { .error(Self.chatError($0)) } ?? .ready
         }
-        return failure == nil ? stats : nil
+        return stats
     }
 
     static func chatError(_ error: Error) -> ChatError {
@@ -315,17 +323,39 @@ final class CancelFlag: @unchecked Sendable {
     }
 }
 
-/// Runs a blocking call on a thread of its own, never on the cooperative pool.
-func offActorThrowing<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
+/// Hands each piece to the controller; refuses the next token once a stop is
+/// requested. The piece it is given is still delivered, so the streamed text
+/// stays exactly the turn's `stats.text`.
+final class ChatSink: TokenSink {
+    let stopRequested: CancelFlag
+    let deliver: @Sendable (String) -> Void
+
+    init(stopRequested: CancelFlag, deliver: @escaping @Sendable (String) -> Void) {
+        self.stopRequested = stopRequested
+        self.deliver = deliver
+    }
+
+    func onText(piece: String) throws -> Bool {
+        deliver(piece)
+        return !stopRequested.isSet
     }
 }
 
+/// Runs a blocking call on a thread of its own, never on the cooperative
+/// pool, with a stack as large as a Rust main thread's: the tokenizer and the
+/// model run on the calling thread, and Apple's default for secondary threads
+/// (512 KiB) is small for them.
 func offActor<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
-        Thread { continuation.resume(returning: body()) }.start()
+        let thread = Thread { continuation.resume(returning: body()) }
+        thread.name = "phi-mobile-chat"
+        thread.stackSize = 8 << 20
+        thread.start()
     }
+}
+
+func offActorThrowing<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await offActor { Result { try body() } }.get()
 }
 
 /// Where imported models go and how they get there.

@@ -89,7 +89,7 @@ struct ChatControllerTests {
         }
     }
 
-    @Test("stop() ends a running turn within a token or two, with stop reason cancelled")
+    @Test("stop() ends a running turn at once: stop reason cancelled, the partial answer kept")
     func stopDuringGeneration() async throws {
         let chat = try await ChatFixtures.loaded(long)
         let recorder = await Recorder(chat)
@@ -103,35 +103,74 @@ struct ChatControllerTests {
         let stopTime = Date().timeIntervalSince(stoppedAt)
 
         #expect(stats.stopReason == .cancelled)
-        #expect(stats.generatedTokens < long.params.maxTokens)
-        // At most the token in flight and the decoder's held-back text after the stop.
-        #expect(pieces(recorder.states) - seenAtStop <= 2)
-        #expect(stopTime < 2, "stop took \(stopTime) s")
+        #expect(stats.generatedTokens < long.params.maxTokens / 2, "stopped early")
+        #expect(stats.generatedTokens >= UInt32(seenAtStop))
+        // The whole 400-token answer takes over a second here; a stop ends the
+        // turn at once. (That it ends within one token is the session's
+        // contract, tested in Rust and in PhiMobileAsyncTests; the recorder
+        // here lags the generating thread by a few pieces.)
+        #expect(stopTime < 0.5, "stop took \(stopTime) s")
         let snapshot = await chat.snapshot
         #expect(snapshot.state == .ready)
         #expect(snapshot.lastStats == stats)
         #expect(snapshot.transcript.last == ChatMessage(role: .assistant, content: stats.text), "the partial answer stays")
+        #expect(recorder.states.compactMap(\.partial).last == stats.text, "streamed text is the stats' text")
 
         // The next turn runs to its end.
         let next = try #require(await chat.send("Go on."))
         #expect(next.stopReason != .cancelled)
     }
 
-    @Test("stop() right after send() (before the first token) still stops the turn")
-    func stopBeforeFirstToken() async throws {
+    @Test("stop() right after send(): the turn ends cancelled (or never starts), consistently", arguments: 0..<5)
+    func stopRightAfterSend(round: Int) async throws {
         let chat = try await ChatFixtures.loaded(long)
         let recorder = await Recorder(chat)
         let turn = Task { await chat.send("Tell me a long story.") }
         try await recorder.wait { $0.state == .generating(partial: "") }
         await chat.stop()
-        let stats = try #require(await turn.value)
+        let result = await turn.value
+        let snapshot = await chat.snapshot
+        #expect(snapshot.state == .ready)
+        if let stats = result {
+            #expect(stats.stopReason == .cancelled)
+            #expect(stats.generatedTokens < long.params.maxTokens / 2)
+            #expect((recorder.states.compactMap(\.partial).last ?? "") == stats.text)
+            #expect(snapshot.transcript.map(\.role) == [.user, .assistant])
+        } else {
+            #expect(snapshot.transcript.isEmpty, "a turn stopped before it began leaves no trace")
+        }
+    }
+
+    @Test("a stop that the turn's start forgets still ends the turn at its first piece")
+    func stopBeforeTheTurnStarts() async throws {
+        let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
+        // Why the controller's sink checks its own flag: a session's cancel()
+        // before a turn is reset when the turn starts.
+        let session = model.newSession(history: [])
+        session.cancel()
+        let unstopped = RecordedPieces()
+        let ran = try await offActorThrowing {
+            try session.send(message: "Tell me a story.", params: .greedy(maxTokens: 16),
+                             sink: ChatSink(stopRequested: CancelFlag(), deliver: unstopped.append))
+        }
+        #expect(ran.stopReason != .cancelled)
+        #expect(ran.generatedTokens > 1)
+
+        // With the controller's sink and its flag set, the same race ends the
+        // turn at the first piece, which is still delivered.
+        let stopped = CancelFlag()
+        stopped.set()
+        let fresh = model.newSession(history: [])
+        fresh.cancel()
+        let pieces = RecordedPieces()
+        let stats = try await offActorThrowing {
+            try fresh.send(message: "Tell me a story.", params: .greedy(maxTokens: 16),
+                           sink: ChatSink(stopRequested: stopped, deliver: pieces.append))
+        }
         #expect(stats.stopReason == .cancelled)
-        // A cancel that lands before the turn starts is reset by it; the
-        // controller repeats it at the first piece, which can come a few
-        // tokens in (the decoder holds back incomplete characters). Not stopped
-        // would be 400.
-        #expect(stats.generatedTokens < 16)
-        #expect(await chat.snapshot.state == .ready)
+        #expect(pieces.all.count == 1)
+        #expect(pieces.all.joined() == stats.text)
+        #expect(stats.generatedTokens < ran.generatedTokens)
     }
 
     @Test("cancelling the task that called send() stops the turn")
@@ -329,5 +368,22 @@ struct ImportTests {
             return
         }
         #expect(!reason.isEmpty)
+    }
+}
+
+final class RecordedPieces: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pieces: [String] = [] // guarded by lock
+
+    @Sendable func append(_ piece: String) {
+        lock.lock()
+        pieces.append(piece)
+        lock.unlock()
+    }
+
+    var all: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return pieces
     }
 }
