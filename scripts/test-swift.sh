@@ -10,8 +10,9 @@
 #   ${PHI_MOBILE_CACHE:-~/.cache/phi-mobile}/swift-root   (~3 GB; needs root)
 # The chroot gets /proc, the repo and a temp dir with the library and fixtures,
 # mounted in a private mount namespace and unmounted on every exit path.
-# The tests' paths arrive in PHI_MOBILE_TEST_MODEL / PHI_MOBILE_TEST_TOKENIZER,
-# the library's directory in PHI_MOBILE_LIB_DIR (read by Package.swift).
+# The tests' paths arrive in PHI_MOBILE_TEST_MODEL / PHI_MOBILE_TEST_TOKENIZER
+# (and SmolLM2 in PHI_MOBILE_TEST_SMOLLM2), the library's directory in
+# PHI_MOBILE_LIB_DIR (read by Package.swift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd -P)"
@@ -51,11 +52,14 @@ trap 'rm -rf "$DATA"' EXIT
 cp -p "$TARGET/release/$LIB_NAME" "$DATA/"
 cp -p "$CACHE/phi3-tokenizer.json" "$DATA/"
 cp -p "$MODEL" "$DATA/reference.gguf"
+# SmolLM2 (98 MB): a hard link where the cache and the temp dir share a file
+# system, else a copy.
+ln "$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" "$DATA/" 2>/dev/null || cp -p "$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" "$DATA/"
 mkdir "$DATA/tmp" # the tests' and SwiftPM's scratch files, gone with $DATA
 
 # Compiler warnings in our hand-written code (not the generated file) fail the run.
 check_warnings() {
-  if grep -E "(Sources/PhiMobileAsync|Tests)/[^:]*:[0-9]+:[0-9]+: warning:" "$1"; then
+  if grep -E "(Sources/PhiMobileAsync|Sources/PhiMobileChat|Tests)/[^:]*:[0-9]+:[0-9]+: warning:" "$1"; then
     echo "test-swift: warnings in hand-written Swift (listed above)" >&2
     return 1
   fi
@@ -67,6 +71,7 @@ if command -v swift >/dev/null 2>&1; then
   TMPDIR="$DATA/tmp" PHI_MOBILE_LIB_DIR="$DATA" \
   PHI_MOBILE_TEST_MODEL="$DATA/reference.gguf" \
   PHI_MOBILE_TEST_TOKENIZER="$DATA/phi3-tokenizer.json" \
+  PHI_MOBILE_TEST_SMOLLM2="$DATA/SmolLM2-135M-Instruct.Q4_1.gguf" \
     swift test --package-path "$PACKAGE" 2>&1 | tee "$LOG"
   check_warnings "$LOG"
   exit 0
@@ -157,6 +162,7 @@ ROOT_DIR="$ROOT" in_chroot "$REPO=$IN/repo" "$DATA=$IN/data" -- \
   TMPDIR="$IN/data/tmp" PHI_MOBILE_LIB_DIR="$IN/data" \
   PHI_MOBILE_TEST_MODEL="$IN/data/reference.gguf" \
   PHI_MOBILE_TEST_TOKENIZER="$IN/data/phi3-tokenizer.json" \
+  PHI_MOBILE_TEST_SMOLLM2="$IN/data/SmolLM2-135M-Instruct.Q4_1.gguf" \
   swift test --package-path "$IN/repo/$PACKAGE" --scratch-path "$SCRATCH" </dev/null 2>&1 | tee "$DATA/swift-test.log"
 status=${PIPESTATUS[0]}
 set -e

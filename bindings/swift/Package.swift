@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 //
 // phi-mobile for Swift: the UniFFI-generated bindings (module PhiMobile), their
-// C module (PhiMobileFFI) and the hand-written async layer (PhiMobileAsync).
+// C module (PhiMobileFFI), the hand-written async layer (PhiMobileAsync) and a
+// UI-free chat state machine for apps (PhiMobileChat).
 //
 // Where the native library comes from:
 // - Apple platforms: `PhiMobileFFI.xcframework` next to this file (device and
@@ -50,9 +51,14 @@ if useXCFramework {
 
 let package = Package(
     name: "PhiMobile",
-    platforms: [.iOS(.v15), .macOS(.v12)],
+    // iOS 16: the one minimum iOS version of the project (also in
+    // scripts/build-ios.sh, .cargo/config.toml and ios/project.yml). The
+    // devices iOS 16 dropped have 2 GB of RAM, too little for the models this
+    // library is for; the increased-memory-limit entitlement needs iOS 15.
+    platforms: [.iOS(.v16), .macOS(.v12)],
     products: [
         .library(name: "PhiMobile", targets: ["PhiMobileAsync", "PhiMobile"]),
+        .library(name: "PhiMobileChat", targets: ["PhiMobileChat"]),
     ],
     targets: [
         ffiTarget,
@@ -69,10 +75,21 @@ let package = Package(
             dependencies: ["PhiMobile"],
             path: "Sources/PhiMobileAsync"
         ),
+        // Hand-written: the chat state machine a UI drives (no UI imports).
+        .target(
+            name: "PhiMobileChat",
+            dependencies: ["PhiMobileAsync"],
+            path: "Sources/PhiMobileChat"
+        ),
         .testTarget(
             name: "PhiMobileAsyncTests",
             dependencies: ["PhiMobileAsync"],
             path: "Tests/PhiMobileAsyncTests"
+        ),
+        .testTarget(
+            name: "PhiMobileChatTests",
+            dependencies: ["PhiMobileChat"],
+            path: "Tests/PhiMobileChatTests"
         ),
     ],
     swiftLanguageModes: [.v6]

