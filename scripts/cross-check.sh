@@ -56,10 +56,13 @@ fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = ios ]; then
   add_target "$ios"
-  c_toolchain "$ios" arm64-apple-ios15.0 ""
+  step "one minimum iOS version across the project"
+  scripts/build-ios.sh --check
+  min_ios="$(sed -n 's/^IPHONEOS_DEPLOYMENT_TARGET = "\(.*\)"/\1/p' .cargo/config.toml)"
+  c_toolchain "$ios" "arm64-apple-ios$min_ios" ""
   # cc-rs asks xcrun for the SDK unless SDKROOT is set; ring needs no SDK file
   # beyond the shim.
-  export SDKROOT="$SHIM" IPHONEOS_DEPLOYMENT_TARGET="${IPHONEOS_DEPLOYMENT_TARGET:-15.0}"
+  export SDKROOT="$SHIM"
   step "staticlib for $ios (release)"
   cargo rustc --release --lib --quiet --target "$ios" --crate-type staticlib
   TARGET_DIR="${CARGO_TARGET_DIR:-target}"
