@@ -11,6 +11,7 @@ mod sampler;
 mod stream;
 mod template;
 mod threads;
+mod transformer;
 
 pub use chat::{phi3_prompt, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};

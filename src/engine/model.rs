@@ -6,10 +6,9 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use candle_transformers::models::{quantized_llama, quantized_phi3};
 use tokenizers::Tokenizer;
 
 use super::chat::Message;
@@ -17,6 +16,7 @@ use super::error::{catch_panic, Error, Result};
 use super::gguf_tokenizer;
 use super::template::ChatTemplate;
 use super::threads;
+use super::transformer::{self, TensorSource, Transformer};
 
 /// What the caller asks for when loading.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,7 @@ pub struct LoadConfig {
 /// can run but low enough that position tables cannot exhaust memory.
 const MAX_CONTEXT: usize = 1 << 20;
 const MAX_THREADS: usize = 256;
+const LLAMA_MAX_CONTEXT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
@@ -50,21 +51,15 @@ pub struct ModelInfo {
     pub threads: usize,
 }
 
+/// The network with its own KV cache; cloning shares the weights and gives
+/// the clone an empty cache.
 #[derive(Clone)]
-pub(crate) enum Weights {
-    Phi3(quantized_phi3::ModelWeights),
-    Llama(quantized_llama::ModelWeights),
-}
+pub(crate) struct Weights(Transformer);
 
 impl Weights {
     /// Runs `ids` at positions `index_pos..`; returns the last position's logits.
     pub fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
-        let input = candle_core::Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = match self {
-            Weights::Phi3(m) => m.forward(&input, index_pos)?,
-            Weights::Llama(m) => m.forward(&input, index_pos)?,
-        };
-        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+        Ok(self.0.forward(ids, index_pos)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
     }
 }
 
@@ -72,6 +67,7 @@ pub struct LoadedModel {
     /// Never run: each sequence clones it, which shares the weights but gives
     /// the clone its own (still unallocated) KV cache.
     pub(crate) pristine: Weights,
+    family: Family,
     pub(crate) tokenizer: Tokenizer,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
@@ -134,7 +130,7 @@ impl LoadedModel {
         }
         let mut reader = ProgressReader::new(BufReader::new(file), file_size, progress);
 
-        let mut content = catch_panic(Error::invalid_model, || {
+        let content = catch_panic(Error::invalid_model, || {
             Content::read(&mut reader)
                 .map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
         })?;
@@ -162,9 +158,11 @@ impl LoadedModel {
             None => catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?,
         };
         // candle's llama precomputes rotary tables for a fixed 4096 positions.
+        // Llama-family contexts stay at 4096 positions, candle's quantized
+        // llama's limit, which the tests and apps have relied on so far.
         let implementation_max = match family {
             Family::Phi3 => hp.context_length,
-            Family::Llama => quantized_llama::MAX_SEQ_LEN,
+            Family::Llama => LLAMA_MAX_CONTEXT,
         };
         let trained_ctx = hp.context_length;
         let context_length = cfg
@@ -174,19 +172,19 @@ impl LoadedModel {
             .min(implementation_max);
         let rows = hp.vocab_rows;
         let load_err = |e: candle_core::Error| Error::invalid_model(format!("cannot load the weights: {e}"));
-        let pristine = catch_panic(Error::invalid_model, || match family {
-            Family::Phi3 => {
-                // candle sizes its rotary tables and KV cache from this key.
-                content
-                    .metadata
-                    .insert("phi3.context_length".into(), Value::U32(context_length as u32));
-                quantized_phi3::ModelWeights::from_gguf(false, content, &mut reader, &Device::Cpu)
-                    .map(Weights::Phi3)
-                    .map_err(load_err)
-            }
-            Family::Llama => quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
-                .map(Weights::Llama)
-                .map_err(load_err),
+        let cfg = transformer::Config {
+            fused: family == Family::Phi3,
+            n_head: hp.heads,
+            n_kv_head: hp.kv_heads,
+            head_dim: hp.hidden / hp.heads,
+            ff: hp.ff,
+            eps: hp.eps,
+            rope_base: hp.rope_base,
+            max_positions: context_length,
+        };
+        let pristine = catch_panic(Error::invalid_model, || {
+            let mut source = GgufTensors { content: &content, reader: &mut reader };
+            Transformer::load(cfg, hp.layers, &mut source).map(Weights).map_err(load_err)
         })?;
         reader.finish();
 
@@ -225,6 +223,7 @@ impl LoadedModel {
 
         Ok(Self {
             pristine,
+            family,
             tokenizer,
             end_tokens,
             chat_template,
@@ -259,10 +258,10 @@ impl LoadedModel {
     /// the assistant's answer: the GGUF's own chat template when it has one,
     /// else the architecture's known format.
     pub fn format_chat(&self, messages: &[Message]) -> Result<String> {
-        match (&self.chat_template, &self.pristine) {
+        match (&self.chat_template, self.family) {
             (Some(t), _) => t.render(messages, true),
-            (None, Weights::Phi3(_)) => Ok(super::chat::phi3_prompt(messages)),
-            (None, Weights::Llama(_)) => Err(Error::param(
+            (None, Family::Phi3) => Ok(super::chat::phi3_prompt(messages)),
+            (None, Family::Llama) => Err(Error::param(
                 "messages",
                 "this model has no chat template; use generate() with a prompt in its own format",
             )),
@@ -384,6 +383,13 @@ struct Hyper {
     context_length: usize,
     /// Rows of the embedding: the largest token id the model accepts + 1.
     vocab_rows: usize,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    ff: usize,
+    eps: f64,
+    rope_base: f32,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -495,7 +501,33 @@ impl Hyper {
                 return bad(format!("tensor {name} has shape {got:?}, the metadata implies {want:?}"));
             }
         }
-        Ok(Self { context_length: ctx, vocab_rows: vocab })
+        Ok(Self {
+            context_length: ctx,
+            vocab_rows: vocab,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            ff,
+            eps: eps as f64,
+            rope_base: freq_base.unwrap_or(10_000.0),
+        })
+    }
+}
+
+/// Tensors as the GGUF's reader yields them.
+struct GgufTensors<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+}
+
+impl<R: Read + Seek> TensorSource for GgufTensors<'_, R> {
+    fn tensor(&mut self, name: &str) -> candle_core::Result<candle_core::quantized::QTensor> {
+        self.content.tensor(self.reader, name, &Device::Cpu)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
     }
 }
 

@@ -1,0 +1,319 @@
+//! Speed and memory benchmark: phi-mobile and (when built) llama.cpp on the
+//! same GGUF, threads and prompt lengths, back to back in one run.
+//!
+//!     cargo run --release --example bench                 # synthetic Phi-3-mini + SmolLM2
+//!     cargo run --release --example bench -- --model phi3-mini --runs 3
+//!
+//! Each measurement runs in a fresh child process, so load time and peak RSS
+//! (VmHWM) are its own. Per model it reports load time, time to first token
+//! for a 16-token prompt, prefill and decode tokens/s (172-token prompt, 32
+//! new tokens, greedy), turn-2 time to first token after a short and a long
+//! first turn, and peak RSS. llama.cpp's llama-bench (scripts/build-llamacpp.sh)
+//! gives prefill/decode for the same lengths; its peak RSS is sampled from
+//! /proc while it runs. The synthetic Phi-3-mini (random weights, Microsoft's
+//! layout, Q4_K) is written once into the cache.
+
+#[path = "../tests/common/synthetic.rs"]
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use phi_mobile::engine::{GenerateOptions, LoadConfig, LoadedModel, SamplingConfig, Sequence};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// phi3-mini, smollm2, all, or a path to a GGUF.
+    #[arg(long, default_value = "all")]
+    model: String,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 172)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 32)]
+    gen_tokens: usize,
+    /// Repetitions per engine (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+    /// llama-bench binary (default: the one scripts/build-llamacpp.sh builds, if present).
+    #[arg(long)]
+    llama_bench: Option<PathBuf>,
+    /// Internal: run one measurement of this model file and print JSON.
+    #[arg(long, hide = true)]
+    worker: Option<PathBuf>,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PHI_MOBILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/phi-mobile"))
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(model) = &args.worker {
+        let r = worker(model, &args);
+        println!("{}", serde_json::to_string(&r).unwrap());
+        return;
+    }
+    let cache = cache_dir();
+    let mut models: Vec<(String, PathBuf, Option<PathBuf>)> = Vec::new();
+    let tokenizer = cache.join("phi3-tokenizer.json");
+    if args.model == "all" || args.model == "phi3-mini" {
+        let path = cache.join("synthetic-phi3-mini-q4k.gguf");
+        if !path.is_file() {
+            eprintln!("writing the synthetic Phi-3-mini to {} (once; a few minutes)", path.display());
+            synthetic::Phi3Spec::phi3_mini().write(&path).expect("write synthetic Phi-3-mini");
+        }
+        models.push(("synthetic Phi-3-mini-4k (Q4_K)".into(), path, Some(tokenizer.clone())));
+    }
+    if args.model == "all" || args.model == "smollm2" {
+        let path = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(path.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", path.display());
+        models.push(("SmolLM2-135M-Instruct (Q4_1)".into(), path, None));
+    }
+    if models.is_empty() {
+        let path = PathBuf::from(&args.model);
+        models.push((path.file_name().unwrap().to_string_lossy().into(), path, None));
+    }
+    let llama_bench = args.llama_bench.clone().or_else(|| {
+        let p = cache.join("llamacpp-bench/build/bin/llama-bench");
+        p.is_file().then_some(p)
+    });
+
+    println!("{}", machine_info(&args, llama_bench.as_deref()));
+    for (name, path, tok) in &models {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        println!("\n### {name}: {} ({:.2} GB)\n", path.display(), size as f64 / 1e9);
+        // Alternating, so both see the same machine state.
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            ours.push(run_worker(path, tok.as_deref(), &args));
+            if let Some(b) = &llama_bench {
+                theirs.extend(run_llama_bench(b, path, &args));
+            }
+        }
+        let ours = best(ours).expect("at least one run");
+        let theirs = best(theirs);
+        print_table(&ours, theirs.as_ref(), size, &args);
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Result_ {
+    load_s: f64,
+    ttft16_ms: f64,
+    prefill_tps: f64,
+    decode_tps: f64,
+    decode_tokens: usize,
+    turn2_ttft_short_ms: f64,
+    turn2_ttft_long_ms: f64,
+    long_history_tokens: usize,
+    peak_rss_bytes: u64,
+}
+
+/// The best of each number over several runs (max for speeds, min for times;
+/// peak RSS is the max, so memory is never flattered).
+fn best(all: Vec<Result_>) -> Option<Result_> {
+    let mut it = all.into_iter();
+    let mut best = it.next()?;
+    for r in it {
+        best.load_s = best.load_s.min(r.load_s);
+        best.ttft16_ms = best.ttft16_ms.min(r.ttft16_ms);
+        best.prefill_tps = best.prefill_tps.max(r.prefill_tps);
+        best.decode_tps = best.decode_tps.max(r.decode_tps);
+        best.turn2_ttft_short_ms = best.turn2_ttft_short_ms.min(r.turn2_ttft_short_ms);
+        best.turn2_ttft_long_ms = best.turn2_ttft_long_ms.min(r.turn2_ttft_long_ms);
+        best.peak_rss_bytes = best.peak_rss_bytes.max(r.peak_rss_bytes);
+    }
+    Some(best)
+}
+
+fn run_worker(model: &Path, tokenizer: Option<&Path>, args: &Args) -> Result_ {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.arg("--worker").arg(model);
+    cmd.args(["--threads", &args.threads.to_string()]);
+    cmd.args(["--prompt-tokens", &args.prompt_tokens.to_string()]);
+    cmd.args(["--gen-tokens", &args.gen_tokens.to_string()]);
+    if let Some(t) = tokenizer {
+        cmd.env("BENCH_TOKENIZER", t);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().expect("run the benchmark worker");
+    assert!(out.status.success(), "worker failed");
+    serde_json::from_slice(&out.stdout).expect("worker JSON")
+}
+
+/// Token ids of ordinary text, cycled to `n`: real tokens, no specials.
+fn prompt_ids(model: &LoadedModel, n: usize) -> Vec<u32> {
+    let text = "The history of ice hockey begins on frozen ponds and rivers, where players \
+                chased a ball or a puck with curved sticks. Over the decades the rules settled, \
+                indoor rinks spread, and leagues formed in many countries. ";
+    let ids = model.encode(text).expect("encode");
+    ids.iter().copied().cycle().take(n).collect()
+}
+
+fn worker(path: &Path, args: &Args) -> Result_ {
+    let started = Instant::now();
+    let cfg = LoadConfig {
+        model_path: path.to_path_buf(),
+        tokenizer_path: std::env::var_os("BENCH_TOKENIZER").map(PathBuf::from),
+        context_length: None,
+        threads: Some(args.threads),
+    };
+    let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
+    let load_s = started.elapsed().as_secs_f64();
+    let never = AtomicBool::new(false);
+    let greedy = |max_tokens| GenerateOptions {
+        sampling: SamplingConfig { temperature: 0.0, repeat_penalty: 1.0, ..SamplingConfig::default() },
+        max_tokens,
+        stop: Vec::new(),
+    };
+    let mut sink = |_: &str| Ok(true);
+
+    // Warm-up is deliberately absent: a phone app's first answer is cold too.
+    let mut seq = Sequence::new(&model);
+    let short = seq.generate(&model, &prompt_ids(&model, 16), &greedy(1), &never, &mut sink).expect("ttft");
+    let ttft16_ms = short.timings.time_to_first_token.as_secs_f64() * 1e3;
+
+    let mut seq = Sequence::new(&model);
+    let main = seq
+        .generate(&model, &prompt_ids(&model, args.prompt_tokens), &greedy(args.gen_tokens), &never, &mut sink)
+        .expect("generate");
+
+    // Turn 2 after a short and after a long first turn: the cache makes the
+    // second turn's cost independent of the history.
+    let turn2 = |history: usize| -> Duration {
+        let mut seq = Sequence::new(&model);
+        let first = prompt_ids(&model, history);
+        seq.generate(&model, &first, &greedy(1), &never, &mut |_| Ok(true)).expect("turn 1");
+        let mut ids = seq.cached_tokens().to_vec();
+        ids.extend(prompt_ids(&model, 16));
+        let o = seq.generate(&model, &ids, &greedy(1), &never, &mut |_| Ok(true)).expect("turn 2");
+        o.timings.time_to_first_token
+    };
+    let long_history = 1024.min(model.context_length() / 2);
+    let turn2_short = turn2(32);
+    let turn2_long = turn2(long_history);
+
+    Result_ {
+        load_s,
+        ttft16_ms,
+        prefill_tps: main.prefill_tokens_per_second(),
+        decode_tps: main.decode_tokens_per_second(),
+        decode_tokens: main.token_ids.len(),
+        turn2_ttft_short_ms: turn2_short.as_secs_f64() * 1e3,
+        turn2_ttft_long_ms: turn2_long.as_secs_f64() * 1e3,
+        long_history_tokens: long_history,
+        peak_rss_bytes: vm_hwm(std::process::id()).unwrap_or(0),
+    }
+}
+
+/// Peak resident set of a live process, from /proc.
+fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn run_llama_bench(bin: &Path, model: &Path, args: &Args) -> Option<Result_> {
+    let mut child = Command::new(bin)
+        .arg("-m")
+        .arg(model)
+        .args(["-t", &args.threads.to_string()])
+        .args(["-p", &format!("16,{}", args.prompt_tokens)])
+        .args(["-n", &args.gen_tokens.to_string()])
+        .args(["-r", "1", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = child.id();
+    let reader = {
+        let mut stdout = child.stdout.take()?;
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut s).ok();
+            s
+        })
+    };
+    let mut peak = 0;
+    while child.try_wait().ok()?.is_none() {
+        peak = peak.max(vm_hwm(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json: serde_json::Value = serde_json::from_str(&reader.join().ok()?).ok()?;
+    let mut r = Result_ { peak_rss_bytes: peak, ..Result_::default() };
+    for test in json.as_array()? {
+        let (p, n) = (test["n_prompt"].as_u64()?, test["n_gen"].as_u64()?);
+        let tps = test["avg_ts"].as_f64()?;
+        match (p, n) {
+            (16, 0) => r.ttft16_ms = 16.0 / tps * 1e3,
+            (0, _) => {
+                r.decode_tps = tps;
+                r.decode_tokens = n as usize;
+            }
+            (_, 0) => r.prefill_tps = tps,
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &Args) {
+    let gb = |b: u64| b as f64 / 1e9;
+    println!("| | phi-mobile | llama.cpp | ratio |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, a: f64, b: Option<f64>, higher_better: bool, unit: &str| {
+        let (theirs, ratio) = match b {
+            Some(b) if b > 0.0 => (format!("{b:.2}{unit}"), format!("{:.2}×", if higher_better { a / b } else { b / a })),
+            _ => ("—".into(), "—".into()),
+        };
+        println!("| {name} | {a:.2}{unit} | {theirs} | {ratio} |");
+    };
+    row(&format!("prefill, {} tokens (tok/s)", args.prompt_tokens), ours.prefill_tps, theirs.map(|t| t.prefill_tps), true, "");
+    row(&format!("decode, {} tokens (tok/s)", ours.decode_tokens), ours.decode_tps, theirs.map(|t| t.decode_tps), true, "");
+    row("time to first token, 16-token prompt (ms)", ours.ttft16_ms, theirs.map(|t| t.ttft16_ms), false, "");
+    row("peak RSS (GB)", gb(ours.peak_rss_bytes), theirs.map(|t| gb(t.peak_rss_bytes)), false, "");
+    println!("| load (s) | {:.2} | — | — |", ours.load_s);
+    println!(
+        "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} | — | — |",
+        ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms
+    );
+    println!(
+        "\npeak RSS − file size: {:.2} GB (target ≤ 0.60, context {})",
+        gb(ours.peak_rss_bytes) - gb(file_size),
+        "model's own"
+    );
+    println!("(ratio: phi-mobile ÷ llama.cpp for speeds, llama.cpp ÷ phi-mobile for times and memory; > 1 means phi-mobile is better)");
+}
+
+fn machine_info(args: &Args, llama_bench: Option<&Path>) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0)))
+        .unwrap_or(0);
+    format!(
+        "## Machine\n\n- CPU: {cpu}, {cores} cores visible, {:.1} GB RAM\n- threads: {}, prompt {} tokens, {} new tokens (greedy), best of {} runs\n- phi-mobile {} (candle 0.11.1, release profile, target features from .cargo/config.toml)\n- llama.cpp: {}",
+        mem as f64 / 1e6,
+        args.threads,
+        args.prompt_tokens,
+        args.gen_tokens,
+        args.runs,
+        env!("CARGO_PKG_VERSION"),
+        llama_bench.map(|p| format!("llama-bench at {} (llama-cpp-python 0.3.36 sdist, AVX2/FMA/F16C build)", p.display())).unwrap_or_else(|| "not built (scripts/build-llamacpp.sh)".into())
+    )
+}
