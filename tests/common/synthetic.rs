@@ -29,6 +29,8 @@ pub struct Phi3Spec {
     pub context: usize,
     /// Type of the 2-D weights; norms stay F32 as in llama.cpp's files.
     pub dtype: GgmlDType,
+    /// Type of `output.weight` when it differs (Microsoft's Phi-3 q4 file: Q6_K).
+    pub output_dtype: Option<GgmlDType>,
     pub seed: u64,
     /// Metadata to add or override (for files that lie).
     pub extra_metadata: Vec<(String, Value)>,
@@ -52,6 +54,7 @@ impl Phi3Spec {
             dtype: GgmlDType::F32,
             seed: 0x5eed_0001,
             extra_metadata: Vec::new(),
+            output_dtype: None,
             omit: Vec::new(),
         }
     }
@@ -75,6 +78,7 @@ impl Phi3Spec {
             dtype: GgmlDType::Q4K,
             seed: 0x5eed_0003,
             extra_metadata: Vec::new(),
+            output_dtype: Some(GgmlDType::Q6K),
             omit: Vec::new(),
         }
     }
@@ -138,7 +142,8 @@ impl Phi3Spec {
         // Logits with a spread of a few units, so greedy choices are clear-cut.
         // Llama files here tie the output to the embedding, as small models do.
         if self.arch == Arch::Phi3 {
-            add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
+            let dtype = self.output_dtype.unwrap_or(self.dtype);
+            add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, dtype, &mut rng)?;
         }
         tensors.retain(|(name, _)| !self.omit.contains(name));
 
