@@ -752,6 +752,10 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` and
+ * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
+ * `send()` is an `InvalidParameter` error rather than a deadlock.
  */
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
@@ -763,7 +767,8 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     func history()  -> [ChatMessage]
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
     func reset() 
     
@@ -778,6 +783,10 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` and
+ * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
+ * `send()` is an `InvalidParameter` error rather than a deadlock.
  */
 open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -853,7 +862,8 @@ open func history() -> [ChatMessage]  {
 }
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
 open func reset()  {try! rustCall() {
         uniffiCallStatus in

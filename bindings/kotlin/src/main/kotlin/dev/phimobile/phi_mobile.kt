@@ -1730,6 +1730,10 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` and
+ * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
+ * `send()` is an `InvalidParameter` error rather than a deadlock.
  */
 public interface ChatSessionInterface {
     
@@ -1741,7 +1745,8 @@ public interface ChatSessionInterface {
     fun `history`(): List<ChatMessage>
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
     fun `reset`()
     
@@ -1758,6 +1763,10 @@ public interface ChatSessionInterface {
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` and
+ * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
+ * `send()` is an `InvalidParameter` error rather than a deadlock.
  */
 open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 {
@@ -1890,7 +1899,8 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */override fun `reset`()
         = 
     callWithHandle {
