@@ -485,16 +485,17 @@ impl Model {
 /// processes the new tokens. Calls on one session run one at a time; use one
 /// session per conversation.
 ///
-/// The session's own `TokenSink` may call back into it: `history()` and
-/// `cancel()` work, `reset()` takes effect when the turn ends, and a nested
-/// `send()` is an `InvalidParameter` error rather than a deadlock.
+/// The session's own `TokenSink` may call back into it: `history()` (without
+/// the turn in progress) and `cancel()` work, `reset()` takes effect when the
+/// turn ends, and a nested `send()` is an `InvalidParameter` error rather
+/// than a deadlock.
 #[derive(uniffi::Object)]
 pub struct ChatSession {
     model: Arc<engine::LoadedModel>,
     /// Held for a whole turn (the sink runs under it).
     conversation: Mutex<engine::Conversation>,
     /// A copy of the conversation's history under its own, briefly held lock,
-    /// so `history()` answers during a turn, from the sink too.
+    /// for `history()` from inside the turn's own sink.
     history: Mutex<Vec<engine::Message>>,
     /// The thread running a turn: a `send` from that same thread (its sink)
     /// would wait on itself forever.
@@ -535,8 +536,14 @@ impl ChatSession {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
+    /// The messages so far. From another thread during a turn, it waits for
+    /// the turn to end (and includes it); from inside this session's own
+    /// sink, it answers at once, without the turn in progress.
     pub fn history(&self) -> Vec<ChatMessage> {
-        lock_ignoring_poison(&self.history).iter().map(Into::into).collect()
+        if self.in_own_turn() {
+            return lock_ignoring_poison(&self.history).iter().map(Into::into).collect();
+        }
+        self.lock().history().iter().map(Into::into).collect()
     }
 
     /// Back to the history the session was created with. From inside this

@@ -181,10 +181,11 @@ impl TokenSink for Pause {
     }
 }
 
-/// `history()` and `cancel()` from another thread while a turn is inside its
-/// sink: they answer at once instead of waiting for the turn to end.
+/// `history()` from another thread during a turn waits for the turn and
+/// includes it (the Swift and Kotlin layers rely on this), while `cancel()`
+/// answers at once.
 #[test]
-fn history_is_readable_while_a_turn_runs() {
+fn history_from_another_thread_waits_for_the_turn() {
     let model = reference_model();
     within(120, "history during a turn", move || {
         let session = model.new_session(vec![]);
@@ -196,11 +197,17 @@ fn history_is_readable_while_a_turn_runs() {
             std::thread::spawn(move || session.send("Go on".into(), GenerationParams::greedy(400), sink))
         };
         started.recv().unwrap();
-        assert!(session.history().is_empty());
+        let (history_tx, history) = mpsc::channel();
+        let reader = {
+            let session = session.clone();
+            std::thread::spawn(move || history_tx.send(session.history()).unwrap())
+        };
+        assert!(history.recv_timeout(Duration::from_millis(200)).is_err(), "history() did not wait for the turn");
         session.cancel();
         go.send(()).unwrap();
         let stats = turn.join().unwrap().unwrap();
         assert_eq!(stats.stop_reason, StopReason::Cancelled);
-        assert_eq!(session.history().len(), 2);
+        assert_eq!(history.recv().unwrap().len(), 2, "the turn is in it");
+        reader.join().unwrap();
     });
 }

@@ -753,9 +753,10 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
  *
- * The session's own `TokenSink` may call back into it: `history()` and
- * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
- * `send()` is an `InvalidParameter` error rather than a deadlock.
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
@@ -764,6 +765,11 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      */
     func cancel() 
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
     func history()  -> [ChatMessage]
     
     /**
@@ -784,9 +790,10 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
  *
- * The session's own `TokenSink` may call back into it: `history()` and
- * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
- * `send()` is an `InvalidParameter` error rather than a deadlock.
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -852,6 +859,11 @@ open func cancel()  {try! rustCall() {
 }
 }
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
 open func history() -> [ChatMessage]  {
     return try!  FfiConverterSequenceTypeChatMessage.lift(try! rustCall() {
         uniffiCallStatus in

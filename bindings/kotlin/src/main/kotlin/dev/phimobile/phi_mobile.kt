@@ -1731,9 +1731,10 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
  *
- * The session's own `TokenSink` may call back into it: `history()` and
- * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
- * `send()` is an `InvalidParameter` error rather than a deadlock.
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 public interface ChatSessionInterface {
     
@@ -1742,6 +1743,11 @@ public interface ChatSessionInterface {
      */
     fun `cancel`()
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
     fun `history`(): List<ChatMessage>
     
     /**
@@ -1764,9 +1770,10 @@ public interface ChatSessionInterface {
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
  *
- * The session's own `TokenSink` may call back into it: `history()` and
- * `cancel()` work, `reset()` takes effect when the turn ends, and a nested
- * `send()` is an `InvalidParameter` error rather than a deadlock.
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 {
@@ -1884,7 +1891,12 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     
     
 
-    override fun `history`(): List<ChatMessage> {
+    
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */override fun `history`(): List<ChatMessage> {
             return FfiConverterSequenceTypeChatMessage.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
