@@ -30,7 +30,9 @@ CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
 
 # Tools, once: a nightly toolchain (libFuzzer needs -Zsanitizer) and cargo-fuzz.
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+# (Its own target dir: CARGO_TARGET_DIR is the project's build cache.)
+command -v cargo-fuzz >/dev/null ||
+  CARGO_TARGET_DIR="$CACHE/cargo-install-target" cargo install cargo-fuzz --locked --version 0.13.2
 
 # cargo-fuzz appends RUSTFLAGS to its own: fuzz the AVX2 kernels the desktop
 # build uses (.cargo/config.toml's target rustflags are overridden by RUSTFLAGS).
