@@ -34,3 +34,8 @@ scripts/test-swift.sh
 
 echo "== phone targets: Android ABIs (check) and the iOS staticlib's exports, in release"
 scripts/cross-check.sh
+
+echo "== reliability: fuzz the loader and tokenizers (45 s per target), valgrind, ARM64 under qemu"
+scripts/fuzz.sh "${PHI_MOBILE_FUZZ_SECONDS:-45}"
+scripts/leak-check.sh
+scripts/test-aarch64.sh

@@ -1,9 +1,11 @@
 //! The UniFFI surface: thin wrappers that convert records to engine types,
 //! call the engine, and map its errors to `LlmError`. No logic lives here.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use crate::engine;
 
@@ -320,7 +322,39 @@ fn callback_error(e: LlmError) -> engine::Error {
 }
 
 fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<bool> + 'a {
-    move |piece| sink.on_text(piece.to_string()).map_err(callback_error)
+    move |piece| {
+        catch_unwind(AssertUnwindSafe(|| sink.on_text(piece.to_string())))
+            .map_err(|p| engine::Error::Callback(format!("the sink panicked: {}", panic_message(&*p))))?
+            .map_err(callback_error)
+    }
+}
+
+/// Every exported call that can fail runs inside this: a panic that got past
+/// the engine's own guards becomes a typed error here instead of UniFFI's
+/// internal error (or an abort) in the host app. `tests/ffi_boundary.rs`
+/// checks that each such export uses it.
+fn guard<T>(on_panic: fn(String) -> LlmError, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(on_panic(format!("internal error: {}", panic_message(&*p)))))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn invalid_model(reason: String) -> LlmError {
+    LlmError::InvalidModel { reason }
+}
+
+fn tokenizer_error(reason: String) -> LlmError {
+    LlmError::Tokenizer { reason }
+}
+
+fn inference_error(reason: String) -> LlmError {
+    LlmError::Inference { reason }
 }
 
 /// Cancels a one-shot `Model.generate` from another thread. One token per
@@ -364,7 +398,14 @@ impl Model {
     /// Like `load`, reporting bytes read as it goes.
     #[uniffi::constructor]
     pub fn load_with_progress(config: ModelConfig, progress: Arc<dyn LoadProgress>) -> Result<Arc<Self>> {
-        Self::load_inner(config, &mut |done, total| progress.on_progress(done, total))
+        // A panicking progress callback must not abort the load half-way
+        // through candle; it only loses its reports.
+        let mut broken = false;
+        Self::load_inner(config, &mut |done, total| {
+            if !broken {
+                broken = catch_unwind(AssertUnwindSafe(|| progress.on_progress(done, total))).is_err();
+            }
+        })
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -373,19 +414,19 @@ impl Model {
 
     /// Token ids for `text` as this model's tokenizer encodes a prompt.
     pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(&text)?)
+        guard(tokenizer_error, || Ok(self.inner.encode(&text)?))
     }
 
     /// Text for token ids (special tokens skipped).
     pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
-        Ok(self.inner.decode(&ids)?)
+        guard(tokenizer_error, || Ok(self.inner.decode(&ids)?))
     }
 
     /// The prompt text a chat with these messages is rendered to (the model's
     /// chat format, ending with the cue for the assistant's answer).
     pub fn format_chat(&self, messages: Vec<ChatMessage>) -> Result<String> {
         let messages: Vec<engine::Message> = messages.into_iter().map(Into::into).collect();
-        Ok(self.inner.format_chat(&messages)?)
+        guard(inference_error, || Ok(self.inner.format_chat(&messages)?))
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming to `sink`.
@@ -399,22 +440,27 @@ impl Model {
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<GenerationStats> {
-        let opts = params.into();
-        let ids = self.inner.encode(&prompt)?;
-        let mut sequence = engine::Sequence::new(&self.inner);
-        let never = AtomicBool::new(false);
-        let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
-        let outcome = sequence.generate(&self.inner, &ids, &opts, flag, &mut call_sink(sink.as_ref()))?;
-        Ok(outcome.into())
+        guard(inference_error, || {
+            let opts = params.into();
+            let ids = self.inner.encode(&prompt)?;
+            let mut sequence = engine::Sequence::new(&self.inner);
+            let never = AtomicBool::new(false);
+            let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
+            let outcome = sequence.generate(&self.inner, &ids, &opts, flag, &mut call_sink(sink.as_ref()))?;
+            Ok(outcome.into())
+        })
     }
 
     /// A chat session, optionally starting from an earlier transcript
     /// (e.g. a system message, or a conversation restored from storage).
     pub fn new_session(&self, history: Vec<ChatMessage>) -> Arc<ChatSession> {
-        let history = history.into_iter().map(Into::into).collect();
+        let history: Vec<engine::Message> = history.into_iter().map(Into::into).collect();
         Arc::new(ChatSession {
             model: self.inner.clone(),
-            conversation: Mutex::new(engine::Conversation::new(&self.inner, history)),
+            conversation: Mutex::new(engine::Conversation::new(&self.inner, history.clone())),
+            history: Mutex::new(history),
+            turn_thread: Mutex::new(None),
+            reset_pending: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
         })
     }
@@ -422,24 +468,39 @@ impl Model {
 
 impl Model {
     fn load_inner(config: ModelConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Arc<Self>> {
-        let cfg = engine::LoadConfig {
-            model_path: PathBuf::from(config.model_path),
-            tokenizer_path: config.tokenizer_path.map(PathBuf::from),
-            context_length: config.context_length.map(|c| c as usize),
-            threads: config.threads.map(|t| t as usize),
-        };
-        let inner = engine::LoadedModel::load(&cfg, progress)?;
-        Ok(Arc::new(Self { inner: Arc::new(inner) }))
+        guard(invalid_model, || {
+            let cfg = engine::LoadConfig {
+                model_path: PathBuf::from(config.model_path),
+                tokenizer_path: config.tokenizer_path.map(PathBuf::from),
+                context_length: config.context_length.map(|c| c as usize),
+                threads: config.threads.map(|t| t as usize),
+            };
+            let inner = engine::LoadedModel::load(&cfg, progress)?;
+            Ok(Arc::new(Self { inner: Arc::new(inner) }))
+        })
     }
 }
 
 /// A multi-turn chat. Keeps its history and KV cache, so each turn only
 /// processes the new tokens. Calls on one session run one at a time; use one
 /// session per conversation.
+///
+/// The session's own `TokenSink` may call back into it: `history()` (without
+/// the turn in progress) and `cancel()` work, `reset()` takes effect when the
+/// turn ends, and a nested `send()` is an `InvalidParameter` error rather
+/// than a deadlock.
 #[derive(uniffi::Object)]
 pub struct ChatSession {
     model: Arc<engine::LoadedModel>,
+    /// Held for a whole turn (the sink runs under it).
     conversation: Mutex<engine::Conversation>,
+    /// A copy of the conversation's history under its own, briefly held lock,
+    /// for `history()` from inside the turn's own sink.
+    history: Mutex<Vec<engine::Message>>,
+    /// The thread running a turn: a `send` from that same thread (its sink)
+    /// would wait on itself forever.
+    turn_thread: Mutex<Option<ThreadId>>,
+    reset_pending: AtomicBool,
     cancel: AtomicBool,
 }
 
@@ -448,11 +509,26 @@ impl ChatSession {
     /// Sends a user message and streams the answer to `sink`. Blocks the
     /// calling thread.
     pub fn send(&self, message: String, params: GenerationParams, sink: Arc<dyn TokenSink>) -> Result<GenerationStats> {
+        if self.in_own_turn() {
+            return Err(LlmError::InvalidParameter {
+                name: "session".into(),
+                reason: "send() was called from inside this session's own TokenSink; use another session".into(),
+            });
+        }
         let mut conversation = self.lock();
+        let _turn = TurnGuard::enter(&self.turn_thread);
         // A cancel() aimed at an earlier turn must not stop this one.
         self.cancel.store(false, Ordering::SeqCst);
-        let outcome = conversation.send(&self.model, message, &params.into(), &self.cancel, &mut call_sink(sink.as_ref()))?;
-        Ok(outcome.into())
+        let result = guard(inference_error, || {
+            let outcome =
+                conversation.send(&self.model, message, &params.into(), &self.cancel, &mut call_sink(sink.as_ref()))?;
+            Ok(outcome.into())
+        });
+        if self.reset_pending.swap(false, Ordering::SeqCst) {
+            conversation.reset();
+        }
+        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
+        result
     }
 
     /// Stops the generation in progress within one token (from any thread).
@@ -460,13 +536,26 @@ impl ChatSession {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
+    /// The messages so far. From another thread during a turn, it waits for
+    /// the turn to end (and includes it); from inside this session's own
+    /// sink, it answers at once, without the turn in progress.
     pub fn history(&self) -> Vec<ChatMessage> {
+        if self.in_own_turn() {
+            return lock_ignoring_poison(&self.history).iter().map(Into::into).collect();
+        }
         self.lock().history().iter().map(Into::into).collect()
     }
 
-    /// Back to the history the session was created with.
+    /// Back to the history the session was created with. From inside this
+    /// session's own sink it applies when the turn ends (dropping that turn).
     pub fn reset(&self) {
-        self.lock().reset();
+        if self.in_own_turn() {
+            self.reset_pending.store(true, Ordering::SeqCst);
+            return;
+        }
+        let mut conversation = self.lock();
+        conversation.reset();
+        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
     }
 }
 
@@ -474,7 +563,31 @@ impl ChatSession {
     fn lock(&self) -> MutexGuard<'_, engine::Conversation> {
         // A panic cannot happen while the lock is held (the engine catches
         // them), but if one did, the conversation is still structurally valid.
-        self.conversation.lock().unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.conversation)
+    }
+
+    fn in_own_turn(&self) -> bool {
+        *lock_ignoring_poison(&self.turn_thread) == Some(std::thread::current().id())
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the thread running a turn for as long as the turn lasts.
+struct TurnGuard<'a>(&'a Mutex<Option<ThreadId>>);
+
+impl<'a> TurnGuard<'a> {
+    fn enter(slot: &'a Mutex<Option<ThreadId>>) -> Self {
+        *lock_ignoring_poison(slot) = Some(std::thread::current().id());
+        Self(slot)
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        *lock_ignoring_poison(self.0) = None;
     }
 }
 
@@ -523,6 +636,15 @@ pub fn download_model(
     progress: Option<Arc<dyn DownloadProgress>>,
     cancel: Option<Arc<CancellationToken>>,
 ) -> Result<String> {
+    guard(|reason| LlmError::Network { reason }, || download_inner(request, directory, progress, cancel))
+}
+
+fn download_inner(
+    request: DownloadRequest,
+    directory: String,
+    progress: Option<Arc<dyn DownloadProgress>>,
+    cancel: Option<Arc<CancellationToken>>,
+) -> Result<String> {
     let spec = engine::DownloadSpec {
         repo_id: request.repo_id,
         filename: request.filename,
@@ -534,7 +656,9 @@ pub fn download_model(
     let never = AtomicBool::new(false);
     let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
     let mut report = |done: u64, total: u64| match &progress {
-        Some(p) => p.on_progress(done, total).map_err(callback_error),
+        Some(p) => catch_unwind(AssertUnwindSafe(|| p.on_progress(done, total)))
+            .map_err(|e| engine::Error::Callback(format!("the progress callback panicked: {}", panic_message(&*e))))?
+            .map_err(callback_error),
         None => Ok(true),
     };
     let path = engine::download(&spec, &mut report, flag)?;

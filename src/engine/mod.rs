@@ -5,6 +5,7 @@ mod chat;
 mod download;
 mod error;
 mod generate;
+mod gguf_scan;
 mod gguf_tokenizer;
 mod model;
 mod sampler;

@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 
 use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
+use super::gguf_scan;
 use super::gguf_tokenizer;
 use super::template::ChatTemplate;
 use super::threads;
@@ -35,6 +36,8 @@ pub struct LoadConfig {
 const MAX_CONTEXT: usize = 1 << 20;
 const MAX_THREADS: usize = 256;
 const LLAMA_MAX_CONTEXT: usize = 4096;
+/// Upper bound on a hidden/feed-forward size or head count in the metadata.
+const MAX_DIM: usize = 1 << 24;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
@@ -128,7 +131,9 @@ impl LoadedModel {
         if file_size == 0 {
             return Err(Error::invalid_model("the model file is empty"));
         }
-        let mut reader = ProgressReader::new(BufReader::new(file), file_size, progress);
+        let mut buffered = BufReader::new(file);
+        gguf_scan::check(&mut buffered, file_size)?;
+        let mut reader = ProgressReader::new(buffered, file_size, progress);
 
         let content = catch_panic(Error::invalid_model, || {
             Content::read(&mut reader)
@@ -157,6 +162,7 @@ impl LoadedModel {
             Some(path) => load_tokenizer(path)?,
             None => catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?,
         };
+        probe_tokenizer(&tokenizer)?;
         // candle's llama precomputes rotary tables for a fixed 4096 positions.
         // Llama-family contexts stay at 4096 positions, candle's quantized
         // llama's limit, which the tests and apps have relied on so far.
@@ -307,9 +313,32 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         return Err(Error::Tokenizer(format!("tokenizer file not found: {}", path.display())));
     }
+    let bytes = std::fs::read(path).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))?;
+    // Well-formed JSON first, strings and escapes decoded: tokenizers' own
+    // deserializers `expect` on some syntax and encoding errors inside a
+    // component (found by fuzz/tokenizer_json), and a panic is no way to
+    // report a bad file. serde_json's recursion limit also bounds nesting.
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        return Err(Error::Tokenizer(format!("{} is not valid JSON: {e}", path.display())));
+    }
     catch_panic(|m| Error::Tokenizer(m), || {
-        Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))
+        Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))
+    })
+}
+
+/// Encodes and decodes a short text once, so a tokenizer that parsed but
+/// cannot work (e.g. a post-processor template naming a special token it does
+/// not define, which tokenizers only notices, by panicking, when encoding —
+/// found by fuzz/tokenizer_json) is refused at load, not at every prompt.
+fn probe_tokenizer(tokenizer: &Tokenizer) -> Result<()> {
+    catch_panic(|m| Error::Tokenizer(format!("the tokenizer fails on a simple text: {m}")), || {
+        let ids = tokenizer
+            .encode("Hi é\n", true)
+            .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
+        tokenizer
+            .decode(ids.get_ids(), false)
+            .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
+        Ok(())
     })
 }
 
@@ -432,6 +461,14 @@ impl Hyper {
         let bad = |why: String| Err(Error::invalid_model(why));
         if hidden == 0 || layers == 0 || heads == 0 || kv_heads == 0 || ff == 0 {
             return bad(format!("a {arch} dimension in the metadata is zero"));
+        }
+        // Bounds before any arithmetic or allocation sized by them: a layer
+        // is several tensors, and no real dimension nears 2^24.
+        if [hidden, heads, kv_heads, ff].iter().any(|&d| d > MAX_DIM) {
+            return bad(format!("a {arch} dimension in the metadata exceeds {MAX_DIM}"));
+        }
+        if layers > c.tensor_infos.len() {
+            return bad(format!("{layers} layers declared but the file has only {} tensors", c.tensor_infos.len()));
         }
         if hidden % heads != 0 || heads % kv_heads != 0 {
             return bad(format!("{heads} heads / {kv_heads} KV heads do not divide the hidden size {hidden}"));

@@ -752,6 +752,11 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
@@ -760,10 +765,16 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      */
     func cancel() 
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
     func history()  -> [ChatMessage]
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
     func reset() 
     
@@ -778,6 +789,11 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -843,6 +859,11 @@ open func cancel()  {try! rustCall() {
 }
 }
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
 open func history() -> [ChatMessage]  {
     return try!  FfiConverterSequenceTypeChatMessage.lift(try! rustCall() {
         uniffiCallStatus in
@@ -853,7 +874,8 @@ open func history() -> [ChatMessage]  {
 }
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
 open func reset()  {try! rustCall() {
         uniffiCallStatus in

@@ -1730,6 +1730,11 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 public interface ChatSessionInterface {
     
@@ -1738,10 +1743,16 @@ public interface ChatSessionInterface {
      */
     fun `cancel`()
     
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */
     fun `history`(): List<ChatMessage>
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */
     fun `reset`()
     
@@ -1758,6 +1769,11 @@ public interface ChatSessionInterface {
  * A multi-turn chat. Keeps its history and KV cache, so each turn only
  * processes the new tokens. Calls on one session run one at a time; use one
  * session per conversation.
+ *
+ * The session's own `TokenSink` may call back into it: `history()` (without
+ * the turn in progress) and `cancel()` work, `reset()` takes effect when the
+ * turn ends, and a nested `send()` is an `InvalidParameter` error rather
+ * than a deadlock.
  */
 open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 {
@@ -1875,7 +1891,12 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     
     
 
-    override fun `history`(): List<ChatMessage> {
+    
+    /**
+     * The messages so far. From another thread during a turn, it waits for
+     * the turn to end (and includes it); from inside this session's own
+     * sink, it answers at once, without the turn in progress.
+     */override fun `history`(): List<ChatMessage> {
             return FfiConverterSequenceTypeChatMessage.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
@@ -1890,7 +1911,8 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 
     
     /**
-     * Back to the history the session was created with.
+     * Back to the history the session was created with. From inside this
+     * session's own sink it applies when the turn ends (dropping that turn).
      */override fun `reset`()
         = 
     callWithHandle {

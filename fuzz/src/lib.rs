@@ -1,0 +1,96 @@
+//! Shared by the fuzz targets: a scratch directory, the fixed tiny model, and
+//! the calls every loaded model goes through.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use phi_mobile::{ChatMessage, GenerationParams, LlmError, Model, ModelConfig, Role, TokenSink};
+
+#[path = "../../examples/fuzz_seeds.rs"]
+#[allow(dead_code)]
+pub mod seeds;
+
+/// Which panics are findings. A panic in phi-mobile's own code (validation,
+/// the generation loop, the FFI layer) is a bug: the process aborts and
+/// libFuzzer saves the input. A panic inside a dependency (tokenizers,
+/// candle, std) is contained by the library's catch_panic/guard and becomes
+/// a typed error; it is reported once per location, for a human to decide
+/// whether to validate it away, and the run goes on. A panic that escapes the
+/// public API still aborts (libfuzzer-sys catches it at the top).
+pub fn panic_policy() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abort_hook = std::panic::take_hook(); // libfuzzer-sys's: prints, then aborts
+        let seen = std::sync::Mutex::new(std::collections::HashSet::<String>::new());
+        std::panic::set_hook(Box::new(move |info| {
+            let file = info.location().map(|l| l.file().to_string()).unwrap_or_default();
+            let dependency = ["/.cargo/registry/", "/.cargo/git/", "/rustc/", "/.rustup/"].iter().any(|d| file.contains(d));
+            if !dependency {
+                abort_hook(info);
+                std::process::abort();
+            }
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+            if seen.lock().map(|mut s| s.insert(at.clone())).unwrap_or(false) {
+                eprintln!("contained panic in a dependency at {at}: {info}");
+            }
+        }));
+    });
+}
+
+/// Per-process scratch files in RAM where possible (libFuzzer runs millions
+/// of iterations; each writes its input to a file for the real file loader).
+pub fn scratch(name: &str) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = base.join(format!("phi-mobile-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// Small context: the KV cache and rotary tables are sized by it, and the
+/// loader caps the file's own context to it.
+pub fn config(model: &std::path::Path, tokenizer: Option<&std::path::Path>) -> ModelConfig {
+    ModelConfig {
+        model_path: model.display().to_string(),
+        tokenizer_path: tokenizer.map(|t| t.display().to_string()),
+        context_length: Some(48),
+        threads: Some(1),
+    }
+}
+
+struct Discard;
+
+impl TokenSink for Discard {
+    fn on_text(&self, _piece: String) -> Result<bool, LlmError> {
+        Ok(true)
+    }
+}
+
+/// Everything a loaded model offers, on inputs that exercise the tokenizer
+/// (specials, multi-byte and invalid-looking text) and the chat template.
+/// Errors are fine; only a crash, hang or runaway allocation is a finding.
+pub fn exercise(model: &Arc<Model>) {
+    let _ = model.info();
+    for text in ["", "hello world", "<|end|><|im_end|>\n é 😀 \u{0}", "  \t\n"] {
+        if let Ok(ids) = model.tokenize(text.into()) {
+            let _ = model.detokenize(ids);
+        }
+    }
+    let _ = model.detokenize(vec![0, 1, 2, 3, u32::MAX]);
+    let messages = vec![
+        ChatMessage { role: Role::System, content: "s".into() },
+        ChatMessage { role: Role::User, content: "hi".into() },
+    ];
+    let _ = model.format_chat(messages.clone());
+    let _ = model.generate("hello".into(), GenerationParams::greedy(3), Arc::new(Discard), None);
+    let sampled = GenerationParams { max_tokens: 3, seed: Some(1), ..GenerationParams::default() };
+    let _ = model.new_session(messages[..1].to_vec()).send("hi".into(), sampled, Arc::new(Discard));
+}
+
+/// The fixed model the tokenizer targets pair their input with.
+pub fn tiny_model_file() -> PathBuf {
+    let p = scratch("tiny.gguf");
+    if !p.exists() {
+        seeds::tiny_phi3().write(&p).expect("write the tiny model");
+    }
+    p
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the Rust tests that check model outputs against reference ids, built
+# for aarch64-unknown-linux-gnu in release, under qemu-user: candle's NEON
+# kernels (the phone's code path) and our code on ARM64, compared with the
+# same ids as on x86-64.
+#
+#   scripts/test-aarch64.sh [extra cargo test args]
+#
+# The subset (the whole suite takes too long emulated):
+# - tests/reference.rs: greedy ids equal transformers' Phi3ForCausalLM (F32);
+# - tests/llama.rs: the llama architecture, GQA and tied output (F32);
+# - tests/smollm2.rs `greedy_chat_answers_equal_llama_cpp`: a real Q4_1
+#   model's greedy answers equal llama.cpp's (the quantized NEON dot products);
+# - tests/api.rs `quantized_model_runs`: Q4_K, deterministic.
+# Installs its tools once (apt, rustup); build outputs go to CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+START=$SECONDS
+
+need=()
+for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+scripts/fetch-fixtures.sh >/dev/null
+
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# ring (hf-hub's TLS) compiles C for the target.
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# Two emulated threads: the machine's cores are shared with qemu's own work.
+export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
+
+T=(--release --target aarch64-unknown-linux-gnu)
+cargo test "${T[@]}" --test reference --test llama --test smollm2 --test api --no-run
+echo "== aarch64 build: $((SECONDS - START)) s"
+# The test binaries must really be ARM64 (not a host build by mistake).
+cargo test "${T[@]}" --test reference --no-run --message-format=json 2>/dev/null |
+  grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | grep -v '^$' | head -n 1 |
+  xargs file | grep -q 'ARM aarch64' || { echo "the test binary is not an aarch64 executable" >&2; exit 1; }
+
+cargo test "${T[@]}" --test reference --test llama "$@"
+cargo test "${T[@]}" --test smollm2 "$@" -- greedy_chat_answers_equal_llama_cpp
+cargo test "${T[@]}" --test api "$@" -- quantized_model_runs
+echo "== aarch64 tests under qemu: $((SECONDS - START)) s"

@@ -1,0 +1,328 @@
+//! Hostile inputs through the public API, beyond tests/bad_input.rs: sizes
+//! that would exhaust memory if trusted, tensors of the wrong type, NaN and
+//! infinite weights, vocabularies that do not fit the model, huge prompts.
+//! Each must give its typed `LlmError` (or a bounded, well-defined result),
+//! quickly, without a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use common::synthetic::Phi3Spec;
+use common::Collect;
+use phi_mobile::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("phi-mobile-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn load(path: &Path) -> Result<Arc<Model>, LlmError> {
+    Model::load(common::config(path))
+}
+
+fn invalid_model(name: &str, r: Result<Arc<Model>, LlmError>) -> String {
+    match r {
+        Err(LlmError::InvalidModel { reason }) => reason,
+        Err(e) => panic!("{name}: expected InvalidModel, got {e:?}"),
+        Ok(_) => panic!("{name}: expected InvalidModel, got a model"),
+    }
+}
+
+/// A small Phi-3 (the reference shape with 2 layers, F32) as the base.
+fn small() -> Phi3Spec {
+    Phi3Spec::reference()
+}
+
+/// Copies the GGUF at `src` to `dst`, passing every tensor through `f`.
+fn rewrite(src: &Path, dst: &Path, mut f: impl FnMut(&str, QTensor) -> QTensor) {
+    let mut r = std::fs::File::open(src).unwrap();
+    let content = Content::read(&mut r).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, QTensor)> = names
+        .iter()
+        .map(|n| (n.to_string(), f(n, content.tensor(&mut r, n, &Device::Cpu).unwrap())))
+        .collect();
+    let md: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
+    gguf_file::write(&mut out, &md, &ts).unwrap();
+}
+
+fn filled(t: &QTensor, value: f32, dtype: GgmlDType) -> QTensor {
+    let dims = t.shape().dims().to_vec();
+    let n: usize = dims.iter().product();
+    QTensor::quantize(&Tensor::from_vec(vec![value; n], dims, &Device::Cpu).unwrap(), dtype).unwrap()
+}
+
+#[test]
+fn sizes_that_would_exhaust_memory_are_refused_at_once() {
+    let cases: Vec<(&str, Phi3Spec, &str)> = vec![
+        // Before the layer check, a lying block_count built a list of
+        // 7 × 4 billion expected tensor names.
+        ("layers-max", small().with_metadata("phi3.block_count", Value::U32(u32::MAX)), "layers declared"),
+        ("layers-u64", small().with_metadata("phi3.block_count", Value::U64(1 << 40)), "layers declared"),
+        ("heads-max", small().with_metadata("phi3.attention.head_count", Value::U32(u32::MAX)), "exceeds"),
+        ("kv-heads-huge", small().with_metadata("phi3.attention.head_count_kv", Value::U32(1 << 31)), "exceeds"),
+        ("hidden-u64", small().with_metadata("phi3.embedding_length", Value::U64(u64::MAX)), "exceeds"),
+        ("ff-max", small().with_metadata("phi3.feed_forward_length", Value::U32(u32::MAX)), "exceeds"),
+        ("ctx-u64", small().with_metadata("phi3.context_length", Value::U64(1 << 40)), "context length"),
+        ("ctx-2^31", small().with_metadata("phi3.context_length", Value::U32(1 << 31)), "context length"),
+    ];
+    for (name, spec, expect) in cases {
+        let started = Instant::now();
+        let reason = invalid_model(name, load(&common::model_file(name, &spec)));
+        assert!(reason.contains(expect), "{name}: {reason}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{name} took {:?}", started.elapsed());
+    }
+}
+
+/// A SentencePiece vocabulary without its unknown token parses, but cannot
+/// encode anything: refused at load, not at the first prompt.
+#[test]
+fn a_gguf_vocabulary_that_cannot_encode() {
+    let tokens: Vec<Value> = ["a", "b"].iter().map(|t| Value::String(t.to_string())).collect();
+    let spec = small()
+        .with_metadata("tokenizer.ggml.model", Value::String("llama".into()))
+        .with_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
+        .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 2]));
+    let mut cfg = common::config(&common::model_file("vocab-no-unk", &spec));
+    cfg.tokenizer_path = None;
+    match Model::load(cfg) {
+        Err(LlmError::Tokenizer { reason }) => assert!(reason.contains("fails on a simple text"), "{reason}"),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn metadata_arrays_that_would_blow_up_in_memory_are_refused() {
+    // 10 M one-byte elements: a 10 MB file whose parsed metadata would take
+    // 320 MB (one 32-byte value per element).
+    let bytes = Value::Array(vec![Value::U8(0); 10 << 20]);
+    let spec = small().with_metadata("junk.bytes", bytes);
+    let reason = invalid_model("u8-array", load(&common::model_file("u8-array", &spec)));
+    assert!(reason.contains("MiB of memory"), "{reason}");
+}
+
+#[test]
+fn header_counts_and_lengths_past_the_end_of_the_file() {
+    let full = std::fs::read(common::reference_model_path()).unwrap();
+    let patch = |name: &str, at: usize, value: u64| {
+        let mut b = full[..4096].to_vec();
+        b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        let p = scratch(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    // GGUF v3: magic, version, tensor count at 8, metadata count at 16, first key length at 24.
+    for (name, at, value) in [
+        ("tensors-max", 8, u64::MAX),
+        ("tensors-many", 8, 1 << 20),
+        ("kvs-max", 16, u64::MAX),
+        ("key-len-max", 24, u64::MAX),
+        ("key-len-past-end", 24, 5000),
+    ] {
+        invalid_model(name, load(&patch(name, at, value)));
+    }
+    let mut v9 = full.clone();
+    v9[4] = 9;
+    let p = scratch("version-9.gguf");
+    std::fs::write(&p, v9).unwrap();
+    assert!(invalid_model("version", load(&p)).contains("version"));
+}
+
+#[test]
+fn tensors_of_the_wrong_type() {
+    let src = common::reference_model_path();
+    // A norm weight quantized (llama.cpp writes them as F32): candle
+    // dequantizes it, so the file is odd but usable, and must give the same
+    // kind of result as any model: text, not a crash.
+    let q_norm = scratch("q8-norm.gguf");
+    rewrite(&src, &q_norm, |name, t| if name == "blk.0.attn_norm.weight" { filled(&t, 1.0, GgmlDType::Q8_0) } else { t });
+    let model = load(&q_norm).unwrap();
+    let stats = model.generate("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
+    assert_eq!(stats.generated_tokens, 4);
+
+    // A type id no GGUF reader knows.
+    let bytes = std::fs::read(&src).unwrap();
+    let name = b"output_norm.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let type_at = at + 4 + 8 * dims;
+    assert_eq!(u32::from_le_bytes(bytes[type_at..type_at + 4].try_into().unwrap()), 0, "F32 expected");
+    let mut patched = bytes.clone();
+    patched[type_at..type_at + 4].copy_from_slice(&77u32.to_le_bytes());
+    let p = scratch("unknown-type.gguf");
+    std::fs::write(&p, &patched).unwrap();
+    invalid_model("unknown type", load(&p));
+
+    // A 1-D norm declared as a block type whose blocks do not fit its length.
+    patched[type_at..type_at + 4].copy_from_slice(&12u32.to_le_bytes()); // Q4_K: 256-wide blocks, hidden is 64
+    std::fs::write(&p, &patched).unwrap();
+    let reason = invalid_model("Q4_K norm", load(&p));
+    assert!(reason.contains("blocks"), "{reason}");
+}
+
+/// NaN weights make NaN logits: a typed `Inference` error at the first token
+/// (the sampler checks), never a stream of garbage. Infinite weights make
+/// NaN too (inf − inf in the norms), with the same result.
+#[test]
+fn nan_and_infinite_weights_stop_with_an_inference_error() {
+    let src = common::reference_model_path();
+    for (name, tensor, value) in [
+        ("nan-output", "output.weight", f32::NAN),
+        ("nan-embedding", "token_embd.weight", f32::NAN),
+        ("inf-qkv", "blk.0.attn_qkv.weight", f32::INFINITY),
+        ("neg-inf-output", "output.weight", f32::NEG_INFINITY),
+    ] {
+        let p = scratch(&format!("{name}.gguf"));
+        rewrite(&src, &p, |n, t| if n == tensor { filled(&t, value, GgmlDType::F32) } else { t });
+        let model = load(&p).unwrap();
+        let started = Instant::now();
+        let sink = Collect::new();
+        match model.generate("Hello".into(), GenerationParams::greedy(200), sink.clone(), None) {
+            Err(LlmError::Inference { reason }) => assert!(reason.contains("NaN"), "{name}: {reason}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(sink.pieces().is_empty(), "{name}: streamed {:?}", sink.text());
+        let session = model.new_session(vec![]);
+        assert!(matches!(
+            session.send("Hello".into(), GenerationParams::default(), Collect::new()),
+            Err(LlmError::Inference { .. })
+        ));
+        assert!(session.history().is_empty());
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}");
+    }
+}
+
+/// Large but finite weights: logits are huge, not NaN. Generation runs and
+/// stops at max_tokens like any model's.
+#[test]
+fn huge_finite_weights_give_a_bounded_generation() {
+    let src = common::reference_model_path();
+    let p = scratch("huge-output.gguf");
+    rewrite(&src, &p, |n, t| if n == "output.weight" { filled(&t, 1e30, GgmlDType::F32) } else { t });
+    let model = load(&p).unwrap();
+    let stats = model.generate("Hello".into(), GenerationParams::greedy(8), Collect::new(), None);
+    match stats {
+        Ok(s) => assert_eq!(s.stop_reason, StopReason::MaxTokens),
+        Err(LlmError::Inference { .. }) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+/// A GGUF vocabulary with more tokens than the embedding has rows.
+#[test]
+fn gguf_vocabulary_larger_than_the_model() {
+    let n = 40_000; // the reference embedding has 32064 rows
+    let tokens: Vec<Value> = (0..n).map(|i| Value::String(if i == 0 { "<unk>".into() } else { format!("t{i}") })).collect();
+    let spec = small()
+        .with_metadata("tokenizer.ggml.model", Value::String("llama".into()))
+        .with_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
+        .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); n]));
+    let mut cfg = common::config(&common::model_file("vocab-40k", &spec));
+    cfg.tokenizer_path = None;
+    match Model::load(cfg) {
+        Err(LlmError::Tokenizer { reason }) => assert!(reason.contains("do not belong together"), "{reason}"),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+/// GGUF strings are meant to be UTF-8; invalid bytes in a vocabulary are
+/// read lossily (as llama.cpp tolerates them), so the model loads and works.
+#[test]
+fn invalid_utf8_in_a_gguf_vocabulary() {
+    let spec = small()
+        .with_metadata("tokenizer.ggml.model", Value::String("llama".into()))
+        .with_metadata(
+            "tokenizer.ggml.tokens",
+            Value::Array(["<unk>", "<s>", "</s>", "@@BAD@@", "a", "▁a"].iter().map(|t| Value::String(t.to_string())).collect()),
+        )
+        .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 6]));
+    let good = common::model_file("utf8-placeholder", &spec);
+    let mut bytes = std::fs::read(good).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"@@BAD@@").unwrap();
+    bytes[at..at + 7].copy_from_slice(b"\xff\xfe\xc3(\xa0\xa1\x80");
+    let p = scratch("invalid-utf8-vocab.gguf");
+    std::fs::write(&p, bytes).unwrap();
+    let mut cfg = common::config(&p);
+    cfg.tokenizer_path = None;
+    let model = Model::load(cfg).unwrap();
+    let ids = model.tokenize("a a".into()).unwrap();
+    assert!(!ids.is_empty());
+    model.detokenize(vec![3]).unwrap();
+}
+
+#[test]
+fn prompts_of_zero_and_a_hundred_thousand_characters() {
+    let model = common::reference_model();
+    let empty = model.generate(String::new(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
+    assert_eq!(empty.prompt_tokens, 1, "only the BOS token");
+    assert_eq!(empty.generated_tokens, 3);
+    let session = model.new_session(vec![]);
+    session.send(String::new(), GenerationParams::greedy(3), Collect::new()).unwrap();
+    assert_eq!(session.history().len(), 2);
+
+    let huge: String = "The quick brown fox jumps over the lazy dog. ".repeat(2223)[..100_000].to_string();
+    let n = model.tokenize(huge.clone()).unwrap().len() as u32;
+    assert!(n > 512, "{n}");
+    let started = Instant::now();
+    match model.generate(huge.clone(), GenerationParams::greedy(3), Collect::new(), None) {
+        Err(LlmError::ContextOverflow { needed, available }) => assert_eq!((needed, available), (n, 512)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        session.send(huge, GenerationParams::greedy(3), Collect::new()),
+        Err(LlmError::ContextOverflow { .. })
+    ));
+    assert_eq!(session.history().len(), 2, "the failed turn is not recorded");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn more_invalid_parameters() {
+    let model = common::reference_model();
+    match model.detokenize(vec![1, 32011, 5]) {
+        Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, "ids"),
+        other => panic!("{other:?}"),
+    }
+    let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
+    match llama.format_chat(vec![ChatMessage { role: Role::User, content: "hi".into() }]) {
+        Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, "messages"),
+        other => panic!("{other:?}"),
+    }
+    let path = common::reference_model_path();
+    let dir_as_tokenizer = ModelConfig {
+        tokenizer_path: Some(std::env::temp_dir().display().to_string()),
+        ..common::config(&path)
+    };
+    assert!(matches!(Model::load(dir_as_tokenizer), Err(LlmError::Tokenizer { .. })));
+    assert!(matches!(Model::load(ModelConfig::new("")), Err(LlmError::ModelNotFound { .. })));
+    // The largest context a caller can ask for is capped by the model's own.
+    let big = Model::load(ModelConfig { context_length: Some(u32::MAX), ..common::config(&path) }).unwrap();
+    assert_eq!(big.info().context_length, 512);
+    let threads = Model::load(ModelConfig { threads: Some(u32::MAX), ..common::config(&path) });
+    assert!(matches!(threads, Err(LlmError::InvalidParameter { .. })));
+}
+
+/// The fuzzers' seeds (fuzz/seeds) are valid models: if they stopped
+/// loading, fuzzing would only ever exercise the error paths.
+#[test]
+fn fuzz_seed_models_load_and_generate() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/load_gguf");
+    for name in ["phi3-spm", "llama-gpt2"] {
+        let p = seeds.join(name);
+        let model = Model::load(ModelConfig { context_length: Some(48), ..ModelConfig::new(p.display().to_string()) })
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let stats = model.generate("hello".into(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
+        assert!(stats.prompt_tokens > 0, "{name}");
+        model.new_session(vec![]).send("hello".into(), GenerationParams::greedy(2), Collect::new()).unwrap();
+    }
+}
