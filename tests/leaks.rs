@@ -74,11 +74,21 @@ fn settled_rss() -> u64 {
 fn a_hundred_load_generate_close_cycles_do_not_grow_rss() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     malloc::one_arena();
-    // Warm-up: thread pools, lazy statics, the allocator's own tables.
+    // Warm-up: thread pools, lazy statics, the allocator's own tables. The
+    // steady state still swings by a few MB from cycle to cycle (measured:
+    // 19.5-24.5 MB), so the baseline is the highest settled RSS over the last
+    // warm-up cycles, not one sample: a leak grows with every cycle and
+    // passes any such band within a few of the 100 (a leaked model is ~17 MB).
     for _ in 0..5 {
         cycle();
     }
-    let before = settled_rss();
+    let before = (0..10)
+        .map(|_| {
+            cycle();
+            settled_rss()
+        })
+        .max()
+        .unwrap();
     for _ in 0..100 {
         cycle();
     }
