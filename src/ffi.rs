@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use crate::engine;
+use crate::engine::{self, panic_message};
 
 /// The one error type callers see. Each variant is something an app can act on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
@@ -335,14 +335,6 @@ fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<
 /// checks that each such export uses it.
 fn guard<T>(on_panic: fn(String) -> LlmError, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(on_panic(format!("internal error: {}", panic_message(&*p)))))
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn invalid_model(reason: String) -> LlmError {

@@ -27,7 +27,7 @@ use hf_hub::api::Progress;
 use hf_hub::{Cache, Repo, RepoType};
 use sha2::{Digest, Sha256};
 
-use super::error::{Error, Result};
+use super::error::{panic_message, Error, Result};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub const DEFAULT_REVISION: &str = "main";
@@ -176,7 +176,7 @@ pub fn download(
     let path = match outcome {
         Some(Ok(result)) => result?,
         Some(Err(payload)) if payload.is::<CancelledByCaller>() => return Err(Error::Cancelled),
-        Some(Err(payload)) => return Err(Error::Network(format!("the download failed: {}", panic_message(&payload)))),
+        Some(Err(payload)) => return Err(Error::Network(format!("the download failed: {}", panic_message(&*payload)))),
         None => return Err(Error::Network("the download thread ended without a result".into())),
     };
 
@@ -348,14 +348,6 @@ fn discard(path: &Path) {
         let _ = std::fs::remove_file(blob);
     }
     let _ = std::fs::remove_file(path);
-}
-
-fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]
