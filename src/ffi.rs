@@ -52,21 +52,16 @@ impl From<engine::Error> for LlmError {
         use engine::Error as E;
         match e {
             E::NotFound(p) => LlmError::ModelNotFound { path: p.display().to_string() },
-            E::Io { path, source } => LlmError::InvalidModel {
-                reason: format!("cannot read {}: {source}", path.display()),
-            },
+            E::Io { path, source } => {
+                LlmError::InvalidModel { reason: format!("cannot read {}: {source}", path.display()) }
+            }
             E::InvalidModel(reason) => LlmError::InvalidModel { reason },
-            E::UnsupportedArchitecture(architecture) => {
-                LlmError::UnsupportedArchitecture { architecture }
-            }
+            E::UnsupportedArchitecture(architecture) => LlmError::UnsupportedArchitecture { architecture },
             E::Tokenizer(reason) => LlmError::Tokenizer { reason },
-            E::InvalidParameter { name, reason } => {
-                LlmError::InvalidParameter { name: name.to_string(), reason }
+            E::InvalidParameter { name, reason } => LlmError::InvalidParameter { name: name.to_string(), reason },
+            E::ContextOverflow { needed, available } => {
+                LlmError::ContextOverflow { needed: saturating_u32(needed), available: saturating_u32(available) }
             }
-            E::ContextOverflow { needed, available } => LlmError::ContextOverflow {
-                needed: saturating_u32(needed),
-                available: saturating_u32(available),
-            },
             E::Callback(reason) => LlmError::Callback { reason },
             E::Inference(reason) => LlmError::Inference { reason },
             E::Network(reason) => LlmError::Network { reason },
@@ -334,7 +329,8 @@ fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<
 /// internal error (or an abort) in the host app. `tests/ffi_boundary.rs`
 /// checks that each such export uses it.
 fn guard<T>(on_panic: fn(String) -> LlmError, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(on_panic(format!("internal error: {}", panic_message(&*p)))))
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(on_panic(format!("internal error: {}", panic_message(&*p)))))
 }
 
 fn invalid_model(reason: String) -> LlmError {

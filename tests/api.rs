@@ -27,7 +27,8 @@ fn info_describes_the_file() {
     assert_eq!(info.context_length, 512);
     assert_eq!(info.vocab_size, 32011);
     assert_eq!(info.quantization, "F32");
-    let per_layer = spec.hidden * 2 + 3 * spec.hidden * spec.hidden + spec.hidden * spec.hidden + 3 * spec.hidden * spec.ff;
+    let per_layer =
+        spec.hidden * 2 + 3 * spec.hidden * spec.hidden + spec.hidden * spec.hidden + 3 * spec.hidden * spec.ff;
     let expected = 2 * spec.vocab * spec.hidden + spec.hidden + spec.layers * per_layer;
     assert_eq!(info.parameter_count, expected as u64);
     assert!(info.threads >= 1);
@@ -145,7 +146,8 @@ impl TokenSink for PauseAt {
 fn cancel_from_another_thread_takes_effect_within_one_token() {
     let model = reference_model();
     let session = model.new_session(vec![]);
-    let sink = Arc::new(PauseAt { at: 5, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
+    let sink =
+        Arc::new(PauseAt { at: 5, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
     let worker = {
         let (session, sink) = (session.clone(), sink.clone());
         std::thread::spawn(move || session.send("Go on forever".into(), greedy(400), sink))
@@ -188,10 +190,16 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
         let mut history = transcript;
         history.push(ChatMessage { role: Role::User, content: "Tell me more".into() });
         let prompt2 = model.tokenize(model.format_chat(history).unwrap()).unwrap();
-        let mut fed = model.tokenize(model.format_chat(vec![
-            ChatMessage { role: Role::System, content: "You are terse.".into() },
-            ChatMessage { role: Role::User, content: "Hi there".into() },
-        ]).unwrap()).unwrap();
+        let mut fed = model
+            .tokenize(
+                model
+                    .format_chat(vec![
+                        ChatMessage { role: Role::System, content: "You are terse.".into() },
+                        ChatMessage { role: Role::User, content: "Hi there".into() },
+                    ])
+                    .unwrap(),
+            )
+            .unwrap();
         fed.extend(&t1.token_ids[..t1.token_ids.len() - 1]);
         let expected_reuse = if prompt2.starts_with(&fed) { fed.len() } else { 0 };
         assert_eq!(t2.cached_prompt_tokens as usize, expected_reuse);
@@ -341,7 +349,10 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     }
     let bad = common::synthetic::Phi3Spec::reference()
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String("{% for %}".into()));
-    assert!(matches!(Model::load(common::config(&common::model_file("broken-template", &bad))), Err(LlmError::InvalidModel { .. })));
+    assert!(matches!(
+        Model::load(common::config(&common::model_file("broken-template", &bad))),
+        Err(LlmError::InvalidModel { .. })
+    ));
 }
 
 #[test]
@@ -356,7 +367,8 @@ fn a_cancellation_token_stops_one_shot_generation() {
 
     // From another thread, mid-generation.
     let token = CancellationToken::new();
-    let sink = Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
+    let sink =
+        Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
     let worker = {
         let (model, sink, token) = (model.clone(), sink.clone(), token.clone());
         std::thread::spawn(move || model.generate("Go".into(), greedy(400), sink, Some(token)))

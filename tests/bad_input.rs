@@ -45,7 +45,14 @@ fn empty_file() {
 #[test]
 fn random_bytes() {
     let mut x = 0x1234_5678u32;
-    let bytes: Vec<u8> = (0..100_000).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+    let bytes: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
     invalid_model(load(&scratch("random.gguf", &bytes)));
     // Random bytes behind a valid magic number, too.
     let mut with_magic = b"GGUF\x03\x00\x00\x00".to_vec();
@@ -86,13 +93,23 @@ fn metadata_that_contradicts_the_tensors() {
     let cases = [
         ("heads-5", Phi3Spec::reference().with_metadata("phi3.attention.head_count", Value::U32(5)), "divide"),
         ("heads-0", Phi3Spec::reference().with_metadata("phi3.attention.head_count", Value::U32(0)), "zero"),
-        ("hidden-128", Phi3Spec::reference().with_metadata("phi3.embedding_length", Value::U32(128)).with_metadata("phi3.rope.dimension_count", Value::U32(32)), "shape"),
+        (
+            "hidden-128",
+            Phi3Spec::reference()
+                .with_metadata("phi3.embedding_length", Value::U32(128))
+                .with_metadata("phi3.rope.dimension_count", Value::U32(32)),
+            "shape",
+        ),
         ("layers-3", Phi3Spec::reference().with_metadata("phi3.block_count", Value::U32(3)), "missing tensor blk.2"),
         ("ff-64", Phi3Spec::reference().with_metadata("phi3.feed_forward_length", Value::U32(64)), "shape"),
         ("ctx-0", Phi3Spec::reference().with_metadata("phi3.context_length", Value::U32(0)), "context length"),
         ("ctx-huge", Phi3Spec::reference().with_metadata("phi3.context_length", Value::U32(1 << 31)), "context length"),
         ("rope-8", Phi3Spec::reference().with_metadata("phi3.rope.dimension_count", Value::U32(8)), "rope"),
-        ("eps-string", Phi3Spec::reference().with_metadata("phi3.attention.layer_norm_rms_epsilon", Value::String("x".into())), "epsilon"),
+        (
+            "eps-string",
+            Phi3Spec::reference().with_metadata("phi3.attention.layer_norm_rms_epsilon", Value::String("x".into())),
+            "epsilon",
+        ),
         ("no-output", Phi3Spec::reference().without_tensor("output.weight"), "missing tensor output.weight"),
         ("no-arch", Phi3Spec::reference().with_metadata("general.architecture", Value::U32(3)), "architecture"),
     ];
@@ -101,10 +118,7 @@ fn metadata_that_contradicts_the_tensors() {
         assert!(reason.contains(expect), "{name}: {reason}");
     }
     let rope = Phi3Spec::reference().with_metadata("phi3.rope.freq_base", Value::F32(500_000.0));
-    assert!(matches!(
-        load(&common::model_file("rope-base", &rope)),
-        Err(LlmError::UnsupportedArchitecture { .. })
-    ));
+    assert!(matches!(load(&common::model_file("rope-base", &rope)), Err(LlmError::UnsupportedArchitecture { .. })));
 }
 
 #[test]
@@ -129,7 +143,8 @@ fn bad_tokenizers() {
         assert!(is_tokenizer_err(with_tokenizer(Some(p.display().to_string()))), "{name}");
     }
     // A tokenizer with more tokens than the model's embedding has rows.
-    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(common::tokenizer_path()).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(common::tokenizer_path()).unwrap()).unwrap();
     // (tokenizers numbers added tokens consecutively, whatever ids the file says.)
     for i in 0..60 {
         json["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({

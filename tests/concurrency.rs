@@ -22,7 +22,9 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
         r
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: not finished after {secs} s (deadlock?)"),
     }
 }
@@ -121,7 +123,10 @@ impl TokenSink for Reentrant {
             }
             // Another session on the same model works from here.
             let other = self.model.new_session(vec![]);
-            log.push(format!("other {:?}", other.send("x".into(), GenerationParams::greedy(2), Collect::new()).map(|s| s.generated_tokens)));
+            log.push(format!(
+                "other {:?}",
+                other.send("x".into(), GenerationParams::greedy(2), Collect::new()).map(|s| s.generated_tokens)
+            ));
             session.reset();
             session.cancel();
         }
@@ -134,7 +139,12 @@ fn calling_back_into_the_library_from_a_sink() {
     let model = reference_model();
     within(120, "re-entrant sink", move || {
         // One-shot generation: everything works from inside its sink.
-        let sink = Arc::new(Reentrant { model: model.clone(), session: Mutex::new(None), seen: AtomicUsize::new(0), log: Mutex::default() });
+        let sink = Arc::new(Reentrant {
+            model: model.clone(),
+            session: Mutex::new(None),
+            seen: AtomicUsize::new(0),
+            log: Mutex::default(),
+        });
         let stats = model.generate("Hello".into(), GenerationParams::greedy(6), sink.clone(), None).unwrap();
         assert_eq!(stats.generated_tokens, 6);
         let log = sink.log.lock().unwrap().clone();
@@ -148,7 +158,12 @@ fn calling_back_into_the_library_from_a_sink() {
         let session = model.new_session(vec![system.clone()]);
         session.send("first".into(), GenerationParams::greedy(2), Collect::new()).unwrap();
         assert_eq!(session.history().len(), 3);
-        let sink = Arc::new(Reentrant { model: model.clone(), session: Mutex::new(Some(session.clone())), seen: AtomicUsize::new(0), log: Mutex::default() });
+        let sink = Arc::new(Reentrant {
+            model: model.clone(),
+            session: Mutex::new(Some(session.clone())),
+            seen: AtomicUsize::new(0),
+            log: Mutex::default(),
+        });
         let stats = session.send("second".into(), GenerationParams::greedy(50), sink.clone()).unwrap();
         assert_eq!(stats.stop_reason, StopReason::Cancelled);
         let log = sink.log.lock().unwrap().clone();

@@ -193,8 +193,8 @@ fn a_server_ignoring_range_on_resume_cannot_produce_a_corrupt_file() {
 fn a_missing_file_or_repo_is_model_not_found() {
     let server = HubServer::start(REPO, &[(FILE, payload(1000))]);
     let dir = tempfile::tempdir().unwrap();
-    let err = download_model(request(&server, "other.gguf"), dir.path().to_string_lossy().into(), None, None)
-        .unwrap_err();
+    let err =
+        download_model(request(&server, "other.gguf"), dir.path().to_string_lossy().into(), None, None).unwrap_err();
     assert!(matches!(err, LlmError::ModelNotFound { .. }), "{err:?}");
     let mut other_repo = request(&server, FILE);
     other_repo.repo_id = "example-org/nope".into();

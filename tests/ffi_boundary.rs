@@ -22,7 +22,8 @@ use phi_mobile::*;
 /// Exported functions that return no `Result` and so cannot report an error:
 /// each only reads or sets in-memory state. A new one must be added here
 /// deliberately.
-const INFALLIBLE_EXPORTS: [&str; 8] = ["new", "cancel", "is_cancelled", "info", "new_session", "cancel", "history", "reset"];
+const INFALLIBLE_EXPORTS: [&str; 8] =
+    ["new", "cancel", "is_cancelled", "info", "new_session", "cancel", "history", "reset"];
 
 /// (name, signature, body) of every function in the items that follow a
 /// `#[uniffi::export…]` attribute (an `impl` block or a free function).
@@ -134,7 +135,9 @@ impl DownloadProgress for PanickingProgress {
 #[test]
 fn panicking_callbacks_are_callback_errors() {
     let model = reference_model();
-    let e = typed_error("generate", || model.generate("Hi".into(), GenerationParams::greedy(4), Arc::new(PanickingSink), None));
+    let e = typed_error("generate", || {
+        model.generate("Hi".into(), GenerationParams::greedy(4), Arc::new(PanickingSink), None)
+    });
     assert!(matches!(&e, LlmError::Callback { reason } if reason.contains("sink bug")), "{e:?}");
     let session = model.new_session(vec![]);
     let e = typed_error("send", || session.send("Hi".into(), GenerationParams::greedy(4), Arc::new(PanickingSink)));
@@ -171,7 +174,10 @@ fn every_error_path_is_a_typed_error() {
     let path = common::reference_model_path();
     let garbage = std::env::temp_dir().join(format!("phi-mobile-ffi-garbage-{}.gguf", std::process::id()));
     std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let gemma = common::model_file("ffi-gemma", &Phi3Spec::reference().with_metadata("general.architecture", Value::String("gemma".into())));
+    let gemma = common::model_file(
+        "ffi-gemma",
+        &Phi3Spec::reference().with_metadata("general.architecture", Value::String("gemma".into())),
+    );
     let load_cases: Vec<(&str, ModelConfig, fn(&LlmError) -> bool)> = vec![
         ("missing", ModelConfig::new("/nonexistent.gguf"), |e| matches!(e, LlmError::ModelNotFound { .. })),
         ("garbage", common::config(&garbage), |e| matches!(e, LlmError::InvalidModel { .. })),
@@ -181,7 +187,9 @@ fn every_error_path_is_a_typed_error() {
             ModelConfig { tokenizer_path: Some("/nonexistent.json".into()), ..common::config(&path) },
             |e| matches!(e, LlmError::Tokenizer { .. }),
         ),
-        ("threads", ModelConfig { threads: Some(0), ..common::config(&path) }, |e| matches!(e, LlmError::InvalidParameter { .. })),
+        ("threads", ModelConfig { threads: Some(0), ..common::config(&path) }, |e| {
+            matches!(e, LlmError::InvalidParameter { .. })
+        }),
     ];
     for (what, cfg, is_expected) in load_cases {
         let e = typed_error(what, || Model::load(cfg.clone()));
@@ -221,12 +229,16 @@ fn every_error_path_is_a_typed_error() {
         endpoint: Some(endpoint.into()),
         token: None,
     };
-    let e = typed_error("unreachable", || download_model(request("http://127.0.0.1:9"), dir.path().display().to_string(), None, None));
+    let e = typed_error("unreachable", || {
+        download_model(request("http://127.0.0.1:9"), dir.path().display().to_string(), None, None)
+    });
     assert!(matches!(e, LlmError::Network { .. }), "{e:?}");
     let server = HubServer::start("org/repo", &[("f.gguf", vec![1u8; 1000])]);
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let e = typed_error("cancelled", || download_model(request(&server.endpoint), dir.path().display().to_string(), None, Some(cancel)));
+    let e = typed_error("cancelled", || {
+        download_model(request(&server.endpoint), dir.path().display().to_string(), None, Some(cancel))
+    });
     assert!(matches!(e, LlmError::Cancelled), "{e:?}");
     let e = typed_error("storage", || download_model(request(&server.endpoint), "/proc/phi-mobile".into(), None, None));
     assert!(matches!(e, LlmError::Storage { .. }), "{e:?}");

@@ -46,10 +46,8 @@ fn rewrite(src: &Path, dst: &Path, mut f: impl FnMut(&str, QTensor) -> QTensor) 
     let content = Content::read(&mut r).unwrap();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
-    let tensors: Vec<(String, QTensor)> = names
-        .iter()
-        .map(|n| (n.to_string(), f(n, content.tensor(&mut r, n, &Device::Cpu).unwrap())))
-        .collect();
+    let tensors: Vec<(String, QTensor)> =
+        names.iter().map(|n| (n.to_string(), f(n, content.tensor(&mut r, n, &Device::Cpu).unwrap()))).collect();
     let md: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
@@ -145,7 +143,11 @@ fn tensors_of_the_wrong_type() {
     // dequantizes it, so the file is odd but usable, and must give the same
     // kind of result as any model: text, not a crash.
     let q_norm = scratch("q8-norm.gguf");
-    rewrite(&src, &q_norm, |name, t| if name == "blk.0.attn_norm.weight" { filled(&t, 1.0, GgmlDType::Q8_0) } else { t });
+    rewrite(
+        &src,
+        &q_norm,
+        |name, t| if name == "blk.0.attn_norm.weight" { filled(&t, 1.0, GgmlDType::Q8_0) } else { t },
+    );
     let model = load(&q_norm).unwrap();
     let stats = model.generate("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
     assert_eq!(stats.generated_tokens, 4);
@@ -222,7 +224,8 @@ fn huge_finite_weights_give_a_bounded_generation() {
 #[test]
 fn gguf_vocabulary_larger_than_the_model() {
     let n = 40_000; // the reference embedding has 32064 rows
-    let tokens: Vec<Value> = (0..n).map(|i| Value::String(if i == 0 { "<unk>".into() } else { format!("t{i}") })).collect();
+    let tokens: Vec<Value> =
+        (0..n).map(|i| Value::String(if i == 0 { "<unk>".into() } else { format!("t{i}") })).collect();
     let spec = small()
         .with_metadata("tokenizer.ggml.model", Value::String("llama".into()))
         .with_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
@@ -243,7 +246,9 @@ fn invalid_utf8_in_a_gguf_vocabulary() {
         .with_metadata("tokenizer.ggml.model", Value::String("llama".into()))
         .with_metadata(
             "tokenizer.ggml.tokens",
-            Value::Array(["<unk>", "<s>", "</s>", "@@BAD@@", "a", "▁a"].iter().map(|t| Value::String(t.to_string())).collect()),
+            Value::Array(
+                ["<unk>", "<s>", "</s>", "@@BAD@@", "a", "▁a"].iter().map(|t| Value::String(t.to_string())).collect(),
+            ),
         )
         .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 6]));
     let good = common::model_file("utf8-placeholder", &spec);
@@ -299,10 +304,8 @@ fn more_invalid_parameters() {
         other => panic!("{other:?}"),
     }
     let path = common::reference_model_path();
-    let dir_as_tokenizer = ModelConfig {
-        tokenizer_path: Some(std::env::temp_dir().display().to_string()),
-        ..common::config(&path)
-    };
+    let dir_as_tokenizer =
+        ModelConfig { tokenizer_path: Some(std::env::temp_dir().display().to_string()), ..common::config(&path) };
     assert!(matches!(Model::load(dir_as_tokenizer), Err(LlmError::Tokenizer { .. })));
     assert!(matches!(Model::load(ModelConfig::new("")), Err(LlmError::ModelNotFound { .. })));
     // The largest context a caller can ask for is capped by the model's own.

@@ -44,8 +44,7 @@ fn chat_needs_a_template_and_uses_it() {
         Err(LlmError::InvalidParameter { .. })
     ));
 
-    let spec = Phi3Spec::llama()
-        .with_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
+    let spec = Phi3Spec::llama().with_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
     let model = Model::load(common::config(&common::model_file("llama-chatml", &spec))).unwrap();
     let session = model.new_session(vec![]);
     let t1 = session.send("Hi".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
@@ -62,7 +61,11 @@ fn lying_llama_metadata_is_rejected() {
     for (name, spec, expect) in [
         ("llama-kv-3", Phi3Spec::llama().with_metadata("llama.attention.head_count_kv", Value::U32(3)), "divide"),
         ("llama-kv-4", Phi3Spec::llama().with_metadata("llama.attention.head_count_kv", Value::U32(4)), "attn_k"),
-        ("llama-no-gate", Phi3Spec::llama().without_tensor("blk.1.ffn_gate.weight"), "missing tensor blk.1.ffn_gate.weight"),
+        (
+            "llama-no-gate",
+            Phi3Spec::llama().without_tensor("blk.1.ffn_gate.weight"),
+            "missing tensor blk.1.ffn_gate.weight",
+        ),
         ("llama-rope-base", Phi3Spec::llama().with_metadata("llama.rope.freq_base", Value::F32(f32::NAN)), "rope base"),
     ] {
         match Model::load(common::config(&common::model_file(name, &spec))) {

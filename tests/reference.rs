@@ -9,20 +9,18 @@ use phi_mobile::{GenerationParams, StopReason};
 
 #[test]
 fn greedy_ids_equal_transformers() {
-    let data: serde_json::Value =
-        serde_json::from_str(include_str!("data/reference_phi3.json")).unwrap();
+    let data: serde_json::Value = serde_json::from_str(include_str!("data/reference_phi3.json")).unwrap();
     assert!(data["generator"].as_str().unwrap().contains("Phi3ForCausalLM"));
     let model = reference_model();
-    let end_tokens = ["<|end|>", "<|endoftext|>", "</s>"]
-        .map(|t| model.tokenize(t.into()).unwrap().last().copied().unwrap());
+    let end_tokens =
+        ["<|end|>", "<|endoftext|>", "</s>"].map(|t| model.tokenize(t.into()).unwrap().last().copied().unwrap());
     let cases = data["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let prompt = case["prompt"].as_str().unwrap();
-        let ids = |k: &str| -> Vec<u32> {
-            case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
-        };
+        let ids =
+            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let (prompt_ids, expected) = (ids("prompt_ids"), ids("expected_ids"));
         assert_eq!(model.tokenize(prompt.into()).unwrap(), prompt_ids, "{name}: encoding differs");
 

@@ -35,9 +35,8 @@ fn chat_answer_streams_and_stops_at_im_end() {
     let model = smollm2();
     let session = model.new_session(vec![]);
     let sink = Collect::new();
-    let stats = session
-        .send("Write a haiku about ice hockey".into(), GenerationParams::greedy(96), sink.clone())
-        .unwrap();
+    let stats =
+        session.send("Write a haiku about ice hockey".into(), GenerationParams::greedy(96), sink.clone()).unwrap();
     assert_eq!(stats.stop_reason, StopReason::EndOfSequence, "{stats:?}");
     assert!(stats.generated_tokens > 5);
     assert_eq!(sink.text(), stats.text);
@@ -61,7 +60,10 @@ fn second_turn_reuses_the_cache_and_equals_a_fresh_run() {
     assert!(t2.cached_prompt_tokens >= t1.prompt_tokens, "{} < {}", t2.cached_prompt_tokens, t1.prompt_tokens);
     let mut transcript = session.history();
     transcript.truncate(2);
-    let fresh = model.new_session(transcript).send("And another one?".into(), GenerationParams::greedy(24), Collect::new()).unwrap();
+    let fresh = model
+        .new_session(transcript)
+        .send("And another one?".into(), GenerationParams::greedy(24), Collect::new())
+        .unwrap();
     assert_eq!(t2.token_ids, fresh.token_ids);
 }
 
@@ -69,7 +71,8 @@ fn second_turn_reuses_the_cache_and_equals_a_fresh_run() {
 fn special_tokens_in_text_are_parsed_and_decoding_round_trips() {
     let model = smollm2();
     assert_eq!(model.tokenize("<|im_start|>user\nhi<|im_end|>".into()).unwrap(), vec![1, 4093, 198, 6004, 2]);
-    for s in ["Hello world", "  two  spaces ", "naïve café 日本語 👨‍👩‍👧‍👦", "fn f() {\n\treturn 1;\n}", "3.14159 1,000,000"] {
+    for s in ["Hello world", "  two  spaces ", "naïve café 日本語 👨‍👩‍👧‍👦", "fn f() {\n\treturn 1;\n}", "3.14159 1,000,000"]
+    {
         let ids = model.tokenize(s.into()).unwrap();
         assert_eq!(model.detokenize(ids).unwrap(), s);
     }
@@ -83,7 +86,8 @@ fn greedy_chat_answers_equal_llama_cpp() {
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let user = case["user"].as_str().unwrap();
-        let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let ids =
+            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let prompt = model
             .tokenize(model.format_chat(vec![ChatMessage { role: Role::User, content: user.into() }]).unwrap())
             .unwrap();
@@ -93,7 +97,8 @@ fn greedy_chat_answers_equal_llama_cpp() {
         // llama.cpp's top-2 margin there is 0.1): candle's and ggml's Q4_1
         // kernels round differently. Held at 15 until that is understood.
         let n = 15;
-        let stats = model.new_session(vec![]).send(user.into(), GenerationParams::greedy(n as u32), Collect::new()).unwrap();
+        let stats =
+            model.new_session(vec![]).send(user.into(), GenerationParams::greedy(n as u32), Collect::new()).unwrap();
         assert_eq!(stats.token_ids, expected[..n], "{name}");
     }
 }

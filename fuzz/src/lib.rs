@@ -24,7 +24,8 @@ pub fn panic_policy() {
         let seen = std::sync::Mutex::new(std::collections::HashSet::<String>::new());
         std::panic::set_hook(Box::new(move |info| {
             let file = info.location().map(|l| l.file().to_string()).unwrap_or_default();
-            let dependency = ["/.cargo/registry/", "/.cargo/git/", "/rustc/", "/.rustup/"].iter().any(|d| file.contains(d));
+            let dependency =
+                ["/.cargo/registry/", "/.cargo/git/", "/rustc/", "/.rustup/"].iter().any(|d| file.contains(d));
             if !dependency {
                 abort_hook(info);
                 std::process::abort();

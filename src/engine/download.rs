@@ -69,9 +69,7 @@ impl DownloadSpec {
             return Err(Error::param("repo_id", format!("'{}' is not a Hub repo id like 'org/name'", self.repo_id)));
         }
         // The filename becomes a path under `directory`: no way out of it.
-        let relative = Path::new(&self.filename)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
+        let relative = Path::new(&self.filename).components().all(|c| matches!(c, Component::Normal(_)));
         if self.filename.is_empty() || !relative || self.filename.contains('\\') {
             return Err(Error::param("filename", format!("'{}' is not a file path inside the repo", self.filename)));
         }
@@ -126,7 +124,8 @@ pub fn download(
         std::thread::Builder::new()
             .name("phi-mobile-download".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| transfer(&spec, &directory, &shared)));
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| transfer(&spec, &directory, &shared)));
                 // The receiver may be gone after a cancel; nothing to do then.
                 let _ = tx.send(result);
             })

@@ -10,10 +10,7 @@ pub enum Error {
     NotFound(PathBuf),
 
     #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("{0}")]
     InvalidModel(String),
@@ -43,10 +40,7 @@ pub enum Error {
 
     /// A file could not be written (disk full, no permission).
     #[error("cannot write {}: {source}", path.display())]
-    Storage {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Storage { path: PathBuf, source: std::io::Error },
 
     #[error("cancelled")]
     Cancelled,
@@ -71,10 +65,7 @@ impl From<tokenizers::Error> for Error {
 
 impl Error {
     pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidParameter {
-            name,
-            reason: reason.into(),
-        }
+        Error::InvalidParameter { name, reason: reason.into() }
     }
 
     pub(crate) fn storage(path: &std::path::Path, source: std::io::Error) -> Self {
@@ -88,10 +79,7 @@ impl Error {
 
 /// Runs `f`, turning a panic inside candle or tokenizers into `on_panic(msg)`,
 /// so malformed input can never unwind into the host app.
-pub(crate) fn catch_panic<T>(
-    on_panic: impl FnOnce(String) -> Error,
-    f: impl FnOnce() -> Result<T>,
-) -> Result<T> {
+pub(crate) fn catch_panic<T>(on_panic: impl FnOnce(String) -> Error, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => Err(on_panic(panic_message(&*payload))),

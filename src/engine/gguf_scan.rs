@@ -90,9 +90,10 @@ impl<R: Read + Seek> Scan<'_, R> {
             let mut elems: u64 = 1;
             for _ in 0..dims {
                 let d = if self.wide { self.u64()? } else { self.u32()? as u64 };
-                elems = elems.checked_mul(d).filter(|&n| n <= self.file_size.saturating_mul(8)).ok_or_else(|| {
-                    bad("a tensor declares more elements than the file could hold")
-                })?;
+                elems = elems
+                    .checked_mul(d)
+                    .filter(|&n| n <= self.file_size.saturating_mul(8))
+                    .ok_or_else(|| bad("a tensor declares more elements than the file could hold"))?;
             }
             self.skip(4 + 8)?; // type, offset: checked against the file after parsing
             self.cost += 128; // the tensor-info map entry
@@ -103,10 +104,10 @@ impl<R: Read + Seek> Scan<'_, R> {
     fn value(&mut self, ty: u32, depth: u32) -> Result<()> {
         self.charge(VALUE_COST)?;
         match ty {
-            0 | 1 | 7 => self.skip(1),     // u8, i8, bool
-            2 | 3 => self.skip(2),         // u16, i16
-            4 | 5 | 6 => self.skip(4),     // u32, i32, f32
-            10..=12 => self.skip(8),       // u64, i64, f64
+            0 | 1 | 7 => self.skip(1), // u8, i8, bool
+            2 | 3 => self.skip(2),     // u16, i16
+            4 | 5 | 6 => self.skip(4), // u32, i32, f32
+            10..=12 => self.skip(8),   // u64, i64, f64
             8 => self.string(self.file_size, "string value"),
             9 => {
                 if depth >= MAX_DEPTH {
@@ -161,10 +162,7 @@ impl<R: Read + Seek> Scan<'_, R> {
     fn charge(&mut self, bytes: u64) -> Result<()> {
         self.cost = self.cost.saturating_add(bytes);
         if self.cost > MAX_METADATA_BYTES {
-            return Err(bad(format!(
-                "its metadata would need over {} MiB of memory",
-                MAX_METADATA_BYTES >> 20
-            )));
+            return Err(bad(format!("its metadata would need over {} MiB of memory", MAX_METADATA_BYTES >> 20)));
         }
         Ok(())
     }
@@ -199,7 +197,8 @@ impl<R: Read + Seek> Scan<'_, R> {
     }
 
     fn skip(&mut self, n: u64) -> Result<()> {
-        let to = self.pos.checked_add(n).filter(|&p| p <= self.file_size).ok_or_else(|| bad("the header is truncated"))?;
+        let to =
+            self.pos.checked_add(n).filter(|&p| p <= self.file_size).ok_or_else(|| bad("the header is truncated"))?;
         // Relative seeks stay inside a BufReader's buffer (an absolute seek
         // would drop it: one read syscall per vocabulary token).
         self.r.seek_relative(n as i64).map_err(io_err)?;

@@ -25,7 +25,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
 
 use super::error::{Error, Result};
 
@@ -60,8 +62,9 @@ struct Vocabulary {
 }
 
 pub(crate) fn from_gguf(c: &Content) -> Result<Tokenizer> {
-    let model = meta_str(c, "tokenizer.ggml.model")?
-        .ok_or_else(|| Error::Tokenizer("the GGUF has no tokenizer (tokenizer.ggml.model); pass a tokenizer.json".into()))?;
+    let model = meta_str(c, "tokenizer.ggml.model")?.ok_or_else(|| {
+        Error::Tokenizer("the GGUF has no tokenizer (tokenizer.ggml.model); pass a tokenizer.json".into())
+    })?;
     let tokens = string_array(c, "tokenizer.ggml.tokens")?
         .ok_or_else(|| Error::Tokenizer("the GGUF has no tokenizer.ggml.tokens".into()))?;
     if tokens.is_empty() || tokens.len() > MAX_VOCAB {
@@ -87,7 +90,11 @@ pub(crate) fn from_gguf(c: &Content) -> Result<Tokenizer> {
             let add_space_prefix = meta_bool(c, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
             (spm(c, &vocab, add_space_prefix)?, true)
         }
-        other => return Err(Error::Tokenizer(format!("GGUF tokenizer type '{other}' is not supported (supported: gpt2, llama)"))),
+        other => {
+            return Err(Error::Tokenizer(format!(
+                "GGUF tokenizer type '{other}' is not supported (supported: gpt2, llama)"
+            )))
+        }
     };
 
     // llama.cpp strips whitespace after Phi-3's special tokens, recognising
@@ -159,7 +166,8 @@ fn spm(c: &Content, v: &Vocabulary, add_space_prefix: bool) -> Result<Tokenizer>
     let ids = vocab_map(v);
     // SentencePiece merges in score order, as Hugging Face's converter derives
     // them: every split of a token into two vocabulary pieces, best score first.
-    let mut order: Vec<usize> = (0..v.tokens.len()).filter(|&i| v.types[i] == 1 || v.types[i] == TYPE_USER_DEFINED).collect();
+    let mut order: Vec<usize> =
+        (0..v.tokens.len()).filter(|&i| v.types[i] == 1 || v.types[i] == TYPE_USER_DEFINED).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     let mut merges = Vec::new();
     for i in order {
@@ -175,12 +183,8 @@ fn spm(c: &Content, v: &Vocabulary, add_space_prefix: bool) -> Result<Tokenizer>
         local.sort();
         merges.extend(local.into_iter().map(|(_, _, l, r)| (l, r)));
     }
-    let unk = v
-        .types
-        .iter()
-        .position(|&t| t == TYPE_UNKNOWN)
-        .map(|i| v.tokens[i].clone())
-        .unwrap_or_else(|| "<unk>".into());
+    let unk =
+        v.types.iter().position(|&t| t == TYPE_UNKNOWN).map(|i| v.tokens[i].clone()).unwrap_or_else(|| "<unk>".into());
     let has_bytes = v.types.contains(&TYPE_BYTE);
     let bpe = BPE::builder()
         .vocab_and_merges(ids, merges)
@@ -255,10 +259,9 @@ fn bos_eos_processor(v: &Vocabulary, bos: Option<u32>, eos: Option<u32>) -> Resu
 fn meta_str(c: &Content, key: &str) -> Result<Option<String>> {
     match c.metadata.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .to_string()
-            .map(|s| Some(s.clone()))
-            .map_err(|_| Error::Tokenizer(format!("{key} is not a string"))),
+        Some(v) => {
+            v.to_string().map(|s| Some(s.clone())).map_err(|_| Error::Tokenizer(format!("{key} is not a string")))
+        }
     }
 }
 
@@ -325,7 +328,8 @@ mod llama_cpp_parity {
         let mut failures = Vec::new();
         for case in data["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            let want: Vec<u32> = case["ids_special"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> =
+                case["ids_special"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
             let got = tok.encode(text, true).unwrap().get_ids().to_vec();
             if got != want {
                 failures.push(format!("{text:?}\n  llama.cpp {want:?}\n  ours      {got:?}"));

@@ -16,8 +16,8 @@ mod transformer;
 
 pub use chat::{phi3_prompt, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};
-pub use error::{Error, Result};
 pub(crate) use error::panic_message;
+pub use error::{Error, Result};
 pub use generate::{Conversation, GenerateOptions, Outcome, Sequence, Sink, StopReason, Timings, MAX_STOP_STRINGS};
 pub use model::{LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;

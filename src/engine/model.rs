@@ -101,11 +101,7 @@ impl TokenizerMetadata {
                 .iter()
                 .filter_map(|k| id(k))
                 .collect(),
-            chat_template: c
-                .metadata
-                .get("tokenizer.chat_template")
-                .and_then(|v| v.to_string().ok())
-                .cloned(),
+            chat_template: c.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),
         }
     }
 }
@@ -124,10 +120,7 @@ impl LoadedModel {
 
         let path = &cfg.model_path;
         let file = open(path)?;
-        let file_size = file
-            .metadata()
-            .map_err(|source| Error::Io { path: path.clone(), source })?
-            .len();
+        let file_size = file.metadata().map_err(|source| Error::Io { path: path.clone(), source })?.len();
         if file_size == 0 {
             return Err(Error::invalid_model("the model file is empty"));
         }
@@ -136,8 +129,7 @@ impl LoadedModel {
         let mut reader = ProgressReader::new(buffered, file_size, progress);
 
         let content = catch_panic(Error::invalid_model, || {
-            Content::read(&mut reader)
-                .map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
+            Content::read(&mut reader).map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
         })?;
         check_tensor_table(&content, file_size)?;
         let arch = content
@@ -171,11 +163,7 @@ impl LoadedModel {
             Family::Llama => LLAMA_MAX_CONTEXT,
         };
         let trained_ctx = hp.context_length;
-        let context_length = cfg
-            .context_length
-            .unwrap_or(trained_ctx)
-            .min(trained_ctx)
-            .min(implementation_max);
+        let context_length = cfg.context_length.unwrap_or(trained_ctx).min(trained_ctx).min(implementation_max);
         let rows = hp.vocab_rows;
         let load_err = |e: candle_core::Error| Error::invalid_model(format!("cannot load the weights: {e}"));
         let cfg = transformer::Config {
@@ -202,12 +190,8 @@ impl LoadedModel {
                 "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
             )));
         }
-        let special: std::collections::HashSet<u32> = tokenizer
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
+        let special: std::collections::HashSet<u32> =
+            tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         let mut end_tokens: Vec<u32> = END_OF_TURN_TOKENS
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
@@ -296,9 +280,7 @@ impl LoadedModel {
 
     /// `add_special` lets the tokenizer's post-processor add BOS/EOS.
     fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        catch_panic(|m| Error::Tokenizer(m), || {
-            Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec())
-        })
+        catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec()))
     }
 }
 
@@ -321,9 +303,10 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
         return Err(Error::Tokenizer(format!("{} is not valid JSON: {e}", path.display())));
     }
-    catch_panic(|m| Error::Tokenizer(m), || {
-        Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))
-    })
+    catch_panic(
+        |m| Error::Tokenizer(m),
+        || Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display()))),
+    )
 }
 
 /// Encodes and decodes a short text once, so a tokenizer that parsed but
@@ -331,15 +314,18 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// not define, which tokenizers only notices, by panicking, when encoding —
 /// found by fuzz/tokenizer_json) is refused at load, not at every prompt.
 fn probe_tokenizer(tokenizer: &Tokenizer) -> Result<()> {
-    catch_panic(|m| Error::Tokenizer(format!("the tokenizer fails on a simple text: {m}")), || {
-        let ids = tokenizer
-            .encode("Hi é\n", true)
-            .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
-        tokenizer
-            .decode(ids.get_ids(), false)
-            .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
-        Ok(())
-    })
+    catch_panic(
+        |m| Error::Tokenizer(format!("the tokenizer fails on a simple text: {m}")),
+        || {
+            let ids = tokenizer
+                .encode("Hi é\n", true)
+                .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
+            tokenizer
+                .decode(ids.get_ids(), false)
+                .map_err(|e| Error::Tokenizer(format!("the tokenizer fails on a simple text: {e}")))?;
+            Ok(())
+        },
+    )
 }
 
 /// Every tensor must have a sane shape and lie inside the file.
@@ -357,10 +343,7 @@ fn check_tensor_table(content: &Content, file_size: u64) -> Result<()> {
             return Err(Error::invalid_model(format!("tensor {name} does not fill whole {block}-element blocks")));
         }
         let bytes = (elems / block) as u64 * t.ggml_dtype.type_size() as u64;
-        let end = content
-            .tensor_data_offset
-            .checked_add(t.offset)
-            .and_then(|s| s.checked_add(bytes));
+        let end = content.tensor_data_offset.checked_add(t.offset).and_then(|s| s.checked_add(bytes));
         if end.is_none_or(|e| e > file_size) {
             return Err(Error::invalid_model(format!(
                 "tensor {name} extends past the end of the file (truncated download?)"
@@ -433,10 +416,7 @@ impl Hyper {
     fn read(c: &Content, arch: &str, family: Family) -> Result<Self> {
         let get = |key: &str| -> Result<usize> {
             let full = format!("{arch}.{key}");
-            let v = c
-                .metadata
-                .get(&full)
-                .ok_or_else(|| Error::invalid_model(format!("missing metadata {full}")))?;
+            let v = c.metadata.get(&full).ok_or_else(|| Error::invalid_model(format!("missing metadata {full}")))?;
             let n = v
                 .to_u32()
                 .map(|n| n as u64)
@@ -496,16 +476,16 @@ impl Hyper {
                 return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
             }
         }
-        if family == Family::Llama && c.metadata.get(&format!("{arch}.expert_count")).is_some_and(|v| v.to_u32().is_ok_and(|n| n > 1)) {
+        if family == Family::Llama
+            && c.metadata.get(&format!("{arch}.expert_count")).is_some_and(|v| v.to_u32().is_ok_and(|n| n > 1))
+        {
             return Err(Error::UnsupportedArchitecture(format!("{arch} mixture-of-experts")));
         }
 
         let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
         let kv = kv_heads * head_dim;
-        let mut expect: Vec<(String, Vec<usize>)> = vec![
-            ("token_embd.weight".into(), vec![vocab, hidden]),
-            ("output_norm.weight".into(), vec![hidden]),
-        ];
+        let mut expect: Vec<(String, Vec<usize>)> =
+            vec![("token_embd.weight".into(), vec![vocab, hidden]), ("output_norm.weight".into(), vec![hidden])];
         // Llama-family files may tie the output projection to the embedding.
         if family == Family::Phi3 || c.tensor_infos.contains_key("output.weight") {
             expect.push(("output.weight".into(), vec![vocab, hidden]));
@@ -519,10 +499,9 @@ impl Hyper {
                 (b("ffn_down"), vec![hidden, ff]),
             ]);
             match family {
-                Family::Phi3 => expect.extend([
-                    (b("attn_qkv"), vec![hidden + 2 * kv, hidden]),
-                    (b("ffn_up"), vec![2 * ff, hidden]),
-                ]),
+                Family::Phi3 => {
+                    expect.extend([(b("attn_qkv"), vec![hidden + 2 * kv, hidden]), (b("ffn_up"), vec![2 * ff, hidden])])
+                }
                 Family::Llama => expect.extend([
                     (b("attn_q"), vec![hidden, hidden]),
                     (b("attn_k"), vec![kv, hidden]),

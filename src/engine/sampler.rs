@@ -84,9 +84,7 @@ impl Sampler {
             return Err(Error::Inference("the model returned no logits".into()));
         }
         if logits.iter().any(|l| l.is_nan()) {
-            return Err(Error::Inference(
-                "the model produced NaN logits; its weights are probably corrupt".into(),
-            ));
+            return Err(Error::Inference("the model produced NaN logits; its weights are probably corrupt".into()));
         }
         self.apply_repeat_penalty(logits, context);
         if self.cfg.temperature == 0.0 {
@@ -185,7 +183,15 @@ mod tests {
     use super::*;
 
     fn cfg() -> SamplingConfig {
-        SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 0, seed: Some(7) }
+        SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 0,
+            seed: Some(7),
+        }
     }
 
     #[test]

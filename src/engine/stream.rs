@@ -40,10 +40,7 @@ impl<'a> TextStream<'a> {
         self.ids.push(id);
         let before = self.decode(&self.ids[self.prefix..self.read])?;
         let after = self.decode(&self.ids[self.prefix..])?;
-        if after.len() > before.len()
-            && !after.ends_with(REPLACEMENT)
-            && after.starts_with(&before)
-        {
+        if after.len() > before.len() && !after.ends_with(REPLACEMENT) && after.starts_with(&before) {
             self.prefix = self.read;
             self.read = self.ids.len();
             Ok(after[before.len()..].to_string())
@@ -88,11 +85,7 @@ impl StopFilter {
         // A match cannot start in emitted text: any suffix that could begin a
         // stop string was held back.
         let pending = &self.text[self.emitted..];
-        let earliest = self
-            .stops
-            .iter()
-            .filter_map(|s| pending.find(s.as_str()))
-            .min();
+        let earliest = self.stops.iter().filter_map(|s| pending.find(s.as_str())).min();
         if let Some(pos) = earliest {
             let cut = self.emitted + pos;
             let out = self.text[self.emitted..cut].to_string();

@@ -67,10 +67,8 @@ impl ChatTemplate {
                 context! { role => role, content => m.content.as_str() }
             })
             .collect();
-        let template = self
-            .env
-            .get_template("chat")
-            .map_err(|e| Error::invalid_model(format!("chat template: {e}")))?;
+        let template =
+            self.env.get_template("chat").map_err(|e| Error::invalid_model(format!("chat template: {e}")))?;
         template
             .render(context! {
                 messages => messages,
@@ -79,8 +77,8 @@ impl ChatTemplate {
                 eos_token => self.eos.as_str(),
             })
             .map_err(|e| {
-                let raised = std::iter::successors(std::error::Error::source(&e), |s| s.source())
-                    .any(|s| s.is::<Raised>());
+                let raised =
+                    std::iter::successors(std::error::Error::source(&e), |s| s.source()).any(|s| s.is::<Raised>());
                 if raised {
                     // The template rejected these messages (e.g. a role it does not support).
                     Error::param("messages", e.detail().unwrap_or("rejected by the chat template").to_string())
@@ -127,7 +125,9 @@ mod tests {
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
         assert_eq!(t.render(&[Message::new(Role::User, "  hi ")], false).unwrap(), "HI|");
         match t.render(&[Message::new(Role::System, "x")], false) {
-            Err(Error::InvalidParameter { name: "messages", reason }) => assert!(reason.contains("System role"), "{reason}"),
+            Err(Error::InvalidParameter { name: "messages", reason }) => {
+                assert!(reason.contains("System role"), "{reason}")
+            }
             Err(other) => panic!("{other:?}"),
             Ok(s) => panic!("{s}"),
         }
@@ -136,7 +136,12 @@ mod tests {
     #[test]
     fn hostile_templates_are_typed_errors() {
         assert!(matches!(ChatTemplate::new("{% for %}", String::new(), String::new()), Err(Error::InvalidModel(_))));
-        let forever = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", String::new(), String::new()).unwrap();
+        let forever = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
         assert!(matches!(forever.render(&[], true), Err(Error::Inference(_))));
     }
 }

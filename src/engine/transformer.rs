@@ -198,8 +198,15 @@ enum Attention {
 #[derive(Clone)]
 enum Mlp {
     /// Phi-3: `ffn_up` holds gate|up.
-    Fused { gate_up: Linear, down: Linear },
-    Split { gate: Linear, up: Linear, down: Linear },
+    Fused {
+        gate_up: Linear,
+        down: Linear,
+    },
+    Split {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
 }
 
 #[derive(Clone)]

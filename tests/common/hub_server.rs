@@ -135,9 +135,7 @@ fn serve(
             )?;
             continue;
         }
-        let blob = path
-            .strip_prefix("/cdn/")
-            .and_then(|sha| files.values().find(|b| sha256_hex(b) == sha));
+        let blob = path.strip_prefix("/cdn/").and_then(|sha| files.values().find(|b| sha256_hex(b) == sha));
         let Some(blob) = blob else {
             write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")?;
             continue;
@@ -156,7 +154,10 @@ fn serve(
         let (status, start, end) = match parsed {
             Some((a, b)) if a < total => ("206 Partial Content", a, b.unwrap_or(total - 1).min(total - 1)),
             Some(_) => {
-                write!(out, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\n\r\n")?;
+                write!(
+                    out,
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\n\r\n"
+                )?;
                 continue;
             }
             None => ("200 OK", 0, total - 1),
@@ -168,11 +169,8 @@ fn serve(
         }
         out.write_all(head.as_bytes())?;
         out.write_all(b"\r\n")?;
-        let drop_now = !probe
-            && faults
-                .drop_bodies
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+        let drop_now =
+            !probe && faults.drop_bodies.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if drop_now {
             out.write_all(&slice[..slice.len() / 2])?;
             out.flush()?;

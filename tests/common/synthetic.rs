@@ -61,7 +61,15 @@ impl Phi3Spec {
 
     /// A quantized model shaped so Q4_K blocks (256 wide) fit.
     pub fn quantized() -> Self {
-        Self { hidden: 256, heads: 8, kv_heads: 8, ff: 512, dtype: GgmlDType::Q4K, seed: 0x5eed_0002, ..Self::reference() }
+        Self {
+            hidden: 256,
+            heads: 8,
+            kv_heads: 8,
+            ff: 512,
+            dtype: GgmlDType::Q4K,
+            seed: 0x5eed_0002,
+            ..Self::reference()
+        }
     }
 
     /// Phi-3-mini-4k's real dimensions (3.8 B parameters), for benchmarks.
@@ -106,7 +114,13 @@ impl Phi3Spec {
         let inv_sqrt = |n: usize| 1.0 / (n as f32).sqrt();
 
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        let mut add = |name: String, shape: &[usize], std: f32, mean: f32, dtype: GgmlDType, rng: &mut SplitMix64| -> candle_core::Result<()> {
+        let mut add = |name: String,
+                       shape: &[usize],
+                       std: f32,
+                       mean: f32,
+                       dtype: GgmlDType,
+                       rng: &mut SplitMix64|
+         -> candle_core::Result<()> {
             let n: usize = shape.iter().product();
             // Uniform with the requested standard deviation.
             let a = std * 3f32.sqrt();
@@ -119,7 +133,9 @@ impl Phi3Spec {
         for i in 0..self.layers {
             add(format!("blk.{i}.attn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
             match self.arch {
-                Arch::Phi3 => add(format!("blk.{i}.attn_qkv.weight"), &[qkv_rows, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?,
+                Arch::Phi3 => {
+                    add(format!("blk.{i}.attn_qkv.weight"), &[qkv_rows, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?
+                }
                 Arch::Llama => {
                     let kv = self.kv_heads * head_dim;
                     add(format!("blk.{i}.attn_q.weight"), &[h, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
@@ -130,7 +146,9 @@ impl Phi3Spec {
             add(format!("blk.{i}.attn_output.weight"), &[h, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
             add(format!("blk.{i}.ffn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
             match self.arch {
-                Arch::Phi3 => add(format!("blk.{i}.ffn_up.weight"), &[2 * self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?,
+                Arch::Phi3 => {
+                    add(format!("blk.{i}.ffn_up.weight"), &[2 * self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?
+                }
                 Arch::Llama => {
                     add(format!("blk.{i}.ffn_gate.weight"), &[self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
                     add(format!("blk.{i}.ffn_up.weight"), &[self.ff, h], inv_sqrt(h), 0.0, self.dtype, &mut rng)?;
