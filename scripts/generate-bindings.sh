@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --lib --quiet
+source scripts/lib.sh
+host_library
 cargo build --release -p uniffi-bindgen --quiet
-TARGET="${CARGO_TARGET_DIR:-target}"
-LIB="$TARGET/release/libphi_mobile.so"
-[ "$(uname)" = Darwin ] && LIB="$TARGET/release/libphi_mobile.dylib"
+TARGET="$TARGET_DIR"
+LIB="$HOST_LIB"
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT

@@ -12,7 +12,7 @@
 # missing. Compiled jars are cached there too, keyed by a hash of their inputs.
 
 KOTLIN_VERSION=2.4.20
-CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
+source scripts/lib.sh
 KOTLIN_HOME="$CACHE/kotlin-compiler-$KOTLIN_VERSION"
 BUILD_CACHE="$CACHE/kotlin-build"
 JNA_JAR=/usr/share/java/jna.jar
@@ -22,23 +22,12 @@ KLIB="$KOTLIN_HOME/lib"
 RUNTIME_CP="$KLIB/kotlin-stdlib.jar:$KLIB/kotlinx-coroutines-core-jvm.jar:$JNA_JAR"
 TEST_CP="$KLIB/kotlin-test.jar:$KLIB/kotlin-test-junit5.jar:$JUNIT_JAR"
 GENERATED=bindings/kotlin/src/main/kotlin/dev/phimobile/phi_mobile.kt
-mkdir -p "$CACHE" "$BUILD_CACHE"
+mkdir -p "$BUILD_CACHE"
 
 # java, JNA, JUnit 5 (apt) and kotlinc (npm), each only if missing.
 kotlin_toolchain() {
-  local missing=()
-  command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
-  [ -f "$JNA_JAR" ] || missing+=(libjna-java)
-  [ -f "$JUNIT_JAR" ] || missing+=(junit5)
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (apt-get)"
-    local sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
-    export DEBIAN_FRONTEND=noninteractive
-    # A fresh machine may have no package lists yet: update only if install fails.
-    "${sudo[@]}" apt-get install -y -q "${missing[@]}" </dev/null ||
-      { "${sudo[@]}" apt-get update -q </dev/null && "${sudo[@]}" apt-get install -y -q "${missing[@]}" </dev/null; }
-  fi
+  command -v java >/dev/null 2>&1 || apt_install default-jre-headless
+  apt_install libjna-java junit5
   if [ ! -x "$KOTLIN_HOME/bin/kotlinc" ]; then
     echo "fetching kotlin-compiler@$KOTLIN_VERSION (npm, ~90 MB)"
     local dl
@@ -57,10 +46,9 @@ kotlin_toolchain() {
 # $WORK/reference.gguf.
 host_library_and_fixtures() {
   scripts/fetch-fixtures.sh
-  cargo build --release --quiet --lib --example synthetic_gguf
-  TARGET="$(realpath "${CARGO_TARGET_DIR:-target}")"
+  host_library
+  TARGET="$(realpath "$TARGET_DIR")"
   LIB_DIR="$TARGET/release"
-  [ -f "$LIB_DIR/libphi_mobile.so" ] || { echo "no $LIB_DIR/libphi_mobile.so" >&2; exit 1; }
   "$TARGET/release/examples/synthetic_gguf" reference "$WORK/reference.gguf"
 }
 

@@ -6,7 +6,8 @@
 #   scripts/leak-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind; }
+source scripts/lib.sh
+apt_install valgrind
 scripts/fetch-fixtures.sh >/dev/null
 bin="$(cargo test --release --test leaks --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | grep -v '^$' | tail -n 1)"

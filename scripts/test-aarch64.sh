@@ -17,15 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 
-need=()
-for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+source scripts/lib.sh
+apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+rust_target aarch64-unknown-linux-gnu
 scripts/fetch-fixtures.sh >/dev/null
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -16,40 +16,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd -P)"
-export PHI_MOBILE_CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
-CACHE="$PHI_MOBILE_CACHE"
-mkdir -p "$CACHE"
-TARGET="${CARGO_TARGET_DIR:-target}"
-mkdir -p "$TARGET"
-TARGET="$(cd "$TARGET" && pwd -P)"
-LIB_NAME=libphi_mobile.so
-[ "$(uname)" = Darwin ] && LIB_NAME=libphi_mobile.dylib
+source scripts/lib.sh
 PACKAGE=bindings/swift
 
 echo "== fixtures"
 scripts/fetch-fixtures.sh
 
 echo "== synthetic model and host library"
-# The reference model is cached by the hash of what writes it: building the
-# example unifies dev-dependency features and so rebuilds the library (~15 s
-# each way), which a cached model avoids on most runs.
+# The synthetic reference model is cached by the hash of what writes it.
+host_library
 MODEL_KEY="$(cat tests/common/synthetic.rs examples/synthetic_gguf.rs Cargo.lock | sha256sum | cut -c1-16)"
 MODEL="$CACHE/swift-fixtures/reference-$MODEL_KEY.gguf"
 if [ ! -s "$MODEL" ]; then
-  cargo build --release --example synthetic_gguf --quiet
   mkdir -p "$CACHE/swift-fixtures"
   rm -f "$CACHE"/swift-fixtures/reference-*.gguf
-  "$TARGET/release/examples/synthetic_gguf" reference "$MODEL.tmp.$$" >/dev/null
+  "$TARGET_DIR/release/examples/synthetic_gguf" reference "$MODEL.tmp.$$" >/dev/null
   mv "$MODEL.tmp.$$" "$MODEL"
 fi
-# Last, so the library is exactly what `cargo build --release --lib` makes.
-cargo build --release --lib --quiet
 # The tests get copies of the library (a concurrent cargo build cannot swap it
 # mid-run), the tokenizer and the synthetic model in a temp dir of their own.
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/phi-mobile-swift.XXXXXX")"
 trap 'rm -rf "$DATA"' EXIT
 # (cp -p: unchanged inputs keep their times, so SwiftPM does not relink.)
-cp -p "$TARGET/release/$LIB_NAME" "$DATA/"
+cp -p "$HOST_LIB" "$DATA/"
 cp -p "$CACHE/phi3-tokenizer.json" "$DATA/"
 cp -p "$MODEL" "$DATA/reference.gguf"
 # SmolLM2 (98 MB): a hard link where the cache and the temp dir share a file
@@ -122,10 +111,7 @@ prepare_root() {
   [ -f "$ROOT/.phi-mobile-ready" ] && return 0
   local partial="$ROOT.partial" log="$CACHE/swift-root.log"
   rm -rf "$partial"
-  if ! command -v debootstrap >/dev/null 2>&1; then
-    echo "== installing debootstrap"
-    { apt-get install -y -q debootstrap || { apt-get update -q && apt-get install -y -q debootstrap; }; } </dev/null >/dev/null
-  fi
+  apt_install debootstrap
   echo "== debootstrap Debian 13 into $partial (log: $log)"
   debootstrap --variant=minbase --include=ca-certificates trixie "$partial" http://deb.debian.org/debian \
     </dev/null >"$log" 2>&1 || { tail -30 "$log" >&2; return 1; }

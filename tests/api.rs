@@ -115,9 +115,9 @@ fn failing_sink_is_a_callback_error_and_the_model_keeps_working() {
 
     let session = model.new_session(vec![]);
     let sink = Arc::new(Collect { fail_at: Some(2), ..Default::default() });
-    assert!(matches!(session.send("Hi".into(), greedy(8), sink), Err(LlmError::Callback { .. })));
+    assert!(matches!(session.send("Hi".into(), greedy(8), sink, None), Err(LlmError::Callback { .. })));
     assert!(session.history().is_empty(), "a failed turn is not recorded");
-    session.send("Hi".into(), greedy(8), Collect::new()).unwrap();
+    session.send("Hi".into(), greedy(8), Collect::new(), None).unwrap();
     assert_eq!(session.history().len(), 2);
 
     let again = model.generate("Robust".into(), greedy(12), Collect::new(), None).unwrap();
@@ -150,7 +150,7 @@ fn cancel_from_another_thread_takes_effect_within_one_token() {
         Arc::new(PauseAt { at: 5, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
     let worker = {
         let (session, sink) = (session.clone(), sink.clone());
-        std::thread::spawn(move || session.send("Go on forever".into(), greedy(400), sink))
+        std::thread::spawn(move || session.send("Go on forever".into(), greedy(400), sink, None))
     };
     sink.reached.wait();
     session.cancel();
@@ -162,7 +162,7 @@ fn cancel_from_another_thread_takes_effect_within_one_token() {
     assert!(stats.generated_tokens >= 5 && stats.generated_tokens <= 6, "{}", stats.generated_tokens);
     // The cancelled turn is kept, and the session goes on normally.
     assert_eq!(session.history().len(), 2);
-    let next = session.send("Next".into(), greedy(4), Collect::new()).unwrap();
+    let next = session.send("Next".into(), greedy(4), Collect::new(), None).unwrap();
     assert_eq!(next.stop_reason, StopReason::MaxTokens);
 }
 
@@ -171,8 +171,8 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
     let model = reference_model();
     for first_turn_tokens in [1, 16] {
         let session = model.new_session(vec![ChatMessage { role: Role::System, content: "You are terse.".into() }]);
-        let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new()).unwrap();
-        let t2 = session.send("Tell me more".into(), greedy(16), Collect::new()).unwrap();
+        let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new(), None).unwrap();
+        let t2 = session.send("Tell me more".into(), greedy(16), Collect::new(), None).unwrap();
 
         let transcript = vec![
             ChatMessage { role: Role::System, content: "You are terse.".into() },
@@ -180,7 +180,7 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
             ChatMessage { role: Role::Assistant, content: t1.text.clone() },
         ];
         let fresh = model.new_session(transcript.clone());
-        let f2 = fresh.send("Tell me more".into(), greedy(16), Collect::new()).unwrap();
+        let f2 = fresh.send("Tell me more".into(), greedy(16), Collect::new(), None).unwrap();
         assert_eq!(t2.token_ids, f2.token_ids);
         assert_eq!(t2.text, f2.text);
         assert_eq!(f2.cached_prompt_tokens, 0);
@@ -216,11 +216,11 @@ fn reset_returns_to_the_initial_history() {
     let model = reference_model();
     let system = ChatMessage { role: Role::System, content: "Sys".into() };
     let session = model.new_session(vec![system.clone()]);
-    let first = session.send("Q".into(), greedy(6), Collect::new()).unwrap();
-    session.send("Q2".into(), greedy(6), Collect::new()).unwrap();
+    let first = session.send("Q".into(), greedy(6), Collect::new(), None).unwrap();
+    session.send("Q2".into(), greedy(6), Collect::new(), None).unwrap();
     session.reset();
     assert_eq!(session.history(), vec![system]);
-    let again = session.send("Q".into(), greedy(6), Collect::new()).unwrap();
+    let again = session.send("Q".into(), greedy(6), Collect::new(), None).unwrap();
     assert_eq!(again.token_ids, first.token_ids);
 }
 
@@ -230,8 +230,8 @@ fn four_threads_with_their_own_sessions_match_sequential_runs() {
     let prompts = ["alpha", "beta gamma", "delta epsilon zeta", "eta"];
     let run = |p: &str| {
         let s = model.new_session(vec![]);
-        let a = s.send(p.to_string(), greedy(12), Collect::new()).unwrap();
-        let b = s.send("and then?".into(), greedy(8), Collect::new()).unwrap();
+        let a = s.send(p.to_string(), greedy(12), Collect::new(), None).unwrap();
+        let b = s.send("and then?".into(), greedy(8), Collect::new(), None).unwrap();
         (a.token_ids, b.token_ids)
     };
     let sequential: Vec<_> = prompts.iter().map(|p| run(p)).collect();
@@ -271,7 +271,7 @@ fn prompt_past_the_context_is_an_error() {
     let session = model.new_session(vec![]);
     let mut turns = 0;
     let err = loop {
-        match session.send("more words please".into(), greedy(2), Collect::new()) {
+        match session.send("more words please".into(), greedy(2), Collect::new(), None) {
             Ok(_) => turns += 1,
             Err(e) => break e,
         }
@@ -327,8 +327,8 @@ fn a_chat_template_in_the_gguf_is_used_and_bos_is_not_doubled() {
     let rendered = templated.format_chat(messages.clone()).unwrap();
     assert_eq!(rendered, format!("<s>{}", builtin.format_chat(messages.clone()).unwrap()));
 
-    let a = templated.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new()).unwrap();
-    let b = builtin.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new()).unwrap();
+    let a = templated.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new(), None).unwrap();
+    let b = builtin.new_session(messages[..1].to_vec()).send("Hi".into(), greedy(12), Collect::new(), None).unwrap();
     assert_eq!(a.prompt_tokens, b.prompt_tokens, "one BOS, not two");
     assert_eq!(a.token_ids, b.token_ids);
 }
@@ -340,7 +340,7 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
     let model = Model::load(common::config(&common::model_file("rejecting-template", &spec))).unwrap();
     let session = model.new_session(vec![ChatMessage { role: Role::System, content: "x".into() }]);
-    match session.send("Hi".into(), greedy(4), Collect::new()) {
+    match session.send("Hi".into(), greedy(4), Collect::new(), None) {
         Err(LlmError::InvalidParameter { name, reason }) => {
             assert_eq!(name, "messages");
             assert!(reason.contains("System role not supported"), "{reason}");
@@ -379,4 +379,36 @@ fn a_cancellation_token_stops_one_shot_generation() {
     let stats = worker.join().unwrap().unwrap();
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
     assert!(stats.generated_tokens <= 4, "{}", stats.generated_tokens);
+}
+
+#[test]
+fn a_token_cancelled_before_the_turn_starts_stops_it() {
+    let model = reference_model();
+    let session = model.new_session(vec![]);
+    let token = CancellationToken::new();
+    token.cancel();
+    let stats = session.send("Never starts".into(), greedy(50), Collect::new(), Some(token)).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert_eq!(stats.generated_tokens, 0);
+
+    // Mid-turn from another thread, like `cancel()`.
+    let token = CancellationToken::new();
+    let sink =
+        Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
+    let worker = {
+        let (session, sink, token) = (session.clone(), sink.clone(), token.clone());
+        std::thread::spawn(move || session.send("Go on".into(), greedy(400), sink, Some(token)))
+    };
+    sink.reached.wait();
+    token.cancel();
+    sink.cancelled.wait();
+    let stats = worker.join().unwrap().unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert!(stats.generated_tokens <= 4, "{}", stats.generated_tokens);
+
+    // `cancel()` aims at the turn in progress: one that lands between turns
+    // does not stop the next (a per-call token is how to stop that one).
+    session.cancel();
+    let next = session.send("Next".into(), greedy(4), Collect::new(), None).unwrap();
+    assert_eq!(next.stop_reason, StopReason::MaxTokens);
 }

@@ -49,7 +49,7 @@ fn four_sessions_and_a_random_canceller() {
     // Sequential answers, one fresh session each.
     let expected: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| model.new_session(vec![]).send(p.to_string(), params(), Collect::new()).unwrap().token_ids)
+        .map(|p| model.new_session(vec![]).send(p.to_string(), params(), Collect::new(), None).unwrap().token_ids)
         .collect();
     let expected = Arc::new(expected);
 
@@ -57,6 +57,7 @@ fn four_sessions_and_a_random_canceller() {
         let sessions: Vec<Arc<ChatSession>> = (0..4).map(|_| model.new_session(vec![])).collect();
         let done = Arc::new(AtomicBool::new(false));
         let cancelled_turns = Arc::new(AtomicUsize::new(0));
+        let finished_turns = Arc::new(AtomicUsize::new(0));
         let canceller = {
             let (sessions, done) = (sessions.clone(), done.clone());
             std::thread::spawn(move || {
@@ -70,16 +71,24 @@ fn four_sessions_and_a_random_canceller() {
         };
         let workers: Vec<_> = (0..4)
             .map(|i| {
-                let (session, expected, cancelled) = (sessions[i].clone(), expected.clone(), cancelled_turns.clone());
+                let (session, expected) = (sessions[i].clone(), expected.clone());
+                let (cancelled, finished) = (cancelled_turns.clone(), finished_turns.clone());
                 std::thread::spawn(move || {
-                    for round in 0..6 {
-                        let stats = session.send(prompts[i].to_string(), params(), Collect::new()).unwrap();
+                    // At least 6 rounds, and on until both outcomes were seen
+                    // (bounded: the canceller fires every ~12 ms).
+                    for round in 0..200 {
+                        let seen_both = cancelled.load(Ordering::SeqCst) > 0 && finished.load(Ordering::SeqCst) > 0;
+                        if round >= 6 && seen_both {
+                            break;
+                        }
+                        let stats = session.send(prompts[i].to_string(), params(), Collect::new(), None).unwrap();
                         // Cancelled turns stop early, but what they produced
                         // is this session's answer, never another's.
                         if stats.stop_reason == StopReason::Cancelled {
                             cancelled.fetch_add(1, Ordering::SeqCst);
                             assert!(expected[i].starts_with(&stats.token_ids), "session {i} round {round}: cross-talk");
                         } else {
+                            finished.fetch_add(1, Ordering::SeqCst);
                             assert_eq!(stats.token_ids, expected[i], "session {i} round {round}");
                         }
                         // Back to an empty history: the next turn has the
@@ -94,7 +103,10 @@ fn four_sessions_and_a_random_canceller() {
         }
         done.store(true, Ordering::SeqCst);
         canceller.join().unwrap();
-        eprintln!("{} of 24 turns were cancelled", cancelled_turns.load(Ordering::SeqCst));
+        let (cancelled, finished) = (cancelled_turns.load(Ordering::SeqCst), finished_turns.load(Ordering::SeqCst));
+        eprintln!("{cancelled} turns were cancelled, {finished} ran to the end");
+        assert!(cancelled > 0, "no turn was cancelled: the test did not test cancellation");
+        assert!(finished > 0, "every turn was cancelled: the answers were never compared");
     });
 }
 
@@ -117,7 +129,7 @@ impl TokenSink for Reentrant {
         log.push(format!("generate {:?}", nested.map(|s| s.generated_tokens)));
         if let Some(session) = self.session.lock().unwrap().as_ref() {
             log.push(format!("history {}", session.history().len()));
-            match session.send("again".into(), GenerationParams::greedy(2), Collect::new()) {
+            match session.send("again".into(), GenerationParams::greedy(2), Collect::new(), None) {
                 Err(LlmError::InvalidParameter { name, .. }) => log.push(format!("send refused ({name})")),
                 other => log.push(format!("send {other:?}")),
             }
@@ -125,7 +137,7 @@ impl TokenSink for Reentrant {
             let other = self.model.new_session(vec![]);
             log.push(format!(
                 "other {:?}",
-                other.send("x".into(), GenerationParams::greedy(2), Collect::new()).map(|s| s.generated_tokens)
+                other.send("x".into(), GenerationParams::greedy(2), Collect::new(), None).map(|s| s.generated_tokens)
             ));
             session.reset();
             session.cancel();
@@ -156,7 +168,7 @@ fn calling_back_into_the_library_from_a_sink() {
         // stops the turn.
         let system = ChatMessage { role: Role::System, content: "Sys".into() };
         let session = model.new_session(vec![system.clone()]);
-        session.send("first".into(), GenerationParams::greedy(2), Collect::new()).unwrap();
+        session.send("first".into(), GenerationParams::greedy(2), Collect::new(), None).unwrap();
         assert_eq!(session.history().len(), 3);
         let sink = Arc::new(Reentrant {
             model: model.clone(),
@@ -164,7 +176,7 @@ fn calling_back_into_the_library_from_a_sink() {
             seen: AtomicUsize::new(0),
             log: Mutex::default(),
         });
-        let stats = session.send("second".into(), GenerationParams::greedy(50), sink.clone()).unwrap();
+        let stats = session.send("second".into(), GenerationParams::greedy(50), sink.clone(), None).unwrap();
         assert_eq!(stats.stop_reason, StopReason::Cancelled);
         let log = sink.log.lock().unwrap().clone();
         assert_eq!(log[2], "history 3", "{log:?}");
@@ -172,7 +184,7 @@ fn calling_back_into_the_library_from_a_sink() {
         assert_eq!(log[4], "other Ok(2)", "{log:?}");
         assert_eq!(session.history(), vec![system], "the reset from the sink applied after the turn");
         // The session is usable afterwards.
-        let next = session.send("third".into(), GenerationParams::greedy(3), Collect::new()).unwrap();
+        let next = session.send("third".into(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
         assert_eq!(next.generated_tokens, 3);
         assert_eq!(session.history().len(), 3);
         // Break the session ↔ sink cycle.
@@ -209,7 +221,7 @@ fn history_from_another_thread_waits_for_the_turn() {
         let sink = Arc::new(Pause { started: Mutex::new(Some(started_tx)), go: Mutex::new(go_rx) });
         let turn = {
             let session = session.clone();
-            std::thread::spawn(move || session.send("Go on".into(), GenerationParams::greedy(400), sink))
+            std::thread::spawn(move || session.send("Go on".into(), GenerationParams::greedy(400), sink, None))
         };
         started.recv().unwrap();
         let (history_tx, history) = mpsc::channel();

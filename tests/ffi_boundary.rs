@@ -140,11 +140,12 @@ fn panicking_callbacks_are_callback_errors() {
     });
     assert!(matches!(&e, LlmError::Callback { reason } if reason.contains("sink bug")), "{e:?}");
     let session = model.new_session(vec![]);
-    let e = typed_error("send", || session.send("Hi".into(), GenerationParams::greedy(4), Arc::new(PanickingSink)));
+    let e =
+        typed_error("send", || session.send("Hi".into(), GenerationParams::greedy(4), Arc::new(PanickingSink), None));
     assert!(matches!(e, LlmError::Callback { .. }), "{e:?}");
     assert!(session.history().is_empty());
     // Both keep working.
-    session.send("Hi".into(), GenerationParams::greedy(4), Collect::new()).unwrap();
+    session.send("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
     model.generate("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
 
     // A broken progress callback only loses its reports.
@@ -217,7 +218,7 @@ fn every_error_path_is_a_typed_error() {
     for (what, prompt, params, fails, is_expected) in gen_cases {
         let e = typed_error(what, || model.generate(prompt.clone(), params.clone(), sink(fails), None));
         assert!(is_expected(&e), "generate {what}: {e:?}");
-        let e = typed_error(what, || session.send(prompt, params, sink(fails)));
+        let e = typed_error(what, || session.send(prompt, params, sink(fails), None));
         assert!(is_expected(&e), "send {what}: {e:?}");
     }
 

@@ -196,7 +196,7 @@ fn nan_and_infinite_weights_stop_with_an_inference_error() {
         assert!(sink.pieces().is_empty(), "{name}: streamed {:?}", sink.text());
         let session = model.new_session(vec![]);
         assert!(matches!(
-            session.send("Hello".into(), GenerationParams::default(), Collect::new()),
+            session.send("Hello".into(), GenerationParams::default(), Collect::new(), None),
             Err(LlmError::Inference { .. })
         ));
         assert!(session.history().is_empty());
@@ -272,7 +272,7 @@ fn prompts_of_zero_and_a_hundred_thousand_characters() {
     assert_eq!(empty.prompt_tokens, 1, "only the BOS token");
     assert_eq!(empty.generated_tokens, 3);
     let session = model.new_session(vec![]);
-    session.send(String::new(), GenerationParams::greedy(3), Collect::new()).unwrap();
+    session.send(String::new(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
     assert_eq!(session.history().len(), 2);
 
     let huge: String = "The quick brown fox jumps over the lazy dog. ".repeat(2223)[..100_000].to_string();
@@ -284,7 +284,7 @@ fn prompts_of_zero_and_a_hundred_thousand_characters() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        session.send(huge, GenerationParams::greedy(3), Collect::new()),
+        session.send(huge, GenerationParams::greedy(3), Collect::new(), None),
         Err(LlmError::ContextOverflow { .. })
     ));
     assert_eq!(session.history().len(), 2, "the failed turn is not recorded");
@@ -326,6 +326,6 @@ fn fuzz_seed_models_load_and_generate() {
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let stats = model.generate("hello".into(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
         assert!(stats.prompt_tokens > 0, "{name}");
-        model.new_session(vec![]).send("hello".into(), GenerationParams::greedy(2), Collect::new()).unwrap();
+        model.new_session(vec![]).send("hello".into(), GenerationParams::greedy(2), Collect::new(), None).unwrap();
     }
 }

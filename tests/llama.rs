@@ -40,18 +40,19 @@ fn context_is_capped_at_what_candle_supports() {
 fn chat_needs_a_template_and_uses_it() {
     let session = llama().new_session(vec![]);
     assert!(matches!(
-        session.send("Hi".into(), GenerationParams::greedy(4), Collect::new()),
+        session.send("Hi".into(), GenerationParams::greedy(4), Collect::new(), None),
         Err(LlmError::InvalidParameter { .. })
     ));
 
     let spec = Phi3Spec::llama().with_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
     let model = Model::load(common::config(&common::model_file("llama-chatml", &spec))).unwrap();
     let session = model.new_session(vec![]);
-    let t1 = session.send("Hi".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
-    let t2 = session.send("More".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
+    let t1 = session.send("Hi".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
+    let t2 = session.send("More".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
     let mut transcript = session.history();
     transcript.truncate(3);
-    let fresh = model.new_session(transcript).send("More".into(), GenerationParams::greedy(8), Collect::new()).unwrap();
+    let fresh =
+        model.new_session(transcript).send("More".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
     assert_eq!(t2.token_ids, fresh.token_ids);
     assert_eq!(t1.generated_tokens, 8);
 }

@@ -35,8 +35,9 @@ fn chat_answer_streams_and_stops_at_im_end() {
     let model = smollm2();
     let session = model.new_session(vec![]);
     let sink = Collect::new();
-    let stats =
-        session.send("Write a haiku about ice hockey".into(), GenerationParams::greedy(96), sink.clone()).unwrap();
+    let stats = session
+        .send("Write a haiku about ice hockey".into(), GenerationParams::greedy(96), sink.clone(), None)
+        .unwrap();
     assert_eq!(stats.stop_reason, StopReason::EndOfSequence, "{stats:?}");
     assert!(stats.generated_tokens > 5);
     assert_eq!(sink.text(), stats.text);
@@ -55,14 +56,14 @@ fn chat_answer_streams_and_stops_at_im_end() {
 fn second_turn_reuses_the_cache_and_equals_a_fresh_run() {
     let model = smollm2();
     let session = model.new_session(vec![]);
-    let t1 = session.send("Name a color.".into(), GenerationParams::greedy(24), Collect::new()).unwrap();
-    let t2 = session.send("And another one?".into(), GenerationParams::greedy(24), Collect::new()).unwrap();
+    let t1 = session.send("Name a color.".into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
+    let t2 = session.send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
     assert!(t2.cached_prompt_tokens >= t1.prompt_tokens, "{} < {}", t2.cached_prompt_tokens, t1.prompt_tokens);
     let mut transcript = session.history();
     transcript.truncate(2);
     let fresh = model
         .new_session(transcript)
-        .send("And another one?".into(), GenerationParams::greedy(24), Collect::new())
+        .send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None)
         .unwrap();
     assert_eq!(t2.token_ids, fresh.token_ids);
 }
@@ -97,8 +98,10 @@ fn greedy_chat_answers_equal_llama_cpp() {
         // llama.cpp's top-2 margin there is 0.1): candle's and ggml's Q4_1
         // kernels round differently. Held at 15 until that is understood.
         let n = 15;
-        let stats =
-            model.new_session(vec![]).send(user.into(), GenerationParams::greedy(n as u32), Collect::new()).unwrap();
+        let stats = model
+            .new_session(vec![])
+            .send(user.into(), GenerationParams::greedy(n as u32), Collect::new(), None)
+            .unwrap();
         assert_eq!(stats.token_ids, expected[..n], "{name}");
     }
 }

@@ -10,6 +10,53 @@ use phi_mobile::{ChatMessage, GenerationParams, LlmError, Model, ModelConfig, Ro
 #[allow(dead_code)]
 pub mod seeds;
 
+/// The largest single allocation a fuzz input may cause. libFuzzer's own
+/// `-malloc_limit_mb` needs a sanitizer's allocator; the fuzz build runs
+/// without one (see scripts/fuzz.sh), so the cap is enforced here.
+const MAX_ALLOCATION: usize = 256 << 20;
+
+/// The system allocator with `MAX_ALLOCATION` enforced: a larger request
+/// aborts, and libFuzzer saves the input as a crash.
+struct CappedAllocator;
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds
+// `GlobalAlloc`'s contract; the cap only adds an abort before it.
+unsafe impl std::alloc::GlobalAlloc for CappedAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        check_size(layout.size());
+        // SAFETY: the caller's layout is passed on as received.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        check_size(layout.size());
+        // SAFETY: as above.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System` with this layout (all allocations go through here).
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        check_size(new_size);
+        // SAFETY: as for `dealloc`; `new_size` is the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn check_size(size: usize) {
+    if size > MAX_ALLOCATION {
+        // No formatting machinery here: it could allocate, inside the allocator.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"==ERROR: an allocation over the 256 MB limit\n");
+        std::process::abort();
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CappedAllocator = CappedAllocator;
+
 /// Which panics are findings. A panic in phi-mobile's own code (validation,
 /// the generation loop, the FFI layer) is a bug: the process aborts and
 /// libFuzzer saves the input. A panic inside a dependency (tokenizers,
@@ -84,7 +131,7 @@ pub fn exercise(model: &Arc<Model>) {
     let _ = model.format_chat(messages.clone());
     let _ = model.generate("hello".into(), GenerationParams::greedy(3), Arc::new(Discard), None);
     let sampled = GenerationParams { max_tokens: 3, seed: Some(1), ..GenerationParams::default() };
-    let _ = model.new_session(messages[..1].to_vec()).send("hi".into(), sampled, Arc::new(Discard));
+    let _ = model.new_session(messages[..1].to_vec()).send("hi".into(), sampled, Arc::new(Discard), None);
 }
 
 /// The fixed model the tokenizer targets pair their input with.

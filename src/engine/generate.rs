@@ -112,6 +112,21 @@ pub struct Sequence {
 /// Receives each text piece; returns `Ok(false)` to stop generating.
 pub type Sink<'a> = dyn FnMut(&str) -> Result<bool> + 'a;
 
+/// What stops a generation within one token: any of these flags, set from
+/// any thread. A chat turn watches its session's `cancel()` and the caller's
+/// per-call token; a flag set before the turn starts stops it at once.
+#[derive(Clone, Copy)]
+pub struct Stop<'a>(pub &'a [&'a AtomicBool]);
+
+impl Stop<'_> {
+    /// Nothing can stop it but the sink.
+    pub const NEVER: Stop<'static> = Stop(&[]);
+
+    pub fn is_set(&self) -> bool {
+        self.0.iter().any(|f| f.load(Ordering::Relaxed))
+    }
+}
+
 impl Sequence {
     pub fn new(model: &LoadedModel) -> Self {
         Self { weights: model.pristine.clone(), cached: Vec::new() }
@@ -150,7 +165,7 @@ impl Sequence {
         model: &LoadedModel,
         prompt: &[u32],
         opts: &GenerateOptions,
-        cancel: &AtomicBool,
+        cancel: Stop<'_>,
         sink: &mut Sink<'_>,
     ) -> Result<Outcome> {
         opts.validate()?;
@@ -174,7 +189,7 @@ impl Sequence {
 
         let mut logits = Vec::new();
         for chunk in prompt[start..].chunks(PREFILL_CHUNK) {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_set() {
                 timings.prefill = started.elapsed();
                 return Ok(Outcome {
                     text: String::new(),
@@ -209,7 +224,7 @@ impl Sequence {
         let mut first_token_at = None;
 
         let reason = loop {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_set() {
                 break StopReason::Cancelled;
             }
             let token = sampler.sample(&mut logits, &context)?;
@@ -294,7 +309,7 @@ impl Conversation {
         model: &LoadedModel,
         user_message: String,
         opts: &GenerateOptions,
-        cancel: &AtomicBool,
+        cancel: Stop<'_>,
         sink: &mut Sink<'_>,
     ) -> Result<Outcome> {
         let mut messages = self.history.clone();

@@ -18,7 +18,9 @@ pub use chat::{phi3_prompt, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
-pub use generate::{Conversation, GenerateOptions, Outcome, Sequence, Sink, StopReason, Timings, MAX_STOP_STRINGS};
+pub use generate::{
+    Conversation, GenerateOptions, Outcome, Sequence, Sink, Stop, StopReason, Timings, MAX_STOP_STRINGS,
+};
 pub use model::{LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
 

@@ -120,7 +120,11 @@ impl LoadedModel {
 
         let path = &cfg.model_path;
         let file = open(path)?;
-        let file_size = file.metadata().map_err(|source| Error::Io { path: path.clone(), source })?.len();
+        let metadata = file.metadata().map_err(|source| Error::Io { path: path.clone(), source })?;
+        if !metadata.is_file() {
+            return Err(Error::invalid_model(format!("{} is a directory or device, not a model file", path.display())));
+        }
+        let file_size = metadata.len();
         if file_size == 0 {
             return Err(Error::invalid_model("the model file is empty"));
         }

@@ -606,8 +606,9 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 /**
- * Cancels a one-shot `Model.generate` from another thread. One token per
- * call; once cancelled it stays cancelled.
+ * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * `download_model`. One token per call; once cancelled it stays cancelled,
+ * so a cancel that lands before the call starts is never forgotten.
  */
 public protocol CancellationTokenProtocol: AnyObject, Sendable {
     
@@ -617,8 +618,9 @@ public protocol CancellationTokenProtocol: AnyObject, Sendable {
     
 }
 /**
- * Cancels a one-shot `Model.generate` from another thread. One token per
- * call; once cancelled it stays cancelled.
+ * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * `download_model`. One token per call; once cancelled it stays cancelled,
+ * so a cancel that lands before the call starts is never forgotten.
  */
 open class CancellationToken: CancellationTokenProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -780,9 +782,12 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
-     * calling thread.
+     * calling thread. `cancel`, if given, stops this turn within one token
+     * from any thread, even when cancelled before the turn starts (the
+     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * turn already in progress.
      */
-    func send(message: String, params: GenerationParams, sink: TokenSink) throws  -> GenerationStats
+    func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
     
 }
 /**
@@ -887,16 +892,20 @@ open func reset()  {try! rustCall() {
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
-     * calling thread.
+     * calling thread. `cancel`, if given, stops this turn within one token
+     * from any thread, even when cancelled before the turn starts (the
+     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * turn already in progress.
      */
-open func send(message: String, params: GenerationParams, sink: TokenSink)throws  -> GenerationStats  {
+open func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
     return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_chatsession_send(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(message),
         FfiConverterTypeGenerationParams_lower(params),
-        FfiConverterTypeTokenSink_lower(sink),uniffiCallStatus
+        FfiConverterTypeTokenSink_lower(sink),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
     )
 })
 }

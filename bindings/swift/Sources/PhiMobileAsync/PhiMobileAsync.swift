@@ -74,14 +74,16 @@ extension Model {
     /// Completes `prompt` as raw text, streaming the text pieces. Use
     /// ``events(prompt:params:)`` to also get the final `GenerationStats`.
     public func stream(prompt: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<String, Error> {
-        generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: nil) { sink in
-            try self.generate(prompt: prompt, params: params, sink: sink)
+        let token = CancellationToken()
+        return generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { token.cancel() }) { sink in
+            try self.generate(prompt: prompt, params: params, sink: sink, cancel: token)
         }
     }
 
     func events(prompt: String, params: GenerationParams, state: GenerationState) -> AsyncThrowingStream<GenerationEvent, Error> {
-        generationStream(state: state, element: { $0 }, cancelAction: nil) { sink in
-            try self.generate(prompt: prompt, params: params, sink: sink)
+        let token = CancellationToken()
+        return generationStream(state: state, element: { $0 }, cancelAction: { token.cancel() }) { sink in
+            try self.generate(prompt: prompt, params: params, sink: sink, cancel: token)
         }
     }
 }
@@ -103,9 +105,12 @@ extension ChatSession {
     /// leaving the `for try await` loop) stops it within one token and ends
     /// the stream. Use ``events(message:params:)`` to also get the final
     /// `GenerationStats`.
-    public func stream(message: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<String, Error> {
-        generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { [self] in cancel() }) { sink in
-            try self.send(message: message, params: params, sink: sink)
+    public func stream(
+        message: String, params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
+    ) -> AsyncThrowingStream<String, Error> {
+        let token = cancel ?? CancellationToken()
+        return generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { token.cancel() }) { sink in
+            try self.send(message: message, params: params, sink: sink, cancel: token)
         }
     }
 
@@ -114,16 +119,23 @@ extension ChatSession {
     ///
     /// Generation runs on its own thread. Cancelling the consuming task (or
     /// leaving the `for try await` loop) stops it within one token and ends
-    /// the stream; `cancel()` from anywhere stops it too, and the stream then
-    /// ends with `.done` and stop reason `.cancelled`. One turn at a time per
-    /// session: a second turn waits for the first. Errors are `LlmError`s.
-    public func events(message: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<GenerationEvent, Error> {
-        events(message: message, params: params, state: GenerationState())
+    /// the stream; `cancel` (a token the caller keeps), cancelled from
+    /// anywhere and at any time — also before the turn has started — stops
+    /// it too, and the stream then ends with `.done` and stop reason
+    /// `.cancelled`. One turn at a time per session: a second turn waits for
+    /// the first. Errors are `LlmError`s.
+    public func events(
+        message: String, params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
+    ) -> AsyncThrowingStream<GenerationEvent, Error> {
+        events(message: message, params: params, state: GenerationState(), cancel: cancel)
     }
 
-    func events(message: String, params: GenerationParams, state: GenerationState) -> AsyncThrowingStream<GenerationEvent, Error> {
-        generationStream(state: state, element: { $0 }, cancelAction: { [self] in cancel() }) { sink in
-            try self.send(message: message, params: params, sink: sink)
+    func events(
+        message: String, params: GenerationParams, state: GenerationState, cancel: CancellationToken? = nil
+    ) -> AsyncThrowingStream<GenerationEvent, Error> {
+        let token = cancel ?? CancellationToken()
+        return generationStream(state: state, element: { $0 }, cancelAction: { token.cancel() }) { sink in
+            try self.send(message: message, params: params, sink: sink, cancel: token)
         }
     }
 }

@@ -103,8 +103,8 @@ public actor ChatController {
     /// `stop()` abandons the import after the copy and deletes it.
     public func importModel(from source: URL, into directory: URL) async {
         await quiesce()
-        let stopped = CancelFlag()
-        await run(stop: { stopped.set() }) { controller in
+        let stopped = CancellationToken()
+        await run(stop: { stopped.cancel() }) { controller in
             await controller.performImport(from: source, into: directory, stopped: stopped)
         }
     }
@@ -119,12 +119,13 @@ public actor ChatController {
         guard snapshot.canSend, let session else { return nil }
         // Synchronously, before any suspension: a second send now sees a busy chat.
         publish(.generating(partial: ""))
-        let stopRequested = CancelFlag()
+        let stop = CancellationToken()
         let params = settings.params
-        // Stopping goes through the session, not task cancellation: the turn
-        // then ends normally, with stats and stop reason `.cancelled`.
-        return await run(stop: { stopRequested.set(); session.cancel() }) { controller in
-            await controller.performSend(message, params: params, session: session, stopRequested: stopRequested)
+        // Stopping goes through the turn's token, not task cancellation: the
+        // turn then ends normally, with stats and stop reason `.cancelled`,
+        // even when the stop lands before the library has started it.
+        return await run(stop: { stop.cancel() }) { controller in
+            await controller.performSend(message, params: params, session: session, stop: stop)
         }
     }
 
@@ -240,7 +241,7 @@ public actor ChatController {
         return [ChatMessage(role: .system, content: prompt)]
     }
 
-    private func performImport(from source: URL, into directory: URL, stopped: CancelFlag) async {
+    private func performImport(from source: URL, into directory: URL, stopped: CancellationToken) async {
         publish(.importing(fileName: source.lastPathComponent))
         let copied: URL
         do {
@@ -249,7 +250,7 @@ public actor ChatController {
             publish(.error(.file(error.localizedDescription)))
             return
         }
-        if stopped.isSet {
+        if stopped.isCancelled() {
             try? FileManager.default.removeItem(at: copied)
             publish(restingState)
             return
@@ -257,29 +258,24 @@ public actor ChatController {
         await performLoad(path: copied.path, tokenizerPath: nil)
     }
 
-    // The turn runs on the generated blocking API with a sink of our own
-    // (not PhiMobileAsync's stream): the sink checks the stop flag on the
-    // generating thread, so a stop that lands before the turn has started
-    // (which the session's own cancel flag forgets when the turn starts)
-    // still ends it at the first piece, and the turn still returns its stats.
     private func performSend(
-        _ message: String, params: GenerationParams, session: ChatSession, stopRequested: CancelFlag
+        _ message: String, params: GenerationParams, session: ChatSession, stop: CancellationToken
     ) async -> GenerationStats? {
-        let (pieces, report) = AsyncStream.makeStream(of: String.self) // unbounded: every piece, in order
-        let sink = ChatSink(stopRequested: stopRequested) { report.yield($0) }
-        let turn = Task {
-            defer { report.finish() }
-            return await offActor { () -> Result<GenerationStats, Error>? in
-                if stopRequested.isSet { return nil } // stopped before it began: no turn
-                return Result { try session.send(message: message, params: params, sink: sink) }
-            }
-        }
         var partial = ""
-        for await piece in pieces {
-            partial += piece
-            publish(.generating(partial: partial))
+        var outcome: Result<GenerationStats, Error>?
+        do {
+            for try await event in session.events(message: message, params: params, cancel: stop) {
+                switch event {
+                case .text(let piece):
+                    partial += piece
+                    publish(.generating(partial: partial))
+                case .done(let stats):
+                    outcome = .success(stats)
+                }
+            }
+        } catch {
+            outcome = .failure(error)
         }
-        let outcome = await turn.value
         // The session's history is the transcript: a stopped turn keeps its
         // partial answer, a failed one leaves no trace.
         let history = await offActor { session.history() }
@@ -302,42 +298,6 @@ public actor ChatController {
         if let error = error as? LlmError { return .llm(error) }
         if let error = error as? ChatError { return error }
         return .file(error.localizedDescription)
-    }
-}
-
-/// A flag set from any thread.
-final class CancelFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false // guarded by lock
-
-    func set() {
-        lock.lock()
-        value = true
-        lock.unlock()
-    }
-
-    var isSet: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return value
-    }
-}
-
-/// Hands each piece to the controller; refuses the next token once a stop is
-/// requested. The piece it is given is still delivered, so the streamed text
-/// stays exactly the turn's `stats.text`.
-final class ChatSink: TokenSink {
-    let stopRequested: CancelFlag
-    let deliver: @Sendable (String) -> Void
-
-    init(stopRequested: CancelFlag, deliver: @escaping @Sendable (String) -> Void) {
-        self.stopRequested = stopRequested
-        self.deliver = deliver
-    }
-
-    func onText(piece: String) throws -> Bool {
-        deliver(piece)
-        return !stopRequested.isSet
     }
 }
 

@@ -141,36 +141,33 @@ struct ChatControllerTests {
         }
     }
 
-    @Test("a stop that the turn's start forgets still ends the turn at its first piece")
+    @Test("a token cancelled before the turn starts stops it; a session cancel() then does not")
     func stopBeforeTheTurnStarts() async throws {
         let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
-        // Why the controller's sink checks its own flag: a session's cancel()
-        // before a turn is reset when the turn starts.
+        // A session's cancel() is aimed at the turn in progress: one that
+        // lands before the turn starts is not applied to it.
         let session = model.newSession(history: [])
         session.cancel()
         let unstopped = RecordedPieces()
         let ran = try await offActorThrowing {
             try session.send(message: "Tell me a story.", params: .greedy(maxTokens: 16),
-                             sink: ChatSink(stopRequested: CancelFlag(), deliver: unstopped.append))
+                             sink: PieceSink(deliver: unstopped.append), cancel: nil)
         }
         #expect(ran.stopReason != .cancelled)
         #expect(ran.generatedTokens > 1)
 
-        // With the controller's sink and its flag set, the same race ends the
-        // turn at the first piece, which is still delivered.
-        let stopped = CancelFlag()
-        stopped.set()
+        // The per-call token stays cancelled: the turn stops before its first token.
+        let token = CancellationToken()
+        token.cancel()
         let fresh = model.newSession(history: [])
-        fresh.cancel()
         let pieces = RecordedPieces()
         let stats = try await offActorThrowing {
             try fresh.send(message: "Tell me a story.", params: .greedy(maxTokens: 16),
-                           sink: ChatSink(stopRequested: stopped, deliver: pieces.append))
+                           sink: PieceSink(deliver: pieces.append), cancel: token)
         }
         #expect(stats.stopReason == .cancelled)
-        #expect(pieces.all.count == 1)
-        #expect(pieces.all.joined() == stats.text)
-        #expect(stats.generatedTokens < ran.generatedTokens)
+        #expect(stats.generatedTokens == 0)
+        #expect(pieces.all.isEmpty)
     }
 
     @Test("cancelling the task that called send() stops the turn")
@@ -385,5 +382,19 @@ final class RecordedPieces: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return pieces
+    }
+}
+
+/// Hands every piece on and never asks to stop.
+final class PieceSink: TokenSink {
+    let deliver: @Sendable (String) -> Void
+
+    init(deliver: @escaping @Sendable (String) -> Void) {
+        self.deliver = deliver
+    }
+
+    func onText(piece: String) throws -> Bool {
+        deliver(piece)
+        return true
     }
 }

@@ -344,7 +344,7 @@ void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
-RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS

@@ -191,8 +191,8 @@ suspend fun ModelInterface.complete(
 /**
  * Sends [message] as the next user turn and streams the answer: a cold [Flow] of text pieces.
  * Every collection sends the message again as a new turn. Generation runs on [Dispatchers.IO];
- * cancelling the collector stops it within one token (via [ChatSession.cancel]) and the session
- * keeps the partial answer in its history. [ChatSession.cancel] from anywhere else ends the flow
+ * cancelling the collector stops it within one token (through a [CancellationToken], even before
+ * the turn has started) and the session keeps the partial answer in its history. [ChatSession.cancel] from anywhere else ends the flow
  * normally (stop reason [StopReason.CANCELLED]).
  *
  * Inside `collect`, call no method of this session but [ChatSession.cancel]: the turn in progress
@@ -202,20 +202,39 @@ suspend fun ModelInterface.complete(
 fun ChatSessionInterface.stream(message: String, params: GenerationParams = GenerationParams()): Flow<String> =
     streamEvents(message, params).textPieces()
 
-/** Like [stream], ending with [GenerationEvent.Done] carrying the stats. */
-fun ChatSessionInterface.streamEvents(message: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
-    generationEvents(onCancel = this::cancel) { sink -> send(message, params, sink) }
+/**
+ * Like [stream], ending with [GenerationEvent.Done] carrying the stats. [cancel], if given, also
+ * stops the turn (ending the flow normally with [StopReason.CANCELLED]), whenever it is cancelled:
+ * before the turn starts as well as during it. The caller keeps ownership of it.
+ */
+fun ChatSessionInterface.streamEvents(
+    message: String,
+    params: GenerationParams = GenerationParams(),
+    cancel: CancellationToken? = null,
+): Flow<GenerationEvent> = flow {
+    // One token per collection (a cancelled token stays cancelled), unless the caller brings one:
+    // a cancel that lands before the library starts the turn still stops it.
+    val own = if (cancel == null) CancellationToken() else null
+    val token = cancel ?: own!!
+    try {
+        emitAll(generationEvents(onCancel = token::cancel) { sink -> send(message, params, sink, token) })
+    } finally {
+        own?.close()
+    }
+}
 
 /**
  * Sends [message] and calls [onText] with each piece of the answer in the caller's context;
- * returns the stats. Cancelling the caller stops generation within one token. An exception
- * thrown by [onText] stops generation and is rethrown as is.
+ * returns the stats. Cancelling the caller stops generation within one token, as does [cancel]
+ * (then the stats say [StopReason.CANCELLED]). An exception thrown by [onText] stops generation
+ * and is rethrown as is.
  */
 suspend fun ChatSessionInterface.reply(
     message: String,
     params: GenerationParams = GenerationParams(),
+    cancel: CancellationToken? = null,
     onText: suspend (String) -> Unit = {},
-): GenerationStats = streamEvents(message, params).collectStats(onText)
+): GenerationStats = streamEvents(message, params, cancel).collectStats(onText)
 
 private fun Flow<GenerationEvent>.textPieces(): Flow<String> = transform { event ->
     if (event is GenerationEvent.Text) emit(event.piece)

@@ -821,7 +821,7 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1442,8 +1442,9 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 
 /**
- * Cancels a one-shot `Model.generate` from another thread. One token per
- * call; once cancelled it stays cancelled.
+ * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * `download_model`. One token per call; once cancelled it stays cancelled,
+ * so a cancel that lands before the call starts is never forgotten.
  */
 public interface CancellationTokenInterface {
     
@@ -1455,8 +1456,9 @@ public interface CancellationTokenInterface {
 }
 
 /**
- * Cancels a one-shot `Model.generate` from another thread. One token per
- * call; once cancelled it stays cancelled.
+ * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * `download_model`. One token per call; once cancelled it stays cancelled,
+ * so a cancel that lands before the call starts is never forgotten.
  */
 open class CancellationToken: Disposable, AutoCloseable, CancellationTokenInterface
 {
@@ -1758,9 +1760,12 @@ public interface ChatSessionInterface {
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
-     * calling thread.
+     * calling thread. `cancel`, if given, stops this turn within one token
+     * from any thread, even when cancelled before the turn starts (the
+     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * turn already in progress.
      */
-    fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink): GenerationStats
+    fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
     
     companion object
 }
@@ -1928,9 +1933,12 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
-     * calling thread.
+     * calling thread. `cancel`, if given, stops this turn within one token
+     * from any thread, even when cancelled before the turn starts (the
+     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * turn already in progress.
      */
-    @Throws(LlmException::class)override fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink): GenerationStats {
+    @Throws(LlmException::class)override fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationStats {
             return FfiConverterTypeGenerationStats.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
@@ -1939,7 +1947,8 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
         
         FfiConverterString.lower(`message`),
         FfiConverterTypeGenerationParams.lower(`params`),
-        FfiConverterTypeTokenSink.lower(`sink`),_status)
+        FfiConverterTypeTokenSink.lower(`sink`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
 }
     }
     )

@@ -1,5 +1,6 @@
 package dev.phimobile.chat
 
+import dev.phimobile.CancellationToken
 import dev.phimobile.ChatMessage
 import dev.phimobile.ChatSession
 import dev.phimobile.DownloadRequest
@@ -82,8 +83,9 @@ class ChatController(
     private var session: ChatSession? = null
     private var closed = false
 
-    // Read by the generating coroutine, so it can repeat a stop() that came too early (see send).
-    @Volatile private var stopRequested = false
+    // Stops the answer in progress (see stop()). Small, so left to the garbage collector rather
+    // than closed: a stop() racing the end of its turn may still call it.
+    private var turnStop: CancellationToken? = null
 
     /** Loads a `.gguf` already on the device, replacing the current model. */
     fun load(path: String, tokenizerPath: String? = null) =
@@ -149,9 +151,10 @@ class ChatController(
             }
             val session = this.session ?: return false
             val op = ++currentOp
-            stopRequested = false
+            val stop = CancellationToken()
+            turnStop = stop
             _state.value = ChatState.Generating(loaded, transcript, text, "")
-            job = scope.launch { generate(op, session, loaded, transcript, text) }
+            job = scope.launch { generate(op, session, stop, loaded, transcript, text) }
             return true
         }
     }
@@ -163,10 +166,8 @@ class ChatController(
     fun stop() {
         synchronized(lock) {
             when (_state.value) {
-                is ChatState.Generating -> {
-                    stopRequested = true
-                    session?.cancel()
-                }
+                // The turn's own token: it stops the turn even if the library has not started it yet.
+                is ChatState.Generating -> turnStop?.cancel()
                 is ChatState.Downloading, is ChatState.Loading -> {
                     ++currentOp
                     job?.cancel()
@@ -220,7 +221,7 @@ class ChatController(
             this.model = null
             _state.value = ChatState.NoModel
         }
-        session?.cancel()
+        turnStop?.cancel()
         job?.cancel()
         session?.close()
         model?.close()
@@ -234,7 +235,7 @@ class ChatController(
             val previous = job
             // An answer in progress stops within one token; a load cannot be interrupted and is
             // waited for (its model is then closed by whoever loaded it).
-            session?.cancel()
+            turnStop?.cancel()
             previous?.cancel()
             _state.value = initial
             job = scope.launch {
@@ -302,14 +303,17 @@ class ChatController(
         }
     }
 
-    private suspend fun generate(op: Long, session: ChatSession, loaded: LoadedModel, transcript: List<Turn>, prompt: String) {
+    private suspend fun generate(
+        op: Long,
+        session: ChatSession,
+        stop: CancellationToken,
+        loaded: LoadedModel,
+        transcript: List<Turn>,
+        prompt: String,
+    ) {
         val partial = StringBuilder()
         try {
-            val stats = session.reply(prompt, settings.params) { piece ->
-                // A stop() that landed before the library started this turn was cleared by it
-                // (a cancel is aimed at the turn in progress); repeating it here bounds the
-                // overshoot to one token.
-                if (stopRequested) session.cancel()
+            val stats = session.reply(prompt, settings.params, cancel = stop) { piece ->
                 partial.append(piece)
                 publish(op, ChatState.Generating(loaded, transcript, prompt, partial.toString()))
             }
