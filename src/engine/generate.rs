@@ -189,7 +189,7 @@ impl Sequence {
         }
         timings.prefill = started.elapsed();
 
-        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut sampler = Sampler::for_vocabulary(opts.sampling.clone(), model.vocab.end(), model.vocab.gaps());
         let mut stream = TextStream::new(model.tokenizer());
         let mut filter = StopFilter::new(opts.stop.clone());
         let mut context = prompt.to_vec();

@@ -13,6 +13,7 @@ mod stream;
 mod template;
 mod threads;
 mod transformer;
+mod vocab;
 
 pub use chat::{phi3_prompt, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};

@@ -18,6 +18,7 @@ use super::gguf_tokenizer;
 use super::template::ChatTemplate;
 use super::threads;
 use super::transformer::{self, TensorSource, Transformer};
+use super::vocab::VocabIndex;
 
 /// What the caller asks for when loading.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +73,8 @@ pub struct LoadedModel {
     pub(crate) pristine: Weights,
     family: Family,
     pub(crate) tokenizer: Tokenizer,
+    /// The ids `tokenizer` knows (the embedding may have more rows).
+    pub(crate) vocab: VocabIndex,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
     /// From `tokenizer.chat_template`; `None` uses the architecture's format.
@@ -190,6 +193,7 @@ impl LoadedModel {
                 "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
             )));
         }
+        let vocab = VocabIndex::new(&tokenizer, rows);
         let special: std::collections::HashSet<u32> =
             tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         let mut end_tokens: Vec<u32> = END_OF_TURN_TOKENS
@@ -215,6 +219,7 @@ impl LoadedModel {
             pristine,
             family,
             tokenizer,
+            vocab,
             end_tokens,
             chat_template,
             bos_text,
