@@ -242,8 +242,9 @@ impl LoadedModel {
     }
 
     /// Text of `ids`, special tokens skipped (as generation streams it).
+    /// Costs O(ids): the check reads the index built at load.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.tokenizer.get_vocab_size(true)) {
+        if let Some(bad) = ids.iter().find(|&&id| !self.vocab.contains(id)) {
             return Err(Error::param("ids", format!("token id {bad} is outside the vocabulary")));
         }
         catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.decode(ids, true)?))

@@ -34,6 +34,10 @@ impl VocabIndex {
         self.known.len()
     }
 
+    pub fn contains(&self, id: u32) -> bool {
+        self.known.get(id as usize).copied().unwrap_or(false)
+    }
+
     pub fn gaps(&self) -> &[u32] {
         &self.gaps
     }
@@ -49,6 +53,8 @@ mod tests {
         let v = VocabIndex::new(&tok, 32064);
         assert_eq!(v.end(), 32011);
         assert!(v.gaps().is_empty());
+        assert!(v.contains(0) && v.contains(32010));
+        assert!(!v.contains(32011) && !v.contains(32063) && !v.contains(u32::MAX));
     }
 
     #[test]
@@ -58,5 +64,6 @@ mod tests {
         let v = VocabIndex::new(&Tokenizer::new(model), 6);
         assert_eq!(v.end(), 4);
         assert_eq!(v.gaps(), [2]);
+        assert!(v.contains(3) && !v.contains(2) && !v.contains(4));
     }
 }
