@@ -7,6 +7,7 @@ mod error;
 mod generate;
 mod gguf_scan;
 mod gguf_tokenizer;
+mod graphemes;
 mod model;
 mod sampler;
 mod stream;
