@@ -12,9 +12,11 @@
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
     download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
     LoadProgress, Model, ModelConfig, Role, TokenSink,
@@ -98,38 +100,59 @@ impl TokenSink for Silent {
     }
 }
 
-/// `label [#######.............]  42%  1.0/2.4 GB` on one rewritten line,
-/// redrawn when the percentage changes.
-fn draw_bar(label: &str, done: u64, total: u64) {
-    static LAST: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
-    let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
-    let key = (label.to_string(), (frac * 100.0) as u64);
-    {
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_ref() == Some(&key) {
+/// Progress on stderr: on a terminal, indicatif's bar redrawn in place,
+/// `label [#######.............]  42%  1.00 GB/2.39 GB`; anywhere else (a CI
+/// log, a file) a plain line at every tenth instead of one ever longer line of
+/// carriage-return redraws.
+struct ProgressLine {
+    label: &'static str,
+    /// Created at the first report, when the total is known.
+    bar: OnceLock<ProgressBar>,
+    /// Off a terminal: the last tenth printed (`u64::MAX` before the first).
+    tenth: AtomicU64,
+}
+
+impl ProgressLine {
+    const fn new(label: &'static str) -> Self {
+        Self { label, bar: OnceLock::new(), tenth: AtomicU64::new(u64::MAX) }
+    }
+
+    fn update(&self, done: u64, total: u64) {
+        let bar = self.bar.get_or_init(|| {
+            let style = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {percent:>3}%  {decimal_bytes}/{decimal_total_bytes}",
+            )
+            // A constant template: it parses or the example does not work at all.
+            .expect("valid progress template")
+            .progress_chars("#.");
+            // Draws to stderr, and is hidden when stderr is not a terminal.
+            ProgressBar::new(total).with_style(style).with_prefix(self.label)
+        });
+        if bar.is_hidden() {
+            let tenth = (done.min(total) * 10).checked_div(total).unwrap_or(10);
+            if self.tenth.swap(tenth, Ordering::Relaxed) != tenth {
+                eprintln!("{} {:3}%  {:.2}/{:.2} GB", self.label, tenth * 10, done as f64 / 1e9, total as f64 / 1e9);
+            }
             return;
         }
-        *last = Some(key);
-    }
-    let filled = (frac * 30.0).round() as usize;
-    eprint!(
-        "\r{label} [{}{}] {:3.0}%  {:.2}/{:.2} GB",
-        "#".repeat(filled),
-        ".".repeat(30 - filled.min(30)),
-        frac * 100.0,
-        done as f64 / 1e9,
-        total as f64 / 1e9
-    );
-    if done >= total {
-        eprintln!();
+        bar.set_length(total);
+        bar.set_position(done);
+        if done >= total && !bar.is_finished() {
+            bar.finish();
+            // indicatif leaves the cursor after the bar.
+            eprintln!();
+        }
     }
 }
+
+static LOAD_PROGRESS: ProgressLine = ProgressLine::new("loading    ");
+static DOWNLOAD_PROGRESS: ProgressLine = ProgressLine::new("downloading");
 
 struct LoadBar;
 
 impl LoadProgress for LoadBar {
     fn on_progress(&self, done: u64, total: u64) {
-        draw_bar("loading    ", done, total);
+        LOAD_PROGRESS.update(done, total);
     }
 }
 
@@ -137,7 +160,7 @@ struct DownloadBar;
 
 impl DownloadProgress for DownloadBar {
     fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
-        draw_bar("downloading", done, total);
+        DOWNLOAD_PROGRESS.update(done, total);
         Ok(true)
     }
 }

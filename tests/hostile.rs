@@ -220,6 +220,63 @@ fn huge_finite_weights_give_a_bounded_generation() {
     }
 }
 
+/// Phi-3's output has 32064 rows for the tokenizer's 32011 tokens. Here the
+/// padding rows are scaled up 20 times, so their logits (≈ 60 × a standard
+/// normal each, against ≈ 12 for the best real token) lead at every step:
+/// still no padding id is sampled, at any setting, and a vanishing
+/// temperature (which used to overflow and pick id 32063) is greedy.
+#[test]
+fn padding_rows_with_the_largest_logits_are_never_sampled() {
+    const VOCAB: u32 = 32011;
+    let p = scratch("loud-padding.gguf");
+    rewrite(&common::reference_model_path(), &p, |n, t| {
+        if n != "output.weight" {
+            return t;
+        }
+        let rows = t.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let (n_rows, width) = (rows.len(), rows[0].len());
+        let scaled: Vec<f32> = rows
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, row)| row.into_iter().map(move |w| if i >= VOCAB as usize { 20.0 * w } else { w }))
+            .collect();
+        QTensor::quantize(&Tensor::from_vec(scaled, (n_rows, width), &Device::Cpu).unwrap(), GgmlDType::F32).unwrap()
+    });
+    let model = load(&p).unwrap();
+    let run = |params: GenerationParams| model.generate("Hello".into(), params, Collect::new(), None).unwrap();
+    let greedy = run(GenerationParams::greedy(16));
+    assert!(!greedy.token_ids.is_empty());
+    for t in [1e-45, f32::MIN_POSITIVE, 1e-6] {
+        assert_eq!(
+            run(GenerationParams { temperature: t, ..GenerationParams::greedy(16) }).token_ids,
+            greedy.token_ids
+        );
+    }
+    let sampled = |temperature, top_k, top_p, min_p, repeat_penalty| GenerationParams {
+        max_tokens: 16,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repeat_penalty,
+        seed: Some(3),
+        ..Default::default()
+    };
+    for params in [
+        GenerationParams::greedy(16),
+        sampled(1.0, 0, 1.0, 0.0, 1.0),
+        sampled(100.0, 0, 1.0, 0.0, 1.0),
+        sampled(100.0, 50, 1.0, 0.0, 1.0),
+        sampled(100.0, 0, 0.9, 0.0, 1.0),
+        sampled(100.0, 0, 1.0, 0.01, 0.5),
+        GenerationParams { seed: Some(3), max_tokens: 16, ..Default::default() },
+    ] {
+        let stats = run(params.clone());
+        assert!(stats.token_ids.iter().all(|&id| id < VOCAB), "{params:?}: {:?}", stats.token_ids);
+        assert_eq!(model.detokenize(stats.token_ids).unwrap(), stats.text);
+    }
+}
+
 /// A GGUF vocabulary with more tokens than the embedding has rows.
 #[test]
 fn gguf_vocabulary_larger_than_the_model() {

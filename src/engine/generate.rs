@@ -8,7 +8,7 @@ use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::model::{LoadedModel, Weights};
 use super::sampler::{Sampler, SamplingConfig};
-use super::stream::{Filtered, StopFilter, TextStream};
+use super::stream::{Filtered, PieceStream};
 
 /// Prompt tokens per forward call. Bounds the attention scratch memory
 /// (heads × chunk × context floats) while keeping prefill batched.
@@ -204,9 +204,8 @@ impl Sequence {
         }
         timings.prefill = started.elapsed();
 
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut stream = TextStream::new(model.tokenizer());
-        let mut filter = StopFilter::new(opts.stop.clone());
+        let mut sampler = Sampler::for_vocabulary(opts.sampling.clone(), model.vocab.end(), model.vocab.gaps());
+        let mut pieces = PieceStream::new(model.tokenizer(), opts.stop.clone());
         let mut context = prompt.to_vec();
         let mut generated = Vec::new();
         let mut text = String::new();
@@ -237,7 +236,7 @@ impl Sequence {
             }
             generated.push(token);
             context.push(token);
-            match filter.push(&stream.push(token)?) {
+            match pieces.push(token)? {
                 Filtered::Continue(piece) => emit(piece, &mut text, &mut sink_stopped)?,
                 Filtered::Stop(piece) => {
                     emit(piece, &mut text, &mut sink_stopped)?;
@@ -259,12 +258,14 @@ impl Sequence {
 
         let mut reason = reason;
         if reason != StopReason::StopString {
-            // Release what the decoder and the stop filter still hold.
-            if let Filtered::Stop(piece) = filter.push(&stream.finish()?) {
-                emit(piece, &mut text, &mut sink_stopped)?;
-                reason = StopReason::StopString;
-            } else {
-                emit(filter.finish(), &mut text, &mut sink_stopped)?;
+            // Release what is held back (also on cancel: the text of every
+            // generated token goes out).
+            match pieces.finish()? {
+                Filtered::Stop(piece) => {
+                    emit(piece, &mut text, &mut sink_stopped)?;
+                    reason = StopReason::StopString;
+                }
+                Filtered::Continue(piece) => emit(piece, &mut text, &mut sink_stopped)?,
             }
         }
         if let Some(t) = first_token_at {

@@ -7,12 +7,14 @@ mod error;
 mod generate;
 mod gguf_scan;
 mod gguf_tokenizer;
+mod graphemes;
 mod model;
 mod sampler;
 mod stream;
 mod template;
 mod threads;
 mod transformer;
+mod vocab;
 
 pub use chat::{phi3_prompt, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};

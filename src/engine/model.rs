@@ -18,6 +18,7 @@ use super::gguf_tokenizer;
 use super::template::ChatTemplate;
 use super::threads;
 use super::transformer::{self, TensorSource, Transformer};
+use super::vocab::VocabIndex;
 
 /// What the caller asks for when loading.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +73,8 @@ pub struct LoadedModel {
     pub(crate) pristine: Weights,
     family: Family,
     pub(crate) tokenizer: Tokenizer,
+    /// The ids `tokenizer` knows (the embedding may have more rows).
+    pub(crate) vocab: VocabIndex,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
     /// From `tokenizer.chat_template`; `None` uses the architecture's format.
@@ -194,6 +197,7 @@ impl LoadedModel {
                 "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
             )));
         }
+        let vocab = VocabIndex::new(&tokenizer, rows);
         let special: std::collections::HashSet<u32> =
             tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         let mut end_tokens: Vec<u32> = END_OF_TURN_TOKENS
@@ -219,6 +223,7 @@ impl LoadedModel {
             pristine,
             family,
             tokenizer,
+            vocab,
             end_tokens,
             chat_template,
             bos_text,
@@ -241,8 +246,9 @@ impl LoadedModel {
     }
 
     /// Text of `ids`, special tokens skipped (as generation streams it).
+    /// Costs O(ids): the check reads the index built at load.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.tokenizer.get_vocab_size(true)) {
+        if let Some(bad) = ids.iter().find(|&&id| !self.vocab.contains(id)) {
             return Err(Error::param("ids", format!("token id {bad} is outside the vocabulary")));
         }
         catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.decode(ids, true)?))

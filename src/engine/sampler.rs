@@ -3,6 +3,9 @@
 //!
 //! Written here rather than using candle's `LogitsProcessor` because that has
 //! no min-p and applies its filters in a fixed combination.
+//!
+//! Only ids the tokenizer knows are candidates: the logits of the embedding's
+//! padding rows (and of gaps in the vocabulary) are never sampled.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -10,7 +13,7 @@ use super::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingConfig {
-    /// 0 means greedy (argmax).
+    /// 0 means greedy (argmax); so does anything below [`GREEDY_BELOW`].
     pub temperature: f32,
     /// 0 disables top-k.
     pub top_k: usize,
@@ -62,24 +65,48 @@ impl SamplingConfig {
     }
 }
 
+/// Temperatures below this sample as greedy. At 1e-3 a logit lead of 0.01
+/// already makes the runner-up e^-10 times less likely, and far below it
+/// `logit / temperature` overflows (1e-45 gives inf and NaN probabilities).
+pub const GREEDY_BELOW: f32 = 1e-3;
+
 pub(crate) struct Sampler {
     cfg: SamplingConfig,
     rng: StdRng,
     candidates: Vec<(f32, u32)>,
+    /// Ids from here on are the embedding's padding rows.
+    vocab_end: usize,
+    /// Unknown ids below `vocab_end`.
+    gaps: Vec<u32>,
 }
 
 impl Sampler {
+    /// A sampler over every logit it is given (for tests of the arithmetic).
+    #[cfg(test)]
     pub fn new(cfg: SamplingConfig) -> Self {
+        Self::for_vocabulary(cfg, usize::MAX, &[])
+    }
+
+    /// Samples only ids below `vocab_end` that are not in `gaps`.
+    pub fn for_vocabulary(cfg: SamplingConfig, vocab_end: usize, gaps: &[u32]) -> Self {
         let rng = match cfg.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self { cfg, rng, candidates: Vec::new() }
+        Self { cfg, rng, candidates: Vec::new(), vocab_end, gaps: gaps.to_vec() }
     }
 
     /// Picks the next token from `logits` (modified in place by the penalty);
     /// `context` is every token so far, the penalty reads its tail.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> Result<u32> {
+        // Padding rows are cut off, not masked: no pass over them at all.
+        let end = logits.len().min(self.vocab_end);
+        let logits = &mut logits[..end];
+        for &id in &self.gaps {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
         if logits.is_empty() {
             return Err(Error::Inference("the model returned no logits".into()));
         }
@@ -87,13 +114,20 @@ impl Sampler {
             return Err(Error::Inference("the model produced NaN logits; its weights are probably corrupt".into()));
         }
         self.apply_repeat_penalty(logits, context);
-        if self.cfg.temperature == 0.0 {
-            return Ok(argmax(logits));
+        let best = argmax(logits);
+        if logits[best as usize] == f32::NEG_INFINITY {
+            return Err(Error::Inference("every token has -inf logit".into()));
+        }
+        // An infinite logit is certain at any temperature (and would make the
+        // softmax below inf - inf = NaN).
+        if self.cfg.temperature < GREEDY_BELOW || logits[best as usize] == f32::INFINITY {
+            return Ok(best);
         }
 
         let cands = &mut self.candidates;
         cands.clear();
-        cands.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
+        // -inf (a gap, or a model's own mask) can never be drawn.
+        cands.extend(logits.iter().enumerate().filter(|(_, &l)| l > f32::NEG_INFINITY).map(|(i, &l)| (l, i as u32)));
         let by_logit_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
         if self.cfg.top_k > 0 && self.cfg.top_k < cands.len() {
             cands.select_nth_unstable_by(self.cfg.top_k - 1, by_logit_desc);
@@ -105,10 +139,9 @@ impl Sampler {
         }
 
         // Softmax at the temperature, in place: .0 becomes the probability.
-        let max = cands.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            return Err(Error::Inference("every token has -inf logit".into()));
-        }
+        // The maximum is finite (checked above) and 1 / temperature at most
+        // 1 / GREEDY_BELOW, so no term is NaN and the largest is exp(0) = 1.
+        let max = logits[best as usize];
         let inv_t = 1.0 / self.cfg.temperature;
         let mut sum = 0f64;
         for c in cands.iter_mut() {
@@ -139,14 +172,17 @@ impl Sampler {
 
         let total: f64 = cands.iter().map(|c| c.0 as f64).sum();
         let mut r = self.rng.random::<f64>() * total;
-        for c in cands.iter() {
+        // Probabilities that underflowed to 0 are skipped: never drawn.
+        let mut last = best;
+        for c in cands.iter().filter(|c| c.0 > 0.0) {
+            last = c.1;
             r -= c.0 as f64;
             if r <= 0.0 {
                 return Ok(c.1);
             }
         }
-        // Rounding left a sliver: the last candidate takes it.
-        Ok(cands.last().map(|c| c.1).unwrap_or_else(|| argmax(logits)))
+        // Rounding left a sliver: the last possible candidate takes it.
+        Ok(last)
     }
 
     fn apply_repeat_penalty(&self, logits: &mut [f32], context: &[u32]) {
@@ -242,6 +278,72 @@ mod tests {
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
+    }
+
+    /// Ids 4 and 5 are padding rows (vocabulary end 4) with the largest logits; 2 is a gap.
+    fn padded() -> [f32; 6] {
+        [0.5, 1.0, 9.0, 0.9, 50.0, 40.0]
+    }
+
+    #[test]
+    fn padding_rows_and_gaps_are_never_sampled() {
+        let configs = [
+            SamplingConfig { temperature: 0.0, ..cfg() },
+            SamplingConfig { temperature: 1e-45, ..cfg() },
+            cfg(),
+            SamplingConfig { temperature: 100.0, ..cfg() },
+            SamplingConfig { temperature: 100.0, top_k: 5, ..cfg() },
+            SamplingConfig { temperature: 100.0, top_p: 0.99, ..cfg() },
+            SamplingConfig { temperature: 100.0, min_p: 0.01, ..cfg() },
+            SamplingConfig { temperature: 100.0, repeat_penalty: 0.01, repeat_last_n: 8, ..cfg() },
+        ];
+        for c in configs {
+            let mut s = Sampler::for_vocabulary(c.clone(), 4, &[2]);
+            let mut seen = [false; 6];
+            for _ in 0..200 {
+                seen[s.sample(&mut padded(), &[4, 5, 2, 3]).unwrap() as usize] = true;
+            }
+            assert!(!seen[2] && !seen[4] && !seen[5], "{c:?}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn vanishing_temperatures_are_greedy() {
+        for t in [1e-45, f32::MIN_POSITIVE, 1e-20, 1e-4, GREEDY_BELOW / 2.0] {
+            let mut s = Sampler::for_vocabulary(SamplingConfig { temperature: t, ..cfg() }, 4, &[]);
+            for _ in 0..20 {
+                // Huge logits: at these temperatures logit / t overflows.
+                assert_eq!(s.sample(&mut [3e38, 3.1e38, 3.0e38, -3e38, 9.0, 9.0], &[]).unwrap(), 1, "{t}");
+            }
+        }
+    }
+
+    #[test]
+    fn infinite_logits_are_handled() {
+        let mut s = Sampler::new(cfg());
+        // +inf is certain; the first of several wins, as in greedy.
+        for _ in 0..20 {
+            assert_eq!(s.sample(&mut [0.0, f32::INFINITY, 1.0, f32::INFINITY], &[]).unwrap(), 1);
+        }
+        // -inf is impossible, even after a penalty and at a high temperature.
+        let mut s = Sampler::new(SamplingConfig { temperature: 100.0, repeat_penalty: 2.0, repeat_last_n: 4, ..cfg() });
+        for _ in 0..50 {
+            assert_eq!(s.sample(&mut [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY], &[0, 1]).unwrap(), 1);
+        }
+        let all_masked = s.sample(&mut [f32::NEG_INFINITY; 3], &[]);
+        assert!(matches!(all_masked, Err(Error::Inference(_))), "{all_masked:?}");
+        // Only padding rows left: nothing to sample is an error, not a padding id.
+        let mut s = Sampler::for_vocabulary(cfg(), 2, &[0, 1]);
+        assert!(matches!(s.sample(&mut padded(), &[]), Err(Error::Inference(_))));
+    }
+
+    #[test]
+    fn nan_in_padding_rows_is_ignored() {
+        let mut s = Sampler::for_vocabulary(cfg(), 2, &[]);
+        for _ in 0..20 {
+            let t = s.sample(&mut [0.0, 1.0, f32::NAN, f32::NAN], &[]).unwrap();
+            assert!(t < 2, "{t}");
+        }
     }
 
     #[test]

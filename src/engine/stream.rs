@@ -7,10 +7,59 @@
 //! UTF-8 sequence — punctuation, spaces and emoji go out as soon as they are
 //! complete. tokenizers' own `DecodeStream` uses the same method but has no
 //! way to flush a trailing incomplete sequence when generation ends.
+//!
+//! `PieceStream` is what generation streams: `TextStream`, then the stop
+//! filter, then a `GraphemeBuffer`, so every piece ends on a grapheme-cluster
+//! boundary of the final text.
 
 use tokenizers::Tokenizer;
 
 use super::error::Result;
+use super::graphemes::GraphemeBuffer;
+
+/// Token ids in, text pieces out: decoded, stop strings cut, ending on
+/// grapheme boundaries.
+pub(crate) struct PieceStream<'a> {
+    text: TextStream<'a>,
+    stops: StopFilter,
+    graphemes: GraphemeBuffer,
+}
+
+impl<'a> PieceStream<'a> {
+    pub fn new(tokenizer: &'a Tokenizer, stops: Vec<String>) -> Self {
+        Self { text: TextStream::new(tokenizer), stops: StopFilter::new(stops), graphemes: GraphemeBuffer::default() }
+    }
+
+    /// Adds one token. On `Stop` the text is everything left to stream.
+    pub fn push(&mut self, id: u32) -> Result<Filtered> {
+        Ok(match self.stops.push(&self.text.push(id)?) {
+            Filtered::Continue(piece) => Filtered::Continue(self.graphemes.push(&piece)),
+            Filtered::Stop(piece) => Filtered::Stop(self.release(&piece)),
+        })
+    }
+
+    /// Generation ended for any reason but a stop string: releases what the
+    /// decoder, the stop filter and the grapheme buffer still hold (a stop
+    /// string may still match in it).
+    pub fn finish(&mut self) -> Result<Filtered> {
+        Ok(match self.stops.push(&self.text.finish()?) {
+            Filtered::Stop(piece) => Filtered::Stop(self.release(&piece)),
+            Filtered::Continue(piece) => {
+                let mut out = self.graphemes.push(&piece);
+                let held_by_filter = self.stops.finish();
+                out.push_str(&self.release(&held_by_filter));
+                Filtered::Continue(out)
+            }
+        })
+    }
+
+    /// The held cluster and `last`, the final text.
+    fn release(&mut self, last: &str) -> String {
+        let mut out = self.graphemes.finish();
+        out.push_str(last);
+        out
+    }
+}
 
 const REPLACEMENT: char = '\u{FFFD}';
 
@@ -251,5 +300,134 @@ mod tests {
     fn earliest_of_several_stops_wins() {
         let (out, _, _) = run(&["bc", "abcd", "x"], &["zab", "cd"]);
         assert_eq!(out.concat(), "z");
+    }
+}
+
+#[cfg(test)]
+mod piece_stream_tests {
+    use unicode_segmentation::UnicodeSegmentation;
+
+    use super::*;
+
+    fn phi3_tokenizer() -> Tokenizer {
+        Tokenizer::from_file(crate::engine::test_fixture("phi3-tokenizer.json")).unwrap()
+    }
+
+    /// The pieces of `ids` (the last from `finish` unless a stop matched) and
+    /// whether a stop string matched.
+    fn stream(tok: &Tokenizer, ids: &[u32], stops: &[&str]) -> (Vec<String>, bool) {
+        let mut s = PieceStream::new(tok, stops.iter().map(|s| s.to_string()).collect());
+        let mut pieces = Vec::new();
+        for &id in ids {
+            match s.push(id).unwrap() {
+                Filtered::Continue(p) => pieces.push(p),
+                Filtered::Stop(p) => {
+                    pieces.push(p);
+                    return (pieces, true);
+                }
+            }
+        }
+        match s.finish().unwrap() {
+            Filtered::Continue(p) => pieces.push(p),
+            Filtered::Stop(p) => {
+                pieces.push(p);
+                return (pieces, true);
+            }
+        }
+        (pieces, false)
+    }
+
+    /// Byte offsets where `pieces` end, within their concatenation.
+    fn piece_ends(pieces: &[String]) -> Vec<usize> {
+        let mut at = 0;
+        pieces
+            .iter()
+            .map(|p| {
+                at += p.len();
+                at
+            })
+            .collect()
+    }
+
+    fn assert_on_boundaries(pieces: &[String], what: &str) {
+        let text = pieces.concat();
+        let mut bounds: Vec<usize> = text.grapheme_indices(true).map(|(i, _)| i).collect();
+        bounds.push(text.len());
+        for end in piece_ends(pieces) {
+            assert!(bounds.contains(&end), "{what}: a piece ends inside a cluster at byte {end}: {pieces:?}");
+        }
+    }
+
+    const TEXTS: [&str; 7] = [
+        "She said 👩‍♀️ and 👨‍👩‍👧‍👦 then 🏳️‍🌈.",
+        "Flags 🇯🇵🇫🇷🇩🇪 in a row",
+        "Combining: e\u{301}te\u{301}, n\u{303}, a\u{308}\u{304}, o\u{301}\u{302}\u{303}\u{304}.",
+        "Skin tones 👋🏽👍🏿🧑🏻‍💻 done",
+        "CRLF\r\nlines\r\n\r\nend",
+        "Hangul jamo \u{1100}\u{1161}\u{11A8} and Devanagari नमस्ते",
+        "Hello, world! Plain ASCII text streams promptly.",
+    ];
+
+    #[test]
+    fn every_piece_ends_on_a_grapheme_boundary_of_the_final_text() {
+        let tok = phi3_tokenizer();
+        let mut clusters_split_by_tokens = 0;
+        for text in TEXTS {
+            let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(tok.decode(&ids, true).unwrap(), text);
+            let (pieces, stopped) = stream(&tok, &ids, &[]);
+            assert!(!stopped);
+            assert_eq!(pieces.concat(), text);
+            assert_on_boundaries(&pieces, text);
+
+            // The texts do split clusters across tokens: decoded alone, they
+            // would stream pieces ending inside a cluster.
+            let mut raw = TextStream::new(&tok);
+            let raw_pieces: Vec<String> = ids.iter().map(|&id| raw.push(id).unwrap()).collect();
+            let mut bounds: Vec<usize> = text.grapheme_indices(true).map(|(i, _)| i).collect();
+            bounds.push(text.len());
+            clusters_split_by_tokens += piece_ends(&raw_pieces).iter().filter(|e| !bounds.contains(e)).count();
+        }
+        assert!(clusters_split_by_tokens >= 10, "{clusters_split_by_tokens}");
+    }
+
+    #[test]
+    fn only_the_last_cluster_is_held_back() {
+        let tok = phi3_tokenizer();
+        for text in TEXTS {
+            let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+            let mut s = PieceStream::new(&tok, Vec::new());
+            let mut raw = TextStream::new(&tok);
+            let (mut streamed, mut decoded) = (String::new(), String::new());
+            for &id in &ids {
+                let Filtered::Continue(piece) = s.push(id).unwrap() else { panic!("no stop strings") };
+                streamed.push_str(&piece);
+                decoded.push_str(&raw.push(id).unwrap());
+                // Out: all of the decoded text but its last cluster.
+                let last = decoded.grapheme_indices(true).next_back().map_or(0, |(i, _)| i);
+                assert_eq!(streamed, decoded[..last], "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn stop_strings_still_cut_exactly() {
+        let tok = phi3_tokenizer();
+        let ids = |t: &str| tok.encode(t, false).unwrap().get_ids().to_vec();
+        for (text, stop, expected, should_stop) in [
+            // A stop inside a ZWJ sequence: the text before it, whole clusters or not.
+            ("a👩‍♀️b", "♀", "a👩\u{200D}", true),
+            ("x 👋🏽 y", "🏽", "x 👋", true),
+            // A false start ending in a base that a combining mark then extends.
+            ("cafe\u{301} ok", "e!", "cafe\u{301} ok", false),
+            ("cafe\u{301} ok", "\u{301} o", "cafe", true),
+            ("one\r\ntwo", "\ntw", "one\r", true),
+            ("flags 🇯🇵🇫🇷", "🇵🇫", "flags 🇯", true),
+        ] {
+            let (pieces, stopped) = stream(&tok, &ids(text), &[stop]);
+            assert_eq!(stopped, should_stop, "{text} / {stop:?}");
+            assert_eq!(pieces.concat(), expected, "{text} / {stop:?}");
+            assert_on_boundaries(&pieces, text);
+        }
     }
 }
