@@ -9,7 +9,6 @@
 //! (fuzz/src/lib.rs includes this file), so seeds and targets agree.
 
 #[path = "../tests/common/synthetic.rs"]
-#[allow(dead_code)]
 mod synthetic;
 
 use std::path::Path;

@@ -106,7 +106,7 @@ impl<R: Read + Seek> Scan<'_, R> {
         match ty {
             0 | 1 | 7 => self.skip(1), // u8, i8, bool
             2 | 3 => self.skip(2),     // u16, i16
-            4 | 5 | 6 => self.skip(4), // u32, i32, f32
+            4..=6 => self.skip(4),     // u32, i32, f32
             10..=12 => self.skip(8),   // u64, i64, f64
             8 => self.string(self.file_size, "string value"),
             9 => {
@@ -118,7 +118,7 @@ impl<R: Read + Seek> Scan<'_, R> {
                 let fixed = match inner {
                     0 | 1 | 7 => Some(1),
                     2 | 3 => Some(2),
-                    4 | 5 | 6 => Some(4),
+                    4..=6 => Some(4),
                     10..=12 => Some(8),
                     8 | 9 => None,
                     t => return Err(bad(format!("unknown metadata value type {t}"))),

@@ -93,7 +93,7 @@ impl PlainQMatMul {
             candle_core::bail!("quantized weights are not in CPU memory");
         };
         let size = std::mem::size_of::<T>();
-        if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        if !bytes.len().is_multiple_of(size) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
             candle_core::bail!("quantized weights have an unexpected layout");
         }
         // SAFETY: candle stores a CPU QTensor of this dtype as a Vec<T>
