@@ -4,7 +4,7 @@
 //! be a typed `LlmError`.
 //!
 //! Two halves: every exported function that can fail is wrapped in `guard`
-//! (read from src/ffi.rs, so a new export without it fails here), and each
+//! (read from src/ffi.rs and src/ffi/, so a new export without it fails here), and each
 //! one's bad inputs — including callbacks that panic — give the expected
 //! variant with no panic escaping (checked with `catch_unwind`).
 
@@ -77,7 +77,14 @@ fn split_fn(f: &str) -> (String, String, String) {
 
 #[test]
 fn every_fallible_export_is_guarded() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ffi.rs")).unwrap();
+    let mut src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ffi.rs")).unwrap();
+    let mut parts: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ffi"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    parts.sort();
+    for part in parts {
+        src += &std::fs::read_to_string(part).unwrap();
+    }
     let exports = exported_functions(&src);
     assert!(exports.len() >= 15, "found only {:?}", exports.iter().map(|e| &e.0).collect::<Vec<_>>());
     // load and load_with_progress share load_inner, which must be guarded too.
@@ -154,13 +161,8 @@ fn panicking_callbacks_are_callback_errors() {
 
     let server = HubServer::start("org/repo", &[("f.gguf", vec![7u8; 100_000])]);
     let dir = tempfile::tempdir().unwrap();
-    let request = DownloadRequest {
-        repo_id: "org/repo".into(),
-        filename: "f.gguf".into(),
-        revision: None,
-        endpoint: Some(server.endpoint.clone()),
-        token: None,
-    };
+    let request =
+        DownloadRequest { endpoint: Some(server.endpoint.clone()), ..DownloadRequest::new("org/repo", "f.gguf") };
     let e = typed_error("download_model", || {
         download_model(request, dir.path().display().to_string(), Some(Arc::new(PanickingProgress)), None)
     });
@@ -223,11 +225,8 @@ fn every_error_path_is_a_typed_error() {
 
     let dir = tempfile::tempdir().unwrap();
     let request = |endpoint: &str| DownloadRequest {
-        repo_id: "org/repo".into(),
-        filename: "f.gguf".into(),
-        revision: None,
         endpoint: Some(endpoint.into()),
-        token: None,
+        ..DownloadRequest::new("org/repo", "f.gguf")
     };
     let e = typed_error("unreachable", || {
         download_model(request("http://127.0.0.1:9"), dir.path().display().to_string(), None, None)

@@ -81,6 +81,7 @@ impl Error {
         Error::InvalidParameter { name, reason: reason.into() }
     }
 
+    #[cfg_attr(not(feature = "download"), allow(dead_code))]
     pub(crate) fn storage(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Storage { path: path.to_path_buf(), source }
     }
