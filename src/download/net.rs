@@ -127,7 +127,7 @@ impl Client {
         if self.cancelled() {
             return Error::Cancelled;
         }
-        let host = url.host_str().unwrap_or("the server");
+        let host = authority(url);
         match e {
             ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
                 Error::Network(format!("{host} did not answer in time ({io})"))
@@ -141,8 +141,13 @@ impl Client {
         if self.cancelled() {
             return Error::Cancelled;
         }
-        Error::Network(format!("the transfer from {} broke off: {e}", url.host_str().unwrap_or("the server")))
+        Error::Network(format!("the transfer from {} broke off: {e}", authority(url)))
     }
+}
+
+/// `host:port`, as errors name a server.
+fn authority(url: &url::Url) -> &str {
+    &url[url::Position::BeforeHost..url::Position::AfterPort]
 }
 
 /// A header as text, if present and readable.
