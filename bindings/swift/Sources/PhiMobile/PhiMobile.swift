@@ -3148,7 +3148,9 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
  * `cancel` stops it from any thread within about 20 ms
  * (`LlmError.Cancelled`); the partial file is kept for the next call. The
  * layout inside `directory` is the Hub cache's (`models--org--name/...`), so
- * an app can share it with other tools.
+ * an app can share it with other tools. A second call for a file that is
+ * still downloading fails at once with `LlmError.Busy` (it does not wait).
+ * The server is not trusted: see the README for what is checked.
  */
 public func downloadModel(request: DownloadRequest, directory: String, progress: DownloadProgress? = nil, cancel: CancellationToken? = nil)throws  -> DownloadedModel  {
     return try  FfiConverterTypeDownloadedModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {

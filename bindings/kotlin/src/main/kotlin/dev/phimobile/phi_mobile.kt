@@ -4635,7 +4635,9 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
          * `cancel` stops it from any thread within about 20 ms
          * (`LlmError.Cancelled`); the partial file is kept for the next call. The
          * layout inside `directory` is the Hub cache's (`models--org--name/...`), so
-         * an app can share it with other tools.
+         * an app can share it with other tools. A second call for a file that is
+         * still downloading fails at once with `LlmError.Busy` (it does not wait).
+         * The server is not trusted: see the README for what is checked.
          */
     @Throws(LlmException::class) fun `downloadModel`(`request`: DownloadRequest, `directory`: kotlin.String, `progress`: DownloadProgress? = null, `cancel`: CancellationToken? = null): DownloadedModel {
             return FfiConverterTypeDownloadedModel.lift(

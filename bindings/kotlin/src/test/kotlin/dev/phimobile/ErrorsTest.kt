@@ -41,7 +41,7 @@ class ErrorsTest {
         val e = assertFailsWith<LlmException.ModelNotFound> {
             load(ModelConfig(modelPath = "/nonexistent/model.gguf", tokenizerPath = Fixtures.tokenizerPath))
         }
-        assertEquals("/nonexistent/model.gguf", e.path)
+        assertEquals("/nonexistent/model.gguf", e.what)
         assertEquals("not found: /nonexistent/model.gguf", describe(e))
     }
 
