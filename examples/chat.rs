@@ -286,22 +286,20 @@ fn resolve_files(args: &Args) -> Result<(String, Option<String>), String> {
     }
     let cache = cache_dir();
     let endpoint = args.endpoint.clone().or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()));
-    let shown = endpoint.as_deref().unwrap_or(phi_mobile::engine::DEFAULT_ENDPOINT);
+    let shown = endpoint.as_deref().unwrap_or(phi_mobile::download::DEFAULT_ENDPOINT);
     let models = cache.join("models");
     eprintln!(
         "model: {DEFAULT_REPO}/{DEFAULT_FILE} from {shown} (2.4 GB; kept in {} after the first time)",
         models.display()
     );
     let request = DownloadRequest {
-        repo_id: DEFAULT_REPO.into(),
-        filename: DEFAULT_FILE.into(),
-        revision: None,
         endpoint,
         token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+        ..DownloadRequest::new(DEFAULT_REPO, DEFAULT_FILE)
     };
     match download_model(request, models.display().to_string(), Some(Arc::new(DownloadBar)), None) {
         // Phi-3's GGUF carries its tokenizer; --tokenizer still overrides it.
-        Ok(path) => Ok((path, args.tokenizer.clone())),
+        Ok(model) => Ok((model.path, args.tokenizer.clone())),
         Err(LlmError::Network { reason }) => {
             eprintln!("\nthe Hugging Face Hub is not reachable from here ({reason}).");
             eprintln!(

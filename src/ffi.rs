@@ -9,11 +9,18 @@ use std::thread::ThreadId;
 
 use crate::engine::{self, panic_message};
 
+#[cfg(feature = "download")]
+mod download;
+#[cfg(feature = "download")]
+pub use download::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
+
 /// The one error type callers see. Each variant is something an app can act on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
 pub enum LlmError {
-    #[error("Model file not found: {path}.")]
-    ModelNotFound { path: String },
+    /// A model file that is not there, or a repo, file or revision the Hub
+    /// does not have (`what` says which, in words).
+    #[error("Model not found: {what}.")]
+    ModelNotFound { what: String },
     #[error("The file is not a usable model: {reason}.")]
     InvalidModel { reason: String },
     #[error("Model architecture '{architecture}' is not supported (supported: phi3, llama).")]
@@ -32,6 +39,13 @@ pub enum LlmError {
     Network { reason: String },
     #[error("A file could not be read or written: {reason}.")]
     Storage { reason: String },
+    /// A gated or private repo: a Hugging Face token with access is needed.
+    #[error("Access denied: {reason}.")]
+    AccessDenied { reason: String },
+    /// The same work is already running (e.g. a download of the same file);
+    /// try again when it ends.
+    #[error("Busy: {reason}.")]
+    Busy { reason: String },
     #[error("The operation was cancelled.")]
     Cancelled,
 }
@@ -51,7 +65,10 @@ impl From<engine::Error> for LlmError {
     fn from(e: engine::Error) -> Self {
         use engine::Error as E;
         match e {
-            E::NotFound(p) => LlmError::ModelNotFound { path: p.display().to_string() },
+            E::NotFound(p) => LlmError::ModelNotFound { what: p.display().to_string() },
+            E::RemoteNotFound(what) => LlmError::ModelNotFound { what },
+            E::AccessDenied(reason) => LlmError::AccessDenied { reason },
+            E::Busy(reason) => LlmError::Busy { reason },
             // The file system refused (permission, I/O error): not the file's
             // content, so not InvalidModel.
             e @ E::Io { .. } => LlmError::Storage { reason: e.to_string() },
@@ -71,7 +88,7 @@ impl From<engine::Error> for LlmError {
     }
 }
 
-type Result<T, E = LlmError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = LlmError> = std::result::Result<T, E>;
 
 /// How to load a model.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -309,7 +326,7 @@ pub trait LoadProgress: Send + Sync {
 }
 
 /// A foreign callback's failure, without wrapping its message twice.
-fn callback_error(e: LlmError) -> engine::Error {
+pub(crate) fn callback_error(e: LlmError) -> engine::Error {
     match e {
         LlmError::Callback { reason } => engine::Error::Callback(reason),
         other => engine::Error::Callback(other.to_string()),
@@ -328,7 +345,7 @@ fn call_sink<'a>(sink: &'a dyn TokenSink) -> impl FnMut(&str) -> engine::Result<
 /// the engine's own guards becomes a typed error here instead of UniFFI's
 /// internal error (or an abort) in the host app. `tests/ffi_boundary.rs`
 /// checks that each such export uses it.
-fn guard<T>(on_panic: fn(String) -> LlmError, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guard<T>(on_panic: fn(String) -> LlmError, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|p| Err(on_panic(format!("internal error: {}", panic_message(&*p)))))
 }
@@ -350,7 +367,8 @@ fn inference_error(reason: String) -> LlmError {
 /// so a cancel that lands before the call starts is never forgotten.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct CancellationToken {
-    flag: AtomicBool,
+    /// Shared with a download's socket, which checks it between reads.
+    flag: Arc<AtomicBool>,
 }
 
 #[uniffi::export]
@@ -433,7 +451,7 @@ impl Model {
             let opts = params.into();
             let ids = self.inner.encode(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
-            let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &c.flag).collect();
+            let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &*c.flag).collect();
             let stop = engine::Stop(&flags);
             let outcome = sequence.generate(&self.inner, &ids, &opts, stop, &mut call_sink(sink.as_ref()))?;
             Ok(outcome.into())
@@ -520,7 +538,7 @@ impl ChatSession {
         self.cancel.store(false, Ordering::SeqCst);
         let result = guard(inference_error, || {
             let mut flags = vec![&self.cancel];
-            flags.extend(cancel.iter().map(|c| &c.flag));
+            flags.extend(cancel.iter().map(|c| &*c.flag));
             let stop = engine::Stop(&flags);
             let outcome =
                 conversation.send(&self.model, message, &params.into(), stop, &mut call_sink(sink.as_ref()))?;
@@ -591,80 +609,6 @@ impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         *lock_ignoring_poison(self.0) = None;
     }
-}
-
-/// A model file to download from a Hugging Face repo (or a mirror).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct DownloadRequest {
-    /// `org/name`, e.g. `microsoft/Phi-3-mini-4k-instruct-gguf`.
-    pub repo_id: String,
-    /// The file inside the repo, e.g. `Phi-3-mini-4k-instruct-q4.gguf`.
-    pub filename: String,
-    /// Branch, tag or commit; default `main`.
-    #[uniffi(default = None)]
-    pub revision: Option<String>,
-    /// Base URL of the Hub or a mirror; default `https://huggingface.co`.
-    #[uniffi(default = None)]
-    pub endpoint: Option<String>,
-    /// Access token for gated or private repos.
-    #[uniffi(default = None)]
-    pub token: Option<String>,
-}
-
-/// Receives download progress on the thread that called `download_model`,
-/// at most about 20 times a second.
-#[uniffi::export(foreign)]
-pub trait DownloadProgress: Send + Sync {
-    /// Return `false` to cancel (the download then fails with
-    /// `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
-    fn on_progress(&self, bytes_done: u64, bytes_total: u64) -> Result<bool, LlmError>;
-}
-
-/// Downloads a model file into `directory` and returns its path; blocking
-/// (call it off the UI thread).
-///
-/// If an earlier call already downloaded it, returns at once without network.
-/// An interrupted download (dropped connection, app killed, cancelled) resumes
-/// where it stopped, in this call or the next. The file appears at the
-/// returned path only once complete and checked against the size the server
-/// announced and, for LFS files (all model weights), their SHA-256.
-/// `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
-/// file is kept for the next call. The layout inside `directory` is the Hub
-/// cache's (`models--org--name/...`), so an app can share it with other tools.
-#[uniffi::export(default(progress = None, cancel = None))]
-pub fn download_model(
-    request: DownloadRequest,
-    directory: String,
-    progress: Option<Arc<dyn DownloadProgress>>,
-    cancel: Option<Arc<CancellationToken>>,
-) -> Result<String> {
-    guard(|reason| LlmError::Network { reason }, || download_inner(request, directory, progress, cancel))
-}
-
-fn download_inner(
-    request: DownloadRequest,
-    directory: String,
-    progress: Option<Arc<dyn DownloadProgress>>,
-    cancel: Option<Arc<CancellationToken>>,
-) -> Result<String> {
-    let spec = engine::DownloadSpec {
-        repo_id: request.repo_id,
-        filename: request.filename,
-        revision: request.revision,
-        endpoint: request.endpoint,
-        token: request.token,
-        directory: PathBuf::from(directory),
-    };
-    let never = AtomicBool::new(false);
-    let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
-    let mut report = |done: u64, total: u64| match &progress {
-        Some(p) => catch_unwind(AssertUnwindSafe(|| p.on_progress(done, total)))
-            .map_err(|e| engine::Error::Callback(format!("the progress callback panicked: {}", panic_message(&*e))))?
-            .map_err(callback_error),
-        None => Ok(true),
-    };
-    let path = engine::download(&spec, &mut report, flag)?;
-    Ok(path.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -7,12 +7,16 @@
 //! `ffi` (the UniFFI objects and records re-exported here) → generated
 //! bindings → the Kotlin/Swift layers → the sample apps.
 
+#[cfg(feature = "download")]
+pub mod download;
 pub mod engine;
 mod ffi;
 
+#[cfg(feature = "download")]
+pub use ffi::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use ffi::{
-    download_model, CancellationToken, ChatMessage, ChatSession, DownloadProgress, DownloadRequest, GenerationParams,
-    GenerationStats, LlmError, LoadProgress, Model, ModelConfig, ModelInfo, Role, StopReason, TokenSink,
+    CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError, LoadProgress, Model,
+    ModelConfig, ModelInfo, Role, StopReason, TokenSink,
 };
 
 uniffi::setup_scaffolding!();

@@ -32,8 +32,8 @@ fn invalid_model(r: Result<std::sync::Arc<Model>, LlmError>) -> String {
 #[test]
 fn missing_file() {
     let err = load(Path::new("/nonexistent/model.gguf")).err().unwrap();
-    assert_eq!(err, LlmError::ModelNotFound { path: "/nonexistent/model.gguf".into() });
-    assert_eq!(err.to_string(), "Model file not found: /nonexistent/model.gguf.");
+    assert_eq!(err, LlmError::ModelNotFound { what: "/nonexistent/model.gguf".into() });
+    assert_eq!(err.to_string(), "Model not found: /nonexistent/model.gguf.");
 }
 
 #[test]

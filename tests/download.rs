@@ -1,6 +1,7 @@
 //! `download_model` against a local Hub stand-in (tests/common/hub_server.rs):
 //! the resolve protocol, progress, resume within and across calls, integrity
-//! checks, cancellation (also of a stalled transfer) and typed errors.
+//! checks, cancellation (also of a stalled transfer), timeouts, the lock and
+//! typed errors. The hostile server's classes are in tests/download_hostile.rs.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::hub_server::{sha256_hex, HubServer, COMMIT};
-use phi_mobile::{download_model, CancellationToken, DownloadProgress, DownloadRequest, LlmError};
+use common::hub_server::{git_sha1_hex, sha256_hex, HubServer, Sandbox, COMMIT};
+use phi_mobile::{download_model, CancellationToken, DownloadProgress, DownloadRequest, DownloadedModel, LlmError};
 
 const REPO: &str = "example-org/tiny-model-gguf";
 const FILE: &str = "tiny-q4.gguf";
@@ -27,13 +28,7 @@ fn payload(len: usize) -> Vec<u8> {
 }
 
 fn request(server: &HubServer, filename: &str) -> DownloadRequest {
-    DownloadRequest {
-        repo_id: REPO.into(),
-        filename: filename.into(),
-        revision: None,
-        endpoint: Some(server.endpoint.clone()),
-        token: None,
-    }
+    DownloadRequest { endpoint: Some(server.endpoint.clone()), ..DownloadRequest::new(REPO, filename) }
 }
 
 /// Records every progress report; can cancel (return false) or throw.
@@ -59,7 +54,7 @@ fn download(
     dir: &Path,
     progress: Option<Arc<Recorder>>,
     cancel: Option<Arc<CancellationToken>>,
-) -> Result<String, LlmError> {
+) -> Result<DownloadedModel, LlmError> {
     download_model(
         request(server, FILE),
         dir.to_string_lossy().into_owned(),
@@ -96,9 +91,12 @@ fn downloads_with_progress_then_reuses_the_file_offline() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
 
-    let path = download(&server, dir.path(), Some(recorder.clone()), None).unwrap();
+    let got = download(&server, dir.path(), Some(recorder.clone()), None).unwrap();
+    let path = got.path.clone();
     assert_eq!(PathBuf::from(&path), final_path(&std::fs::canonicalize(dir.path()).unwrap()));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!((got.size_bytes, got.commit.as_str(), got.verified), (1_500_000, COMMIT, true));
+    assert_eq!(got.sha256, Some(sha256_hex(&bytes)));
     assert!(part_files(dir.path()).is_empty());
     // The blob is named by the etag, the SHA-256 the server announced.
     let blob = std::fs::canonicalize(&path).unwrap();
@@ -113,11 +111,12 @@ fn downloads_with_progress_then_reuses_the_file_offline() {
     let requests = server.requests();
     assert!(requests.iter().any(|s| s.path == format!("/{REPO}/resolve/main/{FILE}")), "{requests:?}");
     assert_eq!(server.body_range_starts(), vec![0]);
+    assert!(requests.iter().all(|s| s.accept_encoding.as_deref() == Some("identity")), "{requests:?}");
 
     // Second call: the file is there, no request is made.
     let n = server.requests().len();
     let again = download(&server, dir.path(), None, None).unwrap();
-    assert_eq!(again, path);
+    assert_eq!(again, got);
     assert_eq!(server.requests().len(), n);
 }
 
@@ -128,7 +127,7 @@ fn a_dropped_connection_resumes_where_it_stopped() {
     server.faults.drop_bodies.store(2, std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
 
-    let path = download(&server, dir.path(), None, None).unwrap();
+    let path = download(&server, dir.path(), None, None).unwrap().path;
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     // Each retry asked for the rest only: 0, then half, then three quarters.
     assert_eq!(server.body_range_starts(), vec![0, 500_000, 750_000]);
@@ -151,7 +150,7 @@ fn an_interrupted_download_resumes_in_the_next_call() {
     assert!(partial > 0 && partial < 1_000_000, "{partial}");
 
     server.faults.drop_bodies.store(0, std::sync::atomic::Ordering::SeqCst);
-    let path = download(&server, dir.path(), None, None).unwrap();
+    let path = download(&server, dir.path(), None, None).unwrap().path;
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(server.body_range_starts().last(), Some(&partial));
 }
@@ -170,49 +169,84 @@ fn bytes_that_do_not_match_the_etag_are_deleted_not_returned() {
     assert!(!blob.exists());
 
     server.faults.corrupt.store(false, std::sync::atomic::Ordering::SeqCst);
-    let path = download(&server, dir.path(), None, None).unwrap();
+    let path = download(&server, dir.path(), None, None).unwrap().path;
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
 #[test]
-fn a_server_ignoring_range_on_resume_cannot_produce_a_corrupt_file() {
+fn a_server_ignoring_range_on_resume_restarts_cleanly() {
     let bytes = payload(400_000);
     let server = HubServer::start(REPO, &[(FILE, bytes.clone())]);
     server.faults.drop_bodies.store(1, std::sync::atomic::Ordering::SeqCst);
     server.faults.ignore_range.store(true, std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
 
-    // The resumed request gets the whole file again, appended to the half
-    // already there: the size check catches it.
-    let err = download(&server, dir.path(), None, None).unwrap_err();
-    assert!(matches!(&err, LlmError::Network { reason } if reason.contains("announced")), "{err:?}");
-    assert!(!final_path(dir.path()).exists());
+    // The resumed request gets the whole file again (200): it replaces the
+    // half already there instead of being appended to it.
+    let got = download(&server, dir.path(), None, None).unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+    assert_eq!(server.body_range_starts(), vec![0, 200_000]);
 }
 
 #[test]
 fn a_missing_file_or_repo_is_model_not_found() {
     let server = HubServer::start(REPO, &[(FILE, payload(1000))]);
-    let dir = tempfile::tempdir().unwrap();
-    let err =
-        download_model(request(&server, "other.gguf"), dir.path().to_string_lossy().into(), None, None).unwrap_err();
-    assert!(matches!(err, LlmError::ModelNotFound { .. }), "{err:?}");
-    let mut other_repo = request(&server, FILE);
-    other_repo.repo_id = "example-org/nope".into();
-    let err = download_model(other_repo, dir.path().to_string_lossy().into(), None, None).unwrap_err();
-    assert!(matches!(err, LlmError::ModelNotFound { .. }), "{err:?}");
+    // 404, and the Hub's answer to anonymous clients: 401 + RepoNotFound.
+    for hub_401 in [false, true] {
+        server.faults.hub_401.store(hub_401, std::sync::atomic::Ordering::SeqCst);
+        let sandbox = Sandbox::new();
+        let err = download_model(request(&server, "other.gguf"), sandbox.dir_string(), None, None).unwrap_err();
+        // Named in words, not as a made-up path.
+        assert!(
+            matches!(&err, LlmError::ModelNotFound { what } if what.contains("example-org/tiny-model-gguf/other.gguf at revision main")),
+            "{err:?}"
+        );
+        let mut other_repo = request(&server, FILE);
+        other_repo.repo_id = "example-org/nope".into();
+        let err = download_model(other_repo, sandbox.dir_string(), None, None).unwrap_err();
+        assert!(matches!(&err, LlmError::ModelNotFound { what } if what.contains("example-org/nope")), "{err:?}");
+        sandbox.assert_nothing_written();
+    }
+}
+
+#[test]
+fn a_gated_repo_without_a_token_is_access_denied() {
+    let server = HubServer::start(REPO, &[(FILE, payload(1000))]);
+    server.faults.gated.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sandbox = Sandbox::new();
+    let err = download_model(request(&server, FILE), sandbox.dir_string(), None, None).unwrap_err();
+    assert!(matches!(&err, LlmError::AccessDenied { reason } if reason.contains("token")), "{err:?}");
+    assert!(err.to_string().contains("Hugging Face token with access"), "{err}");
+    sandbox.assert_nothing_written();
+}
+
+#[test]
+fn a_small_git_file_is_checked_against_its_git_sha1() {
+    let bytes = b"{\"architectures\": [\"Phi3ForCausalLM\"]}\n".to_vec();
+    let server = HubServer::start(REPO, &[("config.json", bytes.clone())]);
+    server.faults.small.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.faults.corrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sandbox = Sandbox::new();
+    let err = download_model(request(&server, "config.json"), sandbox.dir_string(), None, None).unwrap_err();
+    assert!(matches!(&err, LlmError::Network { reason } if reason.contains("corrupt")), "{err:?}");
+    sandbox.assert_nothing_written();
+
+    server.faults.corrupt.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = download_model(request(&server, "config.json"), sandbox.dir_string(), None, None).unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+    assert!(got.verified);
+    assert_eq!(got.sha256, None);
+    let blob = std::fs::canonicalize(&got.path).unwrap();
+    assert_eq!(blob.file_name().unwrap().to_str().unwrap(), git_sha1_hex(&bytes));
+    sandbox.assert_nothing_outside();
 }
 
 #[test]
 fn an_unreachable_endpoint_is_a_network_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let req = DownloadRequest {
-        repo_id: REPO.into(),
-        filename: FILE.into(),
-        revision: None,
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        token: None,
-    };
+    let req =
+        DownloadRequest { endpoint: Some(format!("http://127.0.0.1:{port}")), ..DownloadRequest::new(REPO, FILE) };
     let err = download_model(req, dir.path().to_string_lossy().into(), None, None).unwrap_err();
     assert!(matches!(err, LlmError::Network { .. }), "{err:?}");
 }
@@ -230,32 +264,117 @@ fn progress_returning_false_cancels_and_the_next_call_resumes() {
     assert!(!final_path(dir.path()).exists());
 
     server.faults.throttle_ms.store(0, std::sync::atomic::Ordering::SeqCst);
-    let path = download(&server, dir.path(), None, None).unwrap();
+    let path = download(&server, dir.path(), None, None).unwrap().path;
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert!(server.body_range_starts().last().unwrap() > &0, "{:?}", server.body_range_starts());
 }
 
-#[test]
-fn a_cancellation_token_stops_even_a_stalled_transfer_promptly() {
-    let server = HubServer::start(REPO, &[(FILE, payload(1_000_000))]);
-    server.faults.stall.store(true, std::sync::atomic::Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
+/// Generous for a loaded 2-core machine, yet far below the old one-second
+/// grace (and the read timeout): the cancel itself must end the call.
+const CANCEL_BOUND: Duration = Duration::from_millis(50 + 250);
+
+/// Cancels `token` once the partial file holds some bytes; returns how long
+/// the download call took after the cancel.
+fn cancel_mid_transfer(server: &HubServer, dir: &Path) -> (LlmError, Duration, Instant) {
     let token = CancellationToken::new();
+    let cancelled_at = Arc::new(Mutex::new(None));
     let canceller = {
-        let token = token.clone();
+        let (token, at, dir) = (token.clone(), cancelled_at.clone(), dir.to_path_buf());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            for _ in 0..1000 {
+                if part_files(&dir).iter().any(|(_, len)| *len > 0) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            *at.lock().unwrap() = Some(Instant::now());
             token.cancel();
         })
     };
-    let start = Instant::now();
-    let err = download(&server, dir.path(), None, Some(token)).unwrap_err();
-    let elapsed = start.elapsed();
+    let err = download(server, dir, None, Some(token)).unwrap_err();
+    let returned = Instant::now();
     canceller.join().unwrap();
-    assert_eq!(err, LlmError::Cancelled);
-    // 300 ms until cancel, then at most the one-second grace for the worker.
-    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
-    assert!(!final_path(dir.path()).exists());
+    let at = cancelled_at.lock().unwrap().expect("the transfer never started");
+    (err, returned - at, at)
+}
+
+#[test]
+fn a_cancellation_token_stops_a_transfer_at_once_and_a_retry_resumes() {
+    for stalled in [false, true] {
+        let bytes = payload(2_000_000);
+        let server = HubServer::start(REPO, &[(FILE, bytes.clone())]);
+        if stalled {
+            server.faults.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            server.faults.throttle_ms.store(30, std::sync::atomic::Ordering::SeqCst);
+        }
+        let sandbox = Sandbox::new();
+        std::fs::create_dir_all(&sandbox.dir).unwrap();
+        let (err, latency, at) = cancel_mid_transfer(&server, &sandbox.dir);
+        assert_eq!(err, LlmError::Cancelled);
+        eprintln!("stalled={stalled}: the call returned {latency:?} after the cancel");
+        assert!(latency < CANCEL_BOUND, "stalled={stalled}: returned {latency:?} after the cancel");
+        assert!(!final_path(&sandbox.dir).exists());
+        // Nothing more was asked of the server after the cancel.
+        std::thread::sleep(Duration::from_millis(200));
+        let after: Vec<_> = server.requests().into_iter().filter(|s| s.at > at).collect();
+        assert!(after.is_empty(), "requests after the cancel: {after:?}");
+
+        // At once: the lock is free and the partial file resumes.
+        server.faults.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+        server.faults.throttle_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+        let got = download(&server, &sandbox.dir, None, None).unwrap();
+        assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+        assert!(*server.body_range_starts().last().unwrap() > 0, "{:?}", server.body_range_starts());
+        sandbox.assert_nothing_outside();
+    }
+}
+
+#[test]
+fn a_stalled_server_without_a_cancel_token_times_out() {
+    let server = HubServer::start(REPO, &[(FILE, payload(1_000_000))]);
+    server.faults.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sandbox = Sandbox::new();
+    let req = DownloadRequest { read_timeout_ms: Some(300), ..request(&server, FILE) };
+    let start = Instant::now();
+    let err = download_model(req, sandbox.dir_string(), None, None).unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(matches!(&err, LlmError::Network { reason } if reason.contains("no data for 300 ms")), "{err:?}");
+    // Four attempts (three in-call retries) of 300 ms each, 1.75 s of backoff.
+    assert!(elapsed < Duration::from_millis(4 * 300 + 1750 + 2000), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    sandbox.assert_nothing_outside();
+}
+
+#[test]
+fn a_second_download_of_the_same_file_is_busy_while_the_first_runs() {
+    let bytes = payload(2_000_000);
+    let server = HubServer::start(REPO, &[(FILE, bytes.clone())]);
+    server.faults.throttle_ms.store(30, std::sync::atomic::Ordering::SeqCst);
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(&sandbox.dir).unwrap();
+    let token = CancellationToken::new();
+    let first = {
+        let (req, dir, token) = (request(&server, FILE), sandbox.dir_string(), token.clone());
+        std::thread::spawn(move || download_model(req, dir, None, Some(token)))
+    };
+    for _ in 0..1000 {
+        if part_files(&sandbox.dir).iter().any(|(_, len)| *len > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = download(&server, &sandbox.dir, None, None).unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Busy { reason } if reason.contains("another download of example-org/tiny-model-gguf/tiny-q4.gguf")),
+        "{err:?}"
+    );
+    token.cancel();
+    assert_eq!(first.join().unwrap().unwrap_err(), LlmError::Cancelled);
+    server.faults.throttle_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let got = download(&server, &sandbox.dir, None, None).unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
 }
 
 #[test]
@@ -273,22 +392,25 @@ fn bad_requests_are_invalid_parameters_and_an_unwritable_directory_is_storage() 
     let server = HubServer::start(REPO, &[(FILE, payload(1000))]);
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().to_string_lossy().into_owned();
-    for (repo, file, endpoint) in [
-        (REPO, "../escape.gguf", server.endpoint.clone()),
-        (REPO, "/etc/passwd", server.endpoint.clone()),
-        ("", FILE, server.endpoint.clone()),
-        ("a/b/c", FILE, server.endpoint.clone()),
-        (REPO, FILE, "ftp://mirror.example".to_string()),
+    let ok = request(&server, FILE);
+    for (field, req) in [
+        ("filename", request(&server, "../escape.gguf")),
+        ("filename", request(&server, "/etc/passwd")),
+        ("filename", request(&server, "%2e%2e/%2E%2E/other-org/x/resolve/main/a.gguf")),
+        ("filename", request(&server, "a\\b.gguf")),
+        ("repo_id", DownloadRequest { repo_id: "".into(), ..ok.clone() }),
+        ("repo_id", DownloadRequest { repo_id: "a/b/c".into(), ..ok.clone() }),
+        ("revision", DownloadRequest { revision: Some("..".into()), ..ok.clone() }),
+        ("revision", DownloadRequest { revision: Some("%2e%2e".into()), ..ok.clone() }),
+        ("endpoint", DownloadRequest { endpoint: Some("ftp://mirror.example".into()), ..ok.clone() }),
+        ("token", DownloadRequest { token: Some("hf_x\r\nX-Evil: 1".into()), ..ok.clone() }),
+        ("connect_timeout_ms", DownloadRequest { connect_timeout_ms: Some(0), ..ok.clone() }),
+        ("read_timeout_ms", DownloadRequest { read_timeout_ms: Some(-5), ..ok.clone() }),
+        ("read_timeout_ms", DownloadRequest { read_timeout_ms: Some(i64::MAX), ..ok.clone() }),
     ] {
-        let req = DownloadRequest {
-            repo_id: repo.into(),
-            filename: file.into(),
-            revision: None,
-            endpoint: Some(endpoint),
-            token: None,
-        };
+        let what = format!("{req:?}");
         let err = download_model(req, to.clone(), None, None).unwrap_err();
-        assert!(matches!(err, LlmError::InvalidParameter { .. }), "{repo} {file}: {err:?}");
+        assert!(matches!(&err, LlmError::InvalidParameter { name, .. } if name == field), "{what}: {err:?}");
     }
     assert!(server.requests().is_empty());
 

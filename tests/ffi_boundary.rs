@@ -4,7 +4,7 @@
 //! be a typed `LlmError`.
 //!
 //! Two halves: every exported function that can fail is wrapped in `guard`
-//! (read from src/ffi.rs, so a new export without it fails here), and each
+//! (src/ffi.rs and src/ffi/ parsed with syn, so a new export without it fails here), and each
 //! one's bad inputs — including callbacks that panic — give the expected
 //! variant with no panic escaping (checked with `catch_unwind`).
 
@@ -25,69 +25,107 @@ use phi_mobile::*;
 const INFALLIBLE_EXPORTS: [&str; 8] =
     ["new", "cancel", "is_cancelled", "info", "new_session", "cancel", "history", "reset"];
 
-/// (name, signature, body) of every function in the items that follow a
-/// `#[uniffi::export…]` attribute (an `impl` block or a free function).
-fn exported_functions(src: &str) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let mut rest = src;
-    while let Some(i) = rest.find("#[uniffi::export") {
-        rest = &rest[i..];
-        let item_start = rest.find(']').unwrap() + 1;
-        let (item, after) = braced_item(&rest[item_start..]);
-        rest = after;
-        if item.trim_start().starts_with("impl") || item.contains(" impl ") {
-            let body = &item[item.find('{').unwrap() + 1..];
-            let mut inner = body;
-            while let Some(j) = inner.find("pub fn ") {
-                let (f, after) = braced_item(&inner[j..]);
-                out.push(split_fn(f));
-                inner = after;
-            }
-        } else if item.contains("pub fn ") {
-            out.push(split_fn(&item[item.find("pub fn ").unwrap()..]));
-        }
+/// The FFI sources, parsed: `src/ffi.rs` and the files under `src/ffi/`.
+fn ffi_sources() -> Vec<syn::File> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = vec![root.join("ffi.rs")];
+    if let Ok(dir) = std::fs::read_dir(root.join("ffi")) {
+        paths.extend(dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")));
     }
-    out
+    paths
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
+        .collect()
 }
 
-/// The text up to and including the brace that closes the first `{`.
-fn braced_item(s: &str) -> (&str, &str) {
-    let open = s.find('{').unwrap();
-    let mut depth = 0;
-    for (i, c) in s[open..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return (&s[..open + i + 1], &s[open + i + 1..]);
+fn is_uniffi_export(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        let segments: Vec<String> = a.path().segments.iter().map(|s| s.ident.to_string()).collect();
+        segments == ["uniffi", "export"]
+    })
+}
+
+fn returns_result(sig: &syn::Signature) -> bool {
+    match &sig.output {
+        syn::ReturnType::Type(_, ty) => match &**ty {
+            syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+            _ => false,
+        },
+        syn::ReturnType::Default => false,
+    }
+}
+
+/// The names of the functions a block calls (by their path's last segment).
+fn called_functions(block: &syn::Block) -> Vec<String> {
+    struct Calls(Vec<String>);
+    impl<'a> syn::visit::Visit<'a> for Calls {
+        fn visit_expr_call(&mut self, call: &'a syn::ExprCall) {
+            if let syn::Expr::Path(p) = &*call.func {
+                if let Some(last) = p.path.segments.last() {
+                    self.0.push(last.ident.to_string());
                 }
             }
-            _ => {}
+            syn::visit::visit_expr_call(self, call);
         }
     }
-    panic!("unbalanced braces in src/ffi.rs");
+    let mut calls = Calls(Vec::new());
+    syn::visit::Visit::visit_block(&mut calls, block);
+    calls.0
 }
 
-fn split_fn(f: &str) -> (String, String, String) {
-    let name = f["pub fn ".len()..].split(|c: char| c == '(' || c == '<').next().unwrap().to_string();
-    let open = f.find('{').unwrap();
-    (name, f[..open].to_string(), f[open..].to_string())
+/// (name, returns a Result, functions its body calls) of every function
+/// UniFFI exports: `#[uniffi::export]` free functions and the `pub fn`s of
+/// `#[uniffi::export]` impl blocks. Also the private helpers of those impl
+/// blocks (e.g. `load_inner`), by name, with their calls.
+type Export = (String, bool, Vec<String>);
+
+fn exported_functions() -> (Vec<Export>, Vec<(String, Vec<String>)>) {
+    let (mut exports, mut helpers) = (Vec::new(), Vec::new());
+    for file in ffi_sources() {
+        for item in &file.items {
+            match item {
+                syn::Item::Fn(f) if is_uniffi_export(&f.attrs) => {
+                    exports.push((f.sig.ident.to_string(), returns_result(&f.sig), called_functions(&f.block)));
+                }
+                syn::Item::Fn(f) => helpers.push((f.sig.ident.to_string(), called_functions(&f.block))),
+                syn::Item::Impl(block) => {
+                    let exported = is_uniffi_export(&block.attrs);
+                    for member in &block.items {
+                        if let syn::ImplItem::Fn(f) = member {
+                            let public = matches!(f.vis, syn::Visibility::Public(_));
+                            let entry = (f.sig.ident.to_string(), returns_result(&f.sig), called_functions(&f.block));
+                            if exported && public {
+                                exports.push(entry);
+                            } else {
+                                helpers.push((entry.0, entry.2));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (exports, helpers)
 }
 
 #[test]
 fn every_fallible_export_is_guarded() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ffi.rs")).unwrap();
-    let exports = exported_functions(&src);
+    let (exports, helpers) = exported_functions();
     assert!(exports.len() >= 15, "found only {:?}", exports.iter().map(|e| &e.0).collect::<Vec<_>>());
-    // load and load_with_progress share load_inner, which must be guarded too.
-    let load_inner = braced_item(&src[src.find("fn load_inner").unwrap()..]).0;
-    assert!(load_inner.contains("guard("), "load_inner is not guarded");
+    // A helper counts as guarded if its own body calls guard() (load and
+    // load_with_progress share load_inner).
+    let guarded_helpers: Vec<&str> =
+        helpers.iter().filter(|(_, calls)| calls.iter().any(|c| c == "guard")).map(|(n, _)| n.as_str()).collect();
     let mut infallible = Vec::new();
-    for (name, sig, body) in &exports {
-        if sig.contains("-> Result<") {
+    for (name, fallible, calls) in &exports {
+        if *fallible {
             assert!(
-                body.contains("guard(") || body.contains("Self::load_inner("),
+                calls.iter().any(|c| c == "guard" || guarded_helpers.contains(&c.as_str())),
                 "exported `{name}` can fail but does not run inside guard()"
             );
         } else {
@@ -155,13 +193,8 @@ fn panicking_callbacks_are_callback_errors() {
 
     let server = HubServer::start("org/repo", &[("f.gguf", vec![7u8; 100_000])]);
     let dir = tempfile::tempdir().unwrap();
-    let request = DownloadRequest {
-        repo_id: "org/repo".into(),
-        filename: "f.gguf".into(),
-        revision: None,
-        endpoint: Some(server.endpoint.clone()),
-        token: None,
-    };
+    let request =
+        DownloadRequest { endpoint: Some(server.endpoint.clone()), ..DownloadRequest::new("org/repo", "f.gguf") };
     let e = typed_error("download_model", || {
         download_model(request, dir.path().display().to_string(), Some(Arc::new(PanickingProgress)), None)
     });
@@ -224,11 +257,8 @@ fn every_error_path_is_a_typed_error() {
 
     let dir = tempfile::tempdir().unwrap();
     let request = |endpoint: &str| DownloadRequest {
-        repo_id: "org/repo".into(),
-        filename: "f.gguf".into(),
-        revision: None,
         endpoint: Some(endpoint.into()),
-        token: None,
+        ..DownloadRequest::new("org/repo", "f.gguf")
     };
     let e = typed_error("unreachable", || {
         download_model(request("http://127.0.0.1:9"), dir.path().display().to_string(), None, None)

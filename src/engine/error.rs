@@ -38,6 +38,19 @@ pub enum Error {
     #[error("{0}")]
     Network(String),
 
+    /// The Hub has no such repo, file or revision (what, in words).
+    #[error("{0}")]
+    RemoteNotFound(String),
+
+    /// A gated or private repo, without a token that has access.
+    #[error("{0}")]
+    AccessDenied(String),
+
+    /// Another operation on the same resource is running (e.g. a download of
+    /// the same file in this process).
+    #[error("{0}")]
+    Busy(String),
+
     /// A file could not be written (disk full, no permission).
     #[error("cannot write {}: {source}", path.display())]
     Storage { path: PathBuf, source: std::io::Error },
@@ -68,6 +81,7 @@ impl Error {
         Error::InvalidParameter { name, reason: reason.into() }
     }
 
+    #[cfg_attr(not(feature = "download"), allow(dead_code))]
     pub(crate) fn storage(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Storage { path: path.to_path_buf(), source }
     }

@@ -2,7 +2,6 @@
 //! it for UniFFI.
 
 mod chat;
-mod download;
 mod error;
 mod generate;
 mod gguf_scan;
@@ -17,7 +16,6 @@ mod transformer;
 mod vocab;
 
 pub use chat::{phi3_prompt, Message, Role};
-pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
 pub use generate::{

@@ -503,6 +503,22 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
+    typealias FfiType = Int64
+    typealias SwiftType = Int64
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int64 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int64, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterFloat: FfiConverterPrimitive {
     typealias FfiType = Float
     typealias SwiftType = Float
@@ -1928,9 +1944,18 @@ public struct DownloadRequest: Equatable, Hashable {
      */
     public var endpoint: String?
     /**
-     * Access token for gated or private repos.
+     * Access token for gated or private repos; sent only to `endpoint`'s
+     * scheme, host and port, never to a host it redirects to.
      */
     public var token: String?
+    /**
+     * Longest wait for a connection, 1..=600000 ms; default 15000.
+     */
+    public var connectTimeoutMs: Int64?
+    /**
+     * Longest wait for the next byte, 1..=600000 ms; default 30000.
+     */
+    public var readTimeoutMs: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1948,13 +1973,22 @@ public struct DownloadRequest: Equatable, Hashable {
          * Base URL of the Hub or a mirror; default `https://huggingface.co`.
          */endpoint: String? = nil, 
         /**
-         * Access token for gated or private repos.
-         */token: String? = nil) {
+         * Access token for gated or private repos; sent only to `endpoint`'s
+         * scheme, host and port, never to a host it redirects to.
+         */token: String? = nil, 
+        /**
+         * Longest wait for a connection, 1..=600000 ms; default 15000.
+         */connectTimeoutMs: Int64? = nil, 
+        /**
+         * Longest wait for the next byte, 1..=600000 ms; default 30000.
+         */readTimeoutMs: Int64? = nil) {
         self.repoId = repoId
         self.filename = filename
         self.revision = revision
         self.endpoint = endpoint
         self.token = token
+        self.connectTimeoutMs = connectTimeoutMs
+        self.readTimeoutMs = readTimeoutMs
     }
 
     
@@ -1977,7 +2011,9 @@ public struct FfiConverterTypeDownloadRequest: FfiConverterRustBuffer {
                 filename: FfiConverterString.read(from: &buf), 
                 revision: FfiConverterOptionString.read(from: &buf), 
                 endpoint: FfiConverterOptionString.read(from: &buf), 
-                token: FfiConverterOptionString.read(from: &buf)
+                token: FfiConverterOptionString.read(from: &buf), 
+                connectTimeoutMs: FfiConverterOptionInt64.read(from: &buf), 
+                readTimeoutMs: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -1987,6 +2023,8 @@ public struct FfiConverterTypeDownloadRequest: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.revision, into: &buf)
         FfiConverterOptionString.write(value.endpoint, into: &buf)
         FfiConverterOptionString.write(value.token, into: &buf)
+        FfiConverterOptionInt64.write(value.connectTimeoutMs, into: &buf)
+        FfiConverterOptionInt64.write(value.readTimeoutMs, into: &buf)
     }
 }
 
@@ -2003,6 +2041,101 @@ public func FfiConverterTypeDownloadRequest_lift(_ buf: RustBuffer) throws -> Do
 #endif
 public func FfiConverterTypeDownloadRequest_lower(_ value: DownloadRequest) -> RustBuffer {
     return FfiConverterTypeDownloadRequest.lower(value)
+}
+
+
+/**
+ * A downloaded (or already present) model file.
+ */
+public struct DownloadedModel: Equatable, Hashable {
+    /**
+     * Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
+     */
+    public var path: String
+    public var sizeBytes: UInt64
+    /**
+     * The commit the revision resolved to.
+     */
+    public var commit: String
+    /**
+     * The content's SHA-256 when the Hub gave one (LFS files: all weights).
+     */
+    public var sha256: String?
+    /**
+     * Whether the content was checked against the Hub's hash (SHA-256, or the
+     * git blob SHA-1 of a small file); false means checked by size only.
+     */
+    public var verified: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
+         */path: String, sizeBytes: UInt64, 
+        /**
+         * The commit the revision resolved to.
+         */commit: String, 
+        /**
+         * The content's SHA-256 when the Hub gave one (LFS files: all weights).
+         */sha256: String?, 
+        /**
+         * Whether the content was checked against the Hub's hash (SHA-256, or the
+         * git blob SHA-1 of a small file); false means checked by size only.
+         */verified: Bool) {
+        self.path = path
+        self.sizeBytes = sizeBytes
+        self.commit = commit
+        self.sha256 = sha256
+        self.verified = verified
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DownloadedModel: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDownloadedModel: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DownloadedModel {
+        return
+            try DownloadedModel(
+                path: FfiConverterString.read(from: &buf), 
+                sizeBytes: FfiConverterUInt64.read(from: &buf), 
+                commit: FfiConverterString.read(from: &buf), 
+                sha256: FfiConverterOptionString.read(from: &buf), 
+                verified: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DownloadedModel, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.path, into: &buf)
+        FfiConverterUInt64.write(value.sizeBytes, into: &buf)
+        FfiConverterString.write(value.commit, into: &buf)
+        FfiConverterOptionString.write(value.sha256, into: &buf)
+        FfiConverterBool.write(value.verified, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadedModel_lift(_ buf: RustBuffer) throws -> DownloadedModel {
+    return try FfiConverterTypeDownloadedModel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadedModel_lower(_ value: DownloadedModel) -> RustBuffer {
+    return FfiConverterTypeDownloadedModel.lower(value)
 }
 
 
@@ -2426,7 +2559,11 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
 
     
     
-    case ModelNotFound(path: String
+    /**
+     * A model file that is not there, or a repo, file or revision the Hub
+     * does not have (`what` says which, in words).
+     */
+    case ModelNotFound(what: String
     )
     case InvalidModel(reason: String
     )
@@ -2445,6 +2582,17 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Network(reason: String
     )
     case Storage(reason: String
+    )
+    /**
+     * A gated or private repo: a Hugging Face token with access is needed.
+     */
+    case AccessDenied(reason: String
+    )
+    /**
+     * The same work is already running (e.g. a download of the same file);
+     * try again when it ends.
+     */
+    case Busy(reason: String
     )
     case Cancelled
 
@@ -2477,7 +2625,7 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
 
         
         case 1: return .ModelNotFound(
-            path: try FfiConverterString.read(from: &buf)
+            what: try FfiConverterString.read(from: &buf)
             )
         case 2: return .InvalidModel(
             reason: try FfiConverterString.read(from: &buf)
@@ -2508,7 +2656,13 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         case 10: return .Storage(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .Cancelled
+        case 11: return .AccessDenied(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 12: return .Busy(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 13: return .Cancelled
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -2521,9 +2675,9 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
 
         
         
-        case let .ModelNotFound(path):
+        case let .ModelNotFound(what):
             writeInt(&buf, Int32(1))
-            FfiConverterString.write(path, into: &buf)
+            FfiConverterString.write(what, into: &buf)
             
         
         case let .InvalidModel(reason):
@@ -2573,8 +2727,18 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case .Cancelled:
+        case let .AccessDenied(reason):
             writeInt(&buf, Int32(11))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Busy(reason):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Cancelled:
+            writeInt(&buf, Int32(13))
         
         }
     }
@@ -2815,6 +2979,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -2959,20 +3147,22 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
     }
 }
 /**
- * Downloads a model file into `directory` and returns its path; blocking
- * (call it off the UI thread).
+ * Downloads a model file into `directory`; blocking (call it off the UI
+ * thread). The transfer runs on the calling thread.
  *
  * If an earlier call already downloaded it, returns at once without network.
  * An interrupted download (dropped connection, app killed, cancelled) resumes
  * where it stopped, in this call or the next. The file appears at the
- * returned path only once complete and checked against the size the server
- * announced and, for LFS files (all model weights), their SHA-256.
- * `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
- * file is kept for the next call. The layout inside `directory` is the Hub
- * cache's (`models--org--name/...`), so an app can share it with other tools.
+ * returned path only once complete and checked (see `DownloadedModel`).
+ * `cancel` stops it from any thread within about 20 ms
+ * (`LlmError.Cancelled`); the partial file is kept for the next call. The
+ * layout inside `directory` is the Hub cache's (`models--org--name/...`), so
+ * an app can share it with other tools. A second call for a file that is
+ * still downloading fails at once with `LlmError.Busy` (it does not wait).
+ * The server is not trusted: see the README for what is checked.
  */
-public func downloadModel(request: DownloadRequest, directory: String, progress: DownloadProgress? = nil, cancel: CancellationToken? = nil)throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+public func downloadModel(request: DownloadRequest, directory: String, progress: DownloadProgress? = nil, cancel: CancellationToken? = nil)throws  -> DownloadedModel  {
+    return try  FfiConverterTypeDownloadedModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_func_download_model(
         FfiConverterTypeDownloadRequest_lower(request),

@@ -141,11 +141,13 @@ extension ChatSession {
 }
 
 /// Downloads a model file from a Hugging Face repo (or the mirror in
-/// `request.endpoint`) into `directory` on a thread of its own and returns
-/// the file's path.
+/// `request.endpoint`) into `directory` on a thread of its own. The result
+/// says where the file is (`path`), its size and commit, and whether its
+/// content was checked against the Hub's hash (`verified`; `sha256` for LFS
+/// files).
 ///
 /// ```swift
-/// let path = try await downloadModel(
+/// let model = try await downloadModel(
 ///     DownloadRequest(repoId: "microsoft/Phi-3-mini-4k-instruct-gguf", filename: "Phi-3-mini-4k-instruct-q4.gguf"),
 ///     to: modelsDirectory.path
 /// ) { done, total in print("\(done) / \(total)") }
@@ -153,26 +155,30 @@ extension ChatSession {
 ///
 /// Returns at once, without network, if an earlier call already downloaded
 /// it. An interrupted download resumes where it stopped, within this call or
-/// the next. The file appears only once complete and verified (size, and
-/// SHA-256 for the Hub's LFS files). Cancelling the calling task stops the
-/// transfer within about 50 ms, even on a stalled connection, and throws
-/// `CancellationError`; the partial file stays for the next call.
+/// the next. The file appears only once complete and checked; a server's
+/// answer is never trusted to name paths, sizes or hosts (see the README).
+/// Cancelling the calling task stops the transfer within about 20 ms, even on
+/// a stalled connection, and throws `CancellationError`; the partial file
+/// stays for the next call.
 ///
 /// - Parameter progress: called with bytes done and total bytes on the
 ///   downloading thread, at most about 20 times a second.
-/// - Throws: `LlmError.Network` (retry later), `.ModelNotFound` (no such
-///   repo or file), `.Storage` (disk full, no permission),
-///   `.InvalidParameter`; `CancellationError` when the task was cancelled.
+/// - Throws: `LlmError.Network` (retry later; also a stall longer than
+///   `request.readTimeoutMs`), `.ModelNotFound` (no such repo, file or
+///   revision), `.AccessDenied` (a gated or private repo: set
+///   `request.token`), `.Busy` (the same file is already downloading),
+///   `.Storage` (disk full, no permission), `.InvalidParameter`;
+///   `CancellationError` when the task was cancelled.
 public func downloadModel(
     _ request: DownloadRequest,
     to directory: String,
     progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
-) async throws -> String {
+) async throws -> DownloadedModel {
     let token = CancellationToken()
     let relay = progress.map(DownloadProgressRelay.init(report:))
     do {
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, Error>) in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<DownloadedModel, Error>) in
                 runOnOwnThread {
                     continuation.resume(with: Result {
                         try PhiMobile.downloadModel(request: request, directory: directory, progress: relay, cancel: token)

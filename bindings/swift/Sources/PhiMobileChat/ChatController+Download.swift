@@ -37,8 +37,8 @@ extension ChatController {
             downloading.cancel()
         }
         do {
-            let path = try await downloading.value
-            await performLoad(path: path, tokenizerPath: nil)
+            let model = try await downloading.value
+            await performLoad(path: model.path, tokenizerPath: nil)
         } catch is CancellationError {
             publish(resting)
         } catch LlmError.Cancelled {

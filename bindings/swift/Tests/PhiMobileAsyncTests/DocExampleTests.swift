@@ -43,12 +43,12 @@ struct DocExampleTests {
         let task = Task {
             while !Task.isCancelled { await Task.yield() }
             // doc-example begin
-            let path = try await downloadModel(
+            let model = try await downloadModel(
                 DownloadRequest(repoId: "microsoft/Phi-3-mini-4k-instruct-gguf", filename: "Phi-3-mini-4k-instruct-q4.gguf"),
                 to: modelsDirectory.path
             ) { done, total in print("\(done) / \(total)") }
             // doc-example end
-            return path
+            return model
         }
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }

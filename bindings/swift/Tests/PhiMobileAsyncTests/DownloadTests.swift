@@ -42,6 +42,22 @@ struct DownloadTests {
         #expect(name == "filename")
     }
 
+    @Test("timeouts outside 1...600000 ms are InvalidParameter naming the field")
+    func invalidTimeouts() async throws {
+        let dir = try Self.directory()
+        for (request, field) in [
+            (DownloadRequest(repoId: "org/model", filename: "model.gguf", connectTimeoutMs: 0), "connect_timeout_ms"),
+            (DownloadRequest(repoId: "org/model", filename: "model.gguf", readTimeoutMs: -1), "read_timeout_ms"),
+        ] {
+            let error = await llmError { try await downloadModel(request, to: dir) }
+            guard case .InvalidParameter(let name, _)? = error else {
+                Issue.record("expected InvalidParameter, got \(String(describing: error))")
+                continue
+            }
+            #expect(name == field)
+        }
+    }
+
     @Test("a cancelled task throws CancellationError")
     func cancelled() async throws {
         let dir = try Self.directory()

@@ -11,7 +11,7 @@ struct ErrorTests {
     func modelNotFound() async throws {
         let config = ModelConfig(modelPath: "/nonexistent/model.gguf", tokenizerPath: try Fixtures.tokenizerPath())
         let error = await llmError { try await Model.load(config: config) }
-        #expect(error == .ModelNotFound(path: "/nonexistent/model.gguf"))
+        #expect(error == .ModelNotFound(what: "/nonexistent/model.gguf"))
         #expect(error?.localizedDescription.contains("/nonexistent/model.gguf") == true)
     }
 

@@ -215,7 +215,7 @@ struct ChatControllerTests {
         let chat = ChatController()
         await chat.load(modelAt: "/nonexistent/model.gguf", tokenizerPath: try ChatFixtures.tokenizerPath())
         let snapshot = await chat.snapshot
-        #expect(snapshot.state == .error(.llm(.ModelNotFound(path: "/nonexistent/model.gguf"))))
+        #expect(snapshot.state == .error(.llm(.ModelNotFound(what: "/nonexistent/model.gguf"))))
         #expect(snapshot.model == nil)
         #expect(!snapshot.canSend)
         #expect(await chat.send("Hello") == nil)

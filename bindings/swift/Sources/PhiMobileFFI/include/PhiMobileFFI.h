@@ -243,13 +243,6 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
-#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
-typedef void (*UniffiCallbackInterfaceDownloadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
-        RustCallStatus *_Nonnull uniffiCallStatus
-    );
-
-#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, uint64_t, void* _Nonnull, 
@@ -264,13 +257,11 @@ typedef void (*UniffiCallbackInterfaceTokenSinkMethod0)(uint64_t, RustBuffer, in
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
-#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
-typedef struct UniffiVTableCallbackInterfaceDownloadProgress {
-    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
-    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
-    UniffiCallbackInterfaceDownloadProgressMethod0 _Nonnull onProgress;
-} UniffiVTableCallbackInterfaceDownloadProgress;
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
+typedef void (*UniffiCallbackInterfaceDownloadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOAD_PROGRESS
@@ -289,6 +280,15 @@ typedef struct UniffiVTableCallbackInterfaceTokenSink {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceTokenSinkMethod0 _Nonnull onText;
 } UniffiVTableCallbackInterfaceTokenSink;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS
+typedef struct UniffiVTableCallbackInterfaceDownloadProgress {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDownloadProgressMethod0 _Nonnull onProgress;
+} UniffiVTableCallbackInterfaceDownloadProgress;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CANCELLATIONTOKEN
@@ -345,26 +345,6 @@ void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus 
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
-uint64_t uniffi_phi_mobile_fn_clone_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
-void uniffi_phi_mobile_fn_free_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
-void uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(const UniffiVTableCallbackInterfaceDownloadProgress* _Nonnull vtable
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
-int8_t uniffi_phi_mobile_fn_method_downloadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_LOADPROGRESS
@@ -455,6 +435,26 @@ void uniffi_phi_mobile_fn_init_callback_vtable_tokensink(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_TOKENSINK_ON_TEXT
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_TOKENSINK_ON_TEXT
 int8_t uniffi_phi_mobile_fn_method_tokensink_on_text(uint64_t ptr, RustBuffer piece, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_DOWNLOADPROGRESS
+uint64_t uniffi_phi_mobile_fn_clone_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_DOWNLOADPROGRESS
+void uniffi_phi_mobile_fn_free_downloadprogress(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_INIT_CALLBACK_VTABLE_DOWNLOADPROGRESS
+void uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(const UniffiVTableCallbackInterfaceDownloadProgress* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+int8_t uniffi_phi_mobile_fn_method_downloadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
@@ -764,12 +764,6 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_send(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
-uint16_t uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_LOADPROGRESS_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_LOADPROGRESS_ON_PROGRESS
 uint16_t uniffi_phi_mobile_checksum_method_loadprogress_on_progress(void
@@ -815,6 +809,12 @@ uint16_t uniffi_phi_mobile_checksum_method_model_tokenize(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_TOKENSINK_ON_TEXT
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_TOKENSINK_ON_TEXT
 uint16_t uniffi_phi_mobile_checksum_method_tokensink_on_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
+uint16_t uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(void
     
 );
 #endif

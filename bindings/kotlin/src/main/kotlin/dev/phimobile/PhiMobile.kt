@@ -102,21 +102,27 @@ suspend fun loadModel(
 
 /**
  * Downloads a model file from a Hugging Face repo (or the mirror in [DownloadRequest.endpoint])
- * into [directory] on [Dispatchers.IO] and returns it; safe to call from the main thread.
+ * into [directory] on [Dispatchers.IO]; safe to call from the main thread. The result says where
+ * the file is ([DownloadedModel.file]), its size and commit, and whether its content was checked
+ * against the Hub's hash ([DownloadedModel.verified]; [DownloadedModel.sha256] for LFS files).
  *
  * Returns at once, without network, if an earlier call already downloaded it. An interrupted
  * download resumes where it stopped, within this call or the next. The file appears only once
- * complete and verified (size, and SHA-256 for the Hub's LFS files). Cancelling the calling
- * coroutine stops the transfer within about 50 ms, even on a stalled connection, and throws
- * [CancellationException]; the partial file stays for the next call. Failures are
- * [LlmException.Network] (retry later), [LlmException.ModelNotFound] (no such repo or file),
+ * complete and checked; a server's answer is never trusted to name paths, sizes or hosts (see the
+ * README). Cancelling the calling coroutine stops the transfer within about 20 ms, even on a
+ * stalled connection, and throws [CancellationException]; the partial file stays for the next
+ * call. Failures are [LlmException.Network] (retry later; also a stall longer than
+ * [DownloadRequest.readTimeoutMs]), [LlmException.ModelNotFound] (no such repo, file or revision),
+ * [LlmException.AccessDenied] (a gated or private repo: set [DownloadRequest.token]),
+ * [LlmException.Busy] (the same file is already downloading in this process),
  * [LlmException.Storage] (disk full, no permission) and [LlmException.InvalidParameter].
  *
  * ```kotlin
- * val file = downloadModel(
+ * val model = downloadModel(
  *     DownloadRequest(repoId = "microsoft/Phi-3-mini-4k-instruct-gguf", filename = "Phi-3-mini-4k-instruct-q4.gguf"),
  *     directory = File(context.filesDir, "models"),
  * ) { done, total -> progress.value = done.toFloat() / total.toFloat() }
+ * loadModel(ModelConfig(modelPath = model.path))
  * ```
  *
  * @param onProgress called with (bytes done, total bytes) on the downloading thread, at most about
@@ -126,7 +132,7 @@ suspend fun downloadModel(
     request: DownloadRequest,
     directory: File,
     onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
-): File = CancellationToken().use { token ->
+): DownloadedModel = CancellationToken().use { token ->
     val progressFailure = AtomicReference<Throwable?>(null)
     val progress = onProgress?.let { report ->
         object : DownloadProgress {
@@ -142,13 +148,16 @@ suspend fun downloadModel(
         }
     }
     try {
-        File(runInterruptibly(onCancel = token::cancel) { downloadModel(request, directory.path, progress, token) })
+        runInterruptibly(onCancel = token::cancel) { downloadModel(request, directory.path, progress, token) }
     } catch (e: LlmException.Cancelled) {
         progressFailure.get()?.let { throw it }
         currentCoroutineContext().ensureActive()
         throw e
     }
 }
+
+/** The downloaded file. */
+val DownloadedModel.file: File get() = File(path)
 
 /** One step of a streamed generation: text pieces, then exactly one [Done] as the last event. */
 sealed interface GenerationEvent {

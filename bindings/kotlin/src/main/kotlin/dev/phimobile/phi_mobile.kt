@@ -650,33 +650,14 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
-internal interface UniffiCallbackInterfaceDownloadProgressMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
-}
 internal interface UniffiCallbackInterfaceLoadProgressMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`bytesRead`: Long,`totalBytes`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceTokenSinkMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`piece`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
-internal open class UniffiVTableCallbackInterfaceDownloadProgress(
-    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-    @JvmField internal var `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
-) : Structure() {
-    class UniffiByValue(
-        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-        `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
-    ): UniffiVTableCallbackInterfaceDownloadProgress(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
-
-   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDownloadProgress) {
-        `uniffiFree` = other.`uniffiFree`
-        `uniffiClone` = other.`uniffiClone`
-        `onProgress` = other.`onProgress`
-    }
-
+internal interface UniffiCallbackInterfaceDownloadProgressMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
 internal open class UniffiVTableCallbackInterfaceLoadProgress(
@@ -713,6 +694,25 @@ internal open class UniffiVTableCallbackInterfaceTokenSink(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onText` = other.`onText`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
+internal open class UniffiVTableCallbackInterfaceDownloadProgress(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onProgress`: UniffiCallbackInterfaceDownloadProgressMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDownloadProgress(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDownloadProgress) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onProgress` = other.`onProgress`
     }
 
 }
@@ -754,8 +754,6 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_send(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
-    ): Int
     external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_detokenize(
@@ -771,6 +769,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_phi_mobile_checksum_method_model_tokenize(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_tokensink_on_text(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(
     ): Int
@@ -823,14 +823,6 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_phi_mobile_fn_free_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(`vtable`: UniffiVTableCallbackInterfaceDownloadProgress,
-    ): Unit
-    external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
     external fun uniffi_phi_mobile_fn_clone_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_free_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -866,6 +858,14 @@ internal object UniffiLib {
     external fun uniffi_phi_mobile_fn_init_callback_vtable_tokensink(`vtable`: UniffiVTableCallbackInterfaceTokenSink,
     ): Unit
     external fun uniffi_phi_mobile_fn_method_tokensink_on_text(`ptr`: Long,`piece`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_free_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(`vtable`: UniffiVTableCallbackInterfaceDownloadProgress,
+    ): Unit
+    external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1216,6 +1216,29 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 
     override fun write(value: ULong, buf: ByteBuffer) {
         buf.putLong(value.toLong())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterLong: FfiConverter<Long, Long> {
+    override fun lift(value: Long): Long {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Long {
+        return buf.getLong()
+    }
+
+    override fun lower(value: Long): Long {
+        return value
+    }
+
+    override fun allocationSize(value: Long) = 8UL
+
+    override fun write(value: Long, buf: ByteBuffer) {
+        buf.putLong(value)
     }
 }
 
@@ -3468,9 +3491,20 @@ data class DownloadRequest (
     var `endpoint`: kotlin.String? = null 
     , 
     /**
-     * Access token for gated or private repos.
+     * Access token for gated or private repos; sent only to `endpoint`'s
+     * scheme, host and port, never to a host it redirects to.
      */
     var `token`: kotlin.String? = null 
+    , 
+    /**
+     * Longest wait for a connection, 1..=600000 ms; default 15000.
+     */
+    var `connectTimeoutMs`: kotlin.Long? = null 
+    , 
+    /**
+     * Longest wait for the next byte, 1..=600000 ms; default 30000.
+     */
+    var `readTimeoutMs`: kotlin.Long? = null 
     
 ){
     
@@ -3492,6 +3526,8 @@ public object FfiConverterTypeDownloadRequest: FfiConverterRustBuffer<DownloadRe
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterOptionalLong.read(buf),
         )
     }
 
@@ -3500,7 +3536,9 @@ public object FfiConverterTypeDownloadRequest: FfiConverterRustBuffer<DownloadRe
             FfiConverterString.allocationSize(value.`filename`) +
             FfiConverterOptionalString.allocationSize(value.`revision`) +
             FfiConverterOptionalString.allocationSize(value.`endpoint`) +
-            FfiConverterOptionalString.allocationSize(value.`token`)
+            FfiConverterOptionalString.allocationSize(value.`token`) +
+            FfiConverterOptionalLong.allocationSize(value.`connectTimeoutMs`) +
+            FfiConverterOptionalLong.allocationSize(value.`readTimeoutMs`)
     )
 
     override fun write(value: DownloadRequest, buf: ByteBuffer) {
@@ -3509,6 +3547,77 @@ public object FfiConverterTypeDownloadRequest: FfiConverterRustBuffer<DownloadRe
             FfiConverterOptionalString.write(value.`revision`, buf)
             FfiConverterOptionalString.write(value.`endpoint`, buf)
             FfiConverterOptionalString.write(value.`token`, buf)
+            FfiConverterOptionalLong.write(value.`connectTimeoutMs`, buf)
+            FfiConverterOptionalLong.write(value.`readTimeoutMs`, buf)
+    }
+}
+
+
+
+/**
+ * A downloaded (or already present) model file.
+ */
+data class DownloadedModel (
+    /**
+     * Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
+     */
+    var `path`: kotlin.String
+    , 
+    var `sizeBytes`: kotlin.ULong
+    , 
+    /**
+     * The commit the revision resolved to.
+     */
+    var `commit`: kotlin.String
+    , 
+    /**
+     * The content's SHA-256 when the Hub gave one (LFS files: all weights).
+     */
+    var `sha256`: kotlin.String?
+    , 
+    /**
+     * Whether the content was checked against the Hub's hash (SHA-256, or the
+     * git blob SHA-1 of a small file); false means checked by size only.
+     */
+    var `verified`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDownloadedModel: FfiConverterRustBuffer<DownloadedModel> {
+    override fun read(buf: ByteBuffer): DownloadedModel {
+        return DownloadedModel(
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DownloadedModel) = (
+            FfiConverterString.allocationSize(value.`path`) +
+            FfiConverterULong.allocationSize(value.`sizeBytes`) +
+            FfiConverterString.allocationSize(value.`commit`) +
+            FfiConverterOptionalString.allocationSize(value.`sha256`) +
+            FfiConverterBoolean.allocationSize(value.`verified`)
+    )
+
+    override fun write(value: DownloadedModel, buf: ByteBuffer) {
+            FfiConverterString.write(value.`path`, buf)
+            FfiConverterULong.write(value.`sizeBytes`, buf)
+            FfiConverterString.write(value.`commit`, buf)
+            FfiConverterOptionalString.write(value.`sha256`, buf)
+            FfiConverterBoolean.write(value.`verified`, buf)
     }
 }
 
@@ -3845,12 +3954,16 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
  */
 sealed class LlmException: kotlin.Exception() {
     
+    /**
+     * A model file that is not there, or a repo, file or revision the Hub
+     * does not have (`what` says which, in words).
+     */
     class ModelNotFound(
         
-        val `path`: kotlin.String
+        val `what`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "path=${ `path` }"
+            get() = "what=${ `what` }"
     }
     
     class InvalidModel(
@@ -3929,6 +4042,29 @@ sealed class LlmException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
+    /**
+     * A gated or private repo: a Hugging Face token with access is needed.
+     */
+    class AccessDenied(
+        
+        val `reason`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The same work is already running (e.g. a download of the same file);
+     * try again when it ends.
+     */
+    class Busy(
+        
+        val `reason`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
     class Cancelled(
         ) : LlmException() {
         override val message
@@ -3986,7 +4122,13 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             10 -> LlmException.Storage(
                 FfiConverterString.read(buf),
                 )
-            11 -> LlmException.Cancelled()
+            11 -> LlmException.AccessDenied(
+                FfiConverterString.read(buf),
+                )
+            12 -> LlmException.Busy(
+                FfiConverterString.read(buf),
+                )
+            13 -> LlmException.Cancelled()
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -3996,7 +4138,7 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             is LlmException.ModelNotFound -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`path`)
+                + FfiConverterString.allocationSize(value.`what`)
             )
             is LlmException.InvalidModel -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -4045,6 +4187,16 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
             )
+            is LlmException.AccessDenied -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is LlmException.Busy -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
             is LlmException.Cancelled -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
@@ -4056,7 +4208,7 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
         when(value) {
             is LlmException.ModelNotFound -> {
                 buf.putInt(1)
-                FfiConverterString.write(value.`path`, buf)
+                FfiConverterString.write(value.`what`, buf)
                 Unit
             }
             is LlmException.InvalidModel -> {
@@ -4106,8 +4258,18 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is LlmException.Cancelled -> {
+            is LlmException.AccessDenied -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Busy -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Cancelled -> {
+                buf.putInt(13)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -4256,6 +4418,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
         }
     }
 }
@@ -4440,20 +4634,22 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
     }
 }
         /**
-         * Downloads a model file into `directory` and returns its path; blocking
-         * (call it off the UI thread).
+         * Downloads a model file into `directory`; blocking (call it off the UI
+         * thread). The transfer runs on the calling thread.
          *
          * If an earlier call already downloaded it, returns at once without network.
          * An interrupted download (dropped connection, app killed, cancelled) resumes
          * where it stopped, in this call or the next. The file appears at the
-         * returned path only once complete and checked against the size the server
-         * announced and, for LFS files (all model weights), their SHA-256.
-         * `cancel` stops it from any thread (`LlmError.Cancelled`); the partial
-         * file is kept for the next call. The layout inside `directory` is the Hub
-         * cache's (`models--org--name/...`), so an app can share it with other tools.
+         * returned path only once complete and checked (see `DownloadedModel`).
+         * `cancel` stops it from any thread within about 20 ms
+         * (`LlmError.Cancelled`); the partial file is kept for the next call. The
+         * layout inside `directory` is the Hub cache's (`models--org--name/...`), so
+         * an app can share it with other tools. A second call for a file that is
+         * still downloading fails at once with `LlmError.Busy` (it does not wait).
+         * The server is not trusted: see the README for what is checked.
          */
-    @Throws(LlmException::class) fun `downloadModel`(`request`: DownloadRequest, `directory`: kotlin.String, `progress`: DownloadProgress? = null, `cancel`: CancellationToken? = null): kotlin.String {
-            return FfiConverterString.lift(
+    @Throws(LlmException::class) fun `downloadModel`(`request`: DownloadRequest, `directory`: kotlin.String, `progress`: DownloadProgress? = null, `cancel`: CancellationToken? = null): DownloadedModel {
+            return FfiConverterTypeDownloadedModel.lift(
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_func_download_model(
     

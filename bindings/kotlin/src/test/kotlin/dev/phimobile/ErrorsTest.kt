@@ -21,7 +21,7 @@ class ErrorsTest {
     private fun load(config: ModelConfig): Model = runBlocking { loadModel(config) }
 
     private fun describe(e: LlmException): String = when (e) {
-        is LlmException.ModelNotFound -> "not found: ${e.path}"
+        is LlmException.ModelNotFound -> "not found: ${e.what}"
         is LlmException.InvalidModel -> "invalid model: ${e.reason}"
         is LlmException.UnsupportedArchitecture -> "unsupported: ${e.architecture}"
         is LlmException.Tokenizer -> "tokenizer: ${e.reason}"
@@ -31,6 +31,8 @@ class ErrorsTest {
         is LlmException.Inference -> "inference: ${e.reason}"
         is LlmException.Network -> "network: ${e.reason}"
         is LlmException.Storage -> "storage: ${e.reason}"
+        is LlmException.AccessDenied -> "access denied: ${e.reason}"
+        is LlmException.Busy -> "busy: ${e.reason}"
         is LlmException.Cancelled -> "cancelled"
     }
 
@@ -39,7 +41,7 @@ class ErrorsTest {
         val e = assertFailsWith<LlmException.ModelNotFound> {
             load(ModelConfig(modelPath = "/nonexistent/model.gguf", tokenizerPath = Fixtures.tokenizerPath))
         }
-        assertEquals("/nonexistent/model.gguf", e.path)
+        assertEquals("/nonexistent/model.gguf", e.what)
         assertEquals("not found: /nonexistent/model.gguf", describe(e))
     }
 

@@ -94,17 +94,18 @@ class ChatController(
     /**
      * Downloads a model into [directory] (Hugging Face Hub layout) and loads it. A file already
      * there loads without network; an interrupted or stopped download resumes on the next call.
-     * Network and storage failures end in [ChatState.Error] with [LlmException.Network] or
-     * [LlmException.Storage].
+     * Failures end in [ChatState.Error] with [LlmException.Network], [LlmException.Storage],
+     * [LlmException.ModelNotFound], [LlmException.AccessDenied] (a gated repo needs a token) or
+     * [LlmException.Busy] (already downloading).
      */
     fun download(request: DownloadRequest, directory: File) =
         replaceModel(ChatState.Downloading(0, 0, ChatState.Downloading.Source.DOWNLOAD)) { op ->
-            val file = withContext(ioDispatcher) {
+            val model = withContext(ioDispatcher) {
                 downloadModel(request, directory) { done, total ->
                     publish(op, ChatState.Downloading(done.toLong(), total.toLong(), ChatState.Downloading.Source.DOWNLOAD))
                 }
             }
-            open(op, file.path, null)
+            open(op, model.path, null)
         }
 
     /**
@@ -337,7 +338,7 @@ class ChatController(
 
 /** A message for the screen; the typed exception stays in [ChatState.Error.cause]. */
 internal fun describe(e: Throwable): String = when (e) {
-    is LlmException.ModelNotFound -> "Model file not found: ${e.path}"
+    is LlmException.ModelNotFound -> "Model not found: ${e.what}"
     is LlmException.InvalidModel -> "Not a usable model file: ${e.reason}"
     is LlmException.UnsupportedArchitecture -> "Unsupported model architecture: ${e.architecture}"
     is LlmException.Tokenizer -> "The model's tokenizer cannot be used: ${e.reason}"
@@ -348,6 +349,8 @@ internal fun describe(e: Throwable): String = when (e) {
     is LlmException.Callback -> "Generation was interrupted: ${e.reason}"
     is LlmException.Network -> "Download failed: ${e.reason}. Check the connection and try again; it resumes where it stopped."
     is LlmException.Storage -> "Cannot store the model: ${e.reason}"
+    is LlmException.AccessDenied -> "Access denied: ${e.reason}"
+    is LlmException.Busy -> "This model is already downloading: ${e.reason}"
     is LlmException.Cancelled -> "Cancelled"
     is IOException -> "Could not store the model: ${e.message ?: e.javaClass.simpleName}"
     else -> e.message ?: e.javaClass.simpleName

@@ -25,7 +25,7 @@ class ErrorsTest {
             h.onMain { load(missing) }
             val error = h.awaitState<ChatState.Error>()
             val cause = assertIs<LlmException.ModelNotFound>(error.cause)
-            assertEquals(missing, cause.path)
+            assertEquals(missing, cause.what)
             assertFalse(error.recoverable)
             assertNull(error.model)
             assertTrue(error.message.contains(missing), error.message)
