@@ -130,7 +130,7 @@ impl TokenSink for Reentrant {
         if let Some(session) = self.session.lock().unwrap().as_ref() {
             log.push(format!("history {}", session.history().len()));
             match session.send("again".into(), GenerationParams::greedy(2), Collect::new(), None) {
-                Err(LlmError::InvalidParameter { name, .. }) => log.push(format!("send refused ({name})")),
+                Err(LlmError::Busy { .. }) => log.push("send refused (busy)".into()),
                 other => log.push(format!("send {other:?}")),
             }
             // Another session on the same model works from here.
@@ -180,7 +180,7 @@ fn calling_back_into_the_library_from_a_sink() {
         assert_eq!(stats.stop_reason, StopReason::Cancelled);
         let log = sink.log.lock().unwrap().clone();
         assert_eq!(log[2], "history 3", "{log:?}");
-        assert_eq!(log[3], "send refused (session)", "{log:?}");
+        assert_eq!(log[3], "send refused (busy)", "{log:?}");
         assert_eq!(log[4], "other Ok(2)", "{log:?}");
         assert_eq!(session.history(), vec![system], "the reset from the sink applied after the turn");
         // The session is usable afterwards.

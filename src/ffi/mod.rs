@@ -1,0 +1,32 @@
+//! The UniFFI surface, one file per exported object: thin wrappers that
+//! convert records to engine types, call the engine, and map its errors to
+//! `LlmError`. No logic lives here.
+//!
+//! - `error`: `LlmError` and `guard` (every fallible export runs inside it)
+//! - `records`: `ModelConfig`, `GenerationParams`, `GenerationStats`, `ModelInfo`, `ChatMessage`, …
+//! - `callbacks`: `TokenSink`, `LoadProgress` (implemented in Kotlin, Swift or Rust)
+//! - `cancel`: `CancellationToken`
+//! - `model`: `Model`
+//! - `session`: `ChatSession`
+//! - `download`: `download_model` and its records (feature `download`)
+
+mod callbacks;
+mod cancel;
+#[cfg(feature = "download")]
+mod download;
+mod error;
+mod model;
+mod records;
+mod session;
+
+pub use callbacks::{LoadProgress, TokenSink};
+pub use cancel::CancellationToken;
+#[cfg(feature = "download")]
+pub use download::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
+pub use error::LlmError;
+pub use model::Model;
+pub use records::{ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, Role, StopReason};
+pub use session::ChatSession;
+
+use callbacks::{call_sink, callback_error};
+use error::{guard, inference_error, invalid_model, saturating_u32, tokenizer_error, Result};

@@ -1,0 +1,102 @@
+//! `Model`: load a GGUF, tokenize, format a chat, generate, start sessions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::*;
+use crate::engine::{self};
+
+/// A loaded model. Thread-safe; many sessions can run on it at once, each
+/// with its own KV cache over the shared weights.
+#[derive(uniffi::Object)]
+pub struct Model {
+    pub(crate) inner: Arc<engine::LoadedModel>,
+}
+
+#[uniffi::export]
+impl Model {
+    /// Loads a GGUF model (blocking; call it off the UI thread).
+    #[uniffi::constructor]
+    pub fn load(config: ModelConfig) -> Result<Arc<Self>> {
+        Self::load_inner(config, &mut |_, _| {})
+    }
+
+    /// Like `load`, reporting bytes read as it goes.
+    #[uniffi::constructor]
+    pub fn load_with_progress(config: ModelConfig, progress: Arc<dyn LoadProgress>) -> Result<Arc<Self>> {
+        // A panicking progress callback must not abort the load half-way
+        // through candle; it only loses its reports.
+        let mut broken = false;
+        Self::load_inner(config, &mut |done, total| {
+            if !broken {
+                broken = catch_unwind(AssertUnwindSafe(|| progress.on_progress(done, total))).is_err();
+            }
+        })
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        (&self.inner.info).into()
+    }
+
+    /// Token ids for `text` as this model's tokenizer encodes a prompt.
+    pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
+        guard(tokenizer_error, || Ok(self.inner.encode(&text)?))
+    }
+
+    /// Text for token ids (special tokens skipped).
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
+        guard(tokenizer_error, || Ok(self.inner.decode(&ids)?))
+    }
+
+    /// The prompt text a chat with these messages is rendered to (the model's
+    /// chat format, ending with the cue for the assistant's answer).
+    pub fn format_chat(&self, messages: Vec<ChatMessage>) -> Result<String> {
+        let messages: Vec<engine::Message> = messages.into_iter().map(Into::into).collect();
+        guard(inference_error, || Ok(self.inner.format_chat(&messages)?))
+    }
+
+    /// Completes `prompt` as raw text (no chat template), streaming to `sink`.
+    /// Blocks the calling thread. `cancel`, if given, stops it within one
+    /// token (or one prefill chunk) from any thread.
+    #[uniffi::method(default(cancel = None))]
+    pub fn generate(
+        &self,
+        prompt: String,
+        params: GenerationParams,
+        sink: Arc<dyn TokenSink>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
+        guard(inference_error, || {
+            let opts = params.into();
+            let ids = self.inner.encode(&prompt)?;
+            let mut sequence = engine::Sequence::new(&self.inner);
+            let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &*c.flag).collect();
+            let stop = engine::Stop(&flags);
+            let outcome = sequence.generate(&self.inner, &ids, &opts, stop, &mut call_sink(sink.as_ref()))?;
+            Ok(outcome.into())
+        })
+    }
+
+    /// A chat session, optionally starting from an earlier transcript
+    /// (e.g. a system message, or a conversation restored from storage).
+    pub fn new_session(&self, history: Vec<ChatMessage>) -> Arc<ChatSession> {
+        ChatSession::start(&self.inner, history.into_iter().map(Into::into).collect())
+    }
+}
+
+impl Model {
+    fn load_inner(config: ModelConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Arc<Self>> {
+        guard(invalid_model, || {
+            let cfg = engine::LoadConfig {
+                model_path: PathBuf::from(config.model_path),
+                tokenizer_path: config.tokenizer_path.map(PathBuf::from),
+                context_length: config.context_length.map(|c| c as usize),
+                threads: config.threads.map(|t| t as usize),
+            };
+            let inner = engine::LoadedModel::load(&cfg, progress)?;
+            Ok(Arc::new(Self { inner: Arc::new(inner) }))
+        })
+    }
+}

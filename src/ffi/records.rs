@@ -1,0 +1,224 @@
+//! The records and enums that cross the boundary, with their conversions
+//! to and from the engine's types.
+
+use super::*;
+use crate::engine::{self};
+
+/// How to load a model.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ModelConfig {
+    /// Path to a `.gguf` file.
+    pub model_path: String,
+    /// Path to a Hugging Face `tokenizer.json`; without it the tokenizer is
+    /// built from the GGUF's metadata, as llama.cpp does.
+    #[uniffi(default = None)]
+    pub tokenizer_path: Option<String>,
+    /// Caps the context window (and so the KV-cache memory) below the model's.
+    #[uniffi(default = None)]
+    pub context_length: Option<u32>,
+    /// Compute threads; default one per physical core. Process-wide: the first
+    /// model loaded fixes it.
+    #[uniffi(default = None)]
+    pub threads: Option<u32>,
+}
+
+impl ModelConfig {
+    pub fn new(model_path: impl Into<String>) -> Self {
+        Self { model_path: model_path.into(), tokenizer_path: None, context_length: None, threads: None }
+    }
+}
+
+/// Sampling and stopping. `GenerationParams::default()` (Rust) and the
+/// generated constructors' defaults (Kotlin/Swift) are the same values.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenerationParams {
+    #[uniffi(default = 512)]
+    pub max_tokens: u32,
+    /// 0 = greedy.
+    #[uniffi(default = 0.8)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[uniffi(default = 40)]
+    pub top_k: u32,
+    /// 1.0 = off.
+    #[uniffi(default = 0.95)]
+    pub top_p: f32,
+    /// 0.0 = off.
+    #[uniffi(default = 0.05)]
+    pub min_p: f32,
+    /// 1.0 = off.
+    #[uniffi(default = 1.1)]
+    pub repeat_penalty: f32,
+    #[uniffi(default = 64)]
+    pub repeat_last_n: u32,
+    /// Same seed and parameters give the same output; `None` = random.
+    #[uniffi(default = None)]
+    pub seed: Option<u64>,
+    /// Generation stops before any of these; they are never streamed.
+    #[uniffi(default = [])]
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        let d = engine::GenerateOptions::default();
+        Self {
+            max_tokens: saturating_u32(d.max_tokens),
+            temperature: d.sampling.temperature,
+            top_k: saturating_u32(d.sampling.top_k),
+            top_p: d.sampling.top_p,
+            min_p: d.sampling.min_p,
+            repeat_penalty: d.sampling.repeat_penalty,
+            repeat_last_n: saturating_u32(d.sampling.repeat_last_n),
+            seed: d.sampling.seed,
+            stop: d.stop,
+        }
+    }
+}
+
+impl GenerationParams {
+    /// Deterministic argmax decoding.
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self { max_tokens, temperature: 0.0, repeat_penalty: 1.0, ..Self::default() }
+    }
+}
+
+impl From<GenerationParams> for engine::GenerateOptions {
+    fn from(p: GenerationParams) -> Self {
+        engine::GenerateOptions {
+            sampling: engine::SamplingConfig {
+                temperature: p.temperature,
+                top_k: p.top_k as usize,
+                top_p: p.top_p,
+                min_p: p.min_p,
+                repeat_penalty: p.repeat_penalty,
+                repeat_last_n: p.repeat_last_n as usize,
+                seed: p.seed,
+            },
+            max_tokens: p.max_tokens as usize,
+            stop: p.stop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum StopReason {
+    /// The model ended its answer.
+    EndOfSequence,
+    MaxTokens,
+    StopString,
+    /// `cancel()` was called or the sink returned false.
+    Cancelled,
+    /// The context window is full; start a new session to go on.
+    ContextFull,
+}
+
+impl From<engine::StopReason> for StopReason {
+    fn from(r: engine::StopReason) -> Self {
+        match r {
+            engine::StopReason::EndOfSequence => StopReason::EndOfSequence,
+            engine::StopReason::MaxTokens => StopReason::MaxTokens,
+            engine::StopReason::StopString => StopReason::StopString,
+            engine::StopReason::Cancelled => StopReason::Cancelled,
+            engine::StopReason::ContextFull => StopReason::ContextFull,
+        }
+    }
+}
+
+/// The result of one generation call.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenerationStats {
+    /// Exactly the concatenation of the pieces the sink received.
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: u32,
+    /// Prompt tokens served from the session's cache instead of recomputed.
+    pub cached_prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub time_to_first_token_ms: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    pub stop_reason: StopReason,
+}
+
+impl From<engine::Outcome> for GenerationStats {
+    fn from(o: engine::Outcome) -> Self {
+        Self {
+            prefill_tokens_per_second: o.prefill_tokens_per_second(),
+            decode_tokens_per_second: o.decode_tokens_per_second(),
+            time_to_first_token_ms: o.timings.time_to_first_token.as_secs_f64() * 1e3,
+            prompt_tokens: saturating_u32(o.prompt_tokens),
+            cached_prompt_tokens: saturating_u32(o.cached_prompt_tokens),
+            generated_tokens: saturating_u32(o.token_ids.len()),
+            stop_reason: o.stop_reason.into(),
+            token_ids: o.token_ids,
+            text: o.text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: Option<String>,
+    pub parameter_count: u64,
+    /// The context in use (after any cap from `ModelConfig`).
+    pub context_length: u32,
+    pub trained_context_length: u32,
+    pub vocab_size: u32,
+    /// Main weight type, e.g. "Q4_K".
+    pub quantization: String,
+    pub file_size_bytes: u64,
+    pub threads: u32,
+}
+
+impl From<&engine::ModelInfo> for ModelInfo {
+    fn from(i: &engine::ModelInfo) -> Self {
+        Self {
+            architecture: i.architecture.clone(),
+            name: i.name.clone(),
+            parameter_count: i.parameter_count,
+            context_length: saturating_u32(i.context_length),
+            trained_context_length: saturating_u32(i.trained_context_length),
+            vocab_size: saturating_u32(i.vocab_size),
+            quantization: i.quantization.clone(),
+            file_size_bytes: i.file_size,
+            threads: saturating_u32(i.threads),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl From<ChatMessage> for engine::Message {
+    fn from(m: ChatMessage) -> Self {
+        let role = match m.role {
+            Role::System => engine::Role::System,
+            Role::User => engine::Role::User,
+            Role::Assistant => engine::Role::Assistant,
+        };
+        engine::Message::new(role, m.content)
+    }
+}
+
+impl From<&engine::Message> for ChatMessage {
+    fn from(m: &engine::Message) -> Self {
+        let role = match m.role {
+            engine::Role::System => Role::System,
+            engine::Role::User => Role::User,
+            engine::Role::Assistant => Role::Assistant,
+        };
+        ChatMessage { role, content: m.content.clone() }
+    }
+}

@@ -1,0 +1,145 @@
+//! `ChatSession`: the exported face of `engine::Conversation`, with the
+//! locking that lets a session's own sink call back into it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use super::*;
+use crate::engine::{self};
+
+/// A multi-turn chat. Keeps its history and KV cache, so each turn only
+/// processes the new tokens. Calls on one session run one at a time; use one
+/// session per conversation.
+///
+/// The session's own `TokenSink` may call back into it: `history()` (without
+/// the turn in progress) and `cancel()` work, `reset()` takes effect when the
+/// turn ends, and a nested `send()` is a `Busy` error rather than a
+/// deadlock.
+#[derive(uniffi::Object)]
+pub struct ChatSession {
+    model: Arc<engine::LoadedModel>,
+    /// Held for a whole turn (the sink runs under it).
+    conversation: Mutex<engine::Conversation>,
+    /// A copy of the conversation's history under its own, briefly held lock,
+    /// for `history()` from inside the turn's own sink.
+    history: Mutex<Vec<engine::Message>>,
+    /// The thread running a turn: a `send` from that same thread (its sink)
+    /// would wait on itself forever.
+    turn_thread: Mutex<Option<ThreadId>>,
+    reset_pending: AtomicBool,
+    cancel: AtomicBool,
+}
+
+#[uniffi::export]
+impl ChatSession {
+    /// Sends a user message and streams the answer to `sink`. Blocks the
+    /// calling thread. `cancel`, if given, stops this turn within one token
+    /// from any thread, even when cancelled before the turn starts (the
+    /// contract of `Model.generate`); `cancel()` on the session stops only a
+    /// turn already in progress.
+    #[uniffi::method(default(cancel = None))]
+    pub fn send(
+        &self,
+        message: String,
+        params: GenerationParams,
+        sink: Arc<dyn TokenSink>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
+        if self.in_own_turn() {
+            // The session is in a turn (this one): a state error, not a bad argument.
+            return Err(LlmError::Busy {
+                reason: "this chat session is generating: send() was called from inside its own TokenSink; \
+                         use another session"
+                    .into(),
+            });
+        }
+        let mut conversation = self.lock();
+        let _turn = TurnGuard::enter(&self.turn_thread);
+        // A cancel() aimed at an earlier turn must not stop this one.
+        self.cancel.store(false, Ordering::SeqCst);
+        let result = guard(inference_error, || {
+            let mut flags = vec![&self.cancel];
+            flags.extend(cancel.iter().map(|c| &*c.flag));
+            let stop = engine::Stop(&flags);
+            let outcome =
+                conversation.send(&self.model, message, &params.into(), stop, &mut call_sink(sink.as_ref()))?;
+            Ok(outcome.into())
+        });
+        if self.reset_pending.swap(false, Ordering::SeqCst) {
+            conversation.reset();
+        }
+        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
+        result
+    }
+
+    /// Stops the generation in progress within one token (from any thread).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// The messages so far. From another thread during a turn, it waits for
+    /// the turn to end (and includes it); from inside this session's own
+    /// sink, it answers at once, without the turn in progress.
+    pub fn history(&self) -> Vec<ChatMessage> {
+        if self.in_own_turn() {
+            return lock_ignoring_poison(&self.history).iter().map(Into::into).collect();
+        }
+        self.lock().history().iter().map(Into::into).collect()
+    }
+
+    /// Back to the history the session was created with. From inside this
+    /// session's own sink it applies when the turn ends (dropping that turn).
+    pub fn reset(&self) {
+        if self.in_own_turn() {
+            self.reset_pending.store(true, Ordering::SeqCst);
+            return;
+        }
+        let mut conversation = self.lock();
+        conversation.reset();
+        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
+    }
+}
+
+impl ChatSession {
+    pub(crate) fn start(model: &Arc<engine::LoadedModel>, history: Vec<engine::Message>) -> Arc<Self> {
+        Arc::new(ChatSession {
+            model: model.clone(),
+            conversation: Mutex::new(engine::Conversation::new(model, history.clone())),
+            history: Mutex::new(history),
+            turn_thread: Mutex::new(None),
+            reset_pending: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, engine::Conversation> {
+        // A panic cannot happen while the lock is held (the engine catches
+        // them), but if one did, the conversation is still structurally valid.
+        lock_ignoring_poison(&self.conversation)
+    }
+
+    fn in_own_turn(&self) -> bool {
+        *lock_ignoring_poison(&self.turn_thread) == Some(std::thread::current().id())
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the thread running a turn for as long as the turn lasts.
+struct TurnGuard<'a>(&'a Mutex<Option<ThreadId>>);
+
+impl<'a> TurnGuard<'a> {
+    fn enter(slot: &'a Mutex<Option<ThreadId>>) -> Self {
+        *lock_ignoring_poison(slot) = Some(std::thread::current().id());
+        Self(slot)
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        *lock_ignoring_poison(self.0) = None;
+    }
+}
