@@ -89,11 +89,24 @@ pub struct ModelConfig {
     /// model loaded fixes it.
     #[uniffi(default = None)]
     pub threads: Option<u32>,
+    /// Off (the default): control tokens typed in chat messages (e.g.
+    /// `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+    /// cannot forge a turn; only the chat template writes control tokens.
+    /// On: they become control tokens, as before. Raw prompts
+    /// (`generate`, `tokenize`) always parse them: the app wrote those.
+    #[uniffi(default = false)]
+    pub parse_special_in_messages: bool,
 }
 
 impl ModelConfig {
     pub fn new(model_path: impl Into<String>) -> Self {
-        Self { model_path: model_path.into(), tokenizer_path: None, context_length: None, threads: None }
+        Self {
+            model_path: model_path.into(),
+            tokenizer_path: None,
+            context_length: None,
+            threads: None,
+            parse_special_in_messages: false,
+        }
     }
 }
 
@@ -239,6 +252,10 @@ pub struct ModelInfo {
     pub quantization: String,
     pub file_size_bytes: u64,
     pub threads: u32,
+    /// Set when the file's chat template was refused (too large, too deeply
+    /// nested, does not compile, or fails on a one-message chat) and the
+    /// built-in format of the model's family is used instead: why.
+    pub chat_template_warning: Option<String>,
 }
 
 impl From<&engine::ModelInfo> for ModelInfo {
@@ -253,6 +270,7 @@ impl From<&engine::ModelInfo> for ModelInfo {
             quantization: i.quantization.clone(),
             file_size_bytes: i.file_size,
             threads: saturating_u32(i.threads),
+            chat_template_warning: i.chat_template_warning.clone(),
         }
     }
 }
@@ -430,7 +448,7 @@ impl Model {
     ) -> Result<GenerationStats> {
         guard(inference_error, || {
             let opts = params.into();
-            let ids = self.inner.encode(&prompt)?;
+            let ids = self.inner.encode_prompt(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
             let never = AtomicBool::new(false);
             let flag = cancel.as_ref().map_or(&never, |c| &c.flag);
@@ -462,6 +480,7 @@ impl Model {
                 tokenizer_path: config.tokenizer_path.map(PathBuf::from),
                 context_length: config.context_length.map(|c| c as usize),
                 threads: config.threads.map(|t| t as usize),
+                parse_special_in_messages: config.parse_special_in_messages,
             };
             let inner = engine::LoadedModel::load(&cfg, progress)?;
             Ok(Arc::new(Self { inner: Arc::new(inner) }))

@@ -10,7 +10,6 @@ mod gguf_tokenizer;
 mod model;
 mod sampler;
 mod stream;
-mod template;
 mod threads;
 mod transformer;
 

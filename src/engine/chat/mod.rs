@@ -1,4 +1,14 @@
-//! Chat messages and the Phi-3 prompt format.
+//! Chat messages, prompt formats and templates: the built-in Phi-3 format
+//! (here), Hugging Face chat templates from the GGUF (`template.rs`) within
+//! the bounds of `limits.rs` and `filters.rs`, and keeping message contents
+//! from becoming control tokens (`spans.rs`).
+
+mod filters;
+mod limits;
+pub(crate) mod prompt;
+pub(crate) mod spans;
+pub(crate) mod template;
+
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
