@@ -89,11 +89,15 @@ impl Specials {
         catch_panic(|m| Error::Tokenizer(m), || {
             let full = tokenizer.encode(text, add_special)?;
             let inside = |(s, e): (usize, usize)| spans.iter().any(|r| s < r.end && r.start < e);
-            let injected = full
-                .get_ids()
-                .iter()
-                .zip(full.get_offsets())
-                .any(|(id, &off)| self.by_id.contains_key(id) && off.0 < off.1 && inside(off));
+            // A match's offsets include the whitespace it strips (which may
+            // lie in a content): only the token's own text counts.
+            let core = |content: &str, (s, e): (usize, usize)| {
+                let at = text.get(s..e).and_then(|m| m.find(content)).map_or(s, |i| s + i);
+                (at, at + content.len())
+            };
+            let injected = full.get_ids().iter().zip(full.get_offsets()).any(|(id, &off)| {
+                self.by_id.get(id).is_some_and(|(content, ..)| off.0 < off.1 && inside(core(content, off)))
+            });
             if !injected {
                 return Ok(full.get_ids().to_vec());
             }
@@ -106,7 +110,7 @@ impl Specials {
             let mut at = 0;
             for (id, &(s, e)) in full.get_ids().iter().zip(full.get_offsets()) {
                 let Some((content, lstrip, rstrip)) = self.by_id.get(id) else { continue };
-                if s >= e || inside((s, e)) || s < at {
+                if s >= e || inside(core(content, (s, e))) || s < at {
                     continue;
                 }
                 let mut piece = &text[at..s];
