@@ -61,8 +61,17 @@ fn in_child(template: &str) -> String {
         .expect("run prlimit");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let short: String = template.chars().take(60).collect();
-    assert!(out.status.success(), "{short}: the child died ({:?}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("{short}: {stdout}")).to_string()
+    assert!(
+        out.status.success(),
+        "{short}: the child died ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{short}: {stdout}"))
+        .to_string()
 }
 
 fn chain(open: &str, unit: &str, close: &str, n: usize) -> String {

@@ -130,7 +130,8 @@ pub fn strip_marked(s: &str, chars: Option<&str>, left: bool, right: bool) -> St
         // Nothing but strippable characters and markers: only markers stay.
         return s.chars().filter(|c| is_marker(*c)).collect();
     };
-    let last = s.char_indices().rev().find(|&(_, c)| keep(&c) && !is_marker(c)).map_or(s.len(), |(i, c)| i + c.len_utf8());
+    let last =
+        s.char_indices().rev().find(|&(_, c)| keep(&c) && !is_marker(c)).map_or(s.len(), |(i, c)| i + c.len_utf8());
     let mut out = String::with_capacity(s.len());
     let head = &s[..first];
     if left {

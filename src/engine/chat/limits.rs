@@ -90,8 +90,8 @@ fn check_tag(tag: &[Token<'_>], in_loop: bool) -> std::result::Result<usize, Str
             Token::ParenClose | Token::BracketClose | Token::BraceClose => depth = depth.saturating_sub(1),
             _ => {}
         }
-        let is_unary = matches!(t, Token::Ident("not") | Token::Minus | Token::Plus)
-            && (i == 0 || !is_operand_end(&tag[i - 1]));
+        let is_unary =
+            matches!(t, Token::Ident("not") | Token::Minus | Token::Plus) && (i == 0 || !is_operand_end(&tag[i - 1]));
         unary = if is_unary { unary + 1 } else { 0 };
         if unary > MAX_UNARY_RUN {
             return Err(format!("more than {MAX_UNARY_RUN} unary operators in a row"));

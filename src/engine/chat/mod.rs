@@ -9,7 +9,6 @@ pub(crate) mod prompt;
 pub(crate) mod spans;
 pub(crate) mod template;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,

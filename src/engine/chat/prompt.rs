@@ -77,7 +77,10 @@ impl PromptFormat {
     /// `ContextOverflow` for a text too long to fit, before tokenizing it.
     pub fn check_size(&self, bytes: usize) -> Result<()> {
         if bytes > self.max_prompt_bytes() {
-            return Err(Error::ContextOverflow { needed: bytes.div_ceil(self.max_token_bytes), available: self.context });
+            return Err(Error::ContextOverflow {
+                needed: bytes.div_ceil(self.max_token_bytes),
+                available: self.context,
+            });
         }
         Ok(())
     }
@@ -247,7 +250,9 @@ mod tests {
     fn prompts_too_long_for_the_context_are_refused_before_tokenizing() {
         let (tok, f) = phi3(false);
         let huge = "a".repeat(f.max_prompt_bytes() + 1);
-        for messages in [vec![Message::new(Role::User, huge.clone())], vec![Message::new(Role::User, &huge[..huge.len() / 2]); 3]] {
+        for messages in
+            [vec![Message::new(Role::User, huge.clone())], vec![Message::new(Role::User, &huge[..huge.len() / 2]); 3]]
+        {
             match f.encode(&tok, &messages) {
                 Err(Error::ContextOverflow { needed, available: 4096 }) => assert!(needed > 4096),
                 other => panic!("{other:?}"),

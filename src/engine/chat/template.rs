@@ -64,7 +64,8 @@ impl ChatTemplate {
         limits::scan(source)?;
         let budget = max_output.max(MIN_VALUE_BUDGET);
         let mut env = Environment::new();
-        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| e.to_string())?;
+        let syntax =
+            SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| e.to_string())?;
         env.set_syntax(syntax);
         env.set_fuel(Some(BASE_FUEL + FUEL_PER_BYTE * max_output as u64));
         env.set_unknown_method_callback(filters::unknown_method(budget));
@@ -92,19 +93,29 @@ impl ChatTemplate {
 
     /// Renders on the template thread, twice: plainly, and with contents
     /// marked to find where they are (see `spans.rs`).
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> std::result::Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> std::result::Result<Rendered, RenderError> {
         let plain: Vec<_> = messages.iter().map(|m| (m.role, spans::clean(&m.content).into_owned())).collect();
         let marked: Vec<_> = messages.iter().map(|m| (m.role, spans::mark(&m.content))).collect();
-        limits::on_template_thread(|| Ok((self.render_once(&plain, add_generation_prompt), self.render_once(&marked, add_generation_prompt))))
-            .map_err(RenderError::Failed)
-            .and_then(|(plain, marked)| {
-                let text = plain?;
-                let spans = marked.ok().and_then(|m| spans::unmark(&m)).filter(|(t, _)| *t == text).map(|(_, s)| s);
-                Ok(Rendered { text, spans })
-            })
+        limits::on_template_thread(|| {
+            Ok((self.render_once(&plain, add_generation_prompt), self.render_once(&marked, add_generation_prompt)))
+        })
+        .map_err(RenderError::Failed)
+        .and_then(|(plain, marked)| {
+            let text = plain?;
+            let spans = marked.ok().and_then(|m| spans::unmark(&m)).filter(|(t, _)| *t == text).map(|(_, s)| s);
+            Ok(Rendered { text, spans })
+        })
     }
 
-    fn render_once(&self, messages: &[(Role, String)], add_generation_prompt: bool) -> std::result::Result<String, RenderError> {
+    fn render_once(
+        &self,
+        messages: &[(Role, String)],
+        add_generation_prompt: bool,
+    ) -> std::result::Result<String, RenderError> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|(role, content)| {
