@@ -2244,6 +2244,14 @@ public struct ModelConfig: Equatable, Hashable {
      * model loaded fixes it.
      */
     public var threads: UInt32?
+    /**
+     * Off (the default): control tokens typed in chat messages (e.g.
+     * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+     * cannot forge a turn; only the chat template writes control tokens.
+     * On: they become control tokens, as before. Raw prompts
+     * (`generate`, `tokenize`) always parse them: the app wrote those.
+     */
+    public var parseSpecialInMessages: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2261,11 +2269,19 @@ public struct ModelConfig: Equatable, Hashable {
         /**
          * Compute threads; default one per physical core. Process-wide: the first
          * model loaded fixes it.
-         */threads: UInt32? = nil) {
+         */threads: UInt32? = nil, 
+        /**
+         * Off (the default): control tokens typed in chat messages (e.g.
+         * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+         * cannot forge a turn; only the chat template writes control tokens.
+         * On: they become control tokens, as before. Raw prompts
+         * (`generate`, `tokenize`) always parse them: the app wrote those.
+         */parseSpecialInMessages: Bool = false) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
         self.contextLength = contextLength
         self.threads = threads
+        self.parseSpecialInMessages = parseSpecialInMessages
     }
 
     
@@ -2287,7 +2303,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
                 modelPath: FfiConverterString.read(from: &buf), 
                 tokenizerPath: FfiConverterOptionString.read(from: &buf), 
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
-                threads: FfiConverterOptionUInt32.read(from: &buf)
+                threads: FfiConverterOptionUInt32.read(from: &buf), 
+                parseSpecialInMessages: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -2296,6 +2313,7 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.tokenizerPath, into: &buf)
         FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
         FfiConverterOptionUInt32.write(value.threads, into: &buf)
+        FfiConverterBool.write(value.parseSpecialInMessages, into: &buf)
     }
 }
 
@@ -2331,6 +2349,12 @@ public struct ModelInfo: Equatable, Hashable {
     public var quantization: String
     public var fileSizeBytes: UInt64
     public var threads: UInt32
+    /**
+     * Set when the file's chat template was refused (too large, too deeply
+     * nested, does not compile, or fails on a one-message chat) and the
+     * built-in format of the model's family is used instead: why.
+     */
+    public var chatTemplateWarning: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2340,7 +2364,12 @@ public struct ModelInfo: Equatable, Hashable {
          */contextLength: UInt32, trainedContextLength: UInt32, vocabSize: UInt32, 
         /**
          * Main weight type, e.g. "Q4_K".
-         */quantization: String, fileSizeBytes: UInt64, threads: UInt32) {
+         */quantization: String, fileSizeBytes: UInt64, threads: UInt32, 
+        /**
+         * Set when the file's chat template was refused (too large, too deeply
+         * nested, does not compile, or fails on a one-message chat) and the
+         * built-in format of the model's family is used instead: why.
+         */chatTemplateWarning: String?) {
         self.architecture = architecture
         self.name = name
         self.parameterCount = parameterCount
@@ -2350,6 +2379,7 @@ public struct ModelInfo: Equatable, Hashable {
         self.quantization = quantization
         self.fileSizeBytes = fileSizeBytes
         self.threads = threads
+        self.chatTemplateWarning = chatTemplateWarning
     }
 
     
@@ -2376,7 +2406,8 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 vocabSize: FfiConverterUInt32.read(from: &buf), 
                 quantization: FfiConverterString.read(from: &buf), 
                 fileSizeBytes: FfiConverterUInt64.read(from: &buf), 
-                threads: FfiConverterUInt32.read(from: &buf)
+                threads: FfiConverterUInt32.read(from: &buf), 
+                chatTemplateWarning: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2390,6 +2421,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterString.write(value.quantization, into: &buf)
         FfiConverterUInt64.write(value.fileSizeBytes, into: &buf)
         FfiConverterUInt32.write(value.threads, into: &buf)
+        FfiConverterOptionString.write(value.chatTemplateWarning, into: &buf)
     }
 }
 

@@ -3710,6 +3710,15 @@ data class ModelConfig (
      * model loaded fixes it.
      */
     var `threads`: kotlin.UInt? = null 
+    , 
+    /**
+     * Off (the default): control tokens typed in chat messages (e.g.
+     * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+     * cannot forge a turn; only the chat template writes control tokens.
+     * On: they become control tokens, as before. Raw prompts
+     * (`generate`, `tokenize`) always parse them: the app wrote those.
+     */
+    var `parseSpecialInMessages`: kotlin.Boolean = false 
     
 ){
     
@@ -3730,6 +3739,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3737,7 +3747,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterString.allocationSize(value.`modelPath`) +
             FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
-            FfiConverterOptionalUInt.allocationSize(value.`threads`)
+            FfiConverterOptionalUInt.allocationSize(value.`threads`) +
+            FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`)
     )
 
     override fun write(value: ModelConfig, buf: ByteBuffer) {
@@ -3745,6 +3756,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalString.write(value.`tokenizerPath`, buf)
             FfiConverterOptionalUInt.write(value.`contextLength`, buf)
             FfiConverterOptionalUInt.write(value.`threads`, buf)
+            FfiConverterBoolean.write(value.`parseSpecialInMessages`, buf)
     }
 }
 
@@ -3774,6 +3786,13 @@ data class ModelInfo (
     var `fileSizeBytes`: kotlin.ULong
     , 
     var `threads`: kotlin.UInt
+    , 
+    /**
+     * Set when the file's chat template was refused (too large, too deeply
+     * nested, does not compile, or fails on a one-message chat) and the
+     * built-in format of the model's family is used instead: why.
+     */
+    var `chatTemplateWarning`: kotlin.String?
     
 ){
     
@@ -3799,6 +3818,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3811,7 +3831,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterUInt.allocationSize(value.`vocabSize`) +
             FfiConverterString.allocationSize(value.`quantization`) +
             FfiConverterULong.allocationSize(value.`fileSizeBytes`) +
-            FfiConverterUInt.allocationSize(value.`threads`)
+            FfiConverterUInt.allocationSize(value.`threads`) +
+            FfiConverterOptionalString.allocationSize(value.`chatTemplateWarning`)
     )
 
     override fun write(value: ModelInfo, buf: ByteBuffer) {
@@ -3824,6 +3845,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.write(value.`quantization`, buf)
             FfiConverterULong.write(value.`fileSizeBytes`, buf)
             FfiConverterUInt.write(value.`threads`, buf)
+            FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
     }
 }
 
