@@ -7,7 +7,8 @@
 #
 # Targets (fuzz/fuzz_targets/): load_gguf (any bytes as a model file),
 # gguf_tokenizer (tokenizer metadata inside a valid tiny model),
-# tokenizer_json (any bytes as tokenizer.json beside a valid tiny model).
+# tokenizer_json (any bytes as tokenizer.json beside a valid tiny model),
+# chat_template (any bytes as a chat template, rendered from a 512 KiB thread).
 # Seeds are committed in fuzz/seeds/ (regenerate: cargo run --release
 # --example fuzz_seeds -- fuzz/seeds); what the fuzzer finds beyond them is
 # kept in $PHI_MOBILE_CACHE/fuzz/corpus, so each run starts where the last
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(load_gguf gguf_tokenizer tokenizer_json)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(load_gguf gguf_tokenizer tokenizer_json chat_template)
 CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
 
 # Tools, once: a nightly toolchain (libFuzzer needs -Zsanitizer) and cargo-fuzz.

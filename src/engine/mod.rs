@@ -13,7 +13,7 @@ mod stream;
 mod threads;
 mod transformer;
 
-pub use chat::{phi3_prompt, Message, Role};
+pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
 pub use download::{download, DownloadSpec, DEFAULT_ENDPOINT, DEFAULT_REVISION};
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
