@@ -49,6 +49,21 @@ pub fn phi3_prompt(messages: &[Message]) -> String {
     out
 }
 
+/// Compiles `source` as a chat template with the loader's checks and renders
+/// `messages` (for the fuzzer, fuzz/fuzz_targets/chat_template.rs): a typed
+/// error for a refused template, never a crash.
+#[doc(hidden)]
+pub fn render_untrusted_template(source: &str, messages: &[Message], max_output: usize) -> super::Result<String> {
+    let template = template::ChatTemplate::new(source, "<s>".into(), "</s>".into(), max_output)
+        .map_err(super::Error::invalid_model)?;
+    template.render(messages, true).map(|r| r.text).map_err(|e| match e {
+        template::RenderError::TooLong => {
+            super::Error::ContextOverflow { needed: max_output + 1, available: max_output }
+        }
+        template::RenderError::Failed(e) => e,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,19 +81,4 @@ mod tests {
             "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"
         );
     }
-}
-
-/// Compiles `source` as a chat template with the loader's checks and renders
-/// `messages` (for the fuzzer, fuzz/fuzz_targets/chat_template.rs): a typed
-/// error for a refused template, never a crash.
-#[doc(hidden)]
-pub fn render_untrusted_template(source: &str, messages: &[Message], max_output: usize) -> super::Result<String> {
-    let template = template::ChatTemplate::new(source, "<s>".into(), "</s>".into(), max_output)
-        .map_err(super::Error::invalid_model)?;
-    template.render(messages, true).map(|r| r.text).map_err(|e| match e {
-        template::RenderError::TooLong => {
-            super::Error::ContextOverflow { needed: max_output + 1, available: max_output }
-        }
-        template::RenderError::Failed(e) => e,
-    })
 }

@@ -142,10 +142,7 @@ impl PromptFormat {
 }
 
 fn plain(tokenizer: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
-    super::super::error::catch_panic(
-        |m| Error::Tokenizer(m),
-        || Ok(tokenizer.encode(text, add_special)?.get_ids().to_vec()),
-    )
+    super::super::error::catch_panic(Error::Tokenizer, || Ok(tokenizer.encode(text, add_special)?.get_ids().to_vec()))
 }
 
 #[cfg(test)]

@@ -92,65 +92,62 @@ impl Specials {
         spans: &[Range<usize>],
         add_special: bool,
     ) -> Result<Vec<u32>> {
-        catch_panic(
-            |m| Error::Tokenizer(m),
-            || {
-                let full = tokenizer.encode(text, add_special)?;
-                let inside = |(s, e): (usize, usize)| spans.iter().any(|r| s < r.end && r.start < e);
-                // A match's offsets include the whitespace it strips (which may
-                // lie in a content): only the token's own text counts.
-                let core = |content: &str, (s, e): (usize, usize)| {
-                    let at = text.get(s..e).and_then(|m| m.find(content)).map_or(s, |i| s + i);
-                    (at, at + content.len())
-                };
-                let injected = full.get_ids().iter().zip(full.get_offsets()).any(|(id, &off)| {
-                    self.by_id.get(id).is_some_and(|(content, ..)| off.0 < off.1 && inside(core(content, off)))
-                });
-                if !injected {
-                    return Ok(full.get_ids().to_vec());
+        catch_panic(Error::Tokenizer, || {
+            let full = tokenizer.encode(text, add_special)?;
+            let inside = |(s, e): (usize, usize)| spans.iter().any(|r| s < r.end && r.start < e);
+            // A match's offsets include the whitespace it strips (which may
+            // lie in a content): only the token's own text counts.
+            let core = |content: &str, (s, e): (usize, usize)| {
+                let at = text.get(s..e).and_then(|m| m.find(content)).map_or(s, |i| s + i);
+                (at, at + content.len())
+            };
+            let injected = full.get_ids().iter().zip(full.get_offsets()).any(|(id, &off)| {
+                self.by_id.get(id).is_some_and(|(content, ..)| off.0 < off.1 && inside(core(content, off)))
+            });
+            if !injected {
+                return Ok(full.get_ids().to_vec());
+            }
+            let as_text = self.as_text.get_or_init(|| {
+                let mut t = tokenizer.clone();
+                t.set_encode_special_tokens(true);
+                t
+            });
+            let mut parts: Vec<Encoding> = Vec::new();
+            let mut at = 0;
+            for (id, &(s, e)) in full.get_ids().iter().zip(full.get_offsets()) {
+                let Some((content, lstrip, rstrip)) = self.by_id.get(id) else { continue };
+                if s >= e || inside(core(content, (s, e))) || s < at {
+                    continue;
                 }
-                let as_text = self.as_text.get_or_init(|| {
-                    let mut t = tokenizer.clone();
-                    t.set_encode_special_tokens(true);
-                    t
-                });
-                let mut parts: Vec<Encoding> = Vec::new();
-                let mut at = 0;
-                for (id, &(s, e)) in full.get_ids().iter().zip(full.get_offsets()) {
-                    let Some((content, lstrip, rstrip)) = self.by_id.get(id) else { continue };
-                    if s >= e || inside(core(content, (s, e))) || s < at {
-                        continue;
-                    }
-                    let mut piece = &text[at..s];
-                    if *lstrip {
-                        piece = piece.trim_end();
-                    }
-                    if !piece.is_empty() {
-                        parts.push(as_text.encode(piece, false)?);
-                    }
-                    parts.push(Encoding::new(
-                        vec![*id],
-                        vec![0],
-                        vec![content.clone()],
-                        vec![None],
-                        vec![(s, e)],
-                        vec![1],
-                        vec![1],
-                        vec![],
-                        Default::default(),
-                    ));
-                    at = e;
-                    if *rstrip {
-                        at += text[at..].len() - text[at..].trim_start().len();
-                    }
+                let mut piece = &text[at..s];
+                if *lstrip {
+                    piece = piece.trim_end();
                 }
-                if at < text.len() {
-                    parts.push(as_text.encode(&text[at..], false)?);
+                if !piece.is_empty() {
+                    parts.push(as_text.encode(piece, false)?);
                 }
-                let merged = Encoding::merge(parts, false);
-                Ok(tokenizer.post_process(merged, None, add_special)?.get_ids().to_vec())
-            },
-        )
+                parts.push(Encoding::new(
+                    vec![*id],
+                    vec![0],
+                    vec![content.clone()],
+                    vec![None],
+                    vec![(s, e)],
+                    vec![1],
+                    vec![1],
+                    vec![],
+                    Default::default(),
+                ));
+                at = e;
+                if *rstrip {
+                    at += text[at..].len() - text[at..].trim_start().len();
+                }
+            }
+            if at < text.len() {
+                parts.push(as_text.encode(&text[at..], false)?);
+            }
+            let merged = Encoding::merge(parts, false);
+            Ok(tokenizer.post_process(merged, None, add_special)?.get_ids().to_vec())
+        })
     }
 }
 
