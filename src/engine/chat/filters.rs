@@ -2,15 +2,24 @@
 //! proportion to a parameter rather than to their (fuel-charged) input, or
 //! where they must see through the content markers (see `spans.rs`).
 //!
-//! minijinja 3.1 charges fuel for the bytes its builtins create, and checks
-//! before allocating for `*` on strings, `replace`, `indent`, printf `format`
-//! and `range` (≤ 100 000 items). It charges after the fact for `tojson`,
-//! `pprint`, `string` and pycompat's `str.format`: a lazily repeated or
-//! concatenated list (`[0] * 16`, `l + l`) serializes to gigabytes before any
-//! charge. Here `tojson` and `string` first walk the value within a byte
-//! budget (and `tojson`'s indent is capped), `str.format` refuses widths and
-//! precisions over [`MAX_FORMAT_WIDTH`] and nested (dynamic) specs, and
-//! `pprint` is removed (no chat template uses it).
+//! What minijinja 3.1 / minijinja-contrib 3.1 builtins do with a size given
+//! by an argument (read from their source):
+//! - checked against the fuel before allocating: `*` on strings and tuples,
+//!   `replace` (filter and method), `indent(width)`, printf `format`,
+//!   `slice(count)` and `batch(count, fill)` (slots), `range` (at most
+//!   100 000 items, lazy);
+//! - charged item by item as they go: `join`, `list`, `reverse`, `sort`,
+//!   `dictsort`, `groupby`, `unique`, `map`, `select*`/`reject*`, `sum`,
+//!   `min`/`max`, pycompat's `join`/`split`/`replace`;
+//! - charged only after the fact, so handled here: `tojson(indent)` (indent
+//!   capped at [`MAX_JSON_INDENT`], output size walked first), `string` (size
+//!   walked first), pycompat `str.format` (widths/precisions over
+//!   [`MAX_FORMAT_WIDTH`] and nested specs refused, arguments walked), and
+//!   `pprint` (removed: no chat template uses it);
+//! - `*` on lists is lazy and uncharged: `limits.rs` admits `*` only with a
+//!   number literal ≤ 16, outside loops, twice (≤ 256×). Lists joined with
+//!   `+` (or `chain`) are lazy too and stringified by `~` without a charge:
+//!   the one gap left (see README).
 
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Error, ErrorKind, State, Value};

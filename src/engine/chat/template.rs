@@ -228,4 +228,27 @@ mod tests {
         let r = counting.render(&[Message::new(Role::User, "abc")], false).unwrap();
         assert_eq!((r.text.as_str(), r.spans), ("3abc", None));
     }
+
+    /// Gemma's shape: a system message folded into the first user turn,
+    /// `raise_exception` on roles out of order, trimmed contents.
+    #[test]
+    fn gemma_style_template_renders_and_raises() {
+        let src = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] | trim + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}{{ '<start_of_turn>' + role + '\n' + (first if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+        let t = new(src, "<bos>", "<eos>");
+        let mut m = vec![Message::new(Role::System, " Be brief. ")];
+        m.extend(msgs());
+        let r = t.render(&m, true).unwrap();
+        assert_eq!(
+            r.text,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let spans = r.spans.unwrap();
+        let contents: Vec<&str> = spans.iter().map(|s| &r.text[s.clone()]).collect();
+        assert_eq!(contents, ["Be brief.", "Hi", "Hello!", "Bye"]);
+        let out_of_order = [Message::new(Role::Assistant, "x")];
+        match t.render(&out_of_order, true) {
+            Err(RenderError::Failed(Error::InvalidParameter { reason, .. })) => assert!(reason.contains("alternate")),
+            other => panic!("{:?}", other.map(|r| r.text)),
+        }
+    }
 }
