@@ -183,6 +183,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         tokenizer_path: std::env::var_os("BENCH_TOKENIZER").map(PathBuf::from),
         context_length: None,
         threads: Some(args.threads),
+        parse_special_in_messages: false,
     };
     let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
     let load_s = started.elapsed().as_secs_f64();

@@ -1,10 +1,13 @@
 //! Hostile inputs through the public API, beyond tests/bad_input.rs: sizes
 //! that would exhaust memory if trusted, tensors of the wrong type, NaN and
-//! infinite weights, vocabularies that do not fit the model, huge prompts.
+//! infinite weights, vocabularies that do not fit the model, huge prompts,
+//! hostile chat templates (`hostile/templates.rs`).
 //! Each must give its typed `LlmError` (or a bounded, well-defined result),
 //! quickly, without a panic.
 
 mod common;
+#[path = "hostile/templates.rs"]
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -337,7 +340,10 @@ fn prompts_of_zero_and_a_hundred_thousand_characters() {
     assert!(n > 512, "{n}");
     let started = Instant::now();
     match model.generate(huge.clone(), GenerationParams::greedy(3), Collect::new(), None) {
-        Err(LlmError::ContextOverflow { needed, available }) => assert_eq!((needed, available), (n, 512)),
+        // Refused by its size before tokenizing: `needed` is a lower bound.
+        Err(LlmError::ContextOverflow { needed, available }) => {
+            assert!(needed > 512 && needed <= n && available == 512)
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -385,4 +391,25 @@ fn fuzz_seed_models_load_and_generate() {
         assert!(stats.prompt_tokens > 0, "{name}");
         model.new_session(vec![]).send("hello".into(), GenerationParams::greedy(2), Collect::new(), None).unwrap();
     }
+}
+
+/// 16 MB cost 1.3–1.8 GB and 11–20 s of tokenizing before `ContextOverflow`;
+/// now the size alone refuses it (no more bytes than context × the longest
+/// token can fit), at once.
+#[test]
+fn a_sixteen_megabyte_prompt_or_message_overflows_at_once() {
+    let model = common::reference_model();
+    let huge = "The quick brown fox jumps over the lazy dog. ".repeat(16 << 20 >> 5);
+    let started = Instant::now();
+    let overflow = |r: Result<(), LlmError>| match r {
+        Err(LlmError::ContextOverflow { needed, available }) => assert!(needed > available && available == 512),
+        other => panic!("{other:?}"),
+    };
+    overflow(model.generate(huge.clone(), GenerationParams::greedy(3), Collect::new(), None).map(|_| ()));
+    let session = model.new_session(vec![]);
+    overflow(session.send(huge.clone(), GenerationParams::greedy(3), Collect::new(), None).map(|_| ()));
+    overflow(model.format_chat(vec![ChatMessage { role: Role::User, content: huge }]).map(|_| ()));
+    assert!(session.history().is_empty());
+    // Tokenizing alone takes seconds on this machine; three refusals far less.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }

@@ -102,6 +102,7 @@ pub fn config(model: &std::path::Path, tokenizer: Option<&std::path::Path>) -> M
         tokenizer_path: tokenizer.map(|t| t.display().to_string()),
         context_length: Some(48),
         threads: Some(1),
+        parse_special_in_messages: false,
     }
 }
 

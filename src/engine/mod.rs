@@ -10,12 +10,11 @@ mod graphemes;
 mod model;
 mod sampler;
 mod stream;
-mod template;
 mod threads;
 mod transformer;
 mod vocab;
 
-pub use chat::{phi3_prompt, Message, Role};
+pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
 pub use generate::{

@@ -11,11 +11,11 @@ use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use tokenizers::Tokenizer;
 
+use super::chat::prompt::{FormatConfig, PromptFormat};
 use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::gguf_scan;
 use super::gguf_tokenizer;
-use super::template::ChatTemplate;
 use super::threads;
 use super::transformer::{self, TensorSource, Transformer};
 use super::vocab::VocabIndex;
@@ -30,6 +30,9 @@ pub struct LoadConfig {
     pub context_length: Option<usize>,
     /// Compute threads; `None` = one per physical core.
     pub threads: Option<usize>,
+    /// Lets control tokens typed in chat messages act as control tokens
+    /// (the behaviour before role-injection protection).
+    pub parse_special_in_messages: bool,
 }
 
 /// Upper bound on a context we accept from a file, far above any model we
@@ -53,6 +56,9 @@ pub struct ModelInfo {
     pub quantization: String,
     pub file_size: u64,
     pub threads: usize,
+    /// Why the GGUF's chat template was refused (the built-in format of the
+    /// family is used instead).
+    pub chat_template_warning: Option<String>,
 }
 
 /// The network with its own KV cache; cloning shares the weights and gives
@@ -71,15 +77,13 @@ pub struct LoadedModel {
     /// Never run: each sequence clones it, which shares the weights but gives
     /// the clone its own (still unallocated) KV cache.
     pub(crate) pristine: Weights,
-    family: Family,
     pub(crate) tokenizer: Tokenizer,
     /// The ids `tokenizer` knows (the embedding may have more rows).
     pub(crate) vocab: VocabIndex,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
-    /// From `tokenizer.chat_template`; `None` uses the architecture's format.
-    chat_template: Option<ChatTemplate>,
-    bos_text: Option<String>,
+    /// `tokenizer.chat_template` or the architecture's format.
+    chat: PromptFormat,
     pub info: ModelInfo,
 }
 
@@ -120,6 +124,7 @@ impl LoadedModel {
             }
         }
         let threads = threads::configure(cfg.threads);
+        let parse_special_in_messages = cfg.parse_special_in_messages;
 
         let path = &cfg.model_path;
         let file = open(path)?;
@@ -210,24 +215,28 @@ impl LoadedModel {
         end_tokens.dedup();
         let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
         let bos_text = token_text(tok_meta.bos_id);
-        let chat_template = tok_meta
-            .chat_template
-            .as_deref()
-            .map(|src| {
-                let eos = token_text(tok_meta.end_ids.first().copied()).unwrap_or_default();
-                ChatTemplate::new(src, bos_text.clone().unwrap_or_default(), eos)
-            })
-            .transpose()?;
+        let chat = PromptFormat::new(
+            &tokenizer,
+            FormatConfig {
+                template: tok_meta.chat_template.as_deref(),
+                builtin: match family {
+                    Family::Phi3 => Some(super::chat::phi3_prompt),
+                    Family::Llama => None,
+                },
+                bos_text,
+                eos_text: token_text(tok_meta.end_ids.first().copied()).unwrap_or_default(),
+                context: context_length,
+                parse_special_in_messages,
+            },
+        )?;
 
         Ok(Self {
             pristine,
-            family,
             tokenizer,
             vocab,
             end_tokens,
-            chat_template,
-            bos_text,
             info: ModelInfo {
+                chat_template_warning: chat.warning.clone(),
                 architecture: arch,
                 name,
                 parameter_count,
@@ -238,6 +247,7 @@ impl LoadedModel {
                 file_size,
                 threads,
             },
+            chat,
         })
     }
 
@@ -255,28 +265,23 @@ impl LoadedModel {
     }
 
     /// Renders a chat in this model's prompt format, ending with the cue for
-    /// the assistant's answer: the GGUF's own chat template when it has one,
-    /// else the architecture's known format.
+    /// the assistant's answer: the GGUF's own chat template when it has one
+    /// (and it was not refused), else the architecture's known format.
     pub fn format_chat(&self, messages: &[Message]) -> Result<String> {
-        match (&self.chat_template, self.family) {
-            (Some(t), _) => t.render(messages, true),
-            (None, Family::Phi3) => Ok(super::chat::phi3_prompt(messages)),
-            (None, Family::Llama) => Err(Error::param(
-                "messages",
-                "this model has no chat template; use generate() with a prompt in its own format",
-            )),
-        }
+        Ok(self.chat.render(messages)?.text)
     }
 
-    /// Token ids of a chat prompt. Templates that write the BOS token
-    /// themselves get no second one from the tokenizer.
+    /// Token ids of a chat prompt; contents are encoded as text (see
+    /// `chat/spans.rs`).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.format_chat(messages)?;
-        self.encode_with(&text, !self.starts_with_bos(&text))
+        self.chat.encode(&self.tokenizer, messages)
     }
 
-    fn starts_with_bos(&self, text: &str) -> bool {
-        self.bos_text.as_deref().is_some_and(|b| !b.is_empty() && text.starts_with(b))
+    /// Encodes a raw prompt (special tokens parsed: the app wrote it), after
+    /// refusing one too long to fit the context without tokenizing it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.chat.check_size(text.len())?;
+        self.encode(text)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

@@ -104,6 +104,8 @@ pub(crate) fn inference_error(reason: String) -> LlmError {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]

@@ -70,7 +70,7 @@ impl Model {
     ) -> Result<GenerationStats> {
         guard(inference_error, || {
             let opts = params.into();
-            let ids = self.inner.encode(&prompt)?;
+            let ids = self.inner.encode_prompt(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
             let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &*c.flag).collect();
             let stop = engine::Stop(&flags);
@@ -94,6 +94,7 @@ impl Model {
                 tokenizer_path: config.tokenizer_path.map(PathBuf::from),
                 context_length: config.context_length.map(|c| c as usize),
                 threads: config.threads.map(|t| t as usize),
+                parse_special_in_messages: config.parse_special_in_messages,
             };
             let inner = engine::LoadedModel::load(&cfg, progress)?;
             Ok(Arc::new(Self { inner: Arc::new(inner) }))

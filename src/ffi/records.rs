@@ -20,11 +20,24 @@ pub struct ModelConfig {
     /// model loaded fixes it.
     #[uniffi(default = None)]
     pub threads: Option<u32>,
+    /// Off (the default): control tokens typed in chat messages (e.g.
+    /// `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+    /// cannot forge a turn; only the chat template writes control tokens.
+    /// On: they become control tokens, as before. Raw prompts
+    /// (`generate`, `tokenize`) always parse them: the app wrote those.
+    #[uniffi(default = false)]
+    pub parse_special_in_messages: bool,
 }
 
 impl ModelConfig {
     pub fn new(model_path: impl Into<String>) -> Self {
-        Self { model_path: model_path.into(), tokenizer_path: None, context_length: None, threads: None }
+        Self {
+            model_path: model_path.into(),
+            tokenizer_path: None,
+            context_length: None,
+            threads: None,
+            parse_special_in_messages: false,
+        }
     }
 }
 
@@ -170,6 +183,10 @@ pub struct ModelInfo {
     pub quantization: String,
     pub file_size_bytes: u64,
     pub threads: u32,
+    /// Set when the file's chat template was refused (too large, too deeply
+    /// nested, does not compile, or fails on a one-message chat) and the
+    /// built-in format of the model's family is used instead: why.
+    pub chat_template_warning: Option<String>,
 }
 
 impl From<&engine::ModelInfo> for ModelInfo {
@@ -184,6 +201,7 @@ impl From<&engine::ModelInfo> for ModelInfo {
             quantization: i.quantization.clone(),
             file_size_bytes: i.file_size,
             threads: saturating_u32(i.threads),
+            chat_template_warning: i.chat_template_warning.clone(),
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn config(path: &std::path::Path) -> ModelConfig {
         tokenizer_path: Some(tokenizer_path().display().to_string()),
         context_length: None,
         threads: None,
+        parse_special_in_messages: false,
     }
 }
 

@@ -2386,6 +2386,14 @@ public struct ModelConfig: Equatable, Hashable {
      * model loaded fixes it.
      */
     public var threads: UInt32?
+    /**
+     * Off (the default): control tokens typed in chat messages (e.g.
+     * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+     * cannot forge a turn; only the chat template writes control tokens.
+     * On: they become control tokens, as before. Raw prompts
+     * (`generate`, `tokenize`) always parse them: the app wrote those.
+     */
+    public var parseSpecialInMessages: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2403,11 +2411,19 @@ public struct ModelConfig: Equatable, Hashable {
         /**
          * Compute threads; default one per physical core. Process-wide: the first
          * model loaded fixes it.
-         */threads: UInt32? = nil) {
+         */threads: UInt32? = nil, 
+        /**
+         * Off (the default): control tokens typed in chat messages (e.g.
+         * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+         * cannot forge a turn; only the chat template writes control tokens.
+         * On: they become control tokens, as before. Raw prompts
+         * (`generate`, `tokenize`) always parse them: the app wrote those.
+         */parseSpecialInMessages: Bool = false) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
         self.contextLength = contextLength
         self.threads = threads
+        self.parseSpecialInMessages = parseSpecialInMessages
     }
 
     
@@ -2429,7 +2445,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
                 modelPath: FfiConverterString.read(from: &buf), 
                 tokenizerPath: FfiConverterOptionString.read(from: &buf), 
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
-                threads: FfiConverterOptionUInt32.read(from: &buf)
+                threads: FfiConverterOptionUInt32.read(from: &buf), 
+                parseSpecialInMessages: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -2438,6 +2455,7 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.tokenizerPath, into: &buf)
         FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
         FfiConverterOptionUInt32.write(value.threads, into: &buf)
+        FfiConverterBool.write(value.parseSpecialInMessages, into: &buf)
     }
 }
 
@@ -2473,6 +2491,12 @@ public struct ModelInfo: Equatable, Hashable {
     public var quantization: String
     public var fileSizeBytes: UInt64
     public var threads: UInt32
+    /**
+     * Set when the file's chat template was refused (too large, too deeply
+     * nested, does not compile, or fails on a one-message chat) and the
+     * built-in format of the model's family is used instead: why.
+     */
+    public var chatTemplateWarning: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2482,7 +2506,12 @@ public struct ModelInfo: Equatable, Hashable {
          */contextLength: UInt32, trainedContextLength: UInt32, vocabSize: UInt32, 
         /**
          * Main weight type, e.g. "Q4_K".
-         */quantization: String, fileSizeBytes: UInt64, threads: UInt32) {
+         */quantization: String, fileSizeBytes: UInt64, threads: UInt32, 
+        /**
+         * Set when the file's chat template was refused (too large, too deeply
+         * nested, does not compile, or fails on a one-message chat) and the
+         * built-in format of the model's family is used instead: why.
+         */chatTemplateWarning: String?) {
         self.architecture = architecture
         self.name = name
         self.parameterCount = parameterCount
@@ -2492,6 +2521,7 @@ public struct ModelInfo: Equatable, Hashable {
         self.quantization = quantization
         self.fileSizeBytes = fileSizeBytes
         self.threads = threads
+        self.chatTemplateWarning = chatTemplateWarning
     }
 
     
@@ -2518,7 +2548,8 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 vocabSize: FfiConverterUInt32.read(from: &buf), 
                 quantization: FfiConverterString.read(from: &buf), 
                 fileSizeBytes: FfiConverterUInt64.read(from: &buf), 
-                threads: FfiConverterUInt32.read(from: &buf)
+                threads: FfiConverterUInt32.read(from: &buf), 
+                chatTemplateWarning: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2532,6 +2563,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterString.write(value.quantization, into: &buf)
         FfiConverterUInt64.write(value.fileSizeBytes, into: &buf)
         FfiConverterUInt32.write(value.threads, into: &buf)
+        FfiConverterOptionString.write(value.chatTemplateWarning, into: &buf)
     }
 }
 

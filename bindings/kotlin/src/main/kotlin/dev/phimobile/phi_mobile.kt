@@ -3828,6 +3828,15 @@ data class ModelConfig (
      * model loaded fixes it.
      */
     var `threads`: kotlin.UInt? = null 
+    , 
+    /**
+     * Off (the default): control tokens typed in chat messages (e.g.
+     * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
+     * cannot forge a turn; only the chat template writes control tokens.
+     * On: they become control tokens, as before. Raw prompts
+     * (`generate`, `tokenize`) always parse them: the app wrote those.
+     */
+    var `parseSpecialInMessages`: kotlin.Boolean = false 
     
 ){
     
@@ -3848,6 +3857,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3855,7 +3865,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterString.allocationSize(value.`modelPath`) +
             FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
-            FfiConverterOptionalUInt.allocationSize(value.`threads`)
+            FfiConverterOptionalUInt.allocationSize(value.`threads`) +
+            FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`)
     )
 
     override fun write(value: ModelConfig, buf: ByteBuffer) {
@@ -3863,6 +3874,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalString.write(value.`tokenizerPath`, buf)
             FfiConverterOptionalUInt.write(value.`contextLength`, buf)
             FfiConverterOptionalUInt.write(value.`threads`, buf)
+            FfiConverterBoolean.write(value.`parseSpecialInMessages`, buf)
     }
 }
 
@@ -3892,6 +3904,13 @@ data class ModelInfo (
     var `fileSizeBytes`: kotlin.ULong
     , 
     var `threads`: kotlin.UInt
+    , 
+    /**
+     * Set when the file's chat template was refused (too large, too deeply
+     * nested, does not compile, or fails on a one-message chat) and the
+     * built-in format of the model's family is used instead: why.
+     */
+    var `chatTemplateWarning`: kotlin.String?
     
 ){
     
@@ -3917,6 +3936,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3929,7 +3949,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterUInt.allocationSize(value.`vocabSize`) +
             FfiConverterString.allocationSize(value.`quantization`) +
             FfiConverterULong.allocationSize(value.`fileSizeBytes`) +
-            FfiConverterUInt.allocationSize(value.`threads`)
+            FfiConverterUInt.allocationSize(value.`threads`) +
+            FfiConverterOptionalString.allocationSize(value.`chatTemplateWarning`)
     )
 
     override fun write(value: ModelInfo, buf: ByteBuffer) {
@@ -3942,6 +3963,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.write(value.`quantization`, buf)
             FfiConverterULong.write(value.`fileSizeBytes`, buf)
             FfiConverterUInt.write(value.`threads`, buf)
+            FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
     }
 }
 

@@ -1,4 +1,13 @@
-//! Chat messages and the Phi-3 prompt format.
+//! Chat messages, prompt formats and templates: the built-in Phi-3 format
+//! (here), Hugging Face chat templates from the GGUF (`template.rs`) within
+//! the bounds of `limits.rs` and `filters.rs`, and keeping message contents
+//! from becoming control tokens (`spans.rs`).
+
+mod filters;
+mod limits;
+pub(crate) mod prompt;
+pub(crate) mod spans;
+pub(crate) mod template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -38,6 +47,21 @@ pub fn phi3_prompt(messages: &[Message]) -> String {
     }
     out.push_str("<|assistant|>\n");
     out
+}
+
+/// Compiles `source` as a chat template with the loader's checks and renders
+/// `messages` (for the fuzzer, fuzz/fuzz_targets/chat_template.rs): a typed
+/// error for a refused template, never a crash.
+#[doc(hidden)]
+pub fn render_untrusted_template(source: &str, messages: &[Message], max_output: usize) -> super::Result<String> {
+    let template = template::ChatTemplate::new(source, "<s>".into(), "</s>".into(), max_output)
+        .map_err(super::Error::invalid_model)?;
+    template.render(messages, true).map(|r| r.text).map_err(|e| match e {
+        template::RenderError::TooLong => {
+            super::Error::ContextOverflow { needed: max_output + 1, available: max_output }
+        }
+        template::RenderError::Failed(e) => e,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! Hostile chat templates in the GGUF. Each runs in a child process (this
+//! test binary re-executed under `prlimit --as`) on a 512 KiB thread, as an
+//! iOS secondary thread: a stack overflow or an allocation failure aborts
+//! the child, not the test run, and fails the case.
+
+use std::process::Command;
+
+use candle_core::quantized::gguf_file::Value;
+use phi_mobile::*;
+
+use super::common;
+use super::common::synthetic::Phi3Spec;
+
+const CHILD_CASE: &str = "PHI_MOBILE_HOSTILE_TEMPLATE";
+/// Address space of a child: the test binary with a small model needs a few
+/// hundred MB; the bombs asked for gigabytes.
+const CHILD_ADDRESS_SPACE: u64 = 1 << 30;
+
+fn msg(role: Role, content: &str) -> ChatMessage {
+    ChatMessage { role, content: content.into() }
+}
+
+/// Loads a Phi-3 with `template` and renders a two-turn chat, on a 512 KiB
+/// thread; says what happened in one line.
+fn load_and_render(template: String) -> String {
+    let spec = Phi3Spec::reference().with_metadata("tokenizer.chat_template", Value::String(template));
+    let path = common::model_file("hostile-template", &spec);
+    let run = move || -> String {
+        let model = match Model::load(common::config(&path)) {
+            Ok(m) => m,
+            Err(e) => return format!("load error {e:?}"),
+        };
+        let warned = model.info().chat_template_warning.is_some();
+        let chat = vec![msg(Role::User, "Hi"), msg(Role::Assistant, "Hello"), msg(Role::User, "Bye")];
+        let rendered = match model.format_chat(chat) {
+            Ok(_) => "ok".to_string(),
+            Err(LlmError::Inference { .. }) => "inference error".to_string(),
+            Err(LlmError::ContextOverflow { .. }) => "context overflow".to_string(),
+            Err(e) => format!("{e:?}"),
+        };
+        format!("warned={warned} render={rendered}")
+    };
+    std::thread::Builder::new().stack_size(512 << 10).spawn(run).unwrap().join().unwrap()
+}
+
+/// The child's side: does nothing unless started by [`in_child`].
+#[test]
+fn template_child() {
+    let Ok(case) = std::env::var(CHILD_CASE) else { return };
+    println!("RESULT {}", load_and_render(case));
+}
+
+fn in_child(template: &str) -> String {
+    let out = Command::new("prlimit")
+        .arg(format!("--as={CHILD_ADDRESS_SPACE}"))
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "templates::template_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_CASE, template)
+        .env("MALLOC_ARENA_MAX", "2")
+        .output()
+        .expect("run prlimit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let short: String = template.chars().take(60).collect();
+    assert!(
+        out.status.success(),
+        "{short}: the child died ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{short}: {stdout}"))
+        .to_string()
+}
+
+fn chain(open: &str, unit: &str, close: &str, n: usize) -> String {
+    format!("{open}{}{close}", unit.repeat(n))
+}
+
+/// 2 000-operator chains aborted the process with a stack overflow inside
+/// minijinja; now the template is refused at load and the Phi-3 model falls
+/// back to its built-in format.
+#[test]
+fn deep_chains_are_refused_not_a_crash() {
+    let n = 2000;
+    let cases = [
+        chain("{{ 'a'", " + 'a'", " }}", n),
+        chain("{{ 'a'", " ~ 'a'", " }}", n),
+        chain("{{ 'a'", "|e", " }}", n),
+        chain("{{ messages", ".a", " }}", n),
+        chain("{{ ", "not ", "true }}", n),
+        format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+        format!("{}x{}", "{% if true %}".repeat(n), "{% endif %}".repeat(n)),
+        chain("{% if false %}", "{% elif false %}", "{% endif %}", n),
+        chain("{{ ", "[", "", n),
+    ];
+    for t in &cases {
+        assert_eq!(in_child(t), "warned=true render=ok", "{}", &t[..40]);
+    }
+}
+
+/// Just inside the limits: the scan admits them, and they compile and
+/// render on the template thread, whatever the caller's stack.
+#[test]
+fn deepest_allowed_templates_render() {
+    let ops = 190; // 2 tokens each, under the 400-token tag limit
+    let cases = [
+        chain("{{ 'a'", " + 'a'", " }}", ops),
+        chain("{{ 'a'", "|e", " }}", ops),
+        chain("{{ 'a'", "[0]", " }}", 130),
+        format!("{}x{}", "{% if true %}".repeat(40), "{% endif %}".repeat(40)),
+        chain("{% if false %}", "{% elif false %}", "{% else %}x{% endif %}", 39),
+        format!("{{{{ {}1{} }}}}", "(".repeat(24), ")".repeat(24)),
+    ];
+    for t in &cases {
+        assert_eq!(in_child(t), "warned=false render=ok", "{}", &t[..40]);
+    }
+}
+
+/// Filters and operators that allocate by a parameter: refused at load when
+/// the probe chat triggers them, a typed error when only a longer chat does.
+#[test]
+fn allocation_bombs_are_bounded() {
+    let refused_at_load = [
+        "{{ messages | tojson(indent=100000000) }}",
+        "{{ '{:>2000000000}'.format('x') }}",
+        "{{ '{:>{}}'.format('x', 2000000000) }}",
+        "{{ messages | pprint }}",
+        "{{ 'ab ' * 20000000 }}",
+        "{{ [1, 2, 3] * 30000000 }}",
+        "{% for m in messages %}{{ m.content * 2 }}{% endfor %}",
+        "{% set l = range(100000) | list %}{% set l = l * 16 %}{% set l = l * 16 %}{{ l | tojson }}",
+        "{% set l = range(100000) | list %}{% set l = l * 16 %}{% set l = l * 16 %}{{ l | string }}",
+        "{% set l = range(100000) | list %}{% set l = l * 16 %}{% set l = l * 16 %}{{ l }}",
+        "{% set l = range(100000) | list %}{% set l = l * 16 %}{% set l = l * 16 %}{{ l | join(',') }}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "{{ 'x' | indent(1000000000, true) }}",
+        "{{ '%2000000000s' | format('x') }}",
+    ];
+    for t in refused_at_load {
+        assert_eq!(in_child(t), "warned=true render=ok", "{t}");
+    }
+    let on_a_longer_chat = [
+        "{% if messages | length > 1 %}{{ messages | tojson(indent=100000000) }}{% endif %}x",
+        "{% if messages | length > 1 %}{{ 'x' | indent(1000000000, true) }}{% endif %}x",
+        "{% if messages | length > 1 %}{% for i in range(100000) %}{{ 'xxxxxxxxxxxxxxxx' }}{% endfor %}{% endif %}x",
+    ];
+    for t in on_a_longer_chat {
+        let r = in_child(t);
+        assert!(r == "warned=false render=inference error" || r == "warned=false render=context overflow", "{t}: {r}");
+    }
+}
+
+/// A Llama-family model has no built-in format: a refused template makes
+/// the model invalid, with the reason.
+#[test]
+fn a_refused_template_without_a_builtin_format_is_an_invalid_model() {
+    let deep = chain("{{ 'a'", " + 'a'", " }}", 2000);
+    let spec = Phi3Spec::llama().with_metadata("tokenizer.chat_template", Value::String(deep));
+    match Model::load(common::config(&common::model_file("llama-deep-template", &spec))) {
+        Err(LlmError::InvalidModel { reason }) => assert!(reason.contains("tokens"), "{reason}"),
+        other => panic!("{:?}", other.map(|m| m.info())),
+    }
+    for (name, bad) in [("broken", "{% for %}"), ("raising", "{{ raise_exception('no') }}")] {
+        let spec = Phi3Spec::reference().with_metadata("tokenizer.chat_template", Value::String(bad.into()));
+        let model = Model::load(common::config(&common::model_file(name, &spec))).unwrap();
+        let warning = model.info().chat_template_warning.unwrap_or_default();
+        assert!(warning.contains("built-in format"), "{name}: {warning}");
+        let m = vec![msg(Role::User, "Hi")];
+        assert_eq!(model.format_chat(m.clone()).unwrap(), common::reference_model().format_chat(m).unwrap());
+    }
+}
