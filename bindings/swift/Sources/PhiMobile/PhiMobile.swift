@@ -773,8 +773,8 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
  * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is an `InvalidParameter` error rather
- * than a deadlock.
+ * turn ends, and a nested `send()` is a `Busy` error rather than a
+ * deadlock.
  */
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
@@ -813,8 +813,8 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
  * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is an `InvalidParameter` error rather
- * than a deadlock.
+ * turn ends, and a nested `send()` is a `Busy` error rather than a
+ * deadlock.
  */
 open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64

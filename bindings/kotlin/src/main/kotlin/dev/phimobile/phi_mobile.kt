@@ -742,19 +742,15 @@ internal object IntegrityCheckingUniffiLib {
     internal fun ensureInitialized() = Unit
     external fun uniffi_phi_mobile_checksum_func_download_model(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_tokensink_on_text(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_cancellationtoken_cancel(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_cancellationtoken_is_cancelled(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_chatsession_cancel(
-    ): Int
-    external fun uniffi_phi_mobile_checksum_method_chatsession_history(
-    ): Int
-    external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
-    ): Int
-    external fun uniffi_phi_mobile_checksum_method_chatsession_send(
-    ): Int
-    external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
+    external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_detokenize(
     ): Int
@@ -768,9 +764,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_tokenize(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_tokensink_on_text(
+    external fun uniffi_phi_mobile_checksum_method_chatsession_cancel(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
+    external fun uniffi_phi_mobile_checksum_method_chatsession_history(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_send(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(
     ): Int
@@ -801,6 +801,22 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_phi_mobile_fn_clone_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_free_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_init_callback_vtable_loadprogress(`vtable`: UniffiVTableCallbackInterfaceLoadProgress,
+    ): Unit
+    external fun uniffi_phi_mobile_fn_method_loadprogress_on_progress(`ptr`: Long,`bytesRead`: Long,`totalBytes`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_clone_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_free_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_init_callback_vtable_tokensink(`vtable`: UniffiVTableCallbackInterfaceTokenSink,
+    ): Unit
+    external fun uniffi_phi_mobile_fn_method_tokensink_on_text(`ptr`: Long,`piece`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_phi_mobile_fn_clone_cancellationtoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_free_cancellationtoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -811,26 +827,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_cancellationtoken_is_cancelled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
-    external fun uniffi_phi_mobile_fn_clone_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_free_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_free_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_chatsession_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(`vtable`: UniffiVTableCallbackInterfaceDownloadProgress,
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_chatsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_clone_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_phi_mobile_fn_free_loadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_phi_mobile_fn_init_callback_vtable_loadprogress(`vtable`: UniffiVTableCallbackInterfaceLoadProgress,
-    ): Unit
-    external fun uniffi_phi_mobile_fn_method_loadprogress_on_progress(`ptr`: Long,`bytesRead`: Long,`totalBytes`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
+    external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_phi_mobile_fn_clone_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_free_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -851,22 +855,18 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_clone_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_clone_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_free_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_free_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_init_callback_vtable_tokensink(`vtable`: UniffiVTableCallbackInterfaceTokenSink,
+    external fun uniffi_phi_mobile_fn_method_chatsession_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_tokensink_on_text(`ptr`: Long,`piece`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_phi_mobile_fn_clone_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_phi_mobile_fn_free_downloadprogress(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_chatsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(`vtable`: UniffiVTableCallbackInterfaceDownloadProgress,
-    ): Unit
-    external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
+    external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_phi_mobile_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1758,8 +1758,8 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
  * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is an `InvalidParameter` error rather
- * than a deadlock.
+ * turn ends, and a nested `send()` is a `Busy` error rather than a
+ * deadlock.
  */
 public interface ChatSessionInterface {
     
@@ -1800,8 +1800,8 @@ public interface ChatSessionInterface {
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
  * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is an `InvalidParameter` error rather
- * than a deadlock.
+ * turn ends, and a nested `send()` is a `Busy` error rather than a
+ * deadlock.
  */
 open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 {
