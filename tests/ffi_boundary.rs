@@ -138,6 +138,9 @@ fn every_fallible_export_is_guarded() {
     assert_eq!(infallible, expected, "exports without a Result changed");
 }
 
+/// Which error a case expects.
+type Expect = fn(&LlmError) -> bool;
+
 /// Calls `f`, failing the test if it panics (which UniFFI would report as its
 /// internal error) or succeeds; returns the typed error.
 fn typed_error<T>(what: &str, f: impl FnOnce() -> Result<T, LlmError>) -> LlmError {
@@ -212,7 +215,7 @@ fn every_error_path_is_a_typed_error() {
         "ffi-gemma",
         &Phi3Spec::reference().with_metadata("general.architecture", Value::String("gemma".into())),
     );
-    let load_cases: Vec<(&str, ModelConfig, fn(&LlmError) -> bool)> = vec![
+    let load_cases: Vec<(&str, ModelConfig, Expect)> = vec![
         ("missing", ModelConfig::new("/nonexistent.gguf"), |e| matches!(e, LlmError::ModelNotFound { .. })),
         ("garbage", common::config(&garbage), |e| matches!(e, LlmError::InvalidModel { .. })),
         ("gemma", common::config(&gemma), |e| matches!(e, LlmError::UnsupportedArchitecture { .. })),
@@ -243,7 +246,7 @@ fn every_error_path_is_a_typed_error() {
     let long = "word ".repeat(2000);
     // The sink fails at its first piece (a fresh one per call: it counts).
     let sink = |fails: bool| Arc::new(Collect { fail_at: fails.then_some(1), ..Default::default() });
-    let gen_cases: Vec<(&str, String, GenerationParams, bool, fn(&LlmError) -> bool)> = vec![
+    let gen_cases: Vec<(&str, String, GenerationParams, bool, Expect)> = vec![
         ("params", "Hi".into(), bad, false, |e| matches!(e, LlmError::InvalidParameter { .. })),
         ("overflow", long, GenerationParams::greedy(2), false, |e| matches!(e, LlmError::ContextOverflow { .. })),
         ("sink", "Hi".into(), GenerationParams::greedy(4), true, |e| matches!(e, LlmError::Callback { .. })),

@@ -164,7 +164,7 @@ impl LoadedModel {
         // way it is loaded before the weights, so a bad one fails fast.
         let tokenizer = match cfg.tokenizer_path.as_deref() {
             Some(path) => load_tokenizer(path)?,
-            None => catch_panic(|m| Error::Tokenizer(m), || gguf_tokenizer::from_gguf(&content))?,
+            None => catch_panic(Error::Tokenizer, || gguf_tokenizer::from_gguf(&content))?,
         };
         probe_tokenizer(&tokenizer)?;
         // candle's llama precomputes rotary tables for a fixed 4096 positions.
@@ -261,7 +261,7 @@ impl LoadedModel {
         if let Some(bad) = ids.iter().find(|&&id| !self.vocab.contains(id)) {
             return Err(Error::param("ids", format!("token id {bad} is outside the vocabulary")));
         }
-        catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.decode(ids, true)?))
+        catch_panic(Error::Tokenizer, || Ok(self.tokenizer.decode(ids, true)?))
     }
 
     /// Renders a chat in this model's prompt format, ending with the cue for
@@ -295,7 +295,7 @@ impl LoadedModel {
 
     /// `add_special` lets the tokenizer's post-processor add BOS/EOS.
     fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        catch_panic(|m| Error::Tokenizer(m), || Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec()))
+        catch_panic(Error::Tokenizer, || Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec()))
     }
 }
 
@@ -318,10 +318,9 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
         return Err(Error::Tokenizer(format!("{} is not valid JSON: {e}", path.display())));
     }
-    catch_panic(
-        |m| Error::Tokenizer(m),
-        || Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display()))),
-    )
+    catch_panic(Error::Tokenizer, || {
+        Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("cannot read {}: {e}", path.display())))
+    })
 }
 
 /// Encodes and decodes a short text once, so a tokenizer that parsed but
@@ -594,7 +593,7 @@ impl<R: Read> Read for ProgressReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.done = (self.done + n as u64).min(self.total);
         // About a hundred reports per load, not one per read.
-        if self.done - self.last_reported >= self.total / 100 + 1 {
+        if self.done - self.last_reported > self.total / 100 {
             self.last_reported = self.done;
             (self.report)(self.done, self.total);
         }
