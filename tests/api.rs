@@ -371,56 +371,47 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     }
 }
 
-#[test]
-fn a_cancellation_token_stops_one_shot_generation() {
-    let model = reference_model();
+/// The contract of a per-call token, for `Model.generate` and
+/// `ChatSession.send` alike: cancelled before the call, it stops it before
+/// its first token; cancelled from another thread mid-call, within one.
+fn check_token_contract(
+    call: impl Fn(Arc<dyn TokenSink>, Arc<CancellationToken>) -> GenerationStats + Send + Sync + 'static,
+) {
+    let call = Arc::new(call);
     let token = CancellationToken::new();
     token.cancel();
     assert!(token.is_cancelled());
-    let stats = model.generate("Never starts".into(), greedy(50), Collect::new(), Some(token)).unwrap();
+    let stats = call(Collect::new(), token);
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
     assert_eq!(stats.generated_tokens, 0);
 
-    // From another thread, mid-generation.
     let token = CancellationToken::new();
     let sink =
         Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
     let worker = {
-        let (model, sink, token) = (model.clone(), sink.clone(), token.clone());
-        std::thread::spawn(move || model.generate("Go".into(), greedy(400), sink, Some(token)))
+        let (call, sink, token) = (call.clone(), sink.clone(), token.clone());
+        std::thread::spawn(move || call(sink, token))
     };
     sink.reached.wait();
     token.cancel();
     sink.cancelled.wait();
-    let stats = worker.join().unwrap().unwrap();
+    let stats = worker.join().unwrap();
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
     assert!(stats.generated_tokens <= 4, "{}", stats.generated_tokens);
+}
+
+#[test]
+fn a_cancellation_token_stops_one_shot_generation() {
+    let model = reference_model();
+    check_token_contract(move |sink, token| model.generate("Go".into(), greedy(400), sink, Some(token)).unwrap());
 }
 
 #[test]
 fn a_token_cancelled_before_the_turn_starts_stops_it() {
     let model = reference_model();
     let session = model.new_session(vec![]);
-    let token = CancellationToken::new();
-    token.cancel();
-    let stats = session.send("Never starts".into(), greedy(50), Collect::new(), Some(token)).unwrap();
-    assert_eq!(stats.stop_reason, StopReason::Cancelled);
-    assert_eq!(stats.generated_tokens, 0);
-
-    // Mid-turn from another thread, like `cancel()`.
-    let token = CancellationToken::new();
-    let sink =
-        Arc::new(PauseAt { at: 3, seen: AtomicUsize::new(0), reached: Barrier::new(2), cancelled: Barrier::new(2) });
-    let worker = {
-        let (session, sink, token) = (session.clone(), sink.clone(), token.clone());
-        std::thread::spawn(move || session.send("Go on".into(), greedy(400), sink, Some(token)))
-    };
-    sink.reached.wait();
-    token.cancel();
-    sink.cancelled.wait();
-    let stats = worker.join().unwrap().unwrap();
-    assert_eq!(stats.stop_reason, StopReason::Cancelled);
-    assert!(stats.generated_tokens <= 4, "{}", stats.generated_tokens);
+    let turns = session.clone();
+    check_token_contract(move |sink, token| turns.send("Go on".into(), greedy(400), sink, Some(token)).unwrap());
 
     // `cancel()` aims at the turn in progress: one that lands between turns
     // does not stop the next (a per-call token is how to stop that one).
