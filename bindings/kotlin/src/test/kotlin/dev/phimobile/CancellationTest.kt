@@ -161,7 +161,9 @@ class CancellationTest {
             }
             val done = events.last() as GenerationEvent.Done
             assertEquals(StopReason.CANCELLED, done.stats.stopReason)
-            assertTrue(events.size <= 4, "${events.size} events")
+            // Two pieces, at most one more in hand when cancel() landed, the held-back end of
+            // the last token's text (pieces end on whole graphemes), then Done.
+            assertTrue(events.size <= 5, "${events.size} events")
         }
     }
 }
