@@ -36,9 +36,10 @@ class StopTest {
             println("stop: answered ${turn.stats.generatedTokens} tokens, Ready ${"%.1f".format(stopMs)} ms after stop(), $updatesAfter pieces after it; ${turn.stats}")
             assertEquals(StopReason.CANCELLED, turn.stats.stopReason)
             assertTrue(turn.stats.generatedTokens in 1..399, "${turn.stats}")
-            // The piece being handed over when stop() ran may still arrive, then the held-back end
-            // of the last token's text (pieces end on whole graphemes); nothing after them.
-            assertTrue(updatesAfter <= 2, "$updatesAfter pieces after stop()")
+            // After stop(): the piece being handed over, the one token the generator may have
+            // sampled before it saw the cancel, and the held-back end of the last token's text
+            // (pieces end on whole graphemes); nothing after them.
+            assertTrue(updatesAfter <= 3, "$updatesAfter pieces after stop()")
             val lastPartial = h.states.filterIsInstance<ChatState.Generating>().last().partial
             assertEquals(lastPartial, turn.assistant, "the kept answer is what was shown")
             val msPerToken = 1000.0 / turn.stats.tokensPerSecond
