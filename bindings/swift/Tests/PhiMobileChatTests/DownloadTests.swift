@@ -17,6 +17,12 @@ struct ChatDownloadTests {
         let recorder = await Recorder(chat)
         let request = DownloadRequest(repoId: "org/model", filename: "model.gguf", endpoint: "http://127.0.0.1:9")
         await chat.download(request, into: try ChatFixtures.directory("unreachable"))
+        // The recorder sees updates a little after they are published: wait for the last one
+        // (a refused connection now fails within milliseconds).
+        _ = try await recorder.wait { snapshot in
+            if case .error = snapshot.state { return true }
+            return false
+        }
 
         let states = distinct(recorder.states)
         #expect(states.prefix(2) == [.ready, .downloading(done: 0, total: 0)], "\(states)")
