@@ -11,7 +11,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use tokenizers::Tokenizer;
 
-use super::chat::prompt::{FormatConfig, PromptFormat};
+use super::chat::prompt::{self, FormatConfig, PromptFormat};
 use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::gguf_scan;
@@ -290,12 +290,7 @@ impl LoadedModel {
 
     /// Encodes with the tokenizer's own special-token handling (BOS for Phi-3).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.encode_with(text, true)
-    }
-
-    /// `add_special` lets the tokenizer's post-processor add BOS/EOS.
-    fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        catch_panic(Error::Tokenizer, || Ok(self.tokenizer.encode(text, add_special)?.get_ids().to_vec()))
+        prompt::plain(&self.tokenizer, text, true)
     }
 }
 

@@ -141,7 +141,10 @@ impl PromptFormat {
     }
 }
 
-fn plain(tokenizer: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
+/// Token ids of `text` with the tokenizer's own special-token handling; a
+/// panic inside tokenizers becomes a `Tokenizer` error. `add_special` lets its
+/// post-processor add BOS/EOS.
+pub(crate) fn plain(tokenizer: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
     super::super::error::catch_panic(Error::Tokenizer, || Ok(tokenizer.encode(text, add_special)?.get_ids().to_vec()))
 }
 
