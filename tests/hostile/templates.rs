@@ -152,6 +152,42 @@ fn allocation_bombs_are_bounded() {
     }
 }
 
+/// Values that share their items grow faster than the fuel counts: a list
+/// doubled by `+`, `chain`, nested literals or a recursive macro, then
+/// formatted. Our minijinja patch charges every formatted value to a budget
+/// per render, and the slots of a flattened sequence too.
+#[test]
+fn shared_values_cannot_grow_past_the_format_budget() {
+    let bombs = [
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l ~ '' }}",
+        &format!("{{% set l = ['ab'] %}}{}{{{{ l | length }}}}", "{% set l = l + l %}".repeat(40)),
+        "{% set ns = namespace(l=['ab']) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l | upper }}",
+        "{% set ns = namespace(d={}) %}{% for i in range(40) %}{% set ns.d = {'a': ns.d, 'b': ns.d} %}{% endfor %}{{ ns.d ~ '' }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l | chain(ns.l) %}{% endfor %}{{ ns.l | join(',') }}",
+        "{% macro d(l, n) %}{% if n > 0 %}{{ d(l + l, n - 1) }}{% else %}{{ l | join(',') }}{% endif %}{% endmacro %}{{ d([1], 40) }}",
+        "{% set ns = namespace(l=['ab']) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ raise_exception(ns.l) }}",
+        "{% set ns = namespace(l=['ab']) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ' '.join(ns.l) }}",
+    ];
+    for t in bombs {
+        assert_eq!(in_child(t), "warned=true render=ok", "{t}");
+        let later = format!("{{% if messages | length > 1 %}}{t}{{% endif %}}x");
+        assert_eq!(in_child(&later), "warned=false render=inference error", "{t}");
+    }
+}
+
+/// `l = l + [x]` in a loop builds a chain of lazy views; minijinja flattens
+/// it every 32 links, so iterating or dropping it does not recurse once per
+/// link, and the copies are charged to the budget: 2 000 items render, and
+/// 50 000 are refused (a quadratic number of copied slots), not a crash.
+#[test]
+fn a_list_grown_item_by_item_is_bounded_not_a_stack_overflow() {
+    let grow = |n: usize| {
+        format!("{{% set ns = namespace(l=[]) %}}{{% for i in range({n}) %}}{{% set ns.l = ns.l + [i] %}}{{% endfor %}}{{{{ ns.l | length }}}}")
+    };
+    assert_eq!(in_child(&grow(2000)), "warned=false render=ok");
+    assert_eq!(in_child(&grow(50000)), "warned=true render=ok");
+}
+
 /// A Llama-family model has no built-in format: a refused template makes
 /// the model invalid, with the reason.
 #[test]

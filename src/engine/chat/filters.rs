@@ -18,8 +18,8 @@
 //!   `pprint` (removed: no chat template uses it);
 //! - `*` on lists is lazy and uncharged: `limits.rs` admits `*` only with a
 //!   number literal ≤ 16, outside loops, twice (≤ 256×). Lists joined with
-//!   `+` (or `chain`) are lazy too and stringified by `~` without a charge:
-//!   the one gap left (see README).
+//!   `+` (or `chain`) are lazy too; what formatting them writes is charged
+//!   to the per-render format budget of our minijinja patch (template.rs).
 
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Error, ErrorKind, State, Value};

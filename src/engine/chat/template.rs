@@ -23,6 +23,10 @@ const FUEL_PER_BYTE: u64 = 1;
 /// Size checks on values a filter serializes (`tojson`, `string`, …) allow
 /// at least this much, or the output cap if larger.
 const MIN_VALUE_BUDGET: usize = 1 << 20;
+/// Bytes of values one render may format (`~`, filters taking strings,
+/// output), in multiples of the value budget: lists share their items, so
+/// what they format is not bounded by the fuel (our minijinja patch).
+const FORMAT_BUDGET_FACTOR: u64 = 8;
 
 /// Marks errors a template raised on purpose via `raise_exception`.
 #[derive(Debug)]
@@ -55,6 +59,7 @@ pub(crate) struct ChatTemplate {
     bos: String,
     eos: String,
     max_output: usize,
+    format_budget: u64,
 }
 
 impl ChatTemplate {
@@ -83,7 +88,7 @@ impl ChatTemplate {
             Ok(env)
         })
         .map_err(|e| e.to_string())?;
-        let template = Self { env, bos, eos, max_output };
+        let template = Self { env, bos, eos, max_output, format_budget: FORMAT_BUDGET_FACTOR * budget as u64 };
         match template.render(&[Message::new(Role::User, "Hi")], true) {
             Ok(_) => Ok(template),
             Err(RenderError::TooLong) => Err("it renders a one-word chat longer than the context".into()),
@@ -136,8 +141,26 @@ impl ChatTemplate {
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         };
-        match template.render_captured_to(ctx, &mut out) {
-            Ok(_) => String::from_utf8(out.out)
+        // Formatting past the budget fails inside minijinja, as an error or,
+        // where it formats with `to_string`, as a panic: both end here.
+        let rendered = minijinja::value::with_format_budget(self.format_budget, || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                template.render_captured_to(ctx, &mut out).map(drop)
+            }));
+            (result, minijinja::value::format_budget_exhausted())
+        });
+        let result = match rendered {
+            (_, true) => {
+                return Err(RenderError::Failed(Error::Inference(format!(
+                    "the chat template formats more than {} MB of values",
+                    self.format_budget >> 20
+                ))))
+            }
+            (Ok(result), false) => result,
+            (Err(panic), false) => std::panic::resume_unwind(panic),
+        };
+        match result {
+            Ok(()) => String::from_utf8(out.out)
                 .map_err(|_| RenderError::Failed(Error::Inference("the chat template wrote invalid UTF-8".into()))),
             Err(_) if out.overflowed => Err(RenderError::TooLong),
             Err(e) => {
