@@ -8,7 +8,7 @@ use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::model::{LoadedModel, Weights};
 use super::sampler::{Sampler, SamplingConfig};
-use super::stream::{Filtered, PieceStream};
+use super::tokenizer::stream::{Filtered, PieceStream};
 
 /// Prompt tokens per forward call. Bounds the attention scratch memory
 /// (heads × chunk × context floats) while keeping prefill batched.

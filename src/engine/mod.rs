@@ -1,18 +1,16 @@
 //! The inference engine: plain Rust, no FFI concerns. The `ffi` module wraps
 //! it for UniFFI.
 
+mod arch;
 mod chat;
 mod error;
 mod generate;
-mod gguf_scan;
-mod gguf_tokenizer;
-mod graphemes;
+mod gguf;
 mod model;
 mod sampler;
-mod stream;
 mod threads;
+mod tokenizer;
 mod transformer;
-mod vocab;
 
 pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
 pub(crate) use error::panic_message;

@@ -175,7 +175,7 @@ mod tests {
         let path = crate::engine::test_fixture("SmolLM2-135M-Instruct.Q4_1.gguf");
         let content =
             candle_core::quantized::gguf_file::Content::read(&mut std::fs::File::open(path).unwrap()).unwrap();
-        let tok = crate::engine::gguf_tokenizer::from_gguf(&content).unwrap();
+        let tok = crate::engine::tokenizer::gguf::from_gguf(&content).unwrap();
         let cfg = FormatConfig {
             template: Some(template),
             builtin: None,

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
-use super::error::{Error, Result};
+use super::super::error::{Error, Result};
 
 /// What the header may cost in memory once parsed: values and string bytes.
 const MAX_METADATA_BYTES: u64 = 256 << 20;

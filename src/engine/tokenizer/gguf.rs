@@ -29,7 +29,7 @@ use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
 };
 
-use super::error::{Error, Result};
+use super::super::error::{Error, Result};
 
 // llama.cpp's token types (llama_token_type).
 const TYPE_UNKNOWN: i64 = 2;
@@ -350,13 +350,13 @@ mod llama_cpp_parity {
 
     #[test]
     fn smollm2_gpt2_vocabulary_matches_llama_cpp() {
-        let f = check("SmolLM2-135M-Instruct.Q4_1.gguf", include_str!("../../tests/data/smollm2_tokens.json"));
+        let f = check("SmolLM2-135M-Instruct.Q4_1.gguf", include_str!("../../../tests/data/smollm2_tokens.json"));
         assert!(f.is_empty(), "{} mismatches:\n{}", f.len(), f.join("\n"));
     }
 
     #[test]
     fn phi3_llama_vocabulary_matches_llama_cpp() {
-        let f = check("phi3-vocab.gguf", include_str!("../../tests/data/phi3_vocab_tokens.json"));
+        let f = check("phi3-vocab.gguf", include_str!("../../../tests/data/phi3_vocab_tokens.json"));
         assert!(f.is_empty(), "{} mismatches:\n{}", f.len(), f.join("\n"));
     }
 }

@@ -14,7 +14,7 @@
 
 use tokenizers::Tokenizer;
 
-use super::error::Result;
+use super::super::error::Result;
 use super::graphemes::GraphemeBuffer;
 
 /// Token ids in, text pieces out: decoded, stop strings cut, ending on

@@ -1,0 +1,193 @@
+//! The architectures we run and their hyperparameters, read from the GGUF
+//! metadata and checked against each other and the tensor shapes.
+
+use candle_core::quantized::gguf_file::Content;
+
+use super::error::{Error, Result};
+use super::gguf::shape_of;
+use super::transformer;
+
+/// Upper bound on a context we accept from a file, far above any model we
+/// can run but low enough that position tables cannot exhaust memory.
+const MAX_CONTEXT: usize = 1 << 20;
+/// candle's quantized llama precomputes rotary tables for 4096 positions,
+/// which the tests and apps have relied on so far.
+const LLAMA_MAX_CONTEXT: usize = 4096;
+/// Upper bound on a hidden/feed-forward size or head count in the metadata.
+const MAX_DIM: usize = 1 << 24;
+
+/// Transformer hyperparameters, checked against each other and against the
+/// tensor shapes, so a file whose metadata lies fails here rather than deep
+/// inside a matmul.
+pub(crate) struct Hyper {
+    pub context_length: usize,
+    /// Rows of the embedding: the largest token id the model accepts + 1.
+    pub vocab_rows: usize,
+    hidden: usize,
+    pub layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    ff: usize,
+    eps: f64,
+    rope_base: f32,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Family {
+    /// Fused `attn_qkv` and `ffn_up` (gate|up), neox rope, rope base 10000.
+    Phi3,
+    /// Separate q/k/v and gate/up, interleaved rope, optional tied output.
+    Llama,
+}
+
+impl Family {
+    /// The family of a GGUF `general.architecture`.
+    pub fn of(arch: &str) -> Result<Self> {
+        match arch {
+            "phi3" => Ok(Family::Phi3),
+            "llama" => Ok(Family::Llama),
+            other => Err(Error::UnsupportedArchitecture(other.to_string())),
+        }
+    }
+
+    /// The longest context our implementation of the family runs.
+    pub fn max_context(self, hp: &Hyper) -> usize {
+        match self {
+            Family::Phi3 => hp.context_length,
+            Family::Llama => LLAMA_MAX_CONTEXT,
+        }
+    }
+
+    /// The decoder's configuration for `hp` at `context` positions.
+    pub fn transformer_config(self, hp: &Hyper, context: usize) -> transformer::Config {
+        transformer::Config {
+            fused: self == Family::Phi3,
+            n_head: hp.heads,
+            n_kv_head: hp.kv_heads,
+            head_dim: hp.hidden / hp.heads,
+            ff: hp.ff,
+            eps: hp.eps,
+            rope_base: hp.rope_base,
+            max_positions: context,
+        }
+    }
+}
+
+impl Hyper {
+    pub fn read(c: &Content, arch: &str, family: Family) -> Result<Self> {
+        let get = |key: &str| -> Result<usize> {
+            let full = format!("{arch}.{key}");
+            let v = c.metadata.get(&full).ok_or_else(|| Error::invalid_model(format!("missing metadata {full}")))?;
+            let n = v
+                .to_u32()
+                .map(|n| n as u64)
+                .or_else(|_| v.to_u64())
+                .map_err(|_| Error::invalid_model(format!("metadata {full} is not an unsigned integer")))?;
+            usize::try_from(n).map_err(|_| Error::invalid_model(format!("metadata {full} is too large")))
+        };
+        let hidden = get("embedding_length")?;
+        let layers = get("block_count")?;
+        let heads = get("attention.head_count")?;
+        let kv_heads = get("attention.head_count_kv")?;
+        let ff = get("feed_forward_length")?;
+        let ctx = get("context_length")?;
+        let rope_dim = get("rope.dimension_count")?;
+        let eps_key = format!("{arch}.attention.layer_norm_rms_epsilon");
+        let eps = c
+            .metadata
+            .get(&eps_key)
+            .and_then(|v| v.to_f32().ok())
+            .ok_or_else(|| Error::invalid_model(format!("missing metadata {eps_key} (RMS-norm epsilon)")))?;
+
+        let bad = |why: String| Err(Error::invalid_model(why));
+        if hidden == 0 || layers == 0 || heads == 0 || kv_heads == 0 || ff == 0 {
+            return bad(format!("a {arch} dimension in the metadata is zero"));
+        }
+        // Bounds before any arithmetic or allocation sized by them: a layer
+        // is several tensors, and no real dimension nears 2^24.
+        if [hidden, heads, kv_heads, ff].iter().any(|&d| d > MAX_DIM) {
+            return bad(format!("a {arch} dimension in the metadata exceeds {MAX_DIM}"));
+        }
+        if layers > c.tensor_infos.len() {
+            return bad(format!("{layers} layers declared but the file has only {} tensors", c.tensor_infos.len()));
+        }
+        if hidden % heads != 0 || heads % kv_heads != 0 {
+            return bad(format!("{heads} heads / {kv_heads} KV heads do not divide the hidden size {hidden}"));
+        }
+        let head_dim = hidden / heads;
+        if rope_dim != head_dim || head_dim % 2 != 0 {
+            return bad(format!("rope dimension {rope_dim} must equal the head size {head_dim} (and be even)"));
+        }
+        if ctx == 0 || ctx > MAX_CONTEXT {
+            return bad(format!("context length {ctx} is out of range"));
+        }
+        if !eps.is_finite() || eps <= 0.0 {
+            return bad(format!("RMS-norm epsilon {eps} is not a positive number"));
+        }
+        let freq_base = c.metadata.get(&format!("{arch}.rope.freq_base")).and_then(|v| v.to_f32().ok());
+        if freq_base.is_some_and(|b| !b.is_finite() || b <= 1.0) {
+            return bad(format!("rope base {freq_base:?} is out of range"));
+        }
+        if family == Family::Phi3 {
+            // candle's Phi-3 hard-codes rope base 10000 and has no LongRoPE.
+            if let Some(base) = freq_base.filter(|b| *b != 10_000.0) {
+                return Err(Error::UnsupportedArchitecture(format!("phi3 with rope base {base}")));
+            }
+            if c.tensor_infos.contains_key("rope_factors_long.weight") {
+                return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
+            }
+        }
+        if family == Family::Llama
+            && c.metadata.get(&format!("{arch}.expert_count")).is_some_and(|v| v.to_u32().is_ok_and(|n| n > 1))
+        {
+            return Err(Error::UnsupportedArchitecture(format!("{arch} mixture-of-experts")));
+        }
+
+        let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
+        let kv = kv_heads * head_dim;
+        let mut expect: Vec<(String, Vec<usize>)> =
+            vec![("token_embd.weight".into(), vec![vocab, hidden]), ("output_norm.weight".into(), vec![hidden])];
+        // Llama-family files may tie the output projection to the embedding.
+        if family == Family::Phi3 || c.tensor_infos.contains_key("output.weight") {
+            expect.push(("output.weight".into(), vec![vocab, hidden]));
+        }
+        for i in 0..layers {
+            let b = |t: &str| format!("blk.{i}.{t}.weight");
+            expect.extend([
+                (b("attn_norm"), vec![hidden]),
+                (b("attn_output"), vec![hidden, hidden]),
+                (b("ffn_norm"), vec![hidden]),
+                (b("ffn_down"), vec![hidden, ff]),
+            ]);
+            match family {
+                Family::Phi3 => {
+                    expect.extend([(b("attn_qkv"), vec![hidden + 2 * kv, hidden]), (b("ffn_up"), vec![2 * ff, hidden])])
+                }
+                Family::Llama => expect.extend([
+                    (b("attn_q"), vec![hidden, hidden]),
+                    (b("attn_k"), vec![kv, hidden]),
+                    (b("attn_v"), vec![kv, hidden]),
+                    (b("ffn_gate"), vec![ff, hidden]),
+                    (b("ffn_up"), vec![ff, hidden]),
+                ]),
+            }
+        }
+        for (name, want) in &expect {
+            let got = shape_of(c, name)?;
+            if got != want.as_slice() {
+                return bad(format!("tensor {name} has shape {got:?}, the metadata implies {want:?}"));
+            }
+        }
+        Ok(Self {
+            context_length: ctx,
+            vocab_rows: vocab,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            ff,
+            eps: eps as f64,
+            rope_base: freq_base.unwrap_or(10_000.0),
+        })
+    }
+}
