@@ -1,10 +1,14 @@
 //! The generation loop: prefill the prompt in batched chunks, then sample one
-//! token per step, streaming text through a sink.
+//! token per step, streaming text through a sink. Chat sessions and their
+//! turn rules are in `session`.
+
+mod session;
+
+pub use session::Conversation;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::model::{LoadedModel, Weights};
 use super::sampler::{Sampler, SamplingConfig};
@@ -279,46 +283,5 @@ impl Sequence {
             stop_reason: reason,
             timings,
         })
-    }
-}
-
-/// A chat: history plus a sequence whose cache holds the rendered history, so
-/// each turn feeds only the new tokens.
-pub struct Conversation {
-    initial: Vec<Message>,
-    history: Vec<Message>,
-    sequence: Sequence,
-}
-
-impl Conversation {
-    pub fn new(model: &LoadedModel, history: Vec<Message>) -> Self {
-        Self { initial: history.clone(), history, sequence: Sequence::new(model) }
-    }
-
-    pub fn history(&self) -> &[Message] {
-        &self.history
-    }
-
-    /// Back to the history the conversation started with. The cache is kept:
-    /// the next turn reuses whatever prefix (e.g. a system prompt) still matches.
-    pub fn reset(&mut self) {
-        self.history = self.initial.clone();
-    }
-
-    pub fn send(
-        &mut self,
-        model: &LoadedModel,
-        user_message: String,
-        opts: &GenerateOptions,
-        cancel: Stop<'_>,
-        sink: &mut Sink<'_>,
-    ) -> Result<Outcome> {
-        let mut messages = self.history.clone();
-        messages.push(Message::new(super::chat::Role::User, user_message));
-        let prompt = model.encode_chat(&messages)?;
-        let outcome = self.sequence.generate(model, &prompt, opts, cancel, sink)?;
-        messages.push(Message::new(super::chat::Role::Assistant, outcome.text.clone()));
-        self.history = messages;
-        Ok(outcome)
     }
 }

@@ -1,0 +1,48 @@
+//! A chat session: the history and one sequence whose KV cache holds the
+//! rendered history, so that each turn feeds only its new tokens.
+
+use super::super::chat::{Message, Role};
+use super::super::error::Result;
+use super::super::model::LoadedModel;
+use super::{GenerateOptions, Outcome, Sequence, Sink, Stop};
+
+/// A chat: history plus a sequence whose cache holds the rendered history, so
+/// each turn feeds only the new tokens.
+pub struct Conversation {
+    initial: Vec<Message>,
+    history: Vec<Message>,
+    sequence: Sequence,
+}
+
+impl Conversation {
+    pub fn new(model: &LoadedModel, history: Vec<Message>) -> Self {
+        Self { initial: history.clone(), history, sequence: Sequence::new(model) }
+    }
+
+    pub fn history(&self) -> &[Message] {
+        &self.history
+    }
+
+    /// Back to the history the conversation started with. The cache is kept:
+    /// the next turn reuses whatever prefix (e.g. a system prompt) still matches.
+    pub fn reset(&mut self) {
+        self.history = self.initial.clone();
+    }
+
+    pub fn send(
+        &mut self,
+        model: &LoadedModel,
+        user_message: String,
+        opts: &GenerateOptions,
+        cancel: Stop<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Outcome> {
+        let mut messages = self.history.clone();
+        messages.push(Message::new(Role::User, user_message));
+        let prompt = model.encode_chat(&messages)?;
+        let outcome = self.sequence.generate(model, &prompt, opts, cancel, sink)?;
+        messages.push(Message::new(Role::Assistant, outcome.text.clone()));
+        self.history = messages;
+        Ok(outcome)
+    }
+}
