@@ -12,6 +12,8 @@ use super::common;
 use super::common::synthetic::Phi3Spec;
 
 const CHILD_CASE: &str = "PHI_MOBILE_HOSTILE_TEMPLATE";
+/// Set to 1: the child reports an inference error by its reason.
+const CHILD_REASONS: &str = "PHI_MOBILE_HOSTILE_REASONS";
 /// Address space of a child: the test binary with a small model needs a few
 /// hundred MB; the bombs asked for gigabytes.
 const CHILD_ADDRESS_SPACE: u64 = 1 << 30;
@@ -34,6 +36,7 @@ fn load_and_render(template: String) -> String {
         let chat = vec![msg(Role::User, "Hi"), msg(Role::Assistant, "Hello"), msg(Role::User, "Bye")];
         let rendered = match model.format_chat(chat) {
             Ok(_) => "ok".to_string(),
+            Err(LlmError::Inference { reason }) if std::env::var(CHILD_REASONS).is_ok_and(|v| v == "1") => reason,
             Err(LlmError::Inference { .. }) => "inference error".to_string(),
             Err(LlmError::ContextOverflow { .. }) => "context overflow".to_string(),
             Err(e) => format!("{e:?}"),
@@ -51,12 +54,17 @@ fn template_child() {
 }
 
 fn in_child(template: &str) -> String {
+    run_child(template, false)
+}
+
+fn run_child(template: &str, reasons: bool) -> String {
     let out = Command::new("prlimit")
         .arg(format!("--as={CHILD_ADDRESS_SPACE}"))
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "templates::template_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_CASE, template)
         .env("MALLOC_ARENA_MAX", "2")
+        .env(CHILD_REASONS, if reasons { "1" } else { "" })
         .output()
         .expect("run prlimit");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -186,6 +194,39 @@ fn a_list_grown_item_by_item_is_bounded_not_a_stack_overflow() {
     };
     assert_eq!(in_child(&grow(2000)), "warned=false render=ok");
     assert_eq!(in_child(&grow(50000)), "warned=true render=ok");
+}
+
+/// A value wrapped once per loop iteration (a list, a namespace, `chain`,
+/// a slice) nests 10 000–20 000 deep. Formatting, comparing, iterating or dropping
+/// it recursed once per level and overflowed the stack; our minijinja patch
+/// stops those at 400 levels and drops iteratively.
+#[test]
+fn deeply_nested_values_are_an_error_not_a_stack_overflow() {
+    const TOO_DEEP: &str = "the chat template nests values too deeply";
+    // Each overflowed an 8 MiB stack at 10 000 levels or fewer before the patch.
+    let cases = [
+        (20000, "{% set ns.l = [ns.l] %}", "{{ ns.l | length }}", "ok"),
+        (20000, "{% set ns.l = [ns.l] %}", "{{ ns.l ~ '' }}", TOO_DEEP),
+        (20000, "{% set ns.l = [ns.l] %}{% set ns.m = [ns.m] %}", "{{ ns.l == ns.m }}", TOO_DEEP),
+        (
+            20000,
+            "{% set ns.l = [ns.l] %}{% set ns.m = [ns.m] %}",
+            "{{ [ns.l, ns.m] | unique | list | length }}",
+            TOO_DEEP,
+        ),
+        (20000, "{% set n = namespace(p=ns.c) %}{% set ns.c = n %}", "{{ 1 }}", "ok"),
+        (20000, "{% set ns.d = ns.d | chain({}) %}", "{{ ns.d | length }}", "ok"),
+        (20000, "{% set ns.l = ns.l | chain(range(1)) %}", "{{ ns.l | list | length }}", TOO_DEEP),
+        // Each slice asks the one below for its length: quadratic, to 400 levels.
+        (10000, "{% set ns.l = messages[0:] if loop.first else ns.l[0:] %}", "{{ ns.l | list | length }}", TOO_DEEP),
+    ];
+    for (n, step, use_it, expected) in cases {
+        let t = format!(
+            "{{% if messages | length > 1 %}}{{% set ns = namespace(l=[], m=[], d={{}}, c=none) %}}\
+             {{% for i in range({n}) %}}{step}{{% endfor %}}{use_it}{{% endif %}}x"
+        );
+        assert_eq!(run_child(&t, true), format!("warned=false render={expected}"), "{step} {use_it}");
+    }
 }
 
 /// A Llama-family model has no built-in format: a refused template makes

@@ -141,23 +141,28 @@ impl ChatTemplate {
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         };
-        // Formatting past the budget fails inside minijinja, as an error or,
-        // where it formats with `to_string`, as a panic: both end here.
+        // Formatting past the budget, or a value nested past minijinja's depth
+        // bound (our patch), fails inside minijinja, as an error or, where it
+        // formats with `to_string`, as a panic: all end here.
+        minijinja::value::take_nesting_exceeded();
         let rendered = minijinja::value::with_format_budget(self.format_budget, || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 template.render_captured_to(ctx, &mut out).map(drop)
             }));
-            (result, minijinja::value::format_budget_exhausted())
+            (result, minijinja::value::format_budget_exhausted(), minijinja::value::take_nesting_exceeded())
         });
         let result = match rendered {
-            (_, true) => {
+            (_, true, _) => {
                 return Err(RenderError::Failed(Error::Inference(format!(
                     "the chat template formats more than {} MB of values",
                     self.format_budget >> 20
                 ))))
             }
-            (Ok(result), false) => result,
-            (Err(panic), false) => std::panic::resume_unwind(panic),
+            (_, _, true) => {
+                return Err(RenderError::Failed(Error::Inference("the chat template nests values too deeply".into())))
+            }
+            (Ok(result), false, false) => result,
+            (Err(panic), false, false) => std::panic::resume_unwind(panic),
         };
         match result {
             Ok(()) => String::from_utf8(out.out)

@@ -13,14 +13,24 @@ pub struct MergeDict {
 
 impl MergeDict {
     pub fn new(values: Vec<Value>) -> Self {
+        // phi-mobile patch: merged dicts are spliced in, so `d | chain(x)`
+        // in a loop stays one level deep (see value/deep.rs).
+        let mut flat = Vec::with_capacity(values.len());
+        for value in values {
+            match value.downcast_object_ref::<Self>() {
+                Some(inner) => flat.extend(inner.values.iter().cloned()),
+                None => flat.push(value),
+            }
+        }
         Self {
-            values: values.into_boxed_slice(),
+            values: flat.into_boxed_slice(),
         }
     }
 }
 
 impl Object for MergeDict {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let _level = super::deep::DepthGuard::enter()?;
         // Look up key in reverse order (last matching dict wins)
         for value in self.values.iter().rev() {
             if let Ok(v) = value.get_item(key) {
@@ -33,6 +43,9 @@ impl Object for MergeDict {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let Some(_level) = super::deep::DepthGuard::enter() else {
+            return super::deep::too_deep_enumerator();
+        };
         // Collect all keys from all dictionaries (only include maps)
         let mut keys = BTreeSet::new();
         for key in self
@@ -152,12 +165,16 @@ impl Object for MergeSeq {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let Some(_level) = super::deep::DepthGuard::enter() else {
+            return super::deep::too_deep_enumerator();
+        };
         self.mapped_enumerator(|this| {
             let iter = this.values.iter().flat_map(|v| match v.try_iter() {
                 Ok(iter) => Box::new(iter) as Box<dyn Iterator<Item = Value> + Send + Sync>,
                 Err(err) => Box::new(Some(Value::from(err)).into_iter())
                     as Box<dyn Iterator<Item = Value> + Send + Sync>,
             });
+            let iter = super::deep::Guarded::new(iter);
             if let Some(total_len) = this.total_len {
                 Box::new(LenIterWrap(total_len, iter))
             } else {

@@ -227,6 +227,7 @@ use crate::vm::State;
 pub use crate::value::argtypes::{
     from_args, ArgType, FunctionArgs, FunctionResult, Kwargs, Rest, StringInput, ValueOrKwargs,
 };
+pub use crate::value::deep::take_nesting_exceeded;
 pub use crate::value::format_budget::{format_budget_exhausted, with_format_budget};
 pub use crate::value::merge_object::merge_maps;
 pub use crate::value::object::{DynObject, Enumerator, Object, ObjectExt, ObjectRepr};
@@ -259,6 +260,7 @@ mod type_erase;
 mod argtypes;
 #[cfg(feature = "serde")]
 mod deserialize;
+pub(crate) mod deep;
 mod format_budget;
 pub(crate) mod merge_object;
 pub(crate) mod namespace_object;
@@ -636,6 +638,9 @@ fn python_string_debug_fmt(value: &str, f: &mut fmt::Formatter<'_>) -> fmt::Resu
 impl fmt::Debug for ValueRepr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         ok!(format_budget::charge(format_budget::cost(self)));
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return Err(fmt::Error);
+        };
         match *self {
             ValueRepr::Undefined(..) => f.write_str("undefined"),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),
@@ -680,6 +685,9 @@ impl fmt::Debug for ValueRepr {
 
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return;
+        };
         match self.0 {
             ValueRepr::None | ValueRepr::Undefined(..) => 0u8.hash(state),
             ValueRepr::String(ref s, _) => s.hash(state),
@@ -712,6 +720,9 @@ pub struct Value(pub(crate) ValueRepr);
 
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return false;
+        };
         match (&self.0, &other.0) {
             (&ValueRepr::None, &ValueRepr::None) => true,
             (&ValueRepr::Undefined(..), &ValueRepr::Undefined(..)) => true,
@@ -896,6 +907,9 @@ fn cmp_uncoercible_numbers(left: &Value, right: &Value) -> Ordering {
 
 impl Ord for Value {
     fn cmp(&self, other: &Self) -> Ordering {
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return Ordering::Equal;
+        };
         match (&self.0, &other.0) {
             (&ValueRepr::Bool(a), _) if other.is_number() => {
                 return Value::from(a as i64).cmp(other)
@@ -986,6 +1000,9 @@ impl fmt::Debug for Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         ok!(format_budget::charge(format_budget::cost(&self.0)));
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return Err(fmt::Error);
+        };
         match self.0 {
             ValueRepr::Undefined(..) => Ok(()),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),
@@ -2274,7 +2291,10 @@ impl Iterator for ValueIter {
                     Value::from(c)
                 })
             }
-            ValueIterImpl::Dyn(ref mut iter) => iter.next(),
+            ValueIterImpl::Dyn(ref mut iter) => match deep::DepthGuard::enter() {
+                Some(_level) => iter.next(),
+                None => None,
+            },
         }
     }
 
@@ -2339,7 +2359,10 @@ impl Object for Iterable {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        mapped_enumerator(self, |this| this.maker.make())
+        let Some(_level) = deep::DepthGuard::enter() else {
+            return deep::too_deep_enumerator();
+        };
+        mapped_enumerator(self, |this| Box::new(deep::Guarded::new(this.maker.make())))
     }
 }
 

@@ -128,7 +128,8 @@ macro_rules! type_erase {
 
             impl Drop for $erased_t_name {
                 fn drop(&mut self) {
-                    (vt(self).__decref)(self.ptr);
+                    // phi-mobile patch: iterative, see value/deep.rs.
+                    crate::value::deep::release(self.ptr, vt(self).__decref);
                 }
             }
 
