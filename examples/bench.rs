@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --example bench                 # synthetic Phi-3-mini + SmolLM2
 //!     cargo run --release --example bench -- --model phi3-mini --runs 3
+//!     cargo run --release --example bench -- --kernels candle,scalar,avx2
 //!
 //! Each measurement runs in a fresh child process, so load time and peak RSS
 //! (VmHWM) are its own. Per model it reports load time, time to first token
@@ -40,6 +41,10 @@ struct Args {
     /// llama-bench binary (default: the one scripts/build-llamacpp.sh builds, if present).
     #[arg(long)]
     llama_bench: Option<PathBuf>,
+    /// Kernel choices to compare (`PHI_MOBILE_KERNELS` values, comma-separated),
+    /// one table each; default: the one chosen for this CPU.
+    #[arg(long, value_delimiter = ',')]
+    kernels: Vec<String>,
     /// Internal: run one measurement of this model file and print JSON.
     #[arg(long, hide = true)]
     worker: Option<PathBuf>,
@@ -86,17 +91,25 @@ fn main() {
     for (name, path, tok) in &models {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         println!("\n### {name}: {} ({:.2} GB)\n", path.display(), size as f64 / 1e9);
-        // Alternating, so both see the same machine state.
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let choices: Vec<Option<&str>> =
+            if args.kernels.is_empty() { vec![None] } else { args.kernels.iter().map(|k| Some(k.as_str())).collect() };
+        // Alternating, so all see the same machine state.
+        let (mut ours, mut theirs) = (vec![Vec::new(); choices.len()], Vec::new());
         for _ in 0..args.runs.max(1) {
-            ours.push(run_worker(path, tok.as_deref(), &args));
+            for (runs, kernels) in ours.iter_mut().zip(&choices) {
+                runs.push(run_worker(path, tok.as_deref(), *kernels, &args));
+            }
             if let Some(b) = &llama_bench {
                 theirs.extend(run_llama_bench(b, path, &args));
             }
         }
-        let ours = best(ours).expect("at least one run");
         let theirs = best(theirs);
-        print_table(&ours, theirs.as_ref(), size, &args);
+        for (runs, kernels) in ours.into_iter().zip(&choices) {
+            if let Some(k) = kernels {
+                println!("\n#### kernels: {k}\n");
+            }
+            print_table(&best(runs).expect("at least one run"), theirs.as_ref(), size, &args);
+        }
     }
 }
 
@@ -151,9 +164,12 @@ fn best(all: Vec<Result_>) -> Option<Result_> {
     Some(best)
 }
 
-fn run_worker(model: &Path, tokenizer: Option<&Path>, args: &Args) -> Result_ {
+fn run_worker(model: &Path, tokenizer: Option<&Path>, kernels: Option<&str>, args: &Args) -> Result_ {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
+    if let Some(k) = kernels {
+        cmd.env("PHI_MOBILE_KERNELS", k);
+    }
     cmd.arg("--worker").arg(model);
     cmd.args(["--threads", &args.threads.to_string()]);
     cmd.args(["--prompt-tokens", &args.prompt_tokens.to_string()]);

@@ -190,7 +190,18 @@ fn cancel_from_another_thread_takes_effect_within_one_token() {
 
 #[test]
 fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
-    let model = reference_model();
+    turn_two_equals_a_fresh_run(&reference_model());
+}
+
+/// The same on Q4_K weights (our kernels, engine/kernels/): a prompt fed as a
+/// batch and the same tokens fed one by one give identical logits.
+#[test]
+fn chat_turn_two_equals_a_fresh_run_with_quantized_weights() {
+    let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());
+    turn_two_equals_a_fresh_run(&Model::load(common::config(&path)).unwrap());
+}
+
+fn turn_two_equals_a_fresh_run(model: &Model) {
     for first_turn_tokens in [1, 16] {
         let session = model.new_session(vec![ChatMessage { role: Role::System, content: "You are terse.".into() }]);
         let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new(), None).unwrap();

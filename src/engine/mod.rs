@@ -6,6 +6,7 @@ mod chat;
 mod error;
 mod generate;
 mod gguf;
+pub(crate) mod kernels;
 mod model;
 mod sampler;
 mod threads;

@@ -88,6 +88,7 @@ impl LoadedModel {
                 return Err(Error::param("threads", format!("must be in 1..={MAX_THREADS}, got {t}")));
             }
         }
+        super::kernels::selected().map_err(|e| Error::param("PHI_MOBILE_KERNELS", e.0))?;
         let threads = threads::configure(cfg.threads);
         let parse_special_in_messages = cfg.parse_special_in_messages;
 

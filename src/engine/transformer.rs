@@ -7,7 +7,8 @@
 //!   in f32, whatever the conversation's length).
 //! - Token embeddings stay quantized; only the rows a prompt uses are
 //!   dequantized (candle dequantizes the whole table to f32: 0.4 GB for Phi-3).
-//! - Quantized matmuls run candle's plain kernels on the weights as loaded.
+//! - Quantized matmuls run our kernels (`kernels/`) where they cover the
+//!   weight type, else candle's plain kernels, on the weights as loaded.
 //!   candle's `QMatMul` builds a repacked second copy of each weight on first
 //!   use on x86 (Q4_K, and Q6_K for batches) and on aarch64 CPUs with dotprod
 //!   (every recent phone), keeping both copies: up to twice the weights' memory.
@@ -23,6 +24,8 @@
 use std::sync::Arc;
 
 use candle_core::quantized::k_quants::{self, GgmlType};
+
+use super::kernels;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
 use candle_nn::RmsNorm;
@@ -120,6 +123,16 @@ impl CustomOp1 for PlainQMatMul {
         let lhs = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
         let mut dst = vec![0f32; m * n];
         let mkn = (m, k, n);
+        let mut out = batch.to_vec();
+        out.push(n);
+        // Our kernels where they cover the type, candle's for the rest.
+        if let (Ok(kernels::Kernels::Ours(variant)), std::borrow::Cow::Borrowed(bytes)) =
+            (kernels::selected(), self.w.data()?)
+        {
+            if kernels::matmul(variant, self.w.dtype(), mkn, lhs, bytes, &mut dst).is_some() {
+                return Ok((CpuStorage::F32(dst), Shape::from(out)));
+            }
+        }
         macro_rules! run {
             ($($dt:ident => $t:ty),* $(,)?) => {
                 match self.w.dtype() {
@@ -133,8 +146,6 @@ impl CustomOp1 for PlainQMatMul {
             Q4_0 => BlockQ4_0, Q4_1 => BlockQ4_1, Q5_0 => BlockQ5_0, Q5_1 => BlockQ5_1, Q8_0 => BlockQ8_0,
             Q2K => BlockQ2K, Q3K => BlockQ3K, Q4K => BlockQ4K, Q5K => BlockQ5K, Q6K => BlockQ6K,
         );
-        let mut out = batch.to_vec();
-        out.push(n);
         Ok((CpuStorage::F32(dst), Shape::from(out)))
     }
 }
