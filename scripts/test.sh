@@ -18,6 +18,10 @@ cargo clippy --release --quiet --all-targets -- -D warnings
 step "rust tests (release: the model math is too slow unoptimised)"
 cargo test --release --all-targets
 cargo test --release --doc
+# Our kernels are opt-in (src/engine/kernels/): the Q4_K model's tests on each.
+for k in scalar $(grep -qw avx2 /proc/cpuinfo && echo avx2); do
+  PHI_MOBILE_KERNELS=$k cargo test --release --quiet --test api quantized
+done
 
 step "the library without downloads (an app that ships its model: no network, no TLS)"
 cargo check --release --no-default-features --lib

@@ -193,8 +193,8 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
     turn_two_equals_a_fresh_run(&reference_model());
 }
 
-/// The same on Q4_K weights (our kernels, engine/kernels/): a prompt fed as a
-/// batch and the same tokens fed one by one give identical logits.
+/// The same on Q4_K weights: a prompt fed as a batch and the same tokens fed
+/// one by one give identical logits (CI runs it with our kernels too).
 #[test]
 fn chat_turn_two_equals_a_fresh_run_with_quantized_weights() {
     let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());

@@ -7,8 +7,9 @@
 //!   in f32, whatever the conversation's length).
 //! - Token embeddings stay quantized; only the rows a prompt uses are
 //!   dequantized (candle dequantizes the whole table to f32: 0.4 GB for Phi-3).
-//! - Quantized matmuls run our kernels (`kernels/`) where they cover the
-//!   weight type, else candle's plain kernels, on the weights as loaded.
+//! - Quantized matmuls run candle's plain kernels on the weights as loaded,
+//!   or ours (`kernels/`, where they cover the type) when `PHI_MOBILE_KERNELS`
+//!   asks for them.
 //!   candle's `QMatMul` builds a repacked second copy of each weight on first
 //!   use on x86 (Q4_K, and Q6_K for batches) and on aarch64 CPUs with dotprod
 //!   (every recent phone), keeping both copies: up to twice the weights' memory.

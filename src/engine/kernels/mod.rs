@@ -4,9 +4,10 @@
 //! (whose Rust targets enable only `neon`) never runs `sdot`/`smmla`, and it
 //! has no i8mm path at all; and their float accumulation order differs per
 //! variant, so no variant can be checked exactly against another. Here:
-//! - one dispatch point, chosen once at run time from the CPU's features
-//!   ([`selected`]), overridable with `PHI_MOBILE_KERNELS` (an unsupported
-//!   choice is an error, never an illegal instruction);
+//! - one dispatch point, chosen once at run time ([`selected`]) with
+//!   `PHI_MOBILE_KERNELS` (an unsupported choice is an error, never an
+//!   illegal instruction). Until ours beat candle's on the benchmark, the
+//!   default stays candle's; [`best_variant`] is what this CPU would run;
 //! - every variant computes each block's integer sums exactly and then does
 //!   the same float arithmetic in the same order, so every SIMD variant is
 //!   bit-identical to the scalar oracle ([`scalar`]), which is itself checked
@@ -109,10 +110,17 @@ pub enum Kernels {
     Candle,
 }
 
-/// The kernels `requested` names, or the best variant this CPU supports.
+/// The best of our variants this CPU supports.
+pub fn best_variant() -> Variant {
+    Variant::ALL.into_iter().rev().find(|v| v.supported()).unwrap_or(Variant::Scalar)
+}
+
+/// The kernels `requested` names; by default candle's, until ours measure
+/// faster (docs/PERFORMANCE.md: today our AVX2 is 0.64× candle's prefill and
+/// 0.88× its decode on Phi-3-mini).
 pub fn choose(requested: Option<&str>) -> Result<Kernels, UnsupportedKernels> {
     match requested.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(Kernels::Ours(Variant::ALL.into_iter().rev().find(|v| v.supported()).unwrap_or(Variant::Scalar))),
+        None => Ok(Kernels::Candle),
         Some("candle") => Ok(Kernels::Candle),
         Some(name) => {
             let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).chain(["candle"]).collect();
