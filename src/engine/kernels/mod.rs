@@ -7,7 +7,7 @@
 //! - one dispatch point, chosen once at run time ([`selected`]) with
 //!   `PHI_MOBILE_KERNELS` (an unsupported choice is an error, never an
 //!   illegal instruction). Until ours beat candle's on the benchmark, the
-//!   default stays candle's; [`best_variant`] is what this CPU would run;
+//!   default stays candle's;
 //! - every variant computes each block's integer sums exactly and then does
 //!   the same float arithmetic in the same order, so every SIMD variant is
 //!   bit-identical to the scalar oracle ([`scalar`]), which is itself checked
@@ -108,11 +108,6 @@ impl std::fmt::Display for UnsupportedKernels {
 pub enum Kernels {
     Ours(Variant),
     Candle,
-}
-
-/// The best of our variants this CPU supports.
-pub fn best_variant() -> Variant {
-    Variant::ALL.into_iter().rev().find(|v| v.supported()).unwrap_or(Variant::Scalar)
 }
 
 /// The kernels `requested` names; by default candle's, until ours measure

@@ -179,7 +179,5 @@ fn the_choice_of_kernels_is_checked() {
     assert!(choose(Some("sse9")).unwrap_err().0.contains("not one of scalar, avx2, candle"));
     assert_eq!(choose(Some("avx2")).is_ok(), Variant::Avx2.supported());
     assert_eq!(choose(None), Ok(Kernels::Candle));
-    let best = best_variant();
-    assert!(best.supported());
-    assert_eq!(best == Variant::Avx2, Variant::Avx2.supported());
+    assert!(Variant::Scalar.supported());
 }
