@@ -25,11 +25,11 @@
 use std::sync::Arc;
 
 use candle_core::quantized::k_quants::{self, GgmlType};
-
-use super::kernels;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
 use candle_nn::RmsNorm;
+
+use super::kernels;
 
 /// Growth step of the KV cache, in positions.
 const KV_STEP: usize = 256;
@@ -126,12 +126,13 @@ impl CustomOp1 for PlainQMatMul {
         let mkn = (m, k, n);
         let mut out = batch.to_vec();
         out.push(n);
-        // Our kernels where they cover the type, candle's for the rest.
-        if let (Ok(kernels::Kernels::Ours(variant)), std::borrow::Cow::Borrowed(bytes)) =
-            (kernels::selected(), self.w.data()?)
-        {
-            if kernels::matmul(variant, self.w.dtype(), mkn, lhs, bytes, &mut dst).is_some() {
-                return Ok((CpuStorage::F32(dst), Shape::from(out)));
+        // Our kernels when asked for and they cover the type, candle's otherwise
+        // (the default path touches nothing else).
+        if let Ok(kernels::Kernels::Ours(variant)) = kernels::selected() {
+            if let std::borrow::Cow::Borrowed(bytes) = self.w.data()? {
+                if kernels::matmul(variant, self.w.dtype(), mkn, lhs, bytes, &mut dst).is_some() {
+                    return Ok((CpuStorage::F32(dst), Shape::from(out)));
+                }
             }
         }
         macro_rules! run {

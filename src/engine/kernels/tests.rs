@@ -140,8 +140,15 @@ fn matmul_rows_are_independent_and_agree_with_candle() {
                 (bytes, Box::new(move |m, lhs, dst| k_quants::matmul((m, k, n), lhs, &b, dst).unwrap()))
             }
         };
-        let (q4, q6) = (to_blocks::<BlockQ4K>(&bytes), to_blocks::<BlockQ6K>(&bytes));
-        let weights = if dtype == GgmlDType::Q4K { bytes_of(&q4) } else { bytes_of(&q6) };
+        // An aligned copy of the blocks, as the kernels need.
+        let (q4, q6);
+        let weights = if dtype == GgmlDType::Q4K {
+            q4 = to_blocks::<BlockQ4K>(&bytes);
+            bytes_of(&q4)
+        } else {
+            q6 = to_blocks::<BlockQ6K>(&bytes);
+            bytes_of(&q6)
+        };
         for m in [1, 17] {
             let lhs = random(&mut rng, m * k);
             for v in supported() {
