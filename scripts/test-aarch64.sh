@@ -11,7 +11,14 @@
 # - tests/llama.rs: the llama architecture, GQA and tied output (F32);
 # - tests/smollm2.rs `greedy_chat_answers_equal_llama_cpp`: a real Q4_1
 #   model's greedy answers equal llama.cpp's (the quantized NEON dot products);
-# - tests/api.rs `quantized_model_runs`: Q4_K, deterministic.
+# - tests/api.rs `quantized_model_runs`: Q4_K, deterministic;
+# - our kernels (src/engine/kernels/): the lib's kernel tests on an emulated
+#   core without dotprod (a64fx: this test target enables +fp16, which
+#   cortex-a53 lacks) and one with it (max), each checking that run-time
+#   dispatch offers exactly that CPU's variants; and the Q4_K model's tests
+#   on each variant. Without dotprod only the tests that leave candle's
+#   kernels alone run: candle 0.11's NEON Q4_K/Q6_K kernels execute `sdot`
+#   without checking the CPU (SIGILL there), which ours do not.
 # Installs its tools once (apt, rustup); build outputs go to CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +37,7 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
 
 T=(--release --target aarch64-unknown-linux-gnu)
-cargo test "${T[@]}" --test reference --test llama --test smollm2 --test api --no-run
+cargo test "${T[@]}" --lib --test reference --test llama --test smollm2 --test api --no-run
 echo "== aarch64 build: $((SECONDS - START)) s"
 # The test binaries must really be ARM64 (not a host build by mistake).
 cargo test "${T[@]}" --test reference --no-run --message-format=json 2>/dev/null |
@@ -40,4 +47,9 @@ cargo test "${T[@]}" --test reference --no-run --message-format=json 2>/dev/null
 cargo test "${T[@]}" --test reference --test llama "$@"
 cargo test "${T[@]}" --test smollm2 "$@" -- greedy_chat_answers_equal_llama_cpp
 cargo test "${T[@]}" --test api "$@" -- quantized_model_runs
+QEMU_CPU=a64fx PHI_MOBILE_EXPECT_KERNELS=scalar,neon cargo test "${T[@]}" --lib "$@" -- \
+  kernels::tests::every_variant kernels::tests::the_variants_offered kernels::tests::the_choice
+QEMU_CPU=max PHI_MOBILE_EXPECT_KERNELS=scalar,neon,dotprod cargo test "${T[@]}" --lib "$@" -- kernels
+QEMU_CPU=a64fx PHI_MOBILE_KERNELS=neon cargo test "${T[@]}" --test api "$@" -- quantized
+QEMU_CPU=max PHI_MOBILE_KERNELS=dotprod cargo test "${T[@]}" --test api "$@" -- quantized
 echo "== aarch64 tests under qemu: $((SECONDS - START)) s"

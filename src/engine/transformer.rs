@@ -7,15 +7,15 @@
 //!   in f32, whatever the conversation's length).
 //! - Token embeddings stay quantized; only the rows a prompt uses are
 //!   dequantized (candle dequantizes the whole table to f32: 0.4 GB for Phi-3).
-//! - Quantized matmuls run candle's plain kernels on the weights as loaded,
-//!   or ours (`kernels/`, where they cover the type) when `PHI_MOBILE_KERNELS`
-//!   asks for them.
+//! - Quantized matmuls run on the weights as loaded: our kernels (`kernels/`)
+//!   where they cover the type, candle's plain kernels otherwise (or for
+//!   every type with `PHI_MOBILE_KERNELS=candle`).
 //!   candle's `QMatMul` builds a repacked second copy of each weight on first
 //!   use on x86 (Q4_K, and Q6_K for batches) and on aarch64 CPUs with dotprod
 //!   (every recent phone), keeping both copies: up to twice the weights' memory.
 //!
-//! The arithmetic is candle's: same kernels, same op order, so the reference
-//! tests' ids are unchanged. The plain kernels compute each row on its own, so
+//! Outside the matmuls the arithmetic is candle's, same op order. Both
+//! kernel families compute each row on its own, so
 //! a prompt processed in one batch gives exactly the logits it gives token by
 //! token: a chat turn served from the cache equals a fresh run. (A measured
 //! alternative for prefill — dequantizing weight tiles to f32 and running
@@ -126,8 +126,7 @@ impl CustomOp1 for PlainQMatMul {
         let mkn = (m, k, n);
         let mut out = batch.to_vec();
         out.push(n);
-        // Our kernels when asked for and they cover the type, candle's otherwise
-        // (the default path touches nothing else).
+        // Our kernels (the default) where they cover the type, candle's otherwise.
         if let Ok(kernels::Kernels::Ours(variant)) = kernels::selected() {
             if let std::borrow::Cow::Borrowed(bytes) = self.w.data()? {
                 if kernels::matmul(variant, self.w.dtype(), mkn, lhs, bytes, &mut dst).is_some() {

@@ -28,5 +28,7 @@ pub use model::Model;
 pub use records::{ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, Role, StopReason};
 pub use session::ChatSession;
 
-use callbacks::{call_sink, callback_error};
+use callbacks::call_sink;
+#[cfg(feature = "download")]
+use callbacks::callback_error;
 use error::{guard, inference_error, invalid_model, saturating_u32, tokenizer_error, Result};

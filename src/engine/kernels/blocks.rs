@@ -100,12 +100,18 @@ pub fn quantize_q8k(xs: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
-/// Sub-block `j`'s 6-bit scale and min from a Q4_K block's packed 12 bytes.
+/// A Q4_K block's eight 6-bit scales then eight 6-bit mins, unpacked from
+/// their 12 packed bytes (four at a time, as words).
 #[inline]
-pub fn q4k_scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+pub fn q4k_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a, b, c) = (word(0), word(1), word(2));
+    let (low6, low4, low2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    let words =
+        [a & low6, (c & low4) | (((a >> 6) & low2) << 4), b & low6, ((c >> 4) & low4) | (((b >> 6) & low2) << 4)];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
     }
+    out
 }

@@ -6,12 +6,15 @@
 //! variant, so no variant can be checked exactly against another. Here:
 //! - one dispatch point, chosen once at run time ([`selected`]) with
 //!   `PHI_MOBILE_KERNELS` (an unsupported choice is an error, never an
-//!   illegal instruction). Until ours beat candle's on the benchmark, the
-//!   default stays candle's;
-//! - every variant computes each block's integer sums exactly and then does
-//!   the same float arithmetic in the same order, so every SIMD variant is
-//!   bit-identical to the scalar oracle ([`scalar`]), which is itself checked
-//!   against candle's reference;
+//!   illegal instruction). By default the best variant the CPU runs
+//!   ([`Variant::best`]); `candle` selects candle's kernels, the baseline;
+//! - every variant computes each block's integer sums exactly, in the lane
+//!   model `scalar.rs` defines, and then does the same float arithmetic in
+//!   the same order, so every SIMD variant is bit-identical to the scalar
+//!   oracle ([`scalar`]), which is itself checked against candle's reference;
+//! - a kernel takes several activation rows per weight row and unpacks the
+//!   weights once for all of them (a prompt's matmul); work is split among
+//!   candle's persistent worker pool, so no op spawns threads;
 //! - each output element depends only on its weight row and its activation
 //!   row, so a batched prompt gives exactly the token-by-token logits.
 //!
@@ -19,6 +22,8 @@
 //! quantized once per input row to Q8_K as ggml does. Weight types without a
 //! kernel here go to candle's (`matmul` returns `None`).
 
+#[cfg(target_arch = "aarch64")]
+mod arm;
 pub(crate) mod blocks;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -37,15 +42,21 @@ pub enum Variant {
     Scalar,
     /// x86-64 AVX2 (+FMA).
     Avx2,
+    /// aarch64 NEON, which every ARMv8 core has.
+    Neon,
+    /// aarch64 NEON with ARMv8.2's `sdot`.
+    Dotprod,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Scalar, Variant::Avx2];
+    pub const ALL: [Variant; 4] = [Variant::Scalar, Variant::Avx2, Variant::Neon, Variant::Dotprod];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Scalar => "scalar",
             Variant::Avx2 => "avx2",
+            Variant::Neon => "neon",
+            Variant::Dotprod => "dotprod",
         }
     }
 
@@ -55,39 +66,64 @@ impl Variant {
             Variant::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Variant::Avx2 => false,
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Dotprod => {
+                std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)] // each architecture matches its own above
+            _ => false,
         }
+    }
+
+    /// The fastest variant this CPU runs.
+    pub fn best() -> Self {
+        [Variant::Dotprod, Variant::Neon, Variant::Avx2].into_iter().find(|v| v.supported()).unwrap_or(Variant::Scalar)
     }
 
     fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.name() == name)
     }
 
-    /// `Σ w·x` over one row of Q4_K blocks and the activation's Q8_K blocks.
-    pub fn dot_q4k(self, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-        assert_eq!(w.len(), x.len());
+    /// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows of
+    /// Q8_K blocks.
+    pub fn dot_q4k<const R: usize>(self, w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        assert!(x.iter().all(|x| x.len() == w.len()));
         match self {
-            Variant::Scalar => scalar::dot_q4k(w, x),
+            Variant::Scalar => x.map(|x| scalar::dot_q4k(w, x)),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a Variant other than Scalar is only used once `supported()`
-            // said the CPU has its features (see `selected` and `check`).
-            Variant::Avx2 => unsafe { x86::dot_q4k_avx2(w, x) },
-            #[cfg(not(target_arch = "x86_64"))]
-            Variant::Avx2 => unreachable!("avx2 is never selected off x86-64"),
+            // said the CPU has its features (see `selected` and `check`); the
+            // lengths are checked above.
+            Variant::Avx2 => unsafe { x86::dot_q4k(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Variant::Neon => unsafe { arm::dot_q4k_neon(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Variant::Dotprod => unsafe { arm::dot_q4k_dotprod(w, x) },
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("{} is never selected on this architecture", self.name()),
         }
     }
 
-    /// `Σ w·x` over one row of Q6_K blocks and the activation's Q8_K blocks.
-    pub fn dot_q6k(self, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-        assert_eq!(w.len(), x.len());
+    /// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
+    pub fn dot_q6k<const R: usize>(self, w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        assert!(x.iter().all(|x| x.len() == w.len()));
         match self {
-            Variant::Scalar => scalar::dot_q6k(w, x),
+            Variant::Scalar => x.map(|x| scalar::dot_q6k(w, x)),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `dot_q4k`.
-            Variant::Avx2 => unsafe { x86::dot_q6k_avx2(w, x) },
-            #[cfg(not(target_arch = "x86_64"))]
-            Variant::Avx2 => unreachable!("avx2 is never selected off x86-64"),
+            Variant::Avx2 => unsafe { x86::dot_q6k(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as in `dot_q4k`.
+            Variant::Neon => unsafe { arm::dot_q6k_neon(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as in `dot_q4k`.
+            Variant::Dotprod => unsafe { arm::dot_q6k_dotprod(w, x) },
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("{} is never selected on this architecture", self.name()),
         }
     }
 }
@@ -110,12 +146,12 @@ pub enum Kernels {
     Candle,
 }
 
-/// The kernels `requested` names; by default candle's, until ours measure
-/// faster (docs/PERFORMANCE.md: today our AVX2 is 0.64× candle's prefill and
-/// 0.88× its decode on Phi-3-mini).
+/// The kernels `requested` names; by default ours, the best variant this CPU
+/// runs (docs/PERFORMANCE.md: on Phi-3-mini our AVX2 is 1.45× candle's
+/// prefill and 1.06× its decode). `candle` stays selectable as the baseline.
 pub fn choose(requested: Option<&str>) -> Result<Kernels, UnsupportedKernels> {
     match requested.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(Kernels::Candle),
+        None => Ok(Kernels::Ours(Variant::best())),
         Some("candle") => Ok(Kernels::Candle),
         Some(name) => {
             let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).chain(["candle"]).collect();
@@ -137,18 +173,29 @@ pub fn selected() -> Result<Kernels, UnsupportedKernels> {
     SELECTED.get_or_init(|| choose(std::env::var("PHI_MOBILE_KERNELS").ok().as_deref())).clone()
 }
 
-/// Activation rows quantized once, for every weight row to reuse.
-fn quantize_rows(lhs: &[f32], k: usize) -> Vec<BlockQ8K> {
-    let mut q = vec![BlockQ8K::ZERO; lhs.len() / QK_K];
-    for (row, out) in lhs.chunks_exact(k).zip(q.chunks_exact_mut(k / QK_K)) {
-        blocks::quantize_q8k(row, out);
-    }
-    q
+/// Weight rows per work item of a prompt: a tile that stays in L2 while
+/// every activation row passes over it.
+const ROWS_PER_TILE: usize = 16;
+
+/// Activation rows per kernel call: the weights' unpacking is shared by them.
+const ROWS_PER_CALL: usize = 4;
+
+/// A weight type our kernels cover: its block and its dot product.
+trait Weights: blocks::Plain + Sync {
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R];
 }
 
-/// Weight rows per task: a tile small enough to stay in L2 while every
-/// activation row passes over it.
-const ROWS_PER_TASK: usize = 16;
+impl Weights for BlockQ4K {
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        variant.dot_q4k(w, x)
+    }
+}
+
+impl Weights for BlockQ6K {
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        variant.dot_q6k(w, x)
+    }
+}
 
 /// `dst[i, j] = Σ_k lhs[i, k] · w[j, k]` for an `n × k` weight in its GGUF
 /// block layout (`weights`), `m` rows of `lhs`. `None`: no kernel here for
@@ -165,52 +212,87 @@ pub fn matmul(
         return None;
     }
     match dtype {
-        GgmlDType::Q4K => {
-            let w = blocks::cast::<BlockQ4K>(weights, n * k / QK_K)?;
-            run(m, k, n, lhs, dst, |row, x| variant.dot_q4k(&w[row * k / QK_K..(row + 1) * k / QK_K], x));
-            Some(())
-        }
-        GgmlDType::Q6K => {
-            let w = blocks::cast::<BlockQ6K>(weights, n * k / QK_K)?;
-            run(m, k, n, lhs, dst, |row, x| variant.dot_q6k(&w[row * k / QK_K..(row + 1) * k / QK_K], x));
-            Some(())
-        }
-        _ => None,
+        GgmlDType::Q4K => run::<BlockQ4K>(variant, (m, k, n), lhs, blocks::cast(weights, n * k / QK_K)?, dst),
+        GgmlDType::Q6K => run::<BlockQ6K>(variant, (m, k, n), lhs, blocks::cast(weights, n * k / QK_K)?, dst),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// `dst`, written from several threads at elements no two work items share.
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `Output` is only written through `set`, whose callers write
+// disjoint elements (each (row, column) belongs to exactly one work item).
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// # Safety
+    /// No other thread may write element `i` during the matmul.
+    unsafe fn set(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in bounds (checked); exclusive by the caller's promise; the
+        // matmul borrows `dst` mutably for as long as `Output` lives.
+        unsafe { *self.ptr.add(i) = v }
     }
 }
 
-/// Splits the weight rows into tiles across rayon's pool; each tile runs
-/// every activation row, then the results land in `dst`.
-fn run(m: usize, k: usize, n: usize, lhs: &[f32], dst: &mut [f32], dot: impl Fn(usize, &[BlockQ8K]) -> f32 + Sync) {
-    use rayon::prelude::*;
-    let x = quantize_rows(lhs, k);
+/// Quantizes the activations once (into a per-thread buffer reused across
+/// calls), then splits the weight rows among candle's persistent worker pool
+/// (the one its own ops use: a second pool would spin against it).
+fn run<W: Weights>(variant: Variant, (m, k, n): (usize, usize, usize), lhs: &[f32], w: &[W], dst: &mut [f32]) {
+    thread_local! {
+        static ACTIVATIONS: std::cell::RefCell<Vec<BlockQ8K>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let per_row = k / QK_K;
-    if m == 1 {
-        dst.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(tile, out)| {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot(tile * ROWS_PER_TASK + i, &x);
+    ACTIVATIONS.with_borrow_mut(|x| {
+        x.clear();
+        x.resize(m * per_row, BlockQ8K::ZERO);
+        for (row, out) in lhs.chunks_exact(k).zip(x.chunks_exact_mut(per_row)) {
+            blocks::quantize_q8k(row, out);
+        }
+        let x: &[BlockQ8K] = x;
+        let out = Output { ptr: dst.as_mut_ptr(), len: dst.len() };
+        let weight_row = |j: usize| &w[j * per_row..(j + 1) * per_row];
+        let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];
+        let pool = candle_core::utils::barrier_pool();
+        if m == 1 {
+            pool.execute_chunked(n, |cols| {
+                for j in cols {
+                    let [v] = W::dot(variant, weight_row(j), [x]);
+                    // SAFETY: column j of the only row belongs to this item.
+                    unsafe { out.set(j, v) };
+                }
+            });
+            return;
+        }
+        pool.execute_chunked(n.div_ceil(ROWS_PER_TILE), |tiles| {
+            for tile in tiles {
+                let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
+                let mut i = 0;
+                while i + ROWS_PER_CALL <= m {
+                    let rows: [&[BlockQ8K]; ROWS_PER_CALL] = std::array::from_fn(|r| act_row(i + r));
+                    for j in cols.clone() {
+                        for (r, v) in W::dot(variant, weight_row(j), rows).into_iter().enumerate() {
+                            // SAFETY: the columns of this tile belong to this item.
+                            unsafe { out.set((i + r) * n + j, v) };
+                        }
+                    }
+                    i += ROWS_PER_CALL;
+                }
+                for i in i..m {
+                    for j in cols.clone() {
+                        let [v] = W::dot(variant, weight_row(j), [act_row(i)]);
+                        // SAFETY: as above.
+                        unsafe { out.set(i * n + j, v) };
+                    }
+                }
             }
         });
-        return;
-    }
-    let tiles: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|tile| {
-            let rows = tile * ROWS_PER_TASK..((tile + 1) * ROWS_PER_TASK).min(n);
-            let mut out = Vec::with_capacity(m * rows.len());
-            for xi in x.chunks_exact(per_row) {
-                out.extend(rows.clone().map(|r| dot(r, xi)));
-            }
-            out
-        })
-        .collect();
-    for (tile, out) in tiles.iter().enumerate() {
-        let start = tile * ROWS_PER_TASK;
-        let width = out.len() / m;
-        for (i, row) in out.chunks_exact(width).enumerate() {
-            dst[i * n + start..i * n + start + width].copy_from_slice(row);
-        }
-    }
+    });
 }
 
 #[cfg(test)]

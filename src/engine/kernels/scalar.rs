@@ -1,80 +1,95 @@
-//! Portable kernels: the oracle. Each block's integer sums are exact; the
-//! float arithmetic per block (and its order) is what every SIMD variant
-//! repeats, so they agree bit for bit.
+//! Portable kernels: the oracle, and the definition of the lane model every
+//! SIMD variant follows (see `mod.rs`).
+//!
+//! A block's integer products are summed exactly into [`LANES`] lanes: the
+//! product of activation element `e` goes to lane `(e % 32) / 8`, the
+//! granularity every instruction set reaches cheaply: AVX2's `maddubs`+`madd`
+//! give 4-byte lanes that one `hadd` pairs, aarch64's `sdot` (or its
+//! `smull` emulation) the same with one `addp`, and `smmla` sums 8 bytes per
+//! output. Then each lane accumulates its block with one fused multiply-add,
+//! and the row ends in one fixed reduction ([`reduce4`]). Integer sums do not
+//! depend on their order, so any variant that keeps this lane assignment and
+//! float order is bit-equal to this one.
 
-use super::blocks::{f16_to_f32, q4k_scale_min, BlockQ4K, BlockQ6K, BlockQ8K};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
 
-/// The float step every variant shares, given one Q4_K block's exact sums.
+/// Float accumulators per row.
+pub const LANES: usize = 4;
+
+/// The lane an activation element's product is summed in.
 #[inline]
-pub fn q4k_block(w: &BlockQ4K, x: &BlockQ8K, sumi: i32, summ: i32) -> f32 {
-    let d = x.d * f16_to_f32(w.d);
-    let dmin = x.d * f16_to_f32(w.dmin);
-    d * sumi as f32 - dmin * summ as f32
+fn lane(e: usize) -> usize {
+    (e % 32) / 8
 }
 
-/// `Σ_j min_j · (sum of x over sub-block j)`, exact.
+/// `(a0+a2) + (a1+a3)`.
 #[inline]
-pub fn q4k_mins(w: &BlockQ4K, x: &BlockQ8K) -> i32 {
-    (0..8).map(|j| q4k_scale_min(j, &w.scales).1 as i32 * (x.bsums[2 * j] as i32 + x.bsums[2 * j + 1] as i32)).sum()
+pub fn reduce4(a: [f32; 4]) -> f32 {
+    (a[0] + a[2]) + (a[1] + a[3])
+}
+
+/// One row's accumulators for Q4_K: four lanes of scaled sums and four of
+/// mins (`madd` of eight mins with eight pair sums of `bsums`).
+fn q4k_block(w: &BlockQ4K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32; 4]) {
+    let sm = q4k_scales_mins(&w.scales);
+    let (scales, mins) = (&sm[..8], &sm[8..]);
+    let mut sumi = [0i32; LANES];
+    for j in 0..4 {
+        for l in 0..32 {
+            let q = w.qs[32 * j + l];
+            let lo = scales[2 * j] as i32 * (q & 0xF) as i32 * x.qs[64 * j + l] as i32;
+            let hi = scales[2 * j + 1] as i32 * (q >> 4) as i32 * x.qs[64 * j + 32 + l] as i32;
+            sumi[lane(64 * j + l)] += lo + hi;
+        }
+    }
+    let d = x.d * f16_to_f32(w.d);
+    let dmin = -x.d * f16_to_f32(w.dmin);
+    for (a, s) in acc.iter_mut().zip(sumi) {
+        *a = d.mul_add(s as f32, *a);
+    }
+    for (i, m) in accm.iter_mut().enumerate() {
+        let pair = |s: usize| mins[s] as i32 * (x.bsums[2 * s] as i32 + x.bsums[2 * s + 1] as i32);
+        *m = dmin.mul_add((pair(2 * i) + pair(2 * i + 1)) as f32, *m);
+    }
 }
 
 pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let mut sum = 0f32;
+    let (mut acc, mut accm) = ([0f32; LANES], [0f32; 4]);
     for (w, x) in w.iter().zip(x) {
-        let mut sumi = 0i32;
-        for j in 0..4 {
-            let (lo_scale, _) = q4k_scale_min(2 * j, &w.scales);
-            let (hi_scale, _) = q4k_scale_min(2 * j + 1, &w.scales);
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let q = w.qs[32 * j + l];
-                lo += (q & 0xF) as i32 * x.qs[64 * j + l] as i32;
-                hi += (q >> 4) as i32 * x.qs[64 * j + 32 + l] as i32;
-            }
-            sumi += lo_scale as i32 * lo + hi_scale as i32 * hi;
-        }
-        sum += q4k_block(w, x, sumi, q4k_mins(w, x));
+        q4k_block(w, x, &mut acc, &mut accm);
     }
-    sum
+    reduce4(acc) + reduce4(accm)
 }
 
-/// The float step every variant shares, given one Q6_K block's exact sum.
-#[inline]
-pub fn q6k_block(w: &BlockQ6K, x: &BlockQ8K, sumi: i32) -> f32 {
-    x.d * f16_to_f32(w.d) * sumi as f32
-}
-
-/// `32 · Σ_g scale_g · (sum of x over group g)`: the offset of the quants'
-/// unsigned storage, exact.
-#[inline]
-pub fn q6k_offset(w: &BlockQ6K, x: &BlockQ8K) -> i32 {
-    32 * (0..16).map(|g| w.scales[g] as i32 * x.bsums[g] as i32).sum::<i32>()
+/// Q6_K: four lanes of `scale · (q − 32) · x`.
+fn q6k_block(w: &BlockQ6K, x: &BlockQ8K, acc: &mut [f32; LANES]) {
+    let mut sumi = [0i32; LANES];
+    for half in 0..2 {
+        let (ql, qh) = (&w.ql[64 * half..], &w.qh[32 * half..]);
+        for l in 0..32 {
+            let h = qh[l];
+            let q = [
+                (ql[l] & 0xF) | ((h & 3) << 4),
+                (ql[l + 32] & 0xF) | (((h >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((h >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((h >> 6) & 3) << 4),
+            ];
+            for (part, &q) in q.iter().enumerate() {
+                let e = 128 * half + 32 * part + l;
+                sumi[lane(e)] += w.scales[e / 16] as i32 * (q as i32 - 32) * x.qs[e] as i32;
+            }
+        }
+    }
+    let d = x.d * f16_to_f32(w.d);
+    for (a, s) in acc.iter_mut().zip(sumi) {
+        *a = d.mul_add(s as f32, *a);
+    }
 }
 
 pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; LANES];
     for (w, x) in w.iter().zip(x) {
-        let mut sumi = 0i32;
-        for half in 0..2 {
-            let ql = &w.ql[64 * half..];
-            let qh = &w.qh[32 * half..];
-            let y = &x.qs[128 * half..];
-            let sc = &w.scales[8 * half..];
-            for l in 0..32 {
-                let g = l / 16;
-                let h = qh[l];
-                let q = [
-                    (ql[l] & 0xF) | ((h & 3) << 4),
-                    (ql[l + 32] & 0xF) | (((h >> 2) & 3) << 4),
-                    (ql[l] >> 4) | (((h >> 4) & 3) << 4),
-                    (ql[l + 32] >> 4) | (((h >> 6) & 3) << 4),
-                ];
-                for (part, &q) in q.iter().enumerate() {
-                    sumi += sc[g + 2 * part] as i32 * q as i32 * y[32 * part + l] as i32;
-                }
-            }
-        }
-        sum += q6k_block(w, x, sumi - q6k_offset(w, x));
+        q6k_block(w, x, &mut acc);
     }
-    sum
+    reduce4(acc)
 }

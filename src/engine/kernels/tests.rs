@@ -86,20 +86,32 @@ fn raw_blocks<T: blocks::Plain>(rng: &mut StdRng, n: usize, scale_offsets: &[usi
 fn every_variant_equals_the_scalar_oracle_bit_for_bit() {
     let mut rng = StdRng::seed_from_u64(3);
     for n in [1, 2, 7] {
-        let mut x = vec![BlockQ8K::ZERO; n];
-        blocks::quantize_q8k(&random(&mut rng, n * QK_K), &mut x);
-        // Extremes too: every quant at -128 in the last block.
-        x[n - 1].qs = [-128; QK_K];
-        x[n - 1].bsums = [-2048; 16];
+        // Four different activation rows, for the kernels that take several.
+        let xs: Vec<Vec<BlockQ8K>> = (0..4)
+            .map(|r| {
+                let mut x = vec![BlockQ8K::ZERO; n];
+                blocks::quantize_q8k(&random(&mut rng, n * QK_K), &mut x);
+                if r == 3 {
+                    // Extremes too: every quant at -128 in the last block.
+                    x[n - 1].qs = [-128; QK_K];
+                    x[n - 1].bsums = [-2048; 16];
+                }
+                x
+            })
+            .collect();
+        let rows: [&[BlockQ8K]; 4] = std::array::from_fn(|r| &xs[r][..]);
         // Q4_K: d and dmin at bytes 0 and 2; Q6_K: d at byte 208.
-        let w4 = raw_blocks::<BlockQ4K>(&mut rng, n, &[0, 2]);
-        let w6 = raw_blocks::<BlockQ6K>(&mut rng, n, &[208]);
-        let (w4, w6) = (to_blocks::<BlockQ4K>(&w4), to_blocks::<BlockQ6K>(&w6));
-        let want4 = scalar::dot_q4k(&w4, &x);
-        let want6 = scalar::dot_q6k(&w6, &x);
+        let w4 = to_blocks::<BlockQ4K>(&raw_blocks::<BlockQ4K>(&mut rng, n, &[0, 2]));
+        let w6 = to_blocks::<BlockQ6K>(&raw_blocks::<BlockQ6K>(&mut rng, n, &[208]));
+        let want4 = rows.map(|x| scalar::dot_q4k(&w4, x).to_bits());
+        let want6 = rows.map(|x| scalar::dot_q6k(&w6, x).to_bits());
         for v in supported() {
-            assert_eq!(v.dot_q4k(&w4, &x).to_bits(), want4.to_bits(), "{} Q4_K, {n} blocks", v.name());
-            assert_eq!(v.dot_q6k(&w6, &x).to_bits(), want6.to_bits(), "{} Q6_K, {n} blocks", v.name());
+            for r in 0..4 {
+                assert_eq!(v.dot_q4k(&w4, [rows[r]])[0].to_bits(), want4[r], "{} Q4_K, {n} blocks, row {r}", v.name());
+                assert_eq!(v.dot_q6k(&w6, [rows[r]])[0].to_bits(), want6[r], "{} Q6_K, {n} blocks, row {r}", v.name());
+            }
+            assert_eq!(v.dot_q4k(&w4, rows).map(f32::to_bits), want4, "{} Q4_K, 4 rows at once", v.name());
+            assert_eq!(v.dot_q6k(&w6, rows).map(f32::to_bits), want6, "{} Q6_K, 4 rows at once", v.name());
         }
     }
 }
@@ -183,8 +195,29 @@ fn unsupported_shapes_and_types_go_to_candle() {
 fn the_choice_of_kernels_is_checked() {
     assert_eq!(choose(Some("scalar")), Ok(Kernels::Ours(Variant::Scalar)));
     assert_eq!(choose(Some("candle")), Ok(Kernels::Candle));
-    assert!(choose(Some("sse9")).unwrap_err().0.contains("not one of scalar, avx2, candle"));
-    assert_eq!(choose(Some("avx2")).is_ok(), Variant::Avx2.supported());
-    assert_eq!(choose(None), Ok(Kernels::Candle));
+    assert!(choose(Some("sse9")).unwrap_err().0.contains("not one of scalar, avx2, neon, dotprod, candle"));
+    for v in Variant::ALL {
+        match choose(Some(v.name())) {
+            Ok(k) => assert!(v.supported() && k == Kernels::Ours(v)),
+            Err(e) => assert!(!v.supported() && e.0.contains("this CPU cannot run"), "{}: {}", v.name(), e.0),
+        }
+    }
+    // Exactly one architecture's variants run here (besides the scalar one).
+    assert!(!(Variant::Avx2.supported() && Variant::Neon.supported()));
+    assert_eq!(choose(None), Ok(Kernels::Ours(Variant::best())));
     assert!(Variant::Scalar.supported());
+}
+
+/// Run-time dispatch against the CPU it runs on: scripts/test-aarch64.sh
+/// runs this under qemu's `-cpu cortex-a53` (NEON only) and `-cpu max`
+/// (dotprod too) and says which variants each must offer.
+#[test]
+fn the_variants_offered_are_the_cpus() {
+    let Ok(expected) = std::env::var("PHI_MOBILE_EXPECT_KERNELS") else {
+        // Natively: the best variant is one this CPU has.
+        assert!(Variant::best().supported());
+        return;
+    };
+    let offered: Vec<_> = Variant::ALL.into_iter().filter(|v| v.supported()).map(|v| v.name()).collect();
+    assert_eq!(offered.join(","), expected);
 }

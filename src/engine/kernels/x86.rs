@@ -1,101 +1,144 @@
-//! x86-64 AVX2 kernels. Integer sums per block in SIMD (exact: no lane can
-//! overflow, see each comment), then the scalar oracle's float step.
+//! x86-64 AVX2 kernels in the oracle's lane model (`scalar.rs`): per block,
+//! exact integer sums in the eight i32 lanes of a register, paired into the
+//! model's four lanes, one FMA per lane, one reduction per row at the end.
+//!
+//! Each kernel takes `R` activation rows for one weight row: the weights'
+//! unpacking (nibbles, 6-bit high bits, scales) is done once and reused by
+//! every row, which is what makes a prompt cheaper per token than decoding.
+//! Each row's arithmetic is the same whatever `R` is, so a batch equals its
+//! rows one by one.
 
 use std::arch::x86_64::*;
 
-use super::blocks::{q4k_scale_min, BlockQ4K, BlockQ6K, BlockQ8K};
-use super::scalar;
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
 
-/// Sum of the eight i32 lanes.
+/// Eight i32 lanes of 4 bytes each, as the model's four lanes of 8 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
+fn pair_lanes(v: __m256i) -> __m128 {
+    _mm_cvtepi32_ps(_mm_hadd_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)))
 }
 
+/// The oracle's `reduce4`: `(a0+a2) + (a1+a3)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce4(s: __m128) -> f32 {
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// 32 bytes at `p`.
+///
 /// # Safety
-/// The CPU must support AVX2 and FMA (`Variant::Avx2.supported()`).
+/// `p..p + 32` must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: the caller's promise; unaligned loads have no other requirement.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (`Variant::Avx2.supported()`), and every
+/// `x[r]` must be at least as long as `w`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_q4k_avx2(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+pub unsafe fn dot_q4k<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     let nibble = _mm256_set1_epi8(0xF);
-    let mut sum = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        let mut acc = _mm256_setzero_si256();
+    let mut acc = [_mm_setzero_ps(); R];
+    let mut accm = [_mm_setzero_ps(); R];
+    for (b, w) in w.iter().enumerate() {
+        let sm = q4k_scales_mins(&w.scales);
+        // SAFETY: a 16-byte array.
+        let sm = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(sm.as_ptr() as *const __m128i) });
+        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
+        let mins = _mm256_extracti128_si256::<1>(sm);
+        let mut sumi = [_mm256_setzero_si256(); R];
         for j in 0..4 {
-            let (lo_scale, _) = q4k_scale_min(2 * j, &w.scales);
-            let (hi_scale, _) = q4k_scale_min(2 * j + 1, &w.scales);
-            // SAFETY: each load reads 32 bytes inside a fixed-size array of
-            // the block (qs: 128, x.qs: 256), at offsets 32j, 64j, 64j + 32.
-            let (q, ylo, yhi) = unsafe {
-                (
-                    _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i),
-                    _mm256_loadu_si256(x.qs.as_ptr().add(64 * j) as *const __m256i),
-                    _mm256_loadu_si256(x.qs.as_ptr().add(64 * j + 32) as *const __m256i),
-                )
-            };
+            // Sub-block s's i16 scale (bytes 2s, 2s + 1) in every i16 lane.
+            let pick = |s: usize| _mm256_set1_epi16((((2 * s + 1) << 8) | (2 * s)) as i16);
+            let (lo_scale, hi_scale) =
+                (_mm256_shuffle_epi8(scales, pick(2 * j)), _mm256_shuffle_epi8(scales, pick(2 * j + 1)));
+            // SAFETY: qs holds 128 bytes; 32j + 32 ≤ 128.
+            let q = unsafe { load(w.qs.as_ptr().add(32 * j)) };
             let lo = _mm256_and_si256(q, nibble);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
-            // u8 ≤ 15 × i8: a pair sums to at most 2·15·128 = 3 840, no
-            // saturation; × a 6-bit scale and paired again: < 2^19 per lane.
-            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(lo_scale as i16));
-            let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), _mm256_set1_epi16(hi_scale as i16));
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
-        }
-        sum += scalar::q4k_block(w, x, hsum_i32(acc), scalar::q4k_mins(w, x));
-    }
-    sum
-}
-
-/// # Safety
-/// The CPU must support AVX2 and FMA (`Variant::Avx2.supported()`).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_q6k_avx2(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    let low4 = _mm256_set1_epi8(0xF);
-    let low2 = _mm256_set1_epi8(3);
-    let mut sum = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        let mut acc = _mm256_setzero_si256();
-        for half in 0..2 {
-            // SAFETY: 32-byte loads inside the block's arrays: ql (128) at
-            // 64h and 64h + 32, qh (64) at 32h, x.qs (256) at 128h + 32p.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i),
-                    _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i),
-                    _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i),
-                )
-            };
-            let high = |shift: i32| -> __m256i {
-                let h = match shift {
-                    0 => qh,
-                    2 => _mm256_srli_epi16::<2>(qh),
-                    4 => _mm256_srli_epi16::<4>(qh),
-                    _ => _mm256_srli_epi16::<6>(qh),
-                };
-                _mm256_slli_epi16::<4>(_mm256_and_si256(h, low2))
-            };
-            let quants = [
-                _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0)),
-                _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), high(4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), high(6)),
-            ];
-            for (part, q) in quants.into_iter().enumerate() {
-                // SAFETY: see above.
-                let y = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(128 * half + 32 * part) as *const __m256i) };
-                let g = 8 * half + 2 * part;
-                // The low 128 bits are the first group of 16, the high ones the second.
-                let scales =
-                    _mm256_setr_m128i(_mm_set1_epi16(w.scales[g] as i16), _mm_set1_epi16(w.scales[g + 1] as i16));
-                // u8 ≤ 63 × i8: a pair sums to at most 2·63·128 = 16 128, no
-                // saturation; × an i8 scale and paired again: < 2^22 per lane.
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+            for r in 0..R {
+                let y = &x[r][b].qs;
+                // SAFETY: y holds 256 bytes; 64j + 64 ≤ 256.
+                let (ylo, yhi) = unsafe { (load(y.as_ptr().add(64 * j) as _), load(y.as_ptr().add(64 * j + 32) as _)) };
+                // u8 ≤ 15 × i8: a pair is at most 2·15·128 = 3 840 (no
+                // saturation); × a 6-bit scale and paired: < 2^19 per lane.
+                let plo = _mm256_madd_epi16(lo_scale, _mm256_maddubs_epi16(lo, ylo));
+                let phi = _mm256_madd_epi16(hi_scale, _mm256_maddubs_epi16(hi, yhi));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(plo, phi));
             }
         }
-        sum += scalar::q6k_block(w, x, hsum_i32(acc) - scalar::q6k_offset(w, x));
+        let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+        for r in 0..R {
+            let y = &x[r][b];
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), pair_lanes(sumi[r]), acc[r]);
+            // SAFETY: bsums is 16 i16, 32 bytes.
+            let bsums = unsafe { load(y.bsums.as_ptr() as *const u8) };
+            // Sums of adjacent pairs (each ≤ 2·2 048: no wrap), times the mins.
+            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+            let prod = _mm_madd_epi16(mins, pairs);
+            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * wdmin), _mm_cvtepi32_ps(prod), accm[r]);
+        }
     }
-    sum
+    std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+}
+
+/// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let (low4, low2, offset) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+    let mut acc = [_mm_setzero_ps(); R];
+    for (b, w) in w.iter().enumerate() {
+        // SAFETY: scales is 16 bytes.
+        let scales = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for half in 0..2 {
+            // SAFETY: ql (128 bytes) at 64h and 64h + 32, qh (64) at 32h.
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    load(w.ql.as_ptr().add(64 * half)),
+                    load(w.ql.as_ptr().add(64 * half + 32)),
+                    load(w.qh.as_ptr().add(32 * half)),
+                )
+            };
+            let high = |h: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(h, low2));
+            let quants = [
+                _mm256_or_si256(_mm256_and_si256(ql0, low4), high(qh)),
+                _mm256_or_si256(_mm256_and_si256(ql1, low4), high(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), high(_mm256_srli_epi16::<4>(qh))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), high(_mm256_srli_epi16::<6>(qh))),
+            ];
+            for (part, q) in quants.into_iter().enumerate() {
+                // Groups g and g + 1 (16 elements each) are the two 128-bit
+                // halves: scale g in the low eight i16 lanes, g + 1 in the high.
+                let g = (8 * half + 2 * part) as i64;
+                let pick = _mm_set_epi64x((g + 1) * 0x0101_0101_0101_0101, g * 0x0101_0101_0101_0101);
+                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                for r in 0..R {
+                    // SAFETY: x.qs holds 256 bytes; 128h + 32p + 32 ≤ 256.
+                    let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * half + 32 * part) as _) };
+                    // q ≤ 63: a pair of q·y is within ±16 128, of 32·y within
+                    // ±8 192, so their difference fits i16; × an i8 scale and
+                    // paired: < 2^23 per lane.
+                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(offset, y));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                }
+            }
+        }
+        let wd = f16_to_f32(w.d);
+        for r in 0..R {
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(x[r][b].d * wd), pair_lanes(sumi[r]), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| reduce4(acc[r]))
 }

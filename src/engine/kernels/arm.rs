@@ -1,0 +1,189 @@
+//! aarch64 kernels in the oracle's lane model (`scalar.rs`), in two
+//! flavours that differ only in how sixteen i8 × i8 products become four
+//! i32 lanes of 4 bytes each ([`Dot4`]):
+//! - `neon`: `smull` + pairwise adds, which every ARMv8 core has;
+//! - `dotprod`: one `sdot` (ARMv8.2 dotprod: phones since ~2018). Its
+//!   intrinsic is not stable in Rust, so it is inline `asm!`.
+//!
+//! Two such registers (32 bytes) pair into the model's four 8-byte lanes
+//! with one `addp`. Like the x86 kernels, each takes `R` activation rows per
+//! weight row and unpacks the weights once for all of them.
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+
+/// Sixteen signed byte products summed into four i32 lanes, lane `l`
+/// holding bytes `4l..4l + 4`, added to `acc`.
+pub trait Dot4 {
+    /// # Safety
+    /// The CPU must have the instructions the implementation uses.
+    unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
+}
+
+/// Plain NEON.
+pub struct Neon;
+/// ARMv8.2 `sdot`.
+pub struct Dotprod;
+
+impl Dot4 for Neon {
+    #[inline(always)]
+    unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // The weights' side is within ±63 (Q4_K: 0..15, Q6_K: -32..31), so a
+        // product is within ±8 064 and a pair fits i16; pairs of pairs are
+        // widened to i32.
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vaddq_s32(acc, vpaddlq_s16(vpaddq_s16(lo, hi)))
+    }
+}
+
+impl Dot4 for Dotprod {
+    #[inline(always)]
+    unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        // SAFETY: `sdot` reads and writes registers only; the caller promises
+        // the CPU has dotprod.
+        unsafe {
+            asm!("sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+                options(pure, nomem, nostack));
+        }
+        acc
+    }
+}
+
+/// The oracle's `reduce4`: `(a0+a2) + (a1+a3)`.
+#[inline(always)]
+fn reduce4(a: float32x4_t) -> f32 {
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { vpadds_f32(vadd_f32(vget_low_f32(a), vget_high_f32(a))) }
+}
+
+/// 16 bytes at `p`.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[inline(always)]
+unsafe fn load(p: *const i8) -> int8x16_t {
+    // SAFETY: the caller's promise.
+    unsafe { vld1q_s8(p) }
+}
+
+/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// The CPU must have what `D` uses (`Variant::supported()`), and every `x[r]`
+/// must be at least as long as `w`.
+#[inline(always)]
+pub unsafe fn dot_q4k<D: Dot4, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    // SAFETY (the whole body): loads stay inside the blocks' fixed-size
+    // arrays, as each offset says; the rest is register arithmetic.
+    unsafe {
+        let nibble = vdupq_n_u8(0xF);
+        let zero = vdupq_n_s32(0);
+        let mut acc = [vdupq_n_f32(0.0); R];
+        let mut accm = [vdupq_n_f32(0.0); R];
+        for (b, w) in w.iter().enumerate() {
+            let sm = q4k_scales_mins(&w.scales);
+            let mins = vmovl_u8(vld1_u8(sm.as_ptr().add(8)));
+            let mins = vreinterpretq_s16_u16(mins);
+            // Two accumulators: bytes 0..16 and 16..32 of each 32, paired at the end.
+            let mut sumi = [[zero; 2]; R];
+            for j in 0..4 {
+                let (lo_scale, hi_scale) = (sm[2 * j] as i32, sm[2 * j + 1] as i32);
+                // qs: 128 bytes, read at 32j and 32j + 16.
+                let q = [vld1q_u8(w.qs.as_ptr().add(32 * j)), vld1q_u8(w.qs.as_ptr().add(32 * j + 16))];
+                let lo = q.map(|q| vreinterpretq_s8_u8(vandq_u8(q, nibble)));
+                let hi = q.map(|q| vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)));
+                for r in 0..R {
+                    // x.qs: 256 bytes, read at 64j + 16h and 64j + 32 + 16h.
+                    let y = x[r][b].qs.as_ptr().add(64 * j);
+                    for h in 0..2 {
+                        let plo = D::dot4(zero, lo[h], load(y.add(16 * h)));
+                        let phi = D::dot4(zero, hi[h], load(y.add(32 + 16 * h)));
+                        sumi[r][h] = vmlaq_n_s32(vmlaq_n_s32(sumi[r][h], plo, lo_scale), phi, hi_scale);
+                    }
+                }
+            }
+            let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+            for r in 0..R {
+                let y = &x[r][b];
+                let sum = vcvtq_f32_s32(vpaddq_s32(sumi[r][0], sumi[r][1]));
+                acc[r] = vfmaq_f32(acc[r], sum, vdupq_n_f32(y.d * wd));
+                // bsums: 16 i16, adjacent pairs summed, times the mins, paired.
+                let pairs = vpaddq_s16(vld1q_s16(y.bsums.as_ptr()), vld1q_s16(y.bsums.as_ptr().add(8)));
+                let prod = vpaddq_s32(vmull_s16(vget_low_s16(mins), vget_low_s16(pairs)), vmull_high_s16(mins, pairs));
+                accm[r] = vfmaq_f32(accm[r], vcvtq_f32_s32(prod), vdupq_n_f32(-y.d * wdmin));
+            }
+        }
+        std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+    }
+}
+
+/// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[inline(always)]
+pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    // SAFETY (the whole body): as in `dot_q4k`.
+    unsafe {
+        let (low4, low2, offset) = (vdupq_n_u8(0xF), vdupq_n_u8(3), vdupq_n_s8(32));
+        let zero = vdupq_n_s32(0);
+        let mut acc = [vdupq_n_f32(0.0); R];
+        for (b, w) in w.iter().enumerate() {
+            let mut sumi = [[zero; 2]; R];
+            for half in 0..2 {
+                for h in 0..2 {
+                    // ql: 128 bytes at 64·half + 16h (+ 32); qh: 64 at 32·half + 16h.
+                    let ql0 = vld1q_u8(w.ql.as_ptr().add(64 * half + 16 * h));
+                    let ql1 = vld1q_u8(w.ql.as_ptr().add(64 * half + 32 + 16 * h));
+                    let qh = vld1q_u8(w.qh.as_ptr().add(32 * half + 16 * h));
+                    let high = |qh: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(qh, low2));
+                    let quants = [
+                        vorrq_u8(vandq_u8(ql0, low4), high(qh)),
+                        vorrq_u8(vandq_u8(ql1, low4), high(vshrq_n_u8::<2>(qh))),
+                        vorrq_u8(vshrq_n_u8::<4>(ql0), high(vshrq_n_u8::<4>(qh))),
+                        vorrq_u8(vshrq_n_u8::<4>(ql1), high(vshrq_n_u8::<6>(qh))),
+                    ];
+                    for (part, q) in quants.into_iter().enumerate() {
+                        // The 16 elements from 128·half + 32·part + 16h: one scale group.
+                        let q = vsubq_s8(vreinterpretq_s8_u8(q), offset);
+                        let e = 128 * half + 32 * part + 16 * h;
+                        let scale = w.scales[e / 16] as i32;
+                        for r in 0..R {
+                            // x.qs: 256 bytes, read at e.
+                            let p = D::dot4(zero, q, load(x[r][b].qs.as_ptr().add(e)));
+                            sumi[r][h] = vmlaq_n_s32(sumi[r][h], p, scale);
+                        }
+                    }
+                }
+            }
+            let wd = f16_to_f32(w.d);
+            for r in 0..R {
+                let sum = vcvtq_f32_s32(vpaddq_s32(sumi[r][0], sumi[r][1]));
+                acc[r] = vfmaq_f32(acc[r], sum, vdupq_n_f32(x[r][b].d * wd));
+            }
+        }
+        std::array::from_fn(|r| reduce4(acc[r]))
+    }
+}
+
+/// The entry points: the generic kernels compiled with each flavour's
+/// instructions enabled.
+macro_rules! entry {
+    ($name:ident, $kernel:ident, $block:ty, $dot:ty, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the enabled features; every `x[r]` at least as long as `w`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const R: usize>(w: &[$block], x: [&[BlockQ8K]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise.
+            unsafe { $kernel::<$dot, R>(w, x) }
+        }
+    };
+}
+entry!(dot_q4k_neon, dot_q4k, BlockQ4K, Neon, "neon");
+entry!(dot_q4k_dotprod, dot_q4k, BlockQ4K, Dotprod, "neon,dotprod");
+entry!(dot_q6k_neon, dot_q6k, BlockQ6K, Neon, "neon");
+entry!(dot_q6k_dotprod, dot_q6k, BlockQ6K, Dotprod, "neon,dotprod");
