@@ -53,7 +53,8 @@ pub(crate) struct Config {
 /// A weight matrix `[out, in]` applied as `x @ w^T`.
 #[derive(Clone)]
 enum Linear {
-    /// Quantized: candle's plain (non-repacking) kernels.
+    /// Quantized, on the weights as loaded: our kernels where they cover the
+    /// type, candle's plain (non-repacking) ones otherwise.
     Quantized(Arc<PlainQMatMul>),
     /// f32/f16/bf16 weights: candle's dense matmul, as before.
     Dense(QMatMul),
@@ -75,9 +76,10 @@ impl Linear {
     }
 }
 
-/// `x @ w^T` for a quantized `w` through `k_quants::matmul`, the kernels
-/// candle uses when it does not repack (decode: column quads across threads;
-/// prefill: row tiles kept hot in L1).
+/// `x @ w^T` for a quantized `w`: through `kernels::matmul` where our kernels
+/// cover its type, else through `k_quants::matmul`, the kernels candle uses
+/// when it does not repack (decode: column quads across threads; prefill:
+/// row tiles kept hot in L1).
 struct PlainQMatMul {
     w: Arc<QTensor>,
 }

@@ -94,7 +94,7 @@ impl Variant {
             Variant::Scalar => x.map(|x| scalar::dot_q4k(w, x)),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a Variant other than Scalar is only used once `supported()`
-            // said the CPU has its features (see `selected` and `check`); the
+            // said the CPU has its features (see `choose`); the
             // lengths are checked above.
             Variant::Avx2 => unsafe { x86::dot_q4k(w, x) },
             #[cfg(target_arch = "aarch64")]
