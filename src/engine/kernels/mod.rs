@@ -24,6 +24,8 @@
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub(crate) mod blocks;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -42,6 +44,10 @@ pub enum Variant {
     Scalar,
     /// x86-64 AVX2 (+FMA).
     Avx2,
+    /// x86-64 AVX-512 F + BW (+VL, FMA): Skylake-X and later.
+    Avx512,
+    /// AVX-512 with VNNI's fused `vpdpwssd`: Ice Lake, Zen 4 and later.
+    Avx512Vnni,
     /// aarch64 NEON, which every ARMv8 core has.
     Neon,
     /// aarch64 NEON with ARMv8.2's `sdot`.
@@ -49,12 +55,15 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Scalar, Variant::Avx2, Variant::Neon, Variant::Dotprod];
+    pub const ALL: [Variant; 6] =
+        [Variant::Scalar, Variant::Avx2, Variant::Avx512, Variant::Avx512Vnni, Variant::Neon, Variant::Dotprod];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Scalar => "scalar",
             Variant::Avx2 => "avx2",
+            Variant::Avx512 => "avx512",
+            Variant::Avx512Vnni => "avx512vnni",
             Variant::Neon => "neon",
             Variant::Dotprod => "dotprod",
         }
@@ -66,6 +75,15 @@ impl Variant {
             Variant::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => Variant::Avx512.supported() && std::arch::is_x86_feature_detected!("avx512vnni"),
             #[cfg(target_arch = "aarch64")]
             Variant::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(target_arch = "aarch64")]
@@ -79,7 +97,10 @@ impl Variant {
 
     /// The fastest variant this CPU runs.
     pub fn best() -> Self {
-        [Variant::Dotprod, Variant::Neon, Variant::Avx2].into_iter().find(|v| v.supported()).unwrap_or(Variant::Scalar)
+        [Variant::Dotprod, Variant::Neon, Variant::Avx512Vnni, Variant::Avx512, Variant::Avx2]
+            .into_iter()
+            .find(|v| v.supported())
+            .unwrap_or(Variant::Scalar)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -89,44 +110,62 @@ impl Variant {
     /// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows of
     /// Q8_K blocks.
     pub fn dot_q4k<const R: usize>(self, w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        assert!(x.iter().all(|x| x.len() == w.len()));
-        match self {
-            Variant::Scalar => x.map(|x| scalar::dot_q4k(w, x)),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a Variant other than Scalar is only used once `supported()`
-            // said the CPU has its features (see `choose`); the
-            // lengths are checked above.
-            Variant::Avx2 => unsafe { x86::dot_q4k(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Variant::Neon => unsafe { arm::dot_q4k_neon(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Variant::Dotprod => unsafe { arm::dot_q4k_dotprod(w, x) },
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("{} is never selected on this architecture", self.name()),
-        }
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q4k,
+            x86::dot_q4k,
+            avx512::dot_q4k_bw,
+            avx512::dot_q4k_vnni,
+            arm::dot_q4k_neon,
+            arm::dot_q4k_dotprod
+        )
     }
 
     /// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
     pub fn dot_q6k<const R: usize>(self, w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        assert!(x.iter().all(|x| x.len() == w.len()));
-        match self {
-            Variant::Scalar => x.map(|x| scalar::dot_q6k(w, x)),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `dot_q4k`.
-            Variant::Avx2 => unsafe { x86::dot_q6k(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as in `dot_q4k`.
-            Variant::Neon => unsafe { arm::dot_q6k_neon(w, x) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as in `dot_q4k`.
-            Variant::Dotprod => unsafe { arm::dot_q6k_dotprod(w, x) },
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("{} is never selected on this architecture", self.name()),
-        }
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q6k,
+            x86::dot_q6k,
+            avx512::dot_q6k_bw,
+            avx512::dot_q6k_vnni,
+            arm::dot_q6k_neon,
+            arm::dot_q6k_dotprod
+        )
     }
 }
+
+/// The one place a variant becomes its kernel: checks the lengths the
+/// kernels rely on, then calls the variant's entry point.
+macro_rules! dispatch {
+    ($v:expr, $w:expr, $x:expr, $scalar:path, $avx2:path, $avx512:path, $vnni:path, $neon:path, $dotprod:path) => {{
+        let (w, x) = ($w, $x);
+        assert!(x.iter().all(|x| x.len() == w.len()));
+        // SAFETY (each arm): a Variant other than Scalar is only used once
+        // `supported()` said the CPU has its features (see `choose`); the
+        // lengths are checked above.
+        match $v {
+            Variant::Scalar => x.map(|x| $scalar(w, x)),
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => unsafe { $avx2(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => unsafe { $avx512(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => unsafe { $vnni(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => unsafe { $neon(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            Variant::Dotprod => unsafe { $dotprod(w, x) },
+            #[allow(unreachable_patterns)]
+            v => unreachable!("{} is never selected on this architecture", v.name()),
+        }
+    }};
+}
+use dispatch;
 
 /// Why a requested variant cannot run.
 #[derive(Debug, Clone, PartialEq, Eq)]

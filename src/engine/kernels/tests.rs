@@ -195,7 +195,10 @@ fn unsupported_shapes_and_types_go_to_candle() {
 fn the_choice_of_kernels_is_checked() {
     assert_eq!(choose(Some("scalar")), Ok(Kernels::Ours(Variant::Scalar)));
     assert_eq!(choose(Some("candle")), Ok(Kernels::Candle));
-    assert!(choose(Some("sse9")).unwrap_err().0.contains("not one of scalar, avx2, neon, dotprod, candle"));
+    assert!(choose(Some("sse9"))
+        .unwrap_err()
+        .0
+        .contains("not one of scalar, avx2, avx512, avx512vnni, neon, dotprod, candle"));
     for v in Variant::ALL {
         match choose(Some(v.name())) {
             Ok(k) => assert!(v.supported() && k == Kernels::Ours(v)),

@@ -1,0 +1,208 @@
+//! x86-64 AVX-512 kernels in the oracle's lane model (`scalar.rs`): a
+//! 512-bit register holds 64 consecutive activation elements, so half the
+//! instructions of AVX2 per block. Its sixteen i32 lanes of 4 bytes fold into
+//! the model's four 8-byte lanes once per block (the two 256-bit halves
+//! added, then paired as in AVX2): integer sums, so the fold's order does
+//! not matter and the result is bit-equal to the oracle's.
+//!
+//! Two flavours differ only in how i16 pair products reach the i32 sums
+//! ([`PairSum`]): AVX-512BW's `vpmaddwd` + `vpaddd`, or AVX-512 VNNI's fused
+//! `vpdpwssd` (every AVX-512 CPU since Ice Lake and Zen 4).
+
+use std::arch::x86_64::*;
+
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+
+/// `acc + Σ` of adjacent i16 products `p·s`, per i32 lane (non-saturating).
+pub trait PairSum {
+    /// # Safety
+    /// The CPU must have the instructions the implementation uses.
+    unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i;
+}
+
+/// AVX-512 F + BW.
+pub struct Bw;
+/// AVX-512 F + BW + VNNI.
+pub struct Vnni;
+
+impl PairSum for Bw {
+    #[inline(always)]
+    unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
+        // SAFETY: the caller's promise (AVX-512 F + BW).
+        unsafe { _mm512_add_epi32(acc, _mm512_madd_epi16(p, s)) }
+    }
+}
+
+impl PairSum for Vnni {
+    #[inline(always)]
+    unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
+        // SAFETY: the caller's promise (AVX-512 VNNI).
+        unsafe { _mm512_dpwssd_epi32(acc, p, s) }
+    }
+}
+
+/// Sixteen i32 lanes of 4 bytes (two 32-element halves) as the model's four
+/// f32 lanes of 8 bytes.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn fold_lanes(v: __m512i) -> __m128 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let v = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+        _mm_cvtepi32_ps(_mm_hadd_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)))
+    }
+}
+
+/// The oracle's `reduce4`: `(a0+a2) + (a1+a3)`.
+#[inline(always)]
+fn reduce4(s: __m128) -> f32 {
+    // SAFETY: SSE3, part of every CPU with AVX-512.
+    unsafe {
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// `vpermw` indices spreading i16 scales over a register: lane `i` takes
+/// scale `first + i / per` (`per = 16`: one per 256-bit half, 8: per quarter).
+const fn spread(first: u16, per: usize) -> [u16; 32] {
+    let mut idx = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        idx[i] = first + (i / per) as u16;
+        i += 1;
+    }
+    idx
+}
+
+/// Index vectors for the Q4_K scales: sub-blocks 2j and 2j + 1.
+const Q4K_PICK: [[u16; 32]; 4] = [spread(0, 16), spread(2, 16), spread(4, 16), spread(6, 16)];
+/// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.
+const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spread(12, 8)];
+
+/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// The CPU must have AVX-512 F + BW and what `P` uses; every `x[r]` must be
+/// at least as long as `w`.
+#[inline(always)]
+pub unsafe fn dot_q4k<P: PairSum, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    // SAFETY (the whole body): the caller's promise for the instructions;
+    // loads stay inside the blocks' fixed-size arrays, as each offset says.
+    unsafe {
+        let nibble = _mm512_set1_epi8(0xF);
+        let pick = Q4K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
+        let mut acc = [_mm_setzero_ps(); R];
+        let mut accm = [_mm_setzero_ps(); R];
+        for (b, w) in w.iter().enumerate() {
+            let sm = q4k_scales_mins(&w.scales);
+            // The 16 bytes (scales, then mins) as i16.
+            let sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+            let scales = _mm512_castsi256_si512(sm16);
+            let mins = _mm256_extracti128_si256::<1>(sm16);
+            let mut sumi = [_mm512_setzero_si512(); R];
+            for jj in 0..2 {
+                // qs: 128 bytes, 64 at 64jj: sub-blocks 4jj..4jj + 4's nibbles.
+                let q = _mm512_loadu_si512(w.qs.as_ptr().add(64 * jj) as *const _);
+                let lo = _mm512_and_si512(q, nibble);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
+                // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
+                // (high): each j's 64 consecutive elements are its 32 low
+                // nibbles, then its 32 high ones.
+                let quants =
+                    [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
+                for (i, q) in quants.into_iter().enumerate() {
+                    let j = 2 * jj + i;
+                    let scale = _mm512_permutexvar_epi16(pick[j], scales);
+                    for r in 0..R {
+                        // x.qs: 256 bytes, 64 at 64j.
+                        let y = _mm512_loadu_si512(x[r][b].qs.as_ptr().add(64 * j) as *const _);
+                        // As in AVX2: u8 ≤ 15 × i8 pairs fit i16, × 6-bit scales fit i32.
+                        sumi[r] = P::pair_sum(sumi[r], _mm512_maddubs_epi16(q, y), scale);
+                    }
+                }
+            }
+            let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+            for r in 0..R {
+                let y = &x[r][b];
+                acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), fold_lanes(sumi[r]), acc[r]);
+                // bsums: 16 i16; adjacent pairs summed, times the mins.
+                let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                let prod = _mm_madd_epi16(mins, pairs);
+                accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * wdmin), _mm_cvtepi32_ps(prod), accm[r]);
+            }
+        }
+        std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+    }
+}
+
+/// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[inline(always)]
+pub unsafe fn dot_q6k<P: PairSum, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    // SAFETY (the whole body): as in `dot_q4k`.
+    unsafe {
+        let (low4, low2, offset) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(3), _mm512_set1_epi8(32));
+        let pick = Q6K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
+        let mut acc = [_mm_setzero_ps(); R];
+        for (b, w) in w.iter().enumerate() {
+            // scales: 16 i8, as i16.
+            let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(w.scales.as_ptr() as *const _)));
+            let mut sumi = [_mm512_setzero_si512(); R];
+            for half in 0..2 {
+                // ql: 128 bytes, 64 at 64·half; qh: 64 bytes, 32 at 32·half.
+                let ql = _mm512_loadu_si512(w.ql.as_ptr().add(64 * half) as *const _);
+                let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+                // The high bits of elements 0..32 and 32..64 of this half.
+                let qh = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+                let high = |h: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(h, low2));
+                let quants = [
+                    _mm512_or_si512(_mm512_and_si512(ql, low4), high(qh)),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
+                        high(_mm512_srli_epi16::<4>(qh)),
+                    ),
+                ];
+                for (i, q) in quants.into_iter().enumerate() {
+                    // Elements 128·half + 64i.. : scale groups 8·half + 4i.., one per 16.
+                    let scale = _mm512_permutexvar_epi16(pick[2 * half + i], scales);
+                    for r in 0..R {
+                        // x.qs: 256 bytes, 64 at 128·half + 64i.
+                        let y = _mm512_loadu_si512(x[r][b].qs.as_ptr().add(128 * half + 64 * i) as *const _);
+                        // As in AVX2: (q − 32)·y pairs fit i16.
+                        let p = _mm512_sub_epi16(_mm512_maddubs_epi16(q, y), _mm512_maddubs_epi16(offset, y));
+                        sumi[r] = P::pair_sum(sumi[r], p, scale);
+                    }
+                }
+            }
+            let wd = f16_to_f32(w.d);
+            for r in 0..R {
+                acc[r] = _mm_fmadd_ps(_mm_set1_ps(x[r][b].d * wd), fold_lanes(sumi[r]), acc[r]);
+            }
+        }
+        std::array::from_fn(|r| reduce4(acc[r]))
+    }
+}
+
+/// The entry points: the generic kernels compiled with each flavour's
+/// instructions enabled.
+macro_rules! entry {
+    ($name:ident, $kernel:ident, $block:ty, $sum:ty, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the enabled features; every `x[r]` at least as long as `w`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const R: usize>(w: &[$block], x: [&[BlockQ8K]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise.
+            unsafe { $kernel::<$sum, R>(w, x) }
+        }
+    };
+}
+entry!(dot_q4k_bw, dot_q4k, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma");
+entry!(dot_q4k_vnni, dot_q4k, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
+entry!(dot_q6k_bw, dot_q6k, BlockQ6K, Bw, "avx512f,avx512bw,avx512vl,fma");
+entry!(dot_q6k_vnni, dot_q6k, BlockQ6K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
