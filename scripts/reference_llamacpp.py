@@ -33,7 +33,7 @@ tokenize: corpus {"strings": [...]} -> {"model", "llama_cpp_version", "vocab": {
 
 greedy: prompts {"cases": [{"name", "prompt_ids", "max_new_tokens"}]} ->
   {"model", "llama_cpp_version", "generator", "cases": [{"name", "prompt_ids",
-   "expected_ids", "text", "top2_margin_min"}]}
+   "expected_ids", "text", "top2_margin_min", "top2_margins", "runner_up_ids"}]}
   n_ctx 2048, n_threads 2, one llama_decode for the prompt, then one token per
   step; next id = numpy argmax of the last position's logits (first index wins a
   tie); no repeat penalty, no stop token, no sampler at all (so no seed matters;
@@ -181,10 +181,12 @@ def cmd_greedy(args):
             sys.exit(f"case {case['name']}: prompt + new tokens exceed n_ctx {args.n_ctx}")
         L.llama_memory_clear(L.llama_get_memory(ctx), True)
         logits = decode(ids)
-        out_ids, margins = [], []
+        out_ids, margins, runners_up = [], [], []
         for step in range(n_new):
-            top2 = np.partition(logits, -2)[-2:]
-            margins.append(float(abs(top2[1] - top2[0])))
+            order = np.argsort(logits)
+            first, second = int(order[-1]), int(order[-2])
+            margins.append(float(logits[first] - logits[second]))
+            runners_up.append(second)
             nxt = int(np.argmax(logits))
             out_ids.append(nxt)
             if step + 1 < n_new:
@@ -192,6 +194,10 @@ def cmd_greedy(args):
         res = {"name": case["name"], "prompt_ids": ids, "expected_ids": out_ids}
         res.update(text_fields("text", detokenize(vocab, out_ids, False, False)))
         res["top2_margin_min"] = min(margins) if margins else None
+        # Per position: how far the choice was from its runner-up, and which
+        # token that was, so a test can tell a near tie from a divergence.
+        res["top2_margins"] = margins
+        res["runner_up_ids"] = runners_up
         cases.append(res)
         print(f"{case['name']}: {len(out_ids)} tokens, min top-2 margin {res['top2_margin_min']}")
     out = {

@@ -55,17 +55,21 @@ fn chat_answer_streams_and_stops_at_im_end() {
 #[test]
 fn second_turn_reuses_the_cache_and_equals_a_fresh_run() {
     let model = smollm2();
-    let session = model.new_session(vec![]);
-    let t1 = session.send("Name a color.".into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
-    let t2 = session.send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
-    assert!(t2.cached_prompt_tokens >= t1.prompt_tokens, "{} < {}", t2.cached_prompt_tokens, t1.prompt_tokens);
-    let mut transcript = session.history();
-    transcript.truncate(2);
-    let fresh = model
-        .new_session(transcript)
-        .send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None)
-        .unwrap();
-    assert_eq!(t2.token_ids, fresh.token_ids);
+    // candle's attention failed this on three of these four (its gemm sums in
+    // an order that depends on how many rows a batch has).
+    for first in ["Name a color.", "Name a fruit.", "Say hi.", "Name a city."] {
+        let session = model.new_session(vec![]);
+        let t1 = session.send(first.into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
+        let t2 = session.send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
+        assert!(t2.cached_prompt_tokens >= t1.prompt_tokens, "{} < {}", t2.cached_prompt_tokens, t1.prompt_tokens);
+        let mut transcript = session.history();
+        transcript.truncate(2);
+        let fresh = model
+            .new_session(transcript)
+            .send("And another one?".into(), GenerationParams::greedy(24), Collect::new(), None)
+            .unwrap();
+        assert_eq!(t2.token_ids, fresh.token_ids, "after {first:?}");
+    }
 }
 
 #[test]
@@ -79,29 +83,57 @@ fn special_tokens_in_text_are_parsed_and_decoding_round_trips() {
     }
 }
 
+/// A top-2 logit margin below which llama.cpp's choice is a near tie that
+/// differently rounded kernels (ours quantize and sum as ggml does, in
+/// another order) may break either way.
+const NEAR_TIE: f64 = 0.25;
+
 #[test]
 fn greedy_chat_answers_equal_llama_cpp() {
-    // tests/data/smollm2_greedy.json: llama.cpp (scripts/make_smollm2_reference.sh).
+    // tests/data/smollm2_greedy.json: llama.cpp (scripts/make_smollm2_reference.sh),
+    // with its top-2 margin and runner-up at every position.
     let data: serde_json::Value = serde_json::from_str(include_str!("data/smollm2_greedy.json")).unwrap();
     let model = smollm2();
+    let mut compared = 0;
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let user = case["user"].as_str().unwrap();
         let ids =
             |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let margins: Vec<f64> = case["top2_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let prompt = model
             .tokenize(model.format_chat(vec![ChatMessage { role: Role::User, content: user.into() }]).unwrap())
             .unwrap();
         assert_eq!(prompt, ids("prompt_ids"), "{name}: prompt ids");
-        let expected = ids("expected_ids");
-        // "capital" parts ways with llama.cpp at token 16 (its 15 first agree;
-        // llama.cpp's top-2 margin there is 0.1): candle's and ggml's Q4_1
-        // kernels round differently. Held at 15 until that is understood.
-        let n = 15;
+        let (expected, runner_up) = (ids("expected_ids"), ids("runner_up_ids"));
         let stats = model
             .new_session(vec![])
-            .send(user.into(), GenerationParams::greedy(n as u32), Collect::new(), None)
+            .send(user.into(), GenerationParams::greedy(expected.len() as u32), Collect::new(), None)
             .unwrap();
-        assert_eq!(stats.token_ids, expected[..n], "{name}");
+        // Equal to llama.cpp's ids, except that at one of its near ties ours may take its
+        // runner-up, after which the answers part ways.
+        let parted = stats.token_ids.iter().zip(&expected).position(|(a, b)| a != b);
+        match parted {
+            Some(t) => {
+                let ours = stats.token_ids[t];
+                assert!(
+                    margins[t] < NEAR_TIE && ours == runner_up[t],
+                    "{name}: token {t} is {ours}, llama.cpp's {} (runner-up {}, margin {:.2})",
+                    expected[t],
+                    runner_up[t],
+                    margins[t]
+                );
+                compared += t + 1;
+            }
+            None => {
+                // Ours ended (end of turn) where llama.cpp went on: only at a near tie.
+                let t = stats.token_ids.len();
+                assert!(t == expected.len() || margins[t] < NEAR_TIE, "{name}: ended after {t} tokens");
+                compared += t;
+            }
+        }
     }
+    println!("{compared} tokens compared with llama.cpp's");
+    // Most tokens are compared, not lost to an early tie.
+    assert!(compared >= 30, "only {compared} tokens compared");
 }

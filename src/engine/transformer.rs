@@ -14,10 +14,14 @@
 //!   use on x86 (Q4_K, and Q6_K for batches) and on aarch64 CPUs with dotprod
 //!   (every recent phone), keeping both copies: up to twice the weights' memory.
 //!
-//! Outside the matmuls the arithmetic is candle's, same op order. Both
-//! kernel families compute each row on its own, so
-//! a prompt processed in one batch gives exactly the logits it gives token by
-//! token: a chat turn served from the cache equals a fresh run. (A measured
+//! - Attention is ours (`kernels::attention`): each query row over the KV
+//!   cache in place, grouped-query heads without `repeat_kv` copies.
+//!
+//! Outside the matmuls and attention the arithmetic is candle's, row by row.
+//! The matmul kernels and attention compute each row on its own, so a prompt
+//! processed in one batch gives exactly the logits it gives token by token:
+//! a chat turn served from the cache equals a fresh run. (candle's attention
+//! did not: its `gemm` sums in an order that depends on the rows.) (A measured
 //! alternative for prefill — dequantizing weight tiles to f32 and running
 //! gemm — was 25 % faster but changed greedy ids between the two; see
 //! docs/PERFORMANCE.md.)
@@ -318,12 +322,11 @@ impl Transformer {
         }
         let ids_t = Tensor::new(ids, &Device::Cpu)?;
         let mut xs = self.embedding.embedding(&ids_t)?.unsqueeze(0)?;
-        let mask = if seq_len > 1 { Some(causal_mask(seq_len, index_pos)?) } else { None };
         let cfg = self.cfg.clone();
         for layer in &mut self.layers {
             let residual = &xs;
             let ys = xs.apply(&layer.attn_norm)?;
-            let ys = attention(&cfg, layer, &ys, mask.as_ref(), index_pos, &self.cos, &self.sin)?;
+            let ys = attention(&cfg, layer, &ys, index_pos, &self.cos, &self.sin)?;
             let ys = (ys + residual)?;
             let residual = &ys;
             let h = ys.apply(&layer.ffn_norm)?;
@@ -350,12 +353,11 @@ fn attention(
     cfg: &Config,
     layer: &mut Layer,
     x: &Tensor,
-    mask: Option<&Tensor>,
     index_pos: usize,
     cos: &Tensor,
     sin: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let (b, seq_len, hidden) = x.dims3()?;
+    let (b, seq_len, _) = x.dims3()?;
     let (q, k, v) = match &layer.attention {
         Attention::Fused { qkv } => {
             let qkv = qkv.forward(x)?;
@@ -387,29 +389,37 @@ fn attention(
     let q = rope(&q)?.contiguous()?;
     let k = rope(&k)?;
 
-    let (k, v) = layer.cache.append(&k, &v, cfg.max_positions)?;
-    let n_rep = cfg.n_head / cfg.n_kv_head;
-    let k = candle_transformers::utils::repeat_kv(k, n_rep)?;
-    let v = candle_transformers::utils::repeat_kv(v, n_rep)?;
-
-    let att = (q.matmul(&k.t()?)? / (cfg.head_dim as f64).sqrt())?;
-    let att = match mask {
-        None => att,
-        Some(mask) => {
-            let mask = mask.broadcast_as(att.shape())?;
-            let neg_inf = Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
-            mask.where_cond(&neg_inf, &att)?
-        }
+    let start = layer.cache.len;
+    layer.cache.append(&k, &v, cfg.max_positions)?;
+    let (ck, cv) = layer.cache.kv.as_ref().expect("appended above");
+    let shape = kernels::attention::Shape {
+        n_head: cfg.n_head,
+        n_kv_head: cfg.n_kv_head,
+        head_dim: cfg.head_dim,
+        seq: seq_len,
+        start,
+        capacity: ck.dim(2)?,
     };
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
-    let y = att.matmul(&v.contiguous()?)?;
-    let y = y.transpose(1, 2)?.reshape((b, seq_len, hidden))?;
+    let mut out = vec![0f32; seq_len * cfg.n_head * cfg.head_dim];
+    let done =
+        with_f32(&q, |q| with_f32(ck, |k| with_f32(cv, |v| kernels::attention::causal(shape, q, k, v, &mut out))))???;
+    if done.is_none() {
+        candle_core::bail!("attention: tensors do not match {shape:?}");
+    }
+    let y = Tensor::from_vec(out, (b, seq_len, cfg.n_head * cfg.head_dim), x.device())?;
     layer.attn_output.forward(&y)
 }
 
-/// `[seq_len, index_pos + seq_len]`, 1 where a query must not see a key.
-fn causal_mask(seq_len: usize, index_pos: usize) -> candle_core::Result<Tensor> {
-    candle_transformers::utils::build_causal_mask(seq_len, index_pos, &Device::Cpu)
+/// `f` on a contiguous f32 CPU tensor's elements, borrowed in place.
+fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> candle_core::Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("attention runs on the CPU only");
+    };
+    let Some((from, to)) = layout.contiguous_offsets() else {
+        candle_core::bail!("attention: a non-contiguous tensor");
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[from..to]))
 }
 
 fn rotary_tables(head_dim: usize, positions: usize, base: f32) -> candle_core::Result<(Tensor, Tensor)> {

@@ -12,7 +12,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy, Packing};
 
 /// Sixteen signed byte products summed into four i32 lanes, lane `l`
 /// holding bytes `4l..4l + 4`, added to `acc`.
@@ -30,9 +30,10 @@ pub struct Dotprod;
 impl Dot4 for Neon {
     #[inline(always)]
     unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        // The weights' side is within ±63 (Q4_K: 0..15, Q6_K: -32..31), so a
-        // product is within ±8 064 and a pair fits i16; pairs of pairs are
-        // widened to i32.
+        // The weights' side is within -128..127 and the activations' within
+        // ±127 (Q8_1) or the weights' within ±63 (Q4_K: 0..15, Q6_K:
+        // -32..31): a product is within ±16 256 and a pair fits i16; pairs
+        // of pairs are widened to i32.
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let hi = vmull_high_s8(a, b);
         vaddq_s32(acc, vpaddlq_s16(vpaddq_s16(lo, hi)))
@@ -170,6 +171,65 @@ pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
     }
 }
 
+/// A 32-element block's values `stored − OFFSET`: elements 0..16, 16..32.
+///
+/// # Safety
+/// NEON (every aarch64 CPU).
+#[inline(always)]
+unsafe fn legacy_values<W: Legacy>(w: &W) -> [int8x16_t; 2] {
+    // SAFETY: qs is 16 bytes (32 for Q8_0), read within.
+    unsafe {
+        let qs = w.qs().as_ptr();
+        let v = if W::PACKING == Packing::Bytes {
+            [vld1q_u8(qs), vld1q_u8(qs.add(16))]
+        } else {
+            let q = vld1q_u8(qs);
+            let mut v = [vandq_u8(q, vdupq_n_u8(0xF)), vshrq_n_u8::<4>(q)];
+            if W::PACKING == Packing::Nibbles5 {
+                // Bit e of qh into byte e: bytes take qh's byte e / 8 and test bit e % 8.
+                let qh = w.qh().to_le_bytes();
+                let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+                for (h, v) in v.iter_mut().enumerate() {
+                    let bytes = vcombine_u8(vdup_n_u8(qh[2 * h]), vdup_n_u8(qh[2 * h + 1]));
+                    *v = vorrq_u8(*v, vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(0x10)));
+                }
+            }
+            v
+        };
+        v.map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(W::OFFSET)))
+    }
+}
+
+/// `Σ w·x[r]` over one row of 32-element blocks, for `R` activation rows in
+/// the oracle's eight lanes (one accumulator for even blocks, one for odd).
+///
+/// # Safety
+/// As for [`dot_q4k`]; the activations must be within ±127.
+#[inline(always)]
+pub unsafe fn dot_legacy<W: Legacy, D: Dot4, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY (the whole body): as in `dot_q4k`; y.qs is 32 bytes.
+    unsafe {
+        let zero = vdupq_n_s32(0);
+        let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+        let mut accm = [0f32; R];
+        for (b, w) in w.iter().enumerate() {
+            let v = legacy_values(w);
+            let wd = f16_to_f32(w.d());
+            for r in 0..R {
+                let y = &x[r][b];
+                let p0 = D::dot4(zero, v[0], load(y.qs.as_ptr()));
+                let p1 = D::dot4(zero, v[1], load(y.qs.as_ptr().add(16)));
+                let sum = vcvtq_f32_s32(vpaddq_s32(p0, p1));
+                acc[r][b % 2] = vfmaq_f32(acc[r][b % 2], sum, vdupq_n_f32(wd * f16_to_f32(y.d)));
+                if W::HAS_MIN {
+                    accm[r] = f16_to_f32(w.m()).mul_add(f16_to_f32(y.s), accm[r]);
+                }
+            }
+        }
+        std::array::from_fn(|r| (reduce4(acc[r][0]) + reduce4(acc[r][1])) + accm[r])
+    }
+}
+
 /// The entry points: the generic kernels compiled with each flavour's
 /// instructions enabled.
 macro_rules! entry {
@@ -187,3 +247,19 @@ entry!(dot_q4k_neon, dot_q4k, BlockQ4K, Neon, "neon");
 entry!(dot_q4k_dotprod, dot_q4k, BlockQ4K, Dotprod, "neon,dotprod");
 entry!(dot_q6k_neon, dot_q6k, BlockQ6K, Neon, "neon");
 entry!(dot_q6k_dotprod, dot_q6k, BlockQ6K, Dotprod, "neon,dotprod");
+
+/// # Safety
+/// NEON; activations within ±127; every `x[r]` at least as long as `w`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_legacy_neon<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY: the caller's promise.
+    unsafe { dot_legacy::<W, Neon, R>(w, x) }
+}
+
+/// # Safety
+/// As for [`dot_legacy_neon`], and dotprod.
+#[target_feature(enable = "neon,dotprod")]
+pub unsafe fn dot_legacy_dotprod<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY: the caller's promise.
+    unsafe { dot_legacy::<W, Dotprod, R>(w, x) }
+}

@@ -5,19 +5,33 @@
 //! added, then paired as in AVX2): integer sums, so the fold's order does
 //! not matter and the result is bit-equal to the oracle's.
 //!
-//! Two flavours differ only in how i16 pair products reach the i32 sums
-//! ([`PairSum`]): AVX-512BW's `vpmaddwd` + `vpaddd`, or AVX-512 VNNI's fused
-//! `vpdpwssd` (every AVX-512 CPU since Ice Lake and Zen 4).
+//! Two flavours differ only in how products reach the i32 sums ([`Sums`]):
+//! AVX-512BW's `vpmaddubsw`/`vpmaddwd` + `vpaddd`, or AVX-512 VNNI's fused
+//! `vpdpwssd`/`vpdpbusd` (every AVX-512 CPU since Ice Lake and Zen 4).
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
+use super::x86::{legacy_values, signed};
 
-/// `acc + Σ` of adjacent i16 products `p·s`, per i32 lane (non-saturating).
-pub trait PairSum {
+/// Integer sums into i32 lanes, added to `acc` (non-saturating).
+pub trait Sums {
+    /// `acc +` adjacent i16 products `p·s`.
+    ///
     /// # Safety
     /// The CPU must have the instructions the implementation uses.
     unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i;
+    /// `acc +` four adjacent u8 × i8 products; each pair of them must fit
+    /// i16 (true of the weights and activations here).
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn quad_sum(acc: __m512i, a: __m512i, b: __m512i) -> __m512i;
+    /// [`Sums::quad_sum`] on 256 bits.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn quad_sum256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
 }
 
 /// AVX-512 F + BW.
@@ -25,19 +39,39 @@ pub struct Bw;
 /// AVX-512 F + BW + VNNI.
 pub struct Vnni;
 
-impl PairSum for Bw {
+impl Sums for Bw {
     #[inline(always)]
     unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
         // SAFETY: the caller's promise (AVX-512 F + BW).
         unsafe { _mm512_add_epi32(acc, _mm512_madd_epi16(p, s)) }
     }
+    #[inline(always)]
+    unsafe fn quad_sum(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: as above.
+        unsafe { _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(a, b), _mm512_set1_epi16(1))) }
+    }
+    #[inline(always)]
+    unsafe fn quad_sum256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: as above (AVX2 is part of AVX-512).
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))) }
+    }
 }
 
-impl PairSum for Vnni {
+impl Sums for Vnni {
     #[inline(always)]
     unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
         // SAFETY: the caller's promise (AVX-512 VNNI).
         unsafe { _mm512_dpwssd_epi32(acc, p, s) }
+    }
+    #[inline(always)]
+    unsafe fn quad_sum(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: as above.
+        unsafe { _mm512_dpbusd_epi32(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn quad_sum256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: as above, with AVX-512 VL.
+        unsafe { _mm256_dpbusd_epi32(acc, a, b) }
     }
 }
 
@@ -88,7 +122,7 @@ const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spre
 /// The CPU must have AVX-512 F + BW and what `P` uses; every `x[r]` must be
 /// at least as long as `w`.
 #[inline(always)]
-pub unsafe fn dot_q4k<P: PairSum, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+pub unsafe fn dot_q4k<P: Sums, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): the caller's promise for the instructions;
     // loads stay inside the blocks' fixed-size arrays, as each offset says.
     unsafe {
@@ -144,7 +178,7 @@ pub unsafe fn dot_q4k<P: PairSum, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K
 /// # Safety
 /// As for [`dot_q4k`].
 #[inline(always)]
-pub unsafe fn dot_q6k<P: PairSum, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+pub unsafe fn dot_q6k<P: Sums, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): as in `dot_q4k`.
     unsafe {
         let (low4, low2, offset) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(3), _mm512_set1_epi8(32));
@@ -189,6 +223,72 @@ pub unsafe fn dot_q6k<P: PairSum, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K
     }
 }
 
+/// `Σ w·x[r]` over one row of 32-element blocks, for `R` activation rows:
+/// two blocks per register. The accumulator holds the oracle's eight lanes
+/// as `[e0 e1 o0 o1 e2 e3 o2 o3]` (e: even blocks, o: odd), the order
+/// `vphaddd` leaves them in.
+///
+/// # Safety
+/// As for [`dot_q4k`]; the activations must be within ±127.
+#[inline(always)]
+pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY (the whole body): as in `dot_q4k`; `qs` is 32 bytes.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut accm = [0f32; R];
+        let pairs = w.len() / 2;
+        for p in 0..pairs {
+            let (w0, w1) = (&w[2 * p], &w[2 * p + 1]);
+            let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(legacy_values(w0)), legacy_values(w1));
+            // vpmaddubsw/vpdpbusd take one unsigned side: |w|, and y with w's sign.
+            let (abs, negative) = if signed::<W>() { (_mm512_abs_epi8(v), _mm512_movepi8_mask(v)) } else { (v, 0) };
+            let (wd0, wd1) = (f16_to_f32(w0.d()), f16_to_f32(w1.d()));
+            for r in 0..R {
+                let (y0, y1) = (&x[r][2 * p], &x[r][2 * p + 1]);
+                let ys = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(y0.qs.as_ptr() as *const __m256i)),
+                    _mm256_loadu_si256(y1.qs.as_ptr() as *const __m256i),
+                );
+                let ys = _mm512_mask_sub_epi8(ys, negative, _mm512_setzero_si512(), ys);
+                let sum = S::quad_sum(_mm512_setzero_si512(), abs, ys);
+                let lanes = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64::<1>(sum));
+                let (d0, d1) = (wd0 * f16_to_f32(y0.d), wd1 * f16_to_f32(y1.d));
+                let d = _mm256_setr_ps(d0, d0, d1, d1, d0, d0, d1, d1);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r]);
+                if W::HAS_MIN {
+                    accm[r] = f16_to_f32(w0.m()).mul_add(f16_to_f32(y0.s), accm[r]);
+                    accm[r] = f16_to_f32(w1.m()).mul_add(f16_to_f32(y1.s), accm[r]);
+                }
+            }
+        }
+        if w.len() % 2 == 1 {
+            // The last block (an even one) alone, into lanes e0..e3 only.
+            let b = w.len() - 1;
+            let v = legacy_values(&w[b]);
+            let abs = if signed::<W>() { _mm256_sign_epi8(v, v) } else { v };
+            let wd = f16_to_f32(w[b].d());
+            for r in 0..R {
+                let y = &x[r][b];
+                let ys = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                let ys = if signed::<W>() { _mm256_sign_epi8(ys, v) } else { ys };
+                let sum = S::quad_sum256(_mm256_setzero_si256(), abs, ys);
+                let lanes = _mm256_hadd_epi32(sum, _mm256_setzero_si256());
+                let new = _mm256_fmadd_ps(_mm256_set1_ps(wd * f16_to_f32(y.d)), _mm256_cvtepi32_ps(lanes), acc[r]);
+                acc[r] = _mm256_blend_ps::<0b0011_0011>(acc[r], new);
+                if W::HAS_MIN {
+                    accm[r] = f16_to_f32(w[b].m()).mul_add(f16_to_f32(y.s), accm[r]);
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            // [e0+e2, e1+e3, o0+o2, o1+o3]: the oracle's reduce4 of each.
+            let s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps::<1>(acc[r]));
+            let [a, b, c, d]: [f32; 4] = std::mem::transmute(s);
+            ((a + b) + (c + d)) + accm[r]
+        })
+    }
+}
+
 /// The entry points: the generic kernels compiled with each flavour's
 /// instructions enabled.
 macro_rules! entry {
@@ -206,3 +306,20 @@ entry!(dot_q4k_bw, dot_q4k, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma");
 entry!(dot_q4k_vnni, dot_q4k, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
 entry!(dot_q6k_bw, dot_q6k, BlockQ6K, Bw, "avx512f,avx512bw,avx512vl,fma");
 entry!(dot_q6k_vnni, dot_q6k, BlockQ6K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
+
+/// # Safety
+/// The CPU must have AVX-512 F, BW, VL; activations within ±127; every
+/// `x[r]` at least as long as `w`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub unsafe fn dot_legacy_bw<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY: the caller's promise.
+    unsafe { dot_legacy::<W, Bw, R>(w, x) }
+}
+
+/// # Safety
+/// As for [`dot_legacy_bw`], and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+pub unsafe fn dot_legacy_vnni<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    // SAFETY: the caller's promise.
+    unsafe { dot_legacy::<W, Vnni, R>(w, x) }
+}

@@ -1,6 +1,7 @@
 //! The GGUF block layouts the kernels read, byte for byte as in the file
-//! (ggml's `block_q4_K`, `block_q6_K`, `block_q8_K`), and the Q8_K
-//! quantization of activations.
+//! (ggml's `block_q4_K`, `block_q6_K`, `block_q8_K`, and the 32-element
+//! `block_q4_0` … `block_q8_1`), and the quantization of activations (Q8_K
+//! for the K-quants, Q8_1 for the 32-element types).
 
 /// Elements in a K-quant super-block.
 pub const QK_K: usize = 256;
@@ -48,12 +49,161 @@ impl BlockQ8K {
     pub const ZERO: Self = Self { d: 0.0, qs: [0; QK_K], bsums: [0; 16] };
 }
 
+/// Elements in a block of the 32-element ("legacy") types.
+pub const QK: usize = 32;
+
+/// 4.5 bits per weight: `d · (q − 8)`. Byte `l` holds element `l` (low
+/// nibble) and `l + 16` (high).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ4_0 {
+    pub d: u16,
+    pub qs: [u8; 16],
+}
+
+/// 5 bits per weight: `d · q + m`, nibbles as in Q4_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ4_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qs: [u8; 16],
+}
+
+/// 5.5 bits per weight: `d · (q − 16)`, bit `l` of `qh` (little-endian)
+/// the fifth bit of element `l`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// 6 bits per weight: `d · q + m`, bits as in Q5_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// 8.5 bits per weight: `d · q`, `q` the bytes read as i8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_0 {
+    pub d: u16,
+    pub qs: [u8; QK],
+}
+
+/// Activations for the 32-element types: `d · q`, and `s = d · Σq` for the
+/// types with a min.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_1 {
+    pub d: u16,
+    pub s: u16,
+    pub qs: [i8; QK],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+
+impl BlockQ8_1 {
+    pub const ZERO: Self = Self { d: 0, s: 0, qs: [0; QK] };
+}
+
+/// How a 32-element type stores its quants.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// 16 bytes of nibbles (Q4_0, Q4_1).
+    Nibbles,
+    /// Nibbles and 32 fifth bits (Q5_0, Q5_1).
+    Nibbles5,
+    /// 32 signed bytes (Q8_0).
+    Bytes,
+}
+
+/// A 32-element weight type: element `e` is `d · (stored(e) − OFFSET)`
+/// (`+ m` for the types with a min).
+pub trait Legacy: Plain {
+    const PACKING: Packing;
+    /// 8 for Q4_0, 16 for Q5_0, 0 for the rest.
+    const OFFSET: i8;
+    /// Whether the block has a min `m` (Q4_1, Q5_1).
+    const HAS_MIN: bool;
+    fn d(&self) -> u16;
+    /// f16 bits of the min (0 without one).
+    fn m(&self) -> u16 {
+        0
+    }
+    /// The 16 nibble bytes, or Q8_0's 32 bytes.
+    fn qs(&self) -> &[u8];
+    /// The fifth bits, little-endian (0 without them).
+    fn qh(&self) -> u32 {
+        0
+    }
+}
+
+/// `impl Legacy` for a block type, with its extra accessors.
+macro_rules! legacy {
+    ($t:ty, $packing:ident, offset $offset:expr, min $has_min:expr $(, $extra:item)*) => {
+        impl Legacy for $t {
+            const PACKING: Packing = Packing::$packing;
+            const OFFSET: i8 = $offset;
+            const HAS_MIN: bool = $has_min;
+            fn d(&self) -> u16 {
+                self.d
+            }
+            fn qs(&self) -> &[u8] {
+                &self.qs
+            }
+            $($extra)*
+        }
+    };
+}
+legacy!(BlockQ4_0, Nibbles, offset 8, min false);
+legacy!(BlockQ4_1, Nibbles, offset 0, min true, fn m(&self) -> u16 { self.m });
+legacy!(BlockQ5_0, Nibbles5, offset 16, min false, fn qh(&self) -> u32 { u32::from_le_bytes(self.qh) });
+legacy!(BlockQ5_1, Nibbles5, offset 0, min true, fn m(&self) -> u16 { self.m }, fn qh(&self) -> u32 {
+    u32::from_le_bytes(self.qh)
+});
+legacy!(BlockQ8_0, Bytes, offset 0, min false);
+
+/// A block's 32 values `stored(e) − OFFSET`, in element order.
+pub fn legacy_values<W: Legacy>(w: &W) -> [i8; QK] {
+    let qs = w.qs();
+    std::array::from_fn(|e| {
+        let stored = match W::PACKING {
+            Packing::Bytes => qs[e],
+            _ => {
+                let nibble = if e < 16 { qs[e] & 0xF } else { qs[e - 16] >> 4 };
+                let fifth = if W::PACKING == Packing::Nibbles5 { ((w.qh() >> e) & 1) as u8 } else { 0 };
+                nibble | (fifth << 4)
+            }
+        };
+        (stored as i8).wrapping_sub(W::OFFSET)
+    })
+}
+
 /// Blocks a marker trait allows to be read from any bytes: plain integers
 /// and arrays of them, no padding, every bit pattern valid.
 pub trait Plain: Copy {}
 impl Plain for BlockQ4K {}
 impl Plain for BlockQ6K {}
 impl Plain for BlockQ8K {}
+impl Plain for BlockQ4_0 {}
+impl Plain for BlockQ4_1 {}
+impl Plain for BlockQ5_0 {}
+impl Plain for BlockQ5_1 {}
+impl Plain for BlockQ8_0 {}
+impl Plain for BlockQ8_1 {}
 
 /// `bytes` as exactly `count` blocks, if its size and alignment allow.
 pub fn cast<T: Plain>(bytes: &[u8], count: usize) -> Option<&[T]> {
@@ -97,6 +247,26 @@ pub fn quantize_q8k(xs: &[f32], out: &mut [BlockQ8K]) {
             *s = group.iter().map(|&q| q as i16).sum();
         }
         y.d = 1.0 / iscale;
+    }
+}
+
+/// Quantizes `xs` (a multiple of 32 long) to Q8_1 as ggml does
+/// (`quantize_row_q8_1`): per block, `d` = the largest magnitude / 127, each
+/// value rounded half away from zero (so within ±127), `s = d · Σq` from the
+/// unrounded `d`.
+pub fn quantize_q8_1(xs: &[f32], out: &mut [BlockQ8_1]) {
+    debug_assert_eq!(xs.len(), out.len() * QK);
+    for (x, y) in xs.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in y.qs.iter_mut().zip(x) {
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            sum += *q as i32;
+        }
+        y.d = half::f16::from_f32(d).to_bits();
+        y.s = half::f16::from_f32(sum as f32 * d).to_bits();
     }
 }
 

@@ -19,11 +19,13 @@
 //!   row, so a batched prompt gives exactly the token-by-token logits.
 //!
 //! Weights are read in their GGUF block layout ([`blocks`]); activations are
-//! quantized once per input row to Q8_K as ggml does. Weight types without a
-//! kernel here go to candle's (`matmul` returns `None`).
+//! quantized once per input row as ggml does (Q8_K for the K-quants, Q8_1
+//! for the 32-element types). Covered: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+//! Q6_K; other weight types go to candle's (`matmul` returns `None`).
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub(crate) mod blocks;
@@ -35,7 +37,9 @@ use std::sync::OnceLock;
 
 use candle_core::quantized::GgmlDType;
 
-use blocks::{BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
+use blocks::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy, QK, QK_K,
+};
 
 /// A kernel family, in order of preference on its architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +141,22 @@ impl Variant {
             arm::dot_q6k_dotprod
         )
     }
+
+    /// `Σ w·x[r]` over one row of a 32-element type's blocks, for `R`
+    /// activation rows of Q8_1 blocks (from `quantize_q8_1`: within ±127).
+    pub fn dot_legacy<W: Legacy, const R: usize>(self, w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_legacy::<W>,
+            x86::dot_legacy::<W, R>,
+            avx512::dot_legacy_bw::<W, R>,
+            avx512::dot_legacy_vnni::<W, R>,
+            arm::dot_legacy_neon::<W, R>,
+            arm::dot_legacy_dotprod::<W, R>
+        )
+    }
 }
 
 /// The one place a variant becomes its kernel: checks the lengths the
@@ -219,22 +239,83 @@ const ROWS_PER_TILE: usize = 16;
 /// Activation rows per kernel call: the weights' unpacking is shared by them.
 const ROWS_PER_CALL: usize = 4;
 
-/// A weight type our kernels cover: its block and its dot product.
+/// Activation blocks: how a row is quantized, and a per-thread buffer of
+/// them reused across calls (no allocation per matmul).
+trait Activations: blocks::Plain + Sync + 'static {
+    /// Elements per block.
+    const BLOCK: usize;
+    fn quantize(row: &[f32], out: &mut [Self]);
+    fn with_buffer<T>(len: usize, f: impl FnOnce(&mut [Self]) -> T) -> T;
+}
+
+/// `f` on the first `len` blocks of this thread's buffer `key`.
+fn with_buffer<A: Copy, T>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<A>>>,
+    zero: A,
+    len: usize,
+    f: impl FnOnce(&mut [A]) -> T,
+) -> T {
+    key.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(len, zero);
+        f(buf)
+    })
+}
+
+impl Activations for BlockQ8K {
+    const BLOCK: usize = QK_K;
+    fn quantize(row: &[f32], out: &mut [Self]) {
+        blocks::quantize_q8k(row, out)
+    }
+    fn with_buffer<T>(len: usize, f: impl FnOnce(&mut [Self]) -> T) -> T {
+        thread_local!(static BUF: std::cell::RefCell<Vec<BlockQ8K>> = const { std::cell::RefCell::new(Vec::new()) });
+        with_buffer(&BUF, BlockQ8K::ZERO, len, f)
+    }
+}
+
+impl Activations for BlockQ8_1 {
+    const BLOCK: usize = QK;
+    fn quantize(row: &[f32], out: &mut [Self]) {
+        blocks::quantize_q8_1(row, out)
+    }
+    fn with_buffer<T>(len: usize, f: impl FnOnce(&mut [Self]) -> T) -> T {
+        thread_local!(static BUF: std::cell::RefCell<Vec<BlockQ8_1>> = const { std::cell::RefCell::new(Vec::new()) });
+        with_buffer(&BUF, BlockQ8_1::ZERO, len, f)
+    }
+}
+
+/// A weight type our kernels cover: its block, its activations' block (of
+/// the same length) and its dot product.
 trait Weights: blocks::Plain + Sync {
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R];
+    type Act: Activations;
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[Self::Act]; R]) -> [f32; R];
 }
 
 impl Weights for BlockQ4K {
+    type Act = BlockQ8K;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
         variant.dot_q4k(w, x)
     }
 }
 
 impl Weights for BlockQ6K {
+    type Act = BlockQ8K;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
         variant.dot_q6k(w, x)
     }
 }
+
+macro_rules! legacy_weights {
+    ($($t:ty),*) => {$(
+        impl Weights for $t {
+            type Act = BlockQ8_1;
+            fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+                variant.dot_legacy(w, x)
+            }
+        }
+    )*};
+}
+legacy_weights!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0);
 
 /// `dst[i, j] = Σ_k lhs[i, k] · w[j, k]` for an `n × k` weight in its GGUF
 /// block layout (`weights`), `m` rows of `lhs`. `None`: no kernel here for
@@ -242,20 +323,21 @@ impl Weights for BlockQ6K {
 pub fn matmul(
     variant: Variant,
     dtype: GgmlDType,
-    (m, k, n): (usize, usize, usize),
+    mkn: (usize, usize, usize),
     lhs: &[f32],
     weights: &[u8],
     dst: &mut [f32],
 ) -> Option<()> {
-    if !k.is_multiple_of(QK_K) || lhs.len() != m * k || dst.len() != m * n {
-        return None;
-    }
     match dtype {
-        GgmlDType::Q4K => run::<BlockQ4K>(variant, (m, k, n), lhs, blocks::cast(weights, n * k / QK_K)?, dst),
-        GgmlDType::Q6K => run::<BlockQ6K>(variant, (m, k, n), lhs, blocks::cast(weights, n * k / QK_K)?, dst),
-        _ => return None,
+        GgmlDType::Q4K => run::<BlockQ4K>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q6K => run::<BlockQ6K>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q4_0 => run::<BlockQ4_0>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q4_1 => run::<BlockQ4_1>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q5_0 => run::<BlockQ5_0>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q5_1 => run::<BlockQ5_1>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q8_0 => run::<BlockQ8_0>(variant, mkn, lhs, weights, dst),
+        _ => None,
     }
-    Some(())
 }
 
 /// `dst`, written from several threads at elements no two work items share.
@@ -281,19 +363,26 @@ impl Output {
 
 /// Quantizes the activations once (into a per-thread buffer reused across
 /// calls), then splits the weight rows among candle's persistent worker pool
-/// (the one its own ops use: a second pool would spin against it).
-fn run<W: Weights>(variant: Variant, (m, k, n): (usize, usize, usize), lhs: &[f32], w: &[W], dst: &mut [f32]) {
-    thread_local! {
-        static ACTIVATIONS: std::cell::RefCell<Vec<BlockQ8K>> = const { std::cell::RefCell::new(Vec::new()) };
+/// (the one its own ops use: a second pool would spin against it). `None`
+/// if the shapes do not fit `W`'s blocks.
+fn run<W: Weights>(
+    variant: Variant,
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[u8],
+    dst: &mut [f32],
+) -> Option<()> {
+    let block = W::Act::BLOCK;
+    if !k.is_multiple_of(block) || lhs.len() != m.checked_mul(k)? || dst.len() != m.checked_mul(n)? {
+        return None;
     }
-    let per_row = k / QK_K;
-    ACTIVATIONS.with_borrow_mut(|x| {
-        x.clear();
-        x.resize(m * per_row, BlockQ8K::ZERO);
+    let per_row = k / block;
+    let w: &[W] = blocks::cast(weights, n.checked_mul(per_row)?)?;
+    W::Act::with_buffer(m * per_row, |x| {
         for (row, out) in lhs.chunks_exact(k).zip(x.chunks_exact_mut(per_row)) {
-            blocks::quantize_q8k(row, out);
+            W::Act::quantize(row, out);
         }
-        let x: &[BlockQ8K] = x;
+        let x: &[W::Act] = x;
         let out = Output { ptr: dst.as_mut_ptr(), len: dst.len() };
         let weight_row = |j: usize| &w[j * per_row..(j + 1) * per_row];
         let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];
@@ -313,7 +402,7 @@ fn run<W: Weights>(variant: Variant, (m, k, n): (usize, usize, usize), lhs: &[f3
                 let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
                 let mut i = 0;
                 while i + ROWS_PER_CALL <= m {
-                    let rows: [&[BlockQ8K]; ROWS_PER_CALL] = std::array::from_fn(|r| act_row(i + r));
+                    let rows: [&[W::Act]; ROWS_PER_CALL] = std::array::from_fn(|r| act_row(i + r));
                     for j in cols.clone() {
                         for (r, v) in W::dot(variant, weight_row(j), rows).into_iter().enumerate() {
                             // SAFETY: the columns of this tile belong to this item.
@@ -332,6 +421,7 @@ fn run<W: Weights>(variant: Variant, (m, k, n): (usize, usize, usize), lhs: &[f3
             }
         });
     });
+    Some(())
 }
 
 #[cfg(test)]

@@ -10,8 +10,14 @@
 //! and the row ends in one fixed reduction ([`reduce4`]). Integer sums do not
 //! depend on their order, so any variant that keeps this lane assignment and
 //! float order is bit-equal to this one.
+//!
+//! The 32-element types have a block per 32 elements, so their lanes are
+//! eight: block `b`'s products go to lane `4 · (b % 2) + (e % 32) / 8`
+//! (two blocks fill a 512-bit register; elsewhere two accumulators give
+//! independent FMA chains), reduced as `reduce4(even) + reduce4(odd)`; a
+//! min's term `m · s` is one further chain, added last.
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+use super::blocks::{f16_to_f32, legacy_values, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
 
 /// Float accumulators per row.
 pub const LANES: usize = 4;
@@ -92,4 +98,25 @@ pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
         q6k_block(w, x, &mut acc);
     }
     reduce4(acc)
+}
+
+/// A 32-element type: eight lanes (see the module doc), and the min's chain.
+pub fn dot_legacy<W: Legacy>(w: &[W], x: &[BlockQ8_1]) -> f32 {
+    let mut acc = [[0f32; LANES]; 2];
+    let mut accm = 0f32;
+    for (b, (w, x)) in w.iter().zip(x).enumerate() {
+        let v = legacy_values(w);
+        let mut sumi = [0i32; LANES];
+        for (e, (&v, &y)) in v.iter().zip(&x.qs).enumerate() {
+            sumi[e / 8] += v as i32 * y as i32;
+        }
+        let d = f16_to_f32(w.d()) * f16_to_f32(x.d);
+        for (a, s) in acc[b % 2].iter_mut().zip(sumi) {
+            *a = d.mul_add(s as f32, *a);
+        }
+        if W::HAS_MIN {
+            accm = f16_to_f32(w.m()).mul_add(f16_to_f32(x.s), accm);
+        }
+    }
+    (reduce4(acc[0]) + reduce4(acc[1])) + accm
 }

@@ -6,7 +6,10 @@ use candle_core::quantized::GgmlDType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::blocks::{self, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
+use super::blocks::{
+    self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy, QK,
+    QK_K,
+};
 use super::*;
 
 fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
@@ -186,7 +189,8 @@ fn unsupported_shapes_and_types_go_to_candle() {
     let v = Variant::Scalar;
     let mut dst = vec![0f32; 4];
     assert!(matmul(v, GgmlDType::Q4K, (1, 100, 4), &[0.0; 100], &[0; 4 * 144], &mut dst).is_none());
-    assert!(matmul(v, GgmlDType::Q4_0, (1, QK_K, 4), &[0.0; QK_K], &[0; 4 * 144], &mut dst).is_none());
+    assert!(matmul(v, GgmlDType::Q2K, (1, QK_K, 4), &[0.0; QK_K], &[0; 4 * 84], &mut dst).is_none());
+    assert!(matmul(v, GgmlDType::Q4_0, (1, 48, 4), &[0.0; 48], &[0; 4 * 18], &mut dst).is_none());
     // Weight bytes that do not match the shape.
     assert!(matmul(v, GgmlDType::Q4K, (1, QK_K, 4), &[0.0; QK_K], &[0; 3 * 144], &mut dst).is_none());
 }
@@ -223,4 +227,187 @@ fn the_variants_offered_are_the_cpus() {
     };
     let offered: Vec<_> = Variant::ALL.into_iter().filter(|v| v.supported()).map(|v| v.name()).collect();
     assert_eq!(offered.join(","), expected);
+}
+
+/// Our Q8_1 activations: `d` and the quants equal candle's Q8_0 and Q8_1
+/// byte for byte; `s` is ggml's (`d · Σq` rounded once), which candle
+/// rounds twice, so it agrees to f16 precision.
+#[test]
+fn q8_1_quantization_equals_candles() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut xs = random(&mut rng, 4 * QK);
+    xs[QK..2 * QK].fill(0.0);
+    xs[2 * QK + 3] = -40.0;
+    let mut ours = vec![BlockQ8_1::ZERO; 4];
+    blocks::quantize_q8_1(&xs, &mut ours);
+    let q8_0 = candle_blocks::<k_quants::BlockQ8_0>(&xs);
+    let q8_1 = candle_blocks::<k_quants::BlockQ8_1>(&xs);
+    // candle's layouts: Q8_0 is d then qs; Q8_1 is d, s, then qs.
+    let (b0, b1) = (bytes_of(&q8_0), bytes_of(&q8_1));
+    for (i, o) in ours.iter().enumerate() {
+        let (c0, c1) = (&b0[34 * i..34 * (i + 1)], &b1[36 * i..36 * (i + 1)]);
+        assert_eq!(o.d.to_le_bytes(), c0[..2], "block {i}");
+        assert_eq!(o.d.to_le_bytes(), c1[..2], "block {i}");
+        assert_eq!(bytes_of(&o.qs), &c0[2..], "block {i}");
+        assert_eq!(bytes_of(&o.qs), &c1[4..], "block {i}");
+        let (s, theirs) = (blocks::f16_to_f32(o.s), blocks::f16_to_f32(u16::from_le_bytes([c1[2], c1[3]])));
+        assert!((s - theirs).abs() <= 2e-3 * theirs.abs(), "block {i}: s {s} vs candle {theirs}");
+        let sum: i32 = o.qs.iter().map(|&q| q as i32).sum();
+        let amax = xs[i * QK..(i + 1) * QK].iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert_eq!(o.s, half::f16::from_f32(sum as f32 * (amax / 127.0)).to_bits(), "block {i}: ggml's s");
+    }
+}
+
+/// Our blocks as candle's (same bytes).
+fn as_candle<C: GgmlType, T: blocks::Plain>(ours: &[T]) -> Vec<C> {
+    assert_eq!(std::mem::size_of::<C>(), std::mem::size_of::<T>());
+    let mut v = vec![C::zeros(); ours.len()];
+    // SAFETY: equal sizes (checked); both are plain `repr(C)` blocks of the
+    // same GGUF layout; `v` holds `ours.len()` blocks.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            ours.as_ptr() as *const u8,
+            v.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(ours),
+        )
+    };
+    v
+}
+
+/// One 32-element type: the oracle against candle's `vec_dot` (on candle's
+/// own activations, which carry the same quants), and every variant
+/// against the oracle bit for bit, one row and four rows at once.
+fn legacy_case<W: Legacy + std::fmt::Debug, C: GgmlType>(name: &str, seed: u64, f16_offsets: &[usize]) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for n in [1, 2, 7, 12] {
+        let k = n * QK;
+        let w = to_blocks::<W>(&raw_blocks::<W>(&mut rng, n, f16_offsets));
+        let xs: Vec<Vec<BlockQ8_1>> = (0..4)
+            .map(|r| {
+                let mut x = vec![BlockQ8_1::ZERO; n];
+                blocks::quantize_q8_1(&random(&mut rng, k), &mut x);
+                if r == 3 {
+                    // The extremes of the quantizer's range.
+                    x[n - 1].qs = [-127; QK];
+                    x[0].qs[5] = 127;
+                    for b in [0, n - 1] {
+                        let sum: i32 = x[b].qs.iter().map(|&q| q as i32).sum();
+                        x[b].s = half::f16::from_f32(sum as f32 * blocks::f16_to_f32(x[b].d)).to_bits();
+                    }
+                }
+                x
+            })
+            .collect();
+        let rows: [&[BlockQ8_1]; 4] = std::array::from_fn(|r| &xs[r][..]);
+        let want = rows.map(|x| scalar::dot_legacy(&w, x));
+
+        // candle's activations for this type (Q8_0 or Q8_1) with our quants.
+        let theirs_w = as_candle::<C, W>(&w);
+        let mut wf = vec![0f32; k];
+        C::to_float(&theirs_w, &mut wf);
+        for (r, x) in rows.iter().enumerate() {
+            let mut theirs_x = vec![C::VecDotType::zeros(); n];
+            let deq: Vec<f32> = x.iter().flat_map(|b| b.qs.map(|q| q as f32 * blocks::f16_to_f32(b.d))).collect();
+            C::VecDotType::from_float(&deq, &mut theirs_x);
+            let theirs = C::vec_dot(k, &theirs_w, &theirs_x);
+            // Rounding (f16 `s`, summation order) is relative to the terms' size.
+            let scale: f32 = wf.iter().zip(&deq).map(|(a, b)| (a * b).abs()).sum();
+            assert!(
+                (want[r] - theirs).abs() <= 2e-3 * (1e-3 + scale),
+                "{name} {n} blocks row {r}: oracle {} vs candle {theirs}",
+                want[r]
+            );
+        }
+        for v in supported() {
+            for r in 0..4 {
+                assert_eq!(
+                    v.dot_legacy(&w, [rows[r]])[0].to_bits(),
+                    want[r].to_bits(),
+                    "{} {name}, {n} blocks, row {r}",
+                    v.name()
+                );
+            }
+            assert_eq!(
+                v.dot_legacy(&w, rows).map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{} {name}, {n} blocks, 4 rows",
+                v.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_32_element_types_agree_with_candle_and_every_variant_with_the_oracle() {
+    // f16 scales (and mins) at bytes 0 (and 2).
+    legacy_case::<BlockQ4_0, k_quants::BlockQ4_0>("Q4_0", 10, &[0]);
+    legacy_case::<BlockQ4_1, k_quants::BlockQ4_1>("Q4_1", 11, &[0, 2]);
+    legacy_case::<BlockQ5_0, k_quants::BlockQ5_0>("Q5_0", 12, &[0]);
+    legacy_case::<BlockQ5_1, k_quants::BlockQ5_1>("Q5_1", 13, &[0, 2]);
+    legacy_case::<BlockQ8_0, k_quants::BlockQ8_0>("Q8_0", 14, &[0]);
+}
+
+/// The decoded values against candle's dequantization: the layouts are
+/// read as ggml writes them.
+#[test]
+fn the_32_element_layouts_match_candles() {
+    fn check<W: Legacy, C: GgmlType>(name: &str, seed: u64, f16_offsets: &[usize]) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let w = to_blocks::<W>(&raw_blocks::<W>(&mut rng, 3, f16_offsets));
+        let mut theirs = vec![0f32; 3 * QK];
+        C::to_float(&as_candle::<C, W>(&w), &mut theirs);
+        for (b, w) in w.iter().enumerate() {
+            let (d, m) = (blocks::f16_to_f32(w.d()), blocks::f16_to_f32(w.m()));
+            for (e, &v) in blocks::legacy_values(w).iter().enumerate() {
+                let ours = v as f32 * d + m;
+                assert!((ours - theirs[b * QK + e]).abs() <= 1e-6, "{name} block {b} element {e}");
+            }
+        }
+    }
+    check::<BlockQ4_0, k_quants::BlockQ4_0>("Q4_0", 20, &[0]);
+    check::<BlockQ4_1, k_quants::BlockQ4_1>("Q4_1", 21, &[0, 2]);
+    check::<BlockQ5_0, k_quants::BlockQ5_0>("Q5_0", 22, &[0]);
+    check::<BlockQ5_1, k_quants::BlockQ5_1>("Q5_1", 23, &[0, 2]);
+    check::<BlockQ8_0, k_quants::BlockQ8_0>("Q8_0", 24, &[0]);
+}
+
+/// The matmul for a 32-element type: a batch equals its rows one by one (an
+/// odd number of blocks per row: the AVX-512 tail), and agrees with candle's.
+fn legacy_matmul_case<W: Legacy, C: GgmlType>(dtype: GgmlDType, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (k, n) = (7 * QK, 21);
+    let theirs_w = candle_blocks::<C>(&random(&mut rng, n * k));
+    let w = to_blocks::<W>(bytes_of(&theirs_w));
+    let mut wf = vec![0f32; n * k];
+    C::to_float(&theirs_w, &mut wf);
+    for m in [1, 6] {
+        let lhs = random(&mut rng, m * k);
+        let mut theirs = vec![0f32; m * n];
+        k_quants::matmul((m, k, n), &lhs, &theirs_w, &mut theirs).unwrap();
+        for v in supported() {
+            let mut batched = vec![0f32; m * n];
+            matmul(v, dtype, (m, k, n), &lhs, bytes_of(&w), &mut batched).unwrap();
+            for i in 0..m {
+                let mut one = vec![0f32; n];
+                matmul(v, dtype, (1, k, n), &lhs[i * k..(i + 1) * k], bytes_of(&w), &mut one).unwrap();
+                assert_eq!(one, batched[i * n..(i + 1) * n], "{} {dtype:?} row {i} of {m}", v.name());
+            }
+            for (e, (a, b)) in batched.iter().zip(&theirs).enumerate() {
+                // Rounding is relative to the terms' size, Σ|w·x|.
+                let (i, j) = (e / n, e % n);
+                let scale: f32 =
+                    lhs[i * k..(i + 1) * k].iter().zip(&wf[j * k..(j + 1) * k]).map(|(x, w)| (x * w).abs()).sum();
+                assert!((a - b).abs() <= 2e-3 * (1e-3 + scale), "{} {dtype:?} m={m}: {a} vs candle {b}", v.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_32_element_matmuls_are_row_independent_and_agree_with_candle() {
+    legacy_matmul_case::<BlockQ4_0, k_quants::BlockQ4_0>(GgmlDType::Q4_0, 30);
+    legacy_matmul_case::<BlockQ4_1, k_quants::BlockQ4_1>(GgmlDType::Q4_1, 31);
+    legacy_matmul_case::<BlockQ5_0, k_quants::BlockQ5_0>(GgmlDType::Q5_0, 32);
+    legacy_matmul_case::<BlockQ5_1, k_quants::BlockQ5_1>(GgmlDType::Q5_1, 33);
+    legacy_matmul_case::<BlockQ8_0, k_quants::BlockQ8_0>(GgmlDType::Q8_0, 34);
 }

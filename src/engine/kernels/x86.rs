@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy, Packing};
 
 /// Eight i32 lanes of 4 bytes each, as the model's four lanes of 8 bytes.
 #[inline]
@@ -141,4 +141,71 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
         }
     }
     std::array::from_fn(|r| reduce4(acc[r]))
+}
+
+/// A 32-element block's values `stored − OFFSET` as 32 bytes, element order.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub unsafe fn legacy_values<W: Legacy>(w: &W) -> __m256i {
+    if W::PACKING == Packing::Bytes {
+        // SAFETY: Q8_0's qs is 32 bytes.
+        return unsafe { load(w.qs().as_ptr()) };
+    }
+    // SAFETY: the nibbles are 16 bytes.
+    let q = unsafe { _mm_loadu_si128(w.qs().as_ptr() as *const __m128i) };
+    // Elements 0..16 are the low nibbles, 16..32 the high ones.
+    let mut v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), _mm256_set1_epi8(0xF));
+    if W::PACKING == Packing::Nibbles5 {
+        // Bit e of qh into byte e: each byte takes qh's byte e / 8, then
+        // tests its bit e % 8.
+        let bytes = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(w.qh() as i32),
+            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+        v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+    }
+    _mm256_sub_epi8(v, _mm256_set1_epi8(W::OFFSET))
+}
+
+/// Whether a 32-element type's values can be negative (then products go
+/// through `sign`, as `maddubs` takes one unsigned side).
+pub const fn signed<W: Legacy>() -> bool {
+    W::OFFSET != 0 || matches!(W::PACKING, Packing::Bytes)
+}
+
+/// `Σ w·x[r]` over one row of 32-element blocks, for `R` activation rows in
+/// the oracle's eight lanes (two accumulators: even and odd blocks).
+///
+/// # Safety
+/// As for [`dot_q4k`]; the activations must be within ±127 (as
+/// `quantize_q8_1` makes them).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_legacy<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm_setzero_ps(); 2]; R];
+    let mut accm = [0f32; R];
+    for (b, w) in w.iter().enumerate() {
+        // SAFETY: the caller's promise (AVX2).
+        let v = unsafe { legacy_values(w) };
+        let abs = if signed::<W>() { _mm256_sign_epi8(v, v) } else { v };
+        let wd = f16_to_f32(w.d());
+        for r in 0..R {
+            let y = &x[r][b];
+            // SAFETY: qs is 32 bytes.
+            let ys = unsafe { load(y.qs.as_ptr() as *const u8) };
+            let ys = if signed::<W>() { _mm256_sign_epi8(ys, v) } else { ys };
+            // |w| ≤ 128 and |y| ≤ 127: a pair is within ±32 512, no saturation.
+            let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, ys), ones);
+            acc[r][b % 2] = _mm_fmadd_ps(_mm_set1_ps(wd * f16_to_f32(y.d)), pair_lanes(sum), acc[r][b % 2]);
+            if W::HAS_MIN {
+                accm[r] = f16_to_f32(w.m()).mul_add(f16_to_f32(y.s), accm[r]);
+            }
+        }
+    }
+    std::array::from_fn(|r| (reduce4(acc[r][0]) + reduce4(acc[r][1])) + accm[r])
 }

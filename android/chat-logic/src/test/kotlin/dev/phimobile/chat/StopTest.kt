@@ -25,9 +25,13 @@ class StopTest {
             h.loadReference()
             assertTrue(h.onMain { send("Tell me a very long story.") })
             h.awaitState<ChatState.Generating> { it.partial.length >= 200 }
-            val updatesBefore = h.states.size
-            val stoppedAt = System.nanoTime()
-            h.onMain { stop() }
+            // Counted on the main thread as stop() runs: pieces published while the test thread
+            // waits for the main thread (long on a loaded machine) came before the stop.
+            var stoppedAt = 0L
+            val updatesBefore = h.onMain {
+                stoppedAt = System.nanoTime()
+                h.states.size.also { stop() }
+            }
             val done = h.awaitState<ChatState.Ready>(timeout = kotlin.time.Duration.parse("10s"))
             val stopMs = (System.nanoTime() - stoppedAt) / 1e6
             val updatesAfter = h.states.drop(updatesBefore).count { it is ChatState.Generating }
