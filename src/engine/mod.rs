@@ -7,11 +7,13 @@ mod error;
 mod generate;
 mod gguf;
 pub(crate) mod kernels;
+mod kv_cache;
+mod layers;
 mod model;
 mod sampler;
 mod threads;
 mod tokenizer;
-mod transformer;
+mod weights;
 
 pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
 pub(crate) use error::panic_message;

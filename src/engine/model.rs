@@ -3,6 +3,7 @@
 
 use std::io::BufReader;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use tokenizers::Tokenizer;
@@ -15,7 +16,7 @@ use super::gguf::{self, GgufTensors, ProgressReader};
 use super::threads;
 use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
-use super::transformer::Transformer;
+use super::weights::Weights;
 
 const MAX_THREADS: usize = 256;
 
@@ -52,22 +53,9 @@ pub struct ModelInfo {
     pub chat_template_warning: Option<String>,
 }
 
-/// The network with its own KV cache; cloning shares the weights and gives
-/// the clone an empty cache.
-#[derive(Clone)]
-pub(crate) struct Weights(Transformer);
-
-impl Weights {
-    /// Runs `ids` at positions `index_pos..`; returns the last position's logits.
-    pub fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
-        Ok(self.0.forward(ids, index_pos)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
-    }
-}
-
 pub struct LoadedModel {
-    /// Never run: each sequence clones it, which shares the weights but gives
-    /// the clone its own (still unallocated) KV cache.
-    pub(crate) pristine: Weights,
+    /// Shared by every sequence, each with its own state.
+    pub(crate) weights: Arc<Weights>,
     pub(crate) tokenizer: Tokenizer,
     /// The ids `tokenizer` knows (the embedding may have more rows).
     pub(crate) vocab: VocabIndex,
@@ -134,10 +122,10 @@ impl LoadedModel {
         let context_length = cfg.context_length.unwrap_or(trained_ctx).min(trained_ctx).min(implementation_max);
         let rows = hp.vocab_rows;
         let load_err = |e: candle_core::Error| Error::invalid_model(format!("cannot load the weights: {e}"));
-        let cfg = family.transformer_config(&hp, context_length);
-        let pristine = catch_panic(Error::invalid_model, || {
+        let cfg = family.weights_config(&hp, context_length);
+        let weights = catch_panic(Error::invalid_model, || {
             let mut source = GgufTensors { content: &content, reader: &mut reader };
-            Transformer::load(cfg, hp.layers, &mut source).map(Weights).map_err(load_err)
+            Weights::load(cfg, hp.layers, &mut source).map(Arc::new).map_err(load_err)
         })?;
         reader.finish();
 
@@ -169,7 +157,7 @@ impl LoadedModel {
         )?;
 
         Ok(Self {
-            pristine,
+            weights,
             tokenizer,
             vocab,
             end_tokens,

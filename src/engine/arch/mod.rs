@@ -5,7 +5,8 @@ use candle_core::quantized::gguf_file::Content;
 
 use super::error::{Error, Result};
 use super::gguf::shape_of;
-use super::transformer;
+use super::layers::rope::RopeStyle;
+use super::weights;
 
 /// Upper bound on a context we accept from a file, far above any model we
 /// can run but low enough that position tables cannot exhaust memory.
@@ -27,7 +28,6 @@ pub(crate) struct Hyper {
     pub layers: usize,
     heads: usize,
     kv_heads: usize,
-    ff: usize,
     eps: f64,
     rope_base: f32,
 }
@@ -59,13 +59,16 @@ impl Family {
     }
 
     /// The decoder's configuration for `hp` at `context` positions.
-    pub fn transformer_config(self, hp: &Hyper, context: usize) -> transformer::Config {
-        transformer::Config {
-            fused: self == Family::Phi3,
+    pub fn weights_config(self, hp: &Hyper, context: usize) -> weights::Config {
+        weights::Config {
+            family: self,
+            rope: match self {
+                Family::Phi3 => RopeStyle::Neox,
+                Family::Llama => RopeStyle::Interleaved,
+            },
             n_head: hp.heads,
             n_kv_head: hp.kv_heads,
             head_dim: hp.hidden / hp.heads,
-            ff: hp.ff,
             eps: hp.eps,
             rope_base: hp.rope_base,
             max_positions: context,
@@ -185,7 +188,6 @@ impl Hyper {
             layers,
             heads,
             kv_heads,
-            ff,
             eps: eps as f64,
             rope_base: freq_base.unwrap_or(10_000.0),
         })

@@ -7,15 +7,17 @@ mod session;
 pub use session::Conversation;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{catch_panic, Error, Result};
-use super::model::{LoadedModel, Weights};
+use super::model::LoadedModel;
 use super::sampler::{Sampler, SamplingConfig};
 use super::tokenizer::stream::{Filtered, PieceStream};
+use super::weights::{State, Weights};
 
-/// Prompt tokens per forward call. Bounds the attention scratch memory
-/// (heads × chunk × context floats) while keeping prefill batched.
+/// Prompt tokens per forward call: bounds the forward pass's buffers (a
+/// chunk's rows of the widest layer) while keeping prefill batched.
 const PREFILL_CHUNK: usize = 256;
 pub const MAX_STOP_STRINGS: usize = 16;
 const MAX_STOP_LEN: usize = 256;
@@ -108,7 +110,8 @@ fn per_second(n: usize, d: Duration) -> f64 {
 
 /// One token stream with its own KV cache over shared weights.
 pub struct Sequence {
-    weights: Weights,
+    weights: Arc<Weights>,
+    state: State,
     /// Tokens whose keys/values are in the cache, in order.
     cached: Vec<u32>,
 }
@@ -133,10 +136,11 @@ impl Stop<'_> {
 
 impl Sequence {
     pub fn new(model: &LoadedModel) -> Self {
-        Self { weights: model.pristine.clone(), cached: Vec::new() }
+        let weights = model.weights.clone();
+        Self { state: weights.new_state(), weights, cached: Vec::new() }
     }
 
-    /// Forgets the cache (its memory is freed on the next run).
+    /// Forgets the cache (its memory is kept for the next run).
     pub fn reset(&mut self) {
         self.cached.clear();
     }
@@ -145,20 +149,16 @@ impl Sequence {
         &self.cached
     }
 
-    fn feed(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>> {
-        let weights = &mut self.weights;
-        let r = catch_panic(Error::Inference, || weights.forward(ids, pos));
-        match r {
-            Ok(logits) => {
-                self.cached.extend_from_slice(ids);
-                Ok(logits)
-            }
-            Err(e) => {
-                // Some layers may have appended to their cache: start over next time.
-                self.cached.clear();
-                Err(e)
-            }
-        }
+    /// Runs `ids` after the first `pos` cached tokens; returns the logits of
+    /// the last. On an error (a stop included) the cache is as it was up to
+    /// `pos`.
+    fn feed(&mut self, ids: &[u32], pos: usize, cancel: Stop<'_>) -> Result<Vec<f32>> {
+        let (weights, state) = (&self.weights, &mut self.state);
+        self.cached.truncate(pos);
+        let stop = || cancel.is_set();
+        let logits = catch_panic(Error::Inference, || Ok(weights.forward(state, ids, pos, &stop)?.to_vec()))?;
+        self.cached.extend_from_slice(ids);
+        Ok(logits)
     }
 
     /// Generates a continuation of `prompt` (the full token sequence, BOS
@@ -184,27 +184,30 @@ impl Sequence {
         let mut timings = Timings::default();
 
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        // candle's cache cannot be truncated, and the last prompt token must be
-        // fed to get logits: anything but a pure extension starts over.
-        let start = if common == self.cached.len() && common < prompt.len() { common } else { 0 };
-        if start == 0 {
-            self.cached.clear();
-        }
+        // The cache keeps the shared prefix; the last prompt token is always
+        // fed, for its logits.
+        let start = common.min(prompt.len() - 1);
+        self.cached.truncate(start);
 
         let mut logits = Vec::new();
         for chunk in prompt[start..].chunks(PREFILL_CHUNK) {
-            if cancel.is_set() {
-                timings.prefill = started.elapsed();
-                return Ok(Outcome {
-                    text: String::new(),
-                    token_ids: Vec::new(),
-                    prompt_tokens: prompt.len(),
-                    cached_prompt_tokens: start,
-                    stop_reason: StopReason::Cancelled,
-                    timings,
-                });
+            // A stop is also seen inside the chunk's forward pass.
+            let fed = if cancel.is_set() { Err(Error::Cancelled) } else { self.feed(chunk, self.cached.len(), cancel) };
+            match fed {
+                Ok(l) => logits = l,
+                Err(Error::Cancelled) => {
+                    timings.prefill = started.elapsed();
+                    return Ok(Outcome {
+                        text: String::new(),
+                        token_ids: Vec::new(),
+                        prompt_tokens: prompt.len(),
+                        cached_prompt_tokens: start,
+                        stop_reason: StopReason::Cancelled,
+                        timings,
+                    });
+                }
+                Err(e) => return Err(e),
             }
-            logits = self.feed(chunk, self.cached.len())?;
         }
         timings.prefill = started.elapsed();
 
@@ -257,7 +260,10 @@ impl Sequence {
             if self.cached.len() >= ctx {
                 break StopReason::ContextFull;
             }
-            logits = self.feed(&[token], self.cached.len())?;
+            logits = match self.feed(&[token], self.cached.len(), cancel) {
+                Err(Error::Cancelled) => break StopReason::Cancelled,
+                fed => fed?,
+            };
         };
 
         let mut reason = reason;

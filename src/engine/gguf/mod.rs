@@ -14,7 +14,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use super::error::{Error, Result};
-use super::transformer::TensorSource;
+use super::weights::TensorSource;
 
 pub(crate) fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|source| match source.kind() {

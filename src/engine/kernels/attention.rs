@@ -9,8 +9,10 @@
 //! Here each output depends only on its own query row and the keys and
 //! values up to its position, in a fixed order: batched equals token by
 //! token, bit for bit. Grouped-query heads read their shared KV head
-//! directly (no copies). Sums use eight fixed lanes so they vectorize.
+//! directly (no copies). Sums use eight fixed lanes so they vectorize
+//! (`dense::dot`).
 
+use super::dense::dot;
 use super::Output;
 
 /// The shapes of one attention call.
@@ -26,25 +28,8 @@ pub struct Shape {
     pub capacity: usize,
 }
 
-/// `Σ a·b` in eight lanes `i % 8`, reduced in a fixed tree.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
-        }
-    }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] = x.mul_add(*y, acc[l]);
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
 /// `softmax(q·kᵀ / √d) · v` for every head and query row, written to `out`
-/// as `[seq, n_head · head_dim]`. `q` is `[n_head, seq, head_dim]`; `k` and
+/// as `[seq, n_head · head_dim]`. `q` is `[seq, n_head · head_dim]` too; `k` and
 /// `v` are the cache buffers `[n_kv_head, capacity, head_dim]`, filled up to
 /// `start + seq`. Returns `None` if the slices do not match the shape.
 pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Option<()> {
@@ -70,7 +55,7 @@ pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Opt
             let kv = h / group;
             let keys = &k[kv * capacity * hd..];
             let values = &v[kv * capacity * hd..];
-            let qi = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+            let qi = &q[(i * n_head + h) * hd..(i * n_head + h + 1) * hd];
             let visible = start + i + 1;
             scores.clear();
             scores.extend((0..visible).map(|j| dot(qi, &keys[j * hd..(j + 1) * hd]) * scale));
@@ -110,7 +95,7 @@ mod tests {
         for h in 0..s.n_head {
             let kv = h / (s.n_head / s.n_kv_head);
             for i in 0..s.seq {
-                let qi = &q[(h * s.seq + i) * hd..][..hd];
+                let qi = &q[(i * s.n_head + h) * hd..][..hd];
                 let scores: Vec<f64> = (0..=s.start + i)
                     .map(|j| {
                         let kj = &k[(kv * s.capacity + j) * hd..][..hd];
@@ -153,10 +138,9 @@ mod tests {
             }
             // Each row alone, at its own position.
             for i in 0..seq {
-                let qi: Vec<f32> =
-                    (0..n_head).flat_map(|h| q[(h * seq + i) * head_dim..][..head_dim].to_vec()).collect();
+                let qi = &q[i * n_head * head_dim..][..n_head * head_dim];
                 let mut one = vec![0f32; n_head * head_dim];
-                causal(Shape { seq: 1, start: start + i, ..s }, &qi, &k, &v, &mut one).unwrap();
+                causal(Shape { seq: 1, start: start + i, ..s }, qi, &k, &v, &mut one).unwrap();
                 assert_eq!(one, batched[i * n_head * head_dim..][..n_head * head_dim], "row {i}");
             }
         }

@@ -204,6 +204,10 @@ impl Plain for BlockQ5_0 {}
 impl Plain for BlockQ5_1 {}
 impl Plain for BlockQ8_0 {}
 impl Plain for BlockQ8_1 {}
+// Every bit pattern is a value of the float types (NaNs included).
+impl Plain for f32 {}
+impl Plain for half::f16 {}
+impl Plain for half::bf16 {}
 
 /// `bytes` as exactly `count` blocks, if its size and alignment allow.
 pub fn cast<T: Plain>(bytes: &[u8], count: usize) -> Option<&[T]> {

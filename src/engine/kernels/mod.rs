@@ -21,7 +21,8 @@
 //! Weights are read in their GGUF block layout ([`blocks`]); activations are
 //! quantized once per input row as ggml does (Q8_K for the K-quants, Q8_1
 //! for the 32-element types). Covered: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
-//! Q6_K; other weight types go to candle's (`matmul` returns `None`).
+//! Q6_K, and the float types ([`dense`]); other weight types go to candle's
+//! (`matmul` returns `None`).
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -29,6 +30,8 @@ pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub(crate) mod blocks;
+pub mod candle;
+pub mod dense;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -320,6 +323,7 @@ legacy_weights!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0);
 /// `dst[i, j] = Σ_k lhs[i, k] · w[j, k]` for an `n × k` weight in its GGUF
 /// block layout (`weights`), `m` rows of `lhs`. `None`: no kernel here for
 /// this type or shape (candle's is used).
+#[cfg(test)]
 pub fn matmul(
     variant: Variant,
     dtype: GgmlDType,
@@ -328,14 +332,33 @@ pub fn matmul(
     weights: &[u8],
     dst: &mut [f32],
 ) -> Option<()> {
+    matmul_until(variant, dtype, mkn, lhs, weights, dst, &|| false)
+}
+
+/// [`matmul`], giving up between weight tiles of a prompt once `stop()`
+/// says so (then `dst` is incomplete: the caller discards it).
+pub fn matmul_until(
+    variant: Variant,
+    dtype: GgmlDType,
+    mkn: (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[u8],
+    dst: &mut [f32],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Option<()> {
+    let (_, k, n) = mkn;
+    let elements = n.checked_mul(k)?;
     match dtype {
-        GgmlDType::Q4K => run::<BlockQ4K>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q6K => run::<BlockQ6K>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q4_0 => run::<BlockQ4_0>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q4_1 => run::<BlockQ4_1>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q5_0 => run::<BlockQ5_0>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q5_1 => run::<BlockQ5_1>(variant, mkn, lhs, weights, dst),
-        GgmlDType::Q8_0 => run::<BlockQ8_0>(variant, mkn, lhs, weights, dst),
+        GgmlDType::Q4K => run::<BlockQ4K>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q6K => run::<BlockQ6K>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q4_0 => run::<BlockQ4_0>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q4_1 => run::<BlockQ4_1>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q5_0 => run::<BlockQ5_0>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q5_1 => run::<BlockQ5_1>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::Q8_0 => run::<BlockQ8_0>(variant, mkn, lhs, weights, dst, stop),
+        GgmlDType::F32 => dense::matmul::<f32>(mkn, lhs, blocks::cast(weights, elements)?, dst),
+        GgmlDType::F16 => dense::matmul::<half::f16>(mkn, lhs, blocks::cast(weights, elements)?, dst),
+        GgmlDType::BF16 => dense::matmul::<half::bf16>(mkn, lhs, blocks::cast(weights, elements)?, dst),
         _ => None,
     }
 }
@@ -371,6 +394,7 @@ fn run<W: Weights>(
     lhs: &[f32],
     weights: &[u8],
     dst: &mut [f32],
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Option<()> {
     let block = W::Act::BLOCK;
     if !k.is_multiple_of(block) || lhs.len() != m.checked_mul(k)? || dst.len() != m.checked_mul(n)? {
@@ -399,6 +423,9 @@ fn run<W: Weights>(
         }
         pool.execute_chunked(n.div_ceil(ROWS_PER_TILE), |tiles| {
             for tile in tiles {
+                if stop() {
+                    return;
+                }
                 let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
                 let mut i = 0;
                 while i + ROWS_PER_CALL <= m {

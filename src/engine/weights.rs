@@ -1,0 +1,188 @@
+//! The decoder both supported families run on (Phi-3 and Llama-family), as
+//! shared, immutable weights: every sequence brings its own [`State`] (KV
+//! cache and buffers), so one loaded model serves any number of them.
+//!
+//! First written after candle-transformers 0.11.1's `quantized_phi3` and
+//! `quantized_llama` (MIT OR Apache-2.0, as this crate); now our own pass
+//! over plain `f32` rows (`layers/`), for a phone's memory and speed:
+//!
+//! - No allocation per token: the buffers belong to the sequence and only
+//!   grow when a longer batch than before comes; the KV cache grows in steps
+//!   with use instead of being allocated for the whole context.
+//! - Token embeddings stay quantized; only the rows a prompt uses are
+//!   dequantized (candle dequantizes the whole table: 0.4 GB for Phi-3).
+//! - Matmuls run on the weights as loaded (`layers::linear`); candle's
+//!   `QMatMul` builds a repacked second copy of each weight on x86 and on
+//!   dotprod CPUs (every recent phone): up to twice the weights' memory.
+//! - Every row is computed on its own, in a fixed order, so a prompt in one
+//!   batch gives exactly the logits it gives token by token, and a chat turn
+//!   served from the cache equals a fresh run. (candle's attention and dense
+//!   matmul did not: `gemm` sums in an order that depends on the rows.)
+//! - A stop is seen between operations and between a prompt matmul's weight
+//!   tiles, and leaves the cache as it was.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::Device;
+
+use super::arch::Family;
+use super::error::{Error, Result};
+use super::kernels;
+use super::kv_cache::KvCache;
+use super::layers::attention::{self, Attention, Projections};
+use super::layers::linear::Linear;
+use super::layers::mlp::{self, Mlp};
+use super::layers::norm::RmsNorm;
+use super::layers::rope::{Rope, RopeStyle};
+use super::layers::{add, check, sized, StopCheck};
+
+/// What the forward pass needs from the GGUF metadata (validated in arch).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Which tensors a layer has (fused or split projections, tied output).
+    pub family: Family,
+    pub rope: RopeStyle,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+    pub rope_base: f32,
+    /// Positions the rotary tables and the cache cover: the context in use.
+    pub max_positions: usize,
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    attention: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+pub(crate) struct Weights {
+    cfg: Config,
+    embedding: Arc<QTensor>,
+    hidden: usize,
+    layers: Vec<Layer>,
+    output_norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+}
+
+/// What one sequence owns: its KV cache and the buffers of the forward pass.
+pub(crate) struct State {
+    pub cache: KvCache,
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    branch: Vec<f32>,
+    attention: attention::Scratch,
+    mlp: mlp::Scratch,
+    logits: Vec<f32>,
+}
+
+/// Reads tensors by name from the GGUF as the loader provides them.
+pub(crate) trait TensorSource {
+    fn tensor(&mut self, name: &str) -> candle_core::Result<QTensor>;
+    fn has(&self, name: &str) -> bool;
+}
+
+fn norm(t: QTensor, eps: f64) -> candle_core::Result<RmsNorm> {
+    let weight = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(RmsNorm::new(weight, eps as f32))
+}
+
+impl Weights {
+    pub fn load(cfg: Config, layers: usize, src: &mut dyn TensorSource) -> candle_core::Result<Self> {
+        let kernels = kernels::selected().map_err(|e| candle_core::Error::Msg(e.0))?;
+        let linear = |t: Arc<QTensor>| Linear::new(t, kernels);
+        let embedding = Arc::new(src.tensor("token_embd.weight")?);
+        let hidden = embedding.shape().dims2()?.1;
+        let output_norm = norm(src.tensor("output_norm.weight")?, cfg.eps)?;
+        // Llama-family files may tie the output projection to the embedding.
+        let output = if cfg.family == Family::Phi3 || src.has("output.weight") {
+            linear(Arc::new(src.tensor("output.weight")?))?
+        } else {
+            linear(embedding.clone())?
+        };
+        let mut blocks = Vec::with_capacity(layers);
+        for i in 0..layers {
+            let mut w = |t: &str| -> candle_core::Result<Linear> {
+                linear(Arc::new(src.tensor(&format!("blk.{i}.{t}.weight"))?))
+            };
+            let (projections, mlp) = match cfg.family {
+                Family::Phi3 => {
+                    (Projections::Fused(w("attn_qkv")?), Mlp::Fused { gate_up: w("ffn_up")?, down: w("ffn_down")? })
+                }
+                Family::Llama => (
+                    Projections::Split { q: w("attn_q")?, k: w("attn_k")?, v: w("attn_v")? },
+                    Mlp::Split { gate: w("ffn_gate")?, up: w("ffn_up")?, down: w("ffn_down")? },
+                ),
+            };
+            let attention = Attention {
+                projections,
+                output: w("attn_output")?,
+                n_head: cfg.n_head,
+                n_kv_head: cfg.n_kv_head,
+                head_dim: cfg.head_dim,
+            };
+            blocks.push(Layer {
+                attn_norm: norm(src.tensor(&format!("blk.{i}.attn_norm.weight"))?, cfg.eps)?,
+                ffn_norm: norm(src.tensor(&format!("blk.{i}.ffn_norm.weight"))?, cfg.eps)?,
+                attention,
+                mlp,
+            });
+        }
+        let rope = Rope::new(cfg.rope, cfg.head_dim, cfg.max_positions, cfg.rope_base);
+        Ok(Self { cfg, embedding, hidden, layers: blocks, output_norm, output, rope })
+    }
+
+    /// A fresh sequence's state: nothing allocated until it runs.
+    pub fn new_state(&self) -> State {
+        State {
+            cache: KvCache::new(self.layers.len(), self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.max_positions),
+            x: Vec::new(),
+            normed: Vec::new(),
+            branch: Vec::new(),
+            attention: Default::default(),
+            mlp: Default::default(),
+            logits: Vec::new(),
+        }
+    }
+
+    /// Runs `ids` at positions `pos..` (forgetting any cached position at or
+    /// past `pos`); returns the last position's logits. On `Err` — a stop
+    /// (`Cancelled`) included — the cache holds what it held before, up to `pos`.
+    pub fn forward<'s>(&self, state: &'s mut State, ids: &[u32], pos: usize, stop: StopCheck<'_>) -> Result<&'s [f32]> {
+        let seq = ids.len();
+        if seq == 0 {
+            return Err(Error::Inference("forward: no tokens".into()));
+        }
+        if pos > state.cache.len() {
+            return Err(Error::Inference(format!("forward at {pos}: only {} positions are cached", state.cache.len())));
+        }
+        state.cache.truncate(pos);
+        state.cache.reserve(pos + seq)?;
+        let h = self.hidden;
+        let State { cache, x, normed, branch, attention, mlp, logits } = state;
+        let x = sized(x, seq * h);
+        let data = self.embedding.data()?;
+        kernels::candle::rows(self.embedding.dtype(), &data[..], h, ids, x)?;
+        let normed = sized(normed, seq * h);
+        let branch = sized(branch, seq * h);
+        for (i, layer) in self.layers.iter().enumerate() {
+            check(stop)?;
+            layer.attn_norm.forward(x, normed);
+            layer.attention.forward(i, normed, pos, &self.rope, cache, attention, branch, stop)?;
+            add(x, branch);
+            layer.ffn_norm.forward(x, normed);
+            layer.mlp.forward(normed, mlp, branch, stop)?;
+            add(x, branch);
+        }
+        let last = &mut normed[..h];
+        self.output_norm.forward(&x[(seq - 1) * h..], last);
+        let logits = sized(logits, self.output.outputs());
+        self.output.forward(last, logits, stop)?;
+        cache.set_len(pos + seq);
+        Ok(logits)
+    }
+}
