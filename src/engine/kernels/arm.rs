@@ -127,6 +127,7 @@ pub unsafe fn dot_q4k<D: Dot4, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; 
 /// # Safety
 /// As for [`dot_q4k`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `h` also offsets the loads
 pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): as in `dot_q4k`.
     unsafe {
@@ -211,7 +212,7 @@ pub unsafe fn dot_legacy<W: Legacy, D: Dot4, const R: usize>(w: &[W], x: [&[Bloc
     unsafe {
         let zero = vdupq_n_s32(0);
         let mut acc = [[vdupq_n_f32(0.0); 2]; R];
-        let mut accm = [0f32; R];
+        let mut accm = [[0f32; 2]; R];
         for (b, w) in w.iter().enumerate() {
             let v = legacy_values(w);
             let wd = f16_to_f32(w.d());
@@ -222,11 +223,11 @@ pub unsafe fn dot_legacy<W: Legacy, D: Dot4, const R: usize>(w: &[W], x: [&[Bloc
                 let sum = vcvtq_f32_s32(vpaddq_s32(p0, p1));
                 acc[r][b % 2] = vfmaq_f32(acc[r][b % 2], sum, vdupq_n_f32(wd * f16_to_f32(y.d)));
                 if W::HAS_MIN {
-                    accm[r] = f16_to_f32(w.m()).mul_add(f16_to_f32(y.s), accm[r]);
+                    accm[r][b % 2] += f16_to_f32(w.m()) * f16_to_f32(y.s);
                 }
             }
         }
-        std::array::from_fn(|r| (reduce4(acc[r][0]) + reduce4(acc[r][1])) + accm[r])
+        std::array::from_fn(|r| (reduce4(acc[r][0]) + reduce4(acc[r][1])) + (accm[r][0] + accm[r][1]))
     }
 }
 

@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
-use super::x86::{legacy_values, signed};
+use super::x86::{halves, legacy_values, signed};
 
 /// Integer sums into i32 lanes, added to `acc` (non-saturating).
 pub trait Sums {
@@ -232,17 +232,22 @@ pub unsafe fn dot_q6k<P: Sums, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
 /// As for [`dot_q4k`]; the activations must be within ±127.
 #[inline(always)]
 pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
-    // SAFETY (the whole body): as in `dot_q4k`; `qs` is 32 bytes.
+    // SAFETY (the whole body): as in `dot_q4k`; `qs` is 32 bytes; F16C is
+    // part of every CPU with AVX-512 (and enabled by the entry points).
     unsafe {
+        // Lanes of d in the accumulator's order, from [d0, _, d1, _].
+        let spread = _mm256_setr_epi32(0, 0, 2, 2, 0, 0, 2, 2);
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut accm = [0f32; R];
+        // Lanes 1 and 3: the even and odd blocks' min terms.
+        let mut accm = [_mm_setzero_ps(); R];
         let pairs = w.len() / 2;
         for p in 0..pairs {
             let (w0, w1) = (&w[2 * p], &w[2 * p + 1]);
             let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(legacy_values(w0)), legacy_values(w1));
             // vpmaddubsw/vpdpbusd take one unsigned side: |w|, and y with w's sign.
             let (abs, negative) = if signed::<W>() { (_mm512_abs_epi8(v), _mm512_movepi8_mask(v)) } else { (v, 0) };
-            let (wd0, wd1) = (f16_to_f32(w0.d()), f16_to_f32(w1.d()));
+            // [d0, m0, d1, m1] of the weights, widened in one instruction.
+            let wdm = _mm_cvtph_ps(quarters(w0.d(), w0.m(), w1.d(), w1.m()));
             for r in 0..R {
                 let (y0, y1) = (&x[r][2 * p], &x[r][2 * p + 1]);
                 let ys = _mm512_inserti64x4::<1>(
@@ -252,15 +257,17 @@ pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[Bloc
                 let ys = _mm512_mask_sub_epi8(ys, negative, _mm512_setzero_si512(), ys);
                 let sum = S::quad_sum(_mm512_setzero_si512(), abs, ys);
                 let lanes = _mm256_hadd_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64::<1>(sum));
-                let (d0, d1) = (wd0 * f16_to_f32(y0.d), wd1 * f16_to_f32(y1.d));
-                let d = _mm256_setr_ps(d0, d0, d1, d1, d0, d0, d1, d1);
+                // [d0·e0, m0·s0, d1·e1, m1·s1]: the blocks' scales and min terms.
+                let yds = _mm_cvtph_ps(quarters(y0.d, y0.s, y1.d, y1.s));
+                let prod = _mm_mul_ps(wdm, yds);
+                let d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread);
                 acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r]);
                 if W::HAS_MIN {
-                    accm[r] = f16_to_f32(w0.m()).mul_add(f16_to_f32(y0.s), accm[r]);
-                    accm[r] = f16_to_f32(w1.m()).mul_add(f16_to_f32(y1.s), accm[r]);
+                    accm[r] = _mm_add_ps(accm[r], prod);
                 }
             }
         }
+        let mut tail_m = [0f32; R];
         if w.len() % 2 == 1 {
             // The last block (an even one) alone, into lanes e0..e3 only.
             let b = w.len() - 1;
@@ -276,7 +283,7 @@ pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[Bloc
                 let new = _mm256_fmadd_ps(_mm256_set1_ps(wd * f16_to_f32(y.d)), _mm256_cvtepi32_ps(lanes), acc[r]);
                 acc[r] = _mm256_blend_ps::<0b0011_0011>(acc[r], new);
                 if W::HAS_MIN {
-                    accm[r] = f16_to_f32(w[b].m()).mul_add(f16_to_f32(y.s), accm[r]);
+                    tail_m[r] = f16_to_f32(w[b].m()) * f16_to_f32(y.s);
                 }
             }
         }
@@ -284,9 +291,17 @@ pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[Bloc
             // [e0+e2, e1+e3, o0+o2, o1+o3]: the oracle's reduce4 of each.
             let s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps::<1>(acc[r]));
             let [a, b, c, d]: [f32; 4] = std::mem::transmute(s);
-            ((a + b) + (c + d)) + accm[r]
+            let (even, odd) = (_mm_cvtss_f32(_mm_movehdup_ps(accm[r])), _mm_cvtss_f32(_mm_permute_ps::<3>(accm[r])));
+            ((a + b) + (c + d)) + ((even + tail_m[r]) + odd)
         })
     }
+}
+
+/// Four f16 bit patterns, as `_mm_cvtph_ps` reads them.
+#[inline(always)]
+fn quarters(a: u16, b: u16, c: u16, d: u16) -> __m128i {
+    // SAFETY: SSE2, part of every x86-64 CPU.
+    unsafe { _mm_cvtsi64_si128((halves(a, b) as u64 | (halves(c, d) as u64) << 32) as i64) }
 }
 
 /// The entry points: the generic kernels compiled with each flavour's
@@ -302,15 +317,15 @@ macro_rules! entry {
         }
     };
 }
-entry!(dot_q4k_bw, dot_q4k, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma");
-entry!(dot_q4k_vnni, dot_q4k, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
-entry!(dot_q6k_bw, dot_q6k, BlockQ6K, Bw, "avx512f,avx512bw,avx512vl,fma");
-entry!(dot_q6k_vnni, dot_q6k, BlockQ6K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma");
+entry!(dot_q4k_bw, dot_q4k, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q4k_vnni, dot_q4k, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
+entry!(dot_q6k_bw, dot_q6k, BlockQ6K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q6k_vnni, dot_q6k, BlockQ6K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
 
 /// # Safety
 /// The CPU must have AVX-512 F, BW, VL; activations within ±127; every
 /// `x[r]` at least as long as `w`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 pub unsafe fn dot_legacy_bw<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     // SAFETY: the caller's promise.
     unsafe { dot_legacy::<W, Bw, R>(w, x) }
@@ -318,7 +333,7 @@ pub unsafe fn dot_legacy_bw<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]
 
 /// # Safety
 /// As for [`dot_legacy_bw`], and VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 pub unsafe fn dot_legacy_vnni<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     // SAFETY: the caller's promise.
     unsafe { dot_legacy::<W, Vnni, R>(w, x) }

@@ -49,7 +49,7 @@ use blocks::{
 pub enum Variant {
     /// Portable Rust: the oracle every other variant must equal.
     Scalar,
-    /// x86-64 AVX2 (+FMA).
+    /// x86-64 AVX2 (+FMA, F16C: every AVX2 CPU has them).
     Avx2,
     /// x86-64 AVX-512 F + BW (+VL, FMA): Skylake-X and later.
     Avx512,
@@ -81,13 +81,18 @@ impl Variant {
         match self {
             Variant::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            Variant::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512Vnni => Variant::Avx512.supported() && std::arch::is_x86_feature_detected!("avx512vnni"),

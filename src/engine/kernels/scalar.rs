@@ -15,7 +15,10 @@
 //! eight: block `b`'s products go to lane `4 · (b % 2) + (e % 32) / 8`
 //! (two blocks fill a 512-bit register; elsewhere two accumulators give
 //! independent FMA chains), reduced as `reduce4(even) + reduce4(odd)`; a
-//! min's term `m · s` is one further chain, added last.
+//! min's term `m · s` (rounded, then added) goes to two more sums, of the
+//! even and of the odd blocks, added last: two short dependency chains
+//! instead of one long one, and the products come from the same vector
+//! multiply as the blocks' scales.
 
 use super::blocks::{f16_to_f32, legacy_values, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
 
@@ -103,7 +106,7 @@ pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
 /// A 32-element type: eight lanes (see the module doc), and the min's chain.
 pub fn dot_legacy<W: Legacy>(w: &[W], x: &[BlockQ8_1]) -> f32 {
     let mut acc = [[0f32; LANES]; 2];
-    let mut accm = 0f32;
+    let mut accm = [0f32; 2];
     for (b, (w, x)) in w.iter().zip(x).enumerate() {
         let v = legacy_values(w);
         let mut sumi = [0i32; LANES];
@@ -115,8 +118,8 @@ pub fn dot_legacy<W: Legacy>(w: &[W], x: &[BlockQ8_1]) -> f32 {
             *a = d.mul_add(s as f32, *a);
         }
         if W::HAS_MIN {
-            accm = f16_to_f32(w.m()).mul_add(f16_to_f32(x.s), accm);
+            accm[b % 2] += f16_to_f32(w.m()) * f16_to_f32(x.s);
         }
     }
-    (reduce4(acc[0]) + reduce4(acc[1])) + accm
+    (reduce4(acc[0]) + reduce4(acc[1])) + (accm[0] + accm[1])
 }

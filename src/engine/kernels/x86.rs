@@ -184,16 +184,18 @@ pub const fn signed<W: Legacy>() -> bool {
 /// # Safety
 /// As for [`dot_q4k`]; the activations must be within ±127 (as
 /// `quantize_q8_1` makes them).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_legacy<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm_setzero_ps(); 2]; R];
-    let mut accm = [0f32; R];
+    // Lane 1 of each: the even and odd blocks' min terms.
+    let mut accm = [[_mm_setzero_ps(); 2]; R];
     for (b, w) in w.iter().enumerate() {
         // SAFETY: the caller's promise (AVX2).
         let v = unsafe { legacy_values(w) };
         let abs = if signed::<W>() { _mm256_sign_epi8(v, v) } else { v };
-        let wd = f16_to_f32(w.d());
+        // [d, m] of the weight block, widened in one instruction.
+        let wdm = _mm_cvtph_ps(_mm_cvtsi32_si128(halves(w.d(), w.m()) as i32));
         for r in 0..R {
             let y = &x[r][b];
             // SAFETY: qs is 32 bytes.
@@ -201,11 +203,23 @@ pub unsafe fn dot_legacy<W: Legacy, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R
             let ys = if signed::<W>() { _mm256_sign_epi8(ys, v) } else { ys };
             // |w| ≤ 128 and |y| ≤ 127: a pair is within ±32 512, no saturation.
             let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, ys), ones);
-            acc[r][b % 2] = _mm_fmadd_ps(_mm_set1_ps(wd * f16_to_f32(y.d)), pair_lanes(sum), acc[r][b % 2]);
+            // [d·e, m·s]: the block's scale and min term.
+            let prod = _mm_mul_ps(wdm, _mm_cvtph_ps(_mm_cvtsi32_si128(halves(y.d, y.s) as i32)));
+            let d = _mm_permute_ps::<0>(prod);
+            acc[r][b % 2] = _mm_fmadd_ps(d, pair_lanes(sum), acc[r][b % 2]);
             if W::HAS_MIN {
-                accm[r] = f16_to_f32(w.m()).mul_add(f16_to_f32(y.s), accm[r]);
+                accm[r][b % 2] = _mm_add_ps(accm[r][b % 2], prod);
             }
         }
     }
-    std::array::from_fn(|r| (reduce4(acc[r][0]) + reduce4(acc[r][1])) + accm[r])
+    std::array::from_fn(|r| {
+        let [even, odd] = accm[r].map(|m| _mm_cvtss_f32(_mm_movehdup_ps(m)));
+        (reduce4(acc[r][0]) + reduce4(acc[r][1])) + (even + odd)
+    })
+}
+
+/// Two f16 bit patterns side by side, as `_mm_cvtph_ps` reads them.
+#[inline(always)]
+pub fn halves(lo: u16, hi: u16) -> u32 {
+    lo as u32 | (hi as u32) << 16
 }
