@@ -9,7 +9,8 @@
 //! (VmHWM) are its own. Per model it reports load time, time to first token
 //! for a 16-token prompt, prefill and decode tokens/s (172-token prompt, 32
 //! new tokens, greedy), turn-2 time to first token after a short and a long
-//! first turn, and peak RSS. llama.cpp's llama-bench (scripts/build-llamacpp.sh)
+//! first turn, peak RSS, and how long a stop during a long prompt takes to
+//! return. llama.cpp's llama-bench (scripts/build-llamacpp.sh)
 //! gives prefill/decode for the same lengths; its peak RSS is sampled from
 //! /proc while it runs. The synthetic Phi-3-mini (random weights, Microsoft's
 //! layout, Q4_K) is written once into the cache.
@@ -144,6 +145,9 @@ struct Result_ {
     peak_rss_bytes: u64,
     /// After the turn-2 runs too (a longer chat: a larger KV cache).
     peak_rss_chat_bytes: u64,
+    /// The longest a stop during a long prompt's prefill took to return.
+    stop_latency_ms: f64,
+    stop_prompt_tokens: usize,
 }
 
 /// The best of each number over several runs (max for speeds, min for times;
@@ -160,6 +164,7 @@ fn best(all: Vec<Result_>) -> Option<Result_> {
         best.turn2_ttft_long_ms = best.turn2_ttft_long_ms.min(r.turn2_ttft_long_ms);
         best.peak_rss_bytes = best.peak_rss_bytes.max(r.peak_rss_bytes);
         best.peak_rss_chat_bytes = best.peak_rss_chat_bytes.max(r.peak_rss_chat_bytes);
+        best.stop_latency_ms = best.stop_latency_ms.max(r.stop_latency_ms);
     }
     Some(best)
 }
@@ -236,6 +241,34 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let long_history = 512.min(model.context_length() / 2);
     let turn2_short = turn2(32);
     let turn2_long = turn2(long_history);
+    let peak_rss_chat_bytes = vm_hwm(std::process::id()).unwrap_or(0);
+
+    // A stop during a long prompt, at a few points into its prefill: how
+    // long until generate returns (the worst of them).
+    let stop_prompt_tokens = 1440.min(model.context_length() - 1);
+    let long_prompt = prompt_ids(&model, stop_prompt_tokens);
+    let stop_latency = [50u64, 170, 420]
+        .into_iter()
+        .map(|after_ms| {
+            let flag = std::sync::atomic::AtomicBool::new(false);
+            let mut seq = Sequence::new(&model);
+            std::thread::scope(|s| {
+                let stopper = s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(after_ms));
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Instant::now()
+                });
+                let o = seq
+                    .generate(&model, &long_prompt, &greedy(1), Stop(&[&flag]), &mut |_| Ok(true))
+                    .expect("stopped generate");
+                let returned = Instant::now();
+                let stopped_at = stopper.join().unwrap();
+                assert_eq!(o.stop_reason, phi_mobile::engine::StopReason::Cancelled, "the prompt ended first");
+                returned.saturating_duration_since(stopped_at)
+            })
+        })
+        .max()
+        .unwrap_or_default();
 
     Result_ {
         load_s,
@@ -247,7 +280,9 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         turn2_ttft_long_ms: turn2_long.as_secs_f64() * 1e3,
         long_history_tokens: long_history,
         peak_rss_bytes,
-        peak_rss_chat_bytes: vm_hwm(std::process::id()).unwrap_or(0),
+        peak_rss_chat_bytes,
+        stop_latency_ms: stop_latency.as_secs_f64() * 1e3,
+        stop_prompt_tokens,
     }
 }
 
@@ -341,6 +376,10 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
     println!(
         "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} | — | — |",
         ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms
+    );
+    println!(
+        "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.0} | — | — |",
+        ours.stop_prompt_tokens, ours.stop_latency_ms
     );
     println!(
         "\npeak RSS − file size: {:.2} GB (target ≤ 0.60; context: the model's own)",

@@ -186,3 +186,53 @@ impl Weights {
         Ok(logits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::model::{LoadConfig, LoadedModel};
+    use super::*;
+
+    fn smollm2() -> LoadedModel {
+        let cfg = LoadConfig {
+            model_path: crate::engine::test_fixture("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            ..Default::default()
+        };
+        LoadedModel::load(&cfg, &mut |_, _| {}).unwrap()
+    }
+
+    /// A stop that says yes from its `n`th question on, counting them.
+    fn stop_at(n: usize, asked: &AtomicUsize) -> impl Fn() -> bool + Sync + '_ {
+        move || asked.fetch_add(1, Ordering::Relaxed) >= n
+    }
+
+    #[test]
+    fn a_stop_anywhere_in_a_prompt_leaves_the_cache_as_it_was() {
+        let model = smollm2();
+        let weights = &model.weights;
+        let (first, prompt): (Vec<u32>, Vec<u32>) = ((1..9).collect(), (100..140).collect());
+        let mut fresh = weights.new_state();
+        weights.forward(&mut fresh, &first, 0, &|| false).unwrap();
+        let want = weights.forward(&mut fresh, &prompt, first.len(), &|| false).unwrap().to_vec();
+
+        // Count the checks one uninterrupted pass makes, then stop at each
+        // tenth of the way (between layers, operations and weight tiles).
+        let asked = AtomicUsize::new(0);
+        let mut state = weights.new_state();
+        weights.forward(&mut state, &first, 0, &|| false).unwrap();
+        weights.forward(&mut state, &prompt, first.len(), &stop_at(usize::MAX, &asked)).unwrap();
+        let checks = asked.load(Ordering::Relaxed);
+        assert!(checks > 30 * 8, "a stop is seen at least between the operations: {checks} checks");
+        for n in (0..checks).step_by(checks / 10) {
+            let asked = AtomicUsize::new(0);
+            let r = weights.forward(&mut state, &prompt, first.len(), &stop_at(n, &asked));
+            assert!(matches!(r, Err(Error::Cancelled)), "stopped at check {n}");
+            assert_eq!(state.cache.len(), first.len(), "the cache is as it was");
+            // The same state then runs the prompt as if nothing had happened.
+            let got = weights.forward(&mut state, &prompt, first.len(), &|| false).unwrap();
+            assert_eq!(got, &want[..], "after a stop at check {n}");
+            state.cache.truncate(first.len());
+        }
+    }
+}
