@@ -255,8 +255,9 @@ fn worker(path: &Path, args: &Args) -> Result_ {
             std::thread::scope(|s| {
                 let stopper = s.spawn(|| {
                     std::thread::sleep(Duration::from_millis(after_ms));
+                    let at = Instant::now();
                     flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                    Instant::now()
+                    at
                 });
                 let o = seq
                     .generate(&model, &long_prompt, &greedy(1), Stop(&[&flag]), &mut |_| Ok(true))
@@ -378,7 +379,7 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
         ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms
     );
     println!(
-        "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.0} | — | — |",
+        "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.1} | — | — |",
         ours.stop_prompt_tokens, ours.stop_latency_ms
     );
     println!(

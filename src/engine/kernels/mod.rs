@@ -417,8 +417,14 @@ fn run<W: Weights>(
         let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];
         let pool = candle_core::utils::barrier_pool();
         if m == 1 {
-            pool.execute_chunked(n, |cols| {
-                for j in cols {
+            // One contiguous share of the rows per thread: each streams its
+            // weights in one long run, which the hardware prefetcher follows
+            // (a shared cursor handing out small chunks interleaved the two
+            // threads' reads and made SmolLM2's decode no faster on two
+            // threads than on one).
+            let per = n.div_ceil(pool.n_workers() + 1);
+            pool.execute(|t| {
+                for j in (t * per).min(n)..((t + 1) * per).min(n) {
                     let [v] = W::dot(variant, weight_row(j), [x]);
                     // SAFETY: column j of the only row belongs to this item.
                     unsafe { out.set(j, v) };
