@@ -244,6 +244,9 @@ pub fn selected() -> Result<Kernels, UnsupportedKernels> {
 /// every activation row passes over it.
 const ROWS_PER_TILE: usize = 16;
 
+/// Runs of weight rows each thread takes in a decode matmul (see `run`).
+const DECODE_RUNS_PER_THREAD: usize = 2;
+
 /// Activation rows per kernel call: the weights' unpacking is shared by them.
 const ROWS_PER_CALL: usize = 4;
 
@@ -417,14 +420,20 @@ fn run<W: Weights>(
         let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];
         let pool = candle_core::utils::barrier_pool();
         if m == 1 {
-            // One contiguous share of the rows per thread: each streams its
-            // weights in one long run, which the hardware prefetcher follows
-            // (a shared cursor handing out small chunks interleaved the two
-            // threads' reads and made SmolLM2's decode no faster on two
-            // threads than on one).
-            let per = n.div_ceil(pool.n_workers() + 1);
-            pool.execute(|t| {
-                for j in (t * per).min(n)..((t + 1) * per).min(n) {
+            // Two contiguous runs of rows per thread, from a shared cursor:
+            // each thread streams its weights in long runs, which the
+            // hardware prefetcher follows (the pool's default of eight small
+            // chunks per thread interleaved the threads' reads, and SmolLM2's
+            // decode was no faster on two threads than on one), and a thread
+            // slowed by the OS still hands its second run to the other.
+            let chunk = n.div_ceil((pool.n_workers() + 1) * DECODE_RUNS_PER_THREAD);
+            let cursor = std::sync::atomic::AtomicUsize::new(0);
+            pool.execute(|_| loop {
+                let first = cursor.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                if first >= n {
+                    break;
+                }
+                for j in first..(first + chunk).min(n) {
                     let [v] = W::dot(variant, weight_row(j), [x]);
                     // SAFETY: column j of the only row belongs to this item.
                     unsafe { out.set(j, v) };
