@@ -354,19 +354,47 @@ pub fn matmul_until(
     dst: &mut [f32],
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Option<()> {
-    let (_, k, n) = mkn;
+    let (m, k, n) = mkn;
     let elements = n.checked_mul(k)?;
+    if dst.len() != m.checked_mul(n)? {
+        return None;
+    }
     match dtype {
-        GgmlDType::Q4K => run::<BlockQ4K>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q6K => run::<BlockQ6K>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q4_0 => run::<BlockQ4_0>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q4_1 => run::<BlockQ4_1>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q5_0 => run::<BlockQ5_0>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q5_1 => run::<BlockQ5_1>(variant, mkn, lhs, weights, dst, stop),
-        GgmlDType::Q8_0 => run::<BlockQ8_0>(variant, mkn, lhs, weights, dst, stop),
         GgmlDType::F32 => dense::matmul::<f32>(mkn, lhs, blocks::cast(weights, elements)?, dst),
         GgmlDType::F16 => dense::matmul::<half::f16>(mkn, lhs, blocks::cast(weights, elements)?, dst),
         GgmlDType::BF16 => dense::matmul::<half::bf16>(mkn, lhs, blocks::cast(weights, elements)?, dst),
+        _ => matmul_shared_until(variant, dtype, (m, k), lhs, [weights], [dst], stop),
+    }
+}
+
+/// Whether [`matmul_shared_until`] covers the type.
+pub fn shares_input(dtype: GgmlDType) -> bool {
+    use GgmlDType::*;
+    matches!(dtype, Q4K | Q6K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+}
+
+/// `P` quantized matrices of one type applied to the same input (q, k and
+/// v; gate and up): the input is quantized once and all their rows are
+/// split among the threads in one dispatch. Each output equals what
+/// [`matmul_until`] gives for its matrix alone. `None`: no kernel here for
+/// this type or shape.
+pub fn matmul_shared_until<const P: usize>(
+    variant: Variant,
+    dtype: GgmlDType,
+    mk: (usize, usize),
+    lhs: &[f32],
+    weights: [&[u8]; P],
+    dsts: [&mut [f32]; P],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Option<()> {
+    match dtype {
+        GgmlDType::Q4K => run::<BlockQ4K, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q6K => run::<BlockQ6K, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q4_0 => run::<BlockQ4_0, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q4_1 => run::<BlockQ4_1, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q5_0 => run::<BlockQ5_0, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q5_1 => run::<BlockQ5_1, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q8_0 => run::<BlockQ8_0, P>(variant, mk, lhs, weights, dsts, stop),
         _ => None,
     }
 }
@@ -393,30 +421,53 @@ impl Output {
 }
 
 /// Quantizes the activations once (into a per-thread buffer reused across
-/// calls), then splits the weight rows among candle's persistent worker pool
-/// (the one its own ops use: a second pool would spin against it). `None`
-/// if the shapes do not fit `W`'s blocks.
-fn run<W: Weights>(
+/// calls), then splits the weight rows of all `P` matrices (which share the
+/// input: q, k and v, or gate and up) among candle's persistent worker pool
+/// in one dispatch (the one its own ops use: a second pool would spin
+/// against it). `None` if the shapes do not fit `W`'s blocks.
+fn run<W: Weights, const P: usize>(
     variant: Variant,
-    (m, k, n): (usize, usize, usize),
+    (m, k): (usize, usize),
     lhs: &[f32],
-    weights: &[u8],
-    dst: &mut [f32],
+    weights: [&[u8]; P],
+    dsts: [&mut [f32]; P],
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Option<()> {
     let block = W::Act::BLOCK;
-    if !k.is_multiple_of(block) || lhs.len() != m.checked_mul(k)? || dst.len() != m.checked_mul(n)? {
+    if m == 0 || !k.is_multiple_of(block) || lhs.len() != m.checked_mul(k)? {
         return None;
     }
     let per_row = k / block;
-    let w: &[W] = blocks::cast(weights, n.checked_mul(per_row)?)?;
+    // Each matrix: its blocks, its outputs (rows of weights) and where its
+    // rows and tiles start in the concatenation of all of them.
+    let ns: [usize; P] = std::array::from_fn(|p| dsts[p].len() / m);
+    let mut w: [&[W]; P] = [&[]; P];
+    for p in 0..P {
+        if dsts[p].len() != m * ns[p] {
+            return None;
+        }
+        w[p] = blocks::cast(weights[p], ns[p].checked_mul(per_row)?)?;
+    }
+    let outs: [Output; P] = dsts.map(|d| Output { ptr: d.as_mut_ptr(), len: d.len() });
+    let starts = |size: &dyn Fn(usize) -> usize| -> [usize; P] {
+        let mut at = 0;
+        std::array::from_fn(|p| {
+            let first = at;
+            at += size(p);
+            first
+        })
+    };
+    let row_start = starts(&|p| ns[p]);
+    let tile_start = starts(&|p| ns[p].div_ceil(ROWS_PER_TILE));
+    let (rows_total, tiles_total) = (ns.iter().sum::<usize>(), ns.iter().map(|n| n.div_ceil(ROWS_PER_TILE)).sum());
+    // The matrix that concatenated index `c` falls in, given where each starts.
+    let part = |c: usize, start: &[usize; P]| (0..P).rev().find(|&p| start[p] <= c).unwrap_or(0);
     W::Act::with_buffer(m * per_row, |x| {
         for (row, out) in lhs.chunks_exact(k).zip(x.chunks_exact_mut(per_row)) {
             W::Act::quantize(row, out);
         }
         let x: &[W::Act] = x;
-        let out = Output { ptr: dst.as_mut_ptr(), len: dst.len() };
-        let weight_row = |j: usize| &w[j * per_row..(j + 1) * per_row];
+        let weight_row = |p: usize, j: usize| &w[p][j * per_row..(j + 1) * per_row];
         let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];
         let pool = candle_core::utils::barrier_pool();
         if m == 1 {
@@ -426,32 +477,36 @@ fn run<W: Weights>(
             // chunks per thread interleaved the threads' reads, and SmolLM2's
             // decode was no faster on two threads than on one), and a thread
             // slowed by the OS still hands its second run to the other.
-            let chunk = n.div_ceil((pool.n_workers() + 1) * DECODE_RUNS_PER_THREAD);
+            let chunk = rows_total.div_ceil((pool.n_workers() + 1) * DECODE_RUNS_PER_THREAD);
             let cursor = std::sync::atomic::AtomicUsize::new(0);
             pool.execute(|_| loop {
                 let first = cursor.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
-                if first >= n {
+                if first >= rows_total {
                     break;
                 }
-                for j in first..(first + chunk).min(n) {
-                    let [v] = W::dot(variant, weight_row(j), [x]);
-                    // SAFETY: column j of the only row belongs to this item.
-                    unsafe { out.set(j, v) };
+                for c in first..(first + chunk).min(rows_total) {
+                    let p = part(c, &row_start);
+                    let j = c - row_start[p];
+                    let [v] = W::dot(variant, weight_row(p, j), [x]);
+                    // SAFETY: output j of matrix p's only row belongs to this item.
+                    unsafe { outs[p].set(j, v) };
                 }
             });
             return;
         }
-        pool.execute_chunked(n.div_ceil(ROWS_PER_TILE), |tiles| {
+        pool.execute_chunked(tiles_total, |tiles| {
             for tile in tiles {
                 if stop() {
                     return;
                 }
+                let p = part(tile, &tile_start);
+                let (n, out, tile) = (ns[p], &outs[p], tile - tile_start[p]);
                 let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
                 let mut i = 0;
                 while i + ROWS_PER_CALL <= m {
                     let rows: [&[W::Act]; ROWS_PER_CALL] = std::array::from_fn(|r| act_row(i + r));
                     for j in cols.clone() {
-                        for (r, v) in W::dot(variant, weight_row(j), rows).into_iter().enumerate() {
+                        for (r, v) in W::dot(variant, weight_row(p, j), rows).into_iter().enumerate() {
                             // SAFETY: the columns of this tile belong to this item.
                             unsafe { out.set((i + r) * n + j, v) };
                         }
@@ -460,7 +515,7 @@ fn run<W: Weights>(
                 }
                 for i in i..m {
                     for j in cols.clone() {
-                        let [v] = W::dot(variant, weight_row(j), [act_row(i)]);
+                        let [v] = W::dot(variant, weight_row(p, j), [act_row(i)]);
                         // SAFETY: as above.
                         unsafe { out.set(i * n + j, v) };
                     }

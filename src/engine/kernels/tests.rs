@@ -411,3 +411,29 @@ fn the_32_element_matmuls_are_row_independent_and_agree_with_candle() {
     legacy_matmul_case::<BlockQ5_1, k_quants::BlockQ5_1>(GgmlDType::Q5_1, 33);
     legacy_matmul_case::<BlockQ8_0, k_quants::BlockQ8_0>(GgmlDType::Q8_0, 34);
 }
+
+/// Matrices sharing an input (q, k, v) in one call give exactly what each
+/// gives alone, for decode and for a prompt, with sizes that split the
+/// rows and tiles unevenly between them.
+#[test]
+fn matrices_sharing_an_input_equal_each_alone() {
+    let mut rng = StdRng::seed_from_u64(40);
+    let k = 3 * QK_K;
+    let ns = [37, 5, 20];
+    let w: Vec<Vec<k_quants::BlockQ4K>> = ns.iter().map(|&n| candle_blocks(&random(&mut rng, n * k))).collect();
+    for m in [1, 6] {
+        let lhs = random(&mut rng, m * k);
+        for v in supported() {
+            let mut shared: Vec<Vec<f32>> = ns.iter().map(|&n| vec![0f32; m * n]).collect();
+            let [a, b, c] = &mut shared[..] else { unreachable!() };
+            let weights = [0, 1, 2].map(|p| bytes_of(&w[p]));
+            matmul_shared_until(v, GgmlDType::Q4K, (m, k), &lhs, weights, [a, b, c], &|| false).unwrap();
+            for p in 0..3 {
+                let mut alone = vec![0f32; m * ns[p]];
+                matmul(v, GgmlDType::Q4K, (m, k, ns[p]), &lhs, weights[p], &mut alone).unwrap();
+                assert_eq!(shared[p], alone, "{} m={m} matrix {p}", v.name());
+            }
+        }
+    }
+    assert!(!shares_input(GgmlDType::Q2K) && !shares_input(GgmlDType::F32));
+}

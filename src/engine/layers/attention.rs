@@ -72,11 +72,7 @@ impl Attention {
                     v[t * kv_width..][..kv_width].copy_from_slice(rv);
                 }
             }
-            Projections::Split { q: wq, k: wk, v: wv } => {
-                wq.forward(x, q, stop)?;
-                wk.forward(x, k, stop)?;
-                wv.forward(x, v, stop)?;
-            }
+            Projections::Split { q: wq, k: wk, v: wv } => Linear::forward_shared([wq, wk, wv], x, [q, k, v], stop)?,
         }
         let past_table = || Error::Inference(format!("positions up to {} exceed the rotary table", start + seq));
         rope.apply(q, start, seq).ok_or_else(past_table)?;

@@ -56,4 +56,42 @@ impl Linear {
         }
         check(stop)
     }
+
+    /// `outs[p] = x · w_pᵀ` for matrices that share the input (q, k and v;
+    /// gate and up): one quantization of `x` and one dispatch where our
+    /// kernels cover their (common) type, else one matrix at a time. The
+    /// results are the same either way.
+    pub fn forward_shared<const P: usize>(
+        linears: [&Linear; P],
+        x: &[f32],
+        outs: [&mut [f32]; P],
+        stop: StopCheck<'_>,
+    ) -> Result<()> {
+        let first = linears[0];
+        let m = x.len() / first.k;
+        let fits = linears.iter().zip(&outs).all(|(l, o)| {
+            l.k == first.k && l.kernels == first.kernels && l.w.dtype() == first.w.dtype() && o.len() == m * l.n
+        });
+        if let (true, Kernels::Ours(v)) = (fits && x.len() == m * first.k, first.kernels) {
+            let data = linears.map(|l| l.w.data());
+            let mut bytes: [&[u8]; P] = [&[]; P];
+            let mut borrowed = true;
+            for (b, d) in bytes.iter_mut().zip(&data) {
+                match d {
+                    Ok(std::borrow::Cow::Borrowed(d)) => *b = d,
+                    _ => borrowed = false,
+                }
+            }
+            if borrowed && kernels::shares_input(first.w.dtype()) {
+                return match kernels::matmul_shared_until(v, first.w.dtype(), (m, first.k), x, bytes, outs, stop) {
+                    Some(()) => check(stop),
+                    None => Err(Error::Inference(format!("linear: shared input of {} does not fit", x.len()))),
+                };
+            }
+        }
+        for (l, o) in linears.iter().zip(outs) {
+            l.forward(x, o, stop)?;
+        }
+        Ok(())
+    }
 }

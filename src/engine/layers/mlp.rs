@@ -52,10 +52,8 @@ impl Mlp {
                 }
             }
             Mlp::Split { gate, up, .. } => {
-                let g = sized(&mut s.gate, seq * ff);
-                gate.forward(x, g, stop)?;
-                let u = sized(&mut s.up, seq * ff);
-                up.forward(x, u, stop)?;
+                let (g, u) = (sized(&mut s.gate, seq * ff), sized(&mut s.up, seq * ff));
+                Linear::forward_shared([gate, up], x, [&mut *g, &mut *u], stop)?;
                 for ((a, g), u) in act.iter_mut().zip(g.iter()).zip(u.iter()) {
                     *a = silu(*g) * u;
                 }
