@@ -329,22 +329,10 @@ macro_rules! legacy_weights {
 legacy_weights!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0);
 
 /// `dst[i, j] = Σ_k lhs[i, k] · w[j, k]` for an `n × k` weight in its GGUF
-/// block layout (`weights`), `m` rows of `lhs`. `None`: no kernel here for
-/// this type or shape (candle's is used).
-#[cfg(test)]
-pub fn matmul(
-    variant: Variant,
-    dtype: GgmlDType,
-    mkn: (usize, usize, usize),
-    lhs: &[f32],
-    weights: &[u8],
-    dst: &mut [f32],
-) -> Option<()> {
-    matmul_until(variant, dtype, mkn, lhs, weights, dst, &|| false)
-}
-
-/// [`matmul`], giving up between weight tiles of a prompt once `stop()`
-/// says so (then `dst` is incomplete: the caller discards it).
+/// block layout (`weights`), `m` rows of `lhs`, giving up between weight
+/// tiles of a prompt once `stop()` says so (then `dst` is incomplete: the
+/// caller discards it). `None`: no kernel here for this type or shape
+/// (candle's is used).
 pub fn matmul_until(
     variant: Variant,
     dtype: GgmlDType,
