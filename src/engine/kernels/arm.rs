@@ -12,7 +12,9 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy, Packing};
+use super::blocks::{
+    f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy, Packing,
+};
 
 /// Sixteen signed byte products summed into four i32 lanes, lane `l`
 /// holding bytes `4l..4l + 4`, added to `acc`.
@@ -71,22 +73,29 @@ unsafe fn load(p: *const i8) -> int8x16_t {
     unsafe { vld1q_s8(p) }
 }
 
-/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+/// `Σ w·x[r]` over one row of Q4_K or Q5_K blocks, for `R` activation rows.
 ///
 /// # Safety
 /// The CPU must have what `D` uses (`Variant::supported()`), and every `x[r]`
 /// must be at least as long as `w`.
 #[inline(always)]
-pub unsafe fn dot_q4k<D: Dot4, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+pub unsafe fn dot_q4k<W: KQuant45, D: Dot4, const R: usize>(w: &[W], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): loads stay inside the blocks' fixed-size
     // arrays, as each offset says; the rest is register arithmetic.
     unsafe {
-        let nibble = vdupq_n_u8(0xF);
+        let (nibble, fifth) = (vdupq_n_u8(0xF), vdupq_n_u8(0x10));
         let zero = vdupq_n_s32(0);
         let mut acc = [vdupq_n_f32(0.0); R];
         let mut accm = [vdupq_n_f32(0.0); R];
         for (b, w) in w.iter().enumerate() {
-            let sm = q4k_scales_mins(&w.scales);
+            let sm = q4k_scales_mins(w.scales());
+            // Q5_K's fifth bits (qh: 32 bytes, two halves), shifted right by
+            // 2 per sub-block pair: bits 0 and 1 are then those of j.
+            let mut qh = if W::FIFTH_BIT {
+                [vld1q_u8(w.qh().as_ptr()), vld1q_u8(w.qh().as_ptr().add(16))]
+            } else {
+                [vdupq_n_u8(0); 2]
+            };
             let mins = vmovl_u8(vld1_u8(sm.as_ptr().add(8)));
             let mins = vreinterpretq_s16_u16(mins);
             // Two accumulators: bytes 0..16 and 16..32 of each 32, paired at the end.
@@ -94,9 +103,17 @@ pub unsafe fn dot_q4k<D: Dot4, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; 
             for j in 0..4 {
                 let (lo_scale, hi_scale) = (sm[2 * j] as i32, sm[2 * j + 1] as i32);
                 // qs: 128 bytes, read at 32j and 32j + 16.
-                let q = [vld1q_u8(w.qs.as_ptr().add(32 * j)), vld1q_u8(w.qs.as_ptr().add(32 * j + 16))];
-                let lo = q.map(|q| vreinterpretq_s8_u8(vandq_u8(q, nibble)));
-                let hi = q.map(|q| vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)));
+                let q = [vld1q_u8(w.qs().as_ptr().add(32 * j)), vld1q_u8(w.qs().as_ptr().add(32 * j + 16))];
+                let (mut lo, mut hi) = (q.map(|q| vandq_u8(q, nibble)), q.map(|q| vshrq_n_u8::<4>(q)));
+                if W::FIFTH_BIT {
+                    for h in 0..2 {
+                        lo[h] = vorrq_u8(lo[h], vandq_u8(vshlq_n_u8::<4>(qh[h]), fifth));
+                        hi[h] = vorrq_u8(hi[h], vandq_u8(vshlq_n_u8::<3>(qh[h]), fifth));
+                    }
+                    qh = qh.map(|q| vshrq_n_u8::<2>(q));
+                }
+                let s8 = |v: [uint8x16_t; 2]| [vreinterpretq_s8_u8(v[0]), vreinterpretq_s8_u8(v[1])];
+                let (lo, hi) = (s8(lo), s8(hi));
                 for r in 0..R {
                     // x.qs: 256 bytes, read at 64j + 16h and 64j + 32 + 16h.
                     let y = x[r][b].qs.as_ptr().add(64 * j);
@@ -107,7 +124,7 @@ pub unsafe fn dot_q4k<D: Dot4, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; 
                     }
                 }
             }
-            let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+            let (wd, wdmin) = (f16_to_f32(w.d()), f16_to_f32(w.dmin()));
             for r in 0..R {
                 let y = &x[r][b];
                 let sum = vcvtq_f32_s32(vpaddq_s32(sumi[r][0], sumi[r][1]));
@@ -234,20 +251,22 @@ pub unsafe fn dot_legacy<W: Legacy, D: Dot4, const R: usize>(w: &[W], x: [&[Bloc
 /// The entry points: the generic kernels compiled with each flavour's
 /// instructions enabled.
 macro_rules! entry {
-    ($name:ident, $kernel:ident, $block:ty, $dot:ty, $features:literal) => {
+    ($name:ident, $kernel:path, $block:ty, $features:literal) => {
         /// # Safety
         /// The CPU must have the enabled features; every `x[r]` at least as long as `w`.
         #[target_feature(enable = $features)]
         pub unsafe fn $name<const R: usize>(w: &[$block], x: [&[BlockQ8K]; R]) -> [f32; R] {
             // SAFETY: the caller's promise.
-            unsafe { $kernel::<$dot, R>(w, x) }
+            unsafe { $kernel(w, x) }
         }
     };
 }
-entry!(dot_q4k_neon, dot_q4k, BlockQ4K, Neon, "neon");
-entry!(dot_q4k_dotprod, dot_q4k, BlockQ4K, Dotprod, "neon,dotprod");
-entry!(dot_q6k_neon, dot_q6k, BlockQ6K, Neon, "neon");
-entry!(dot_q6k_dotprod, dot_q6k, BlockQ6K, Dotprod, "neon,dotprod");
+entry!(dot_q4k_neon, dot_q4k::<BlockQ4K, Neon, R>, BlockQ4K, "neon");
+entry!(dot_q4k_dotprod, dot_q4k::<BlockQ4K, Dotprod, R>, BlockQ4K, "neon,dotprod");
+entry!(dot_q5k_neon, dot_q4k::<BlockQ5K, Neon, R>, BlockQ5K, "neon");
+entry!(dot_q5k_dotprod, dot_q4k::<BlockQ5K, Dotprod, R>, BlockQ5K, "neon,dotprod");
+entry!(dot_q6k_neon, dot_q6k::<Neon, R>, BlockQ6K, "neon");
+entry!(dot_q6k_dotprod, dot_q6k::<Dotprod, R>, BlockQ6K, "neon,dotprod");
 
 /// # Safety
 /// NEON; activations within ±127; every `x[r]` at least as long as `w`.

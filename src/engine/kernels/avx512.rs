@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy};
 use super::x86::{halves, legacy_values, signed};
 
 /// Integer sums into i32 lanes, added to `acc` (non-saturating).
@@ -116,22 +116,30 @@ const Q4K_PICK: [[u16; 32]; 4] = [spread(0, 16), spread(2, 16), spread(4, 16), s
 /// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.
 const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spread(12, 8)];
 
-/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+/// `Σ w·x[r]` over one row of Q4_K or Q5_K blocks, for `R` activation rows.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F + BW and what `P` uses; every `x[r]` must be
 /// at least as long as `w`.
 #[inline(always)]
-pub unsafe fn dot_q4k<P: Sums, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+pub unsafe fn dot_q4k<W: KQuant45, P: Sums, const R: usize>(w: &[W], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): the caller's promise for the instructions;
     // loads stay inside the blocks' fixed-size arrays, as each offset says.
     unsafe {
-        let nibble = _mm512_set1_epi8(0xF);
+        let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
         let pick = Q4K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
         let mut acc = [_mm_setzero_ps(); R];
         let mut accm = [_mm_setzero_ps(); R];
         for (b, w) in w.iter().enumerate() {
-            let sm = q4k_scales_mins(&w.scales);
+            let sm = q4k_scales_mins(w.scales());
+            // Q5_K's fifth bits in both halves: after a 16-bit shift right by
+            // 2j, bit 0 of each byte is its bit 2j (element 64j + l: the low
+            // half of j's register) and bit 1 its bit 2j + 1 (64j + 32 + l).
+            let mut qh = if W::FIFTH_BIT {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(w.qh().as_ptr() as *const __m256i))
+            } else {
+                _mm512_setzero_si512()
+            };
             // The 16 bytes (scales, then mins) as i16.
             let sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
             let scales = _mm512_castsi256_si512(sm16);
@@ -139,7 +147,7 @@ pub unsafe fn dot_q4k<P: Sums, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; 
             let mut sumi = [_mm512_setzero_si512(); R];
             for jj in 0..2 {
                 // qs: 128 bytes, 64 at 64jj: sub-blocks 4jj..4jj + 4's nibbles.
-                let q = _mm512_loadu_si512(w.qs.as_ptr().add(64 * jj) as *const _);
+                let q = _mm512_loadu_si512(w.qs().as_ptr().add(64 * jj) as *const _);
                 let lo = _mm512_and_si512(q, nibble);
                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
                 // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
@@ -147,18 +155,24 @@ pub unsafe fn dot_q4k<P: Sums, const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; 
                 // nibbles, then its 32 high ones.
                 let quants =
                     [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
-                for (i, q) in quants.into_iter().enumerate() {
+                for (i, mut q) in quants.into_iter().enumerate() {
                     let j = 2 * jj + i;
+                    if W::FIFTH_BIT {
+                        let bits =
+                            _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16::<4>(qh), _mm512_slli_epi16::<3>(qh));
+                        q = _mm512_or_si512(q, _mm512_and_si512(bits, fifth));
+                        qh = _mm512_srli_epi16::<2>(qh);
+                    }
                     let scale = _mm512_permutexvar_epi16(pick[j], scales);
                     for r in 0..R {
                         // x.qs: 256 bytes, 64 at 64j.
                         let y = _mm512_loadu_si512(x[r][b].qs.as_ptr().add(64 * j) as *const _);
-                        // As in AVX2: u8 ≤ 15 × i8 pairs fit i16, × 6-bit scales fit i32.
+                        // As in AVX2: u8 ≤ 31 × i8 pairs fit i16, × 6-bit scales fit i32.
                         sumi[r] = P::pair_sum(sumi[r], _mm512_maddubs_epi16(q, y), scale);
                     }
                 }
             }
-            let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+            let (wd, wdmin) = (f16_to_f32(w.d()), f16_to_f32(w.dmin()));
             for r in 0..R {
                 let y = &x[r][b];
                 acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), fold_lanes(sumi[r]), acc[r]);
@@ -307,20 +321,22 @@ fn quarters(a: u16, b: u16, c: u16, d: u16) -> __m128i {
 /// The entry points: the generic kernels compiled with each flavour's
 /// instructions enabled.
 macro_rules! entry {
-    ($name:ident, $kernel:ident, $block:ty, $sum:ty, $features:literal) => {
+    ($name:ident, $kernel:path, $block:ty, $features:literal) => {
         /// # Safety
         /// The CPU must have the enabled features; every `x[r]` at least as long as `w`.
         #[target_feature(enable = $features)]
         pub unsafe fn $name<const R: usize>(w: &[$block], x: [&[BlockQ8K]; R]) -> [f32; R] {
             // SAFETY: the caller's promise.
-            unsafe { $kernel::<$sum, R>(w, x) }
+            unsafe { $kernel(w, x) }
         }
     };
 }
-entry!(dot_q4k_bw, dot_q4k, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
-entry!(dot_q4k_vnni, dot_q4k, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
-entry!(dot_q6k_bw, dot_q6k, BlockQ6K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
-entry!(dot_q6k_vnni, dot_q6k, BlockQ6K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
+entry!(dot_q4k_bw, dot_q4k::<BlockQ4K, Bw, R>, BlockQ4K, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q4k_vnni, dot_q4k::<BlockQ4K, Vnni, R>, BlockQ4K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
+entry!(dot_q5k_bw, dot_q4k::<BlockQ5K, Bw, R>, BlockQ5K, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q5k_vnni, dot_q4k::<BlockQ5K, Vnni, R>, BlockQ5K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
+entry!(dot_q6k_bw, dot_q6k::<Bw, R>, BlockQ6K, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q6k_vnni, dot_q6k::<Vnni, R>, BlockQ6K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
 
 /// # Safety
 /// The CPU must have AVX-512 F, BW, VL; activations within ±127; every

@@ -1,5 +1,5 @@
 //! The GGUF block layouts the kernels read, byte for byte as in the file
-//! (ggml's `block_q4_K`, `block_q6_K`, `block_q8_K`, and the 32-element
+//! (ggml's `block_q4_K`, `block_q5_K`, `block_q6_K`, `block_q8_K`, and the 32-element
 //! `block_q4_0` … `block_q8_1`), and the quantization of activations (Q8_K
 //! for the K-quants, Q8_1 for the 32-element types).
 
@@ -17,6 +17,71 @@ pub struct BlockQ4K {
     pub scales: [u8; 12],
     /// Nibbles: byte `32j + l` holds element `64j + l` (low) and `64j + 32 + l` (high).
     pub qs: [u8; 128],
+}
+
+/// 5.5 bits per weight: Q4_K's layout plus a fifth bit per element.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5K {
+    pub d: u16,
+    pub dmin: u16,
+    pub scales: [u8; 12],
+    /// Fifth bits: bit `2j` of byte `l` belongs to element `64j + l`, bit
+    /// `2j + 1` to element `64j + 32 + l`.
+    pub qh: [u8; 32],
+    /// Low nibbles, as in Q4_K.
+    pub qs: [u8; 128],
+}
+
+/// Q4_K and Q5_K: eight sub-blocks of 32 with 6-bit scales and mins, the
+/// low four bits of each element in the same nibble layout; Q5_K adds a
+/// fifth bit (`qh`).
+pub trait KQuant45: Plain + Sync {
+    const FIFTH_BIT: bool;
+    fn d(&self) -> u16;
+    fn dmin(&self) -> u16;
+    fn scales(&self) -> &[u8; 12];
+    fn qs(&self) -> &[u8; 128];
+    /// Zeros for Q4_K.
+    fn qh(&self) -> &[u8; 32];
+}
+
+impl KQuant45 for BlockQ4K {
+    const FIFTH_BIT: bool = false;
+    fn d(&self) -> u16 {
+        self.d
+    }
+    fn dmin(&self) -> u16 {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    fn qh(&self) -> &[u8; 32] {
+        &[0; 32]
+    }
+}
+
+impl KQuant45 for BlockQ5K {
+    const FIFTH_BIT: bool = true;
+    fn d(&self) -> u16 {
+        self.d
+    }
+    fn dmin(&self) -> u16 {
+        self.dmin
+    }
+    fn scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    fn qh(&self) -> &[u8; 32] {
+        &self.qh
+    }
 }
 
 /// 6.5625 bits per weight: 16 groups of 16 with 8-bit scales.
@@ -42,6 +107,7 @@ pub struct BlockQ8K {
 }
 
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 
@@ -196,6 +262,7 @@ pub fn legacy_values<W: Legacy>(w: &W) -> [i8; QK] {
 /// and arrays of them, no padding, every bit pattern valid.
 pub trait Plain: Copy {}
 impl Plain for BlockQ4K {}
+impl Plain for BlockQ5K {}
 impl Plain for BlockQ6K {}
 impl Plain for BlockQ8K {}
 impl Plain for BlockQ4_0 {}

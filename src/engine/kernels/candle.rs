@@ -1,5 +1,5 @@
 //! candle's plain kernels on weights in their GGUF layout: the fallback for
-//! the types ours do not cover yet (Q2_K, Q3_K, Q5_K), the baseline the
+//! the types ours do not cover yet (Q2_K, Q3_K), the baseline the
 //! benchmark compares against (`PHI_MOBILE_KERNELS=candle`), and the
 //! dequantization of embedding rows. These are `k_quants::matmul`, the
 //! kernels candle runs when it does not repack a weight (its `QMatMul`

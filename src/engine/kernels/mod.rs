@@ -21,7 +21,7 @@
 //! Weights are read in their GGUF block layout ([`blocks`]); activations are
 //! quantized once per input row as ggml does (Q8_K for the K-quants, Q8_1
 //! for the 32-element types). Covered: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
-//! Q6_K, and the float types ([`dense`]); other weight types go to candle's
+//! Q5_K, Q6_K, and the float types ([`dense`]); other weight types go to candle's
 //! (`matmul` returns `None`).
 
 #[cfg(target_arch = "aarch64")]
@@ -41,7 +41,8 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 
 use blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy, QK, QK_K,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy,
+    QK, QK_K,
 };
 
 /// A kernel family, in order of preference on its architecture.
@@ -127,11 +128,26 @@ impl Variant {
             w,
             x,
             scalar::dot_q4k,
-            x86::dot_q4k,
+            x86::dot_q4k::<BlockQ4K, R>,
             avx512::dot_q4k_bw,
             avx512::dot_q4k_vnni,
             arm::dot_q4k_neon,
             arm::dot_q4k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q5_K blocks, for `R` activation rows.
+    pub fn dot_q5k<const R: usize>(self, w: &[BlockQ5K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q4k,
+            x86::dot_q4k::<BlockQ5K, R>,
+            avx512::dot_q5k_bw,
+            avx512::dot_q5k_vnni,
+            arm::dot_q5k_neon,
+            arm::dot_q5k_dotprod
         )
     }
 
@@ -309,6 +325,13 @@ impl Weights for BlockQ4K {
     }
 }
 
+impl Weights for BlockQ5K {
+    type Act = BlockQ8K;
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        variant.dot_q5k(w, x)
+    }
+}
+
 impl Weights for BlockQ6K {
     type Act = BlockQ8K;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
@@ -358,7 +381,7 @@ pub fn matmul_until(
 /// Whether [`matmul_shared_until`] covers the type.
 pub fn shares_input(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
-    matches!(dtype, Q4K | Q6K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+    matches!(dtype, Q4K | Q5K | Q6K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
 }
 
 /// `P` quantized matrices of one type applied to the same input (q, k and
@@ -377,6 +400,7 @@ pub fn matmul_shared_until<const P: usize>(
 ) -> Option<()> {
     match dtype {
         GgmlDType::Q4K => run::<BlockQ4K, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q5K => run::<BlockQ5K, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q6K => run::<BlockQ6K, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q4_0 => run::<BlockQ4_0, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q4_1 => run::<BlockQ4_1, P>(variant, mk, lhs, weights, dsts, stop),

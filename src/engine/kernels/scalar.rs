@@ -20,7 +20,7 @@
 //! instead of one long one, and the products come from the same vector
 //! multiply as the blocks' scales.
 
-use super::blocks::{f16_to_f32, legacy_values, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
+use super::blocks::{f16_to_f32, legacy_values, q4k_scales_mins, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy};
 
 /// Float accumulators per row.
 pub const LANES: usize = 4;
@@ -37,22 +37,23 @@ pub fn reduce4(a: [f32; 4]) -> f32 {
     (a[0] + a[2]) + (a[1] + a[3])
 }
 
-/// One row's accumulators for Q4_K: four lanes of scaled sums and four of
-/// mins (`madd` of eight mins with eight pair sums of `bsums`).
-fn q4k_block(w: &BlockQ4K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32; 4]) {
-    let sm = q4k_scales_mins(&w.scales);
+/// One row's accumulators for Q4_K/Q5_K: four lanes of scaled sums and four
+/// of mins (`madd` of eight mins with eight pair sums of `bsums`).
+fn q4k_block<W: KQuant45>(w: &W, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32; 4]) {
+    let sm = q4k_scales_mins(w.scales());
     let (scales, mins) = (&sm[..8], &sm[8..]);
     let mut sumi = [0i32; LANES];
     for j in 0..4 {
         for l in 0..32 {
-            let q = w.qs[32 * j + l];
-            let lo = scales[2 * j] as i32 * (q & 0xF) as i32 * x.qs[64 * j + l] as i32;
-            let hi = scales[2 * j + 1] as i32 * (q >> 4) as i32 * x.qs[64 * j + 32 + l] as i32;
+            let (q, h) = (w.qs()[32 * j + l], w.qh()[l] >> (2 * j));
+            let (q_lo, q_hi) = ((q & 0xF) | (h & 1) << 4, (q >> 4) | (h >> 1 & 1) << 4);
+            let lo = scales[2 * j] as i32 * q_lo as i32 * x.qs[64 * j + l] as i32;
+            let hi = scales[2 * j + 1] as i32 * q_hi as i32 * x.qs[64 * j + 32 + l] as i32;
             sumi[lane(64 * j + l)] += lo + hi;
         }
     }
-    let d = x.d * f16_to_f32(w.d);
-    let dmin = -x.d * f16_to_f32(w.dmin);
+    let d = x.d * f16_to_f32(w.d());
+    let dmin = -x.d * f16_to_f32(w.dmin());
     for (a, s) in acc.iter_mut().zip(sumi) {
         *a = d.mul_add(s as f32, *a);
     }
@@ -62,7 +63,8 @@ fn q4k_block(w: &BlockQ4K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32
     }
 }
 
-pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+/// Q4_K or Q5_K.
+pub fn dot_q4k<W: KQuant45>(w: &[W], x: &[BlockQ8K]) -> f32 {
     let (mut acc, mut accm) = ([0f32; LANES], [0f32; 4]);
     for (w, x) in w.iter().zip(x) {
         q4k_block(w, x, &mut acc, &mut accm);

@@ -7,8 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::blocks::{
-    self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy, QK,
-    QK_K,
+    self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    Legacy, QK, QK_K,
 };
 use super::*;
 
@@ -72,9 +72,14 @@ fn scalar_oracle_agrees_with_candle() {
         let ours_x = blocks::cast::<BlockQ8K>(bytes_of(&x8), blocks_per_row).unwrap();
 
         let w4 = candle_blocks::<k_quants::BlockQ4K>(&random(&mut rng, k));
-        let ours = scalar::dot_q4k(blocks::cast(bytes_of(&w4), blocks_per_row).unwrap(), ours_x);
+        let ours = scalar::dot_q4k::<BlockQ4K>(blocks::cast(bytes_of(&w4), blocks_per_row).unwrap(), ours_x);
         let theirs = k_quants::BlockQ4K::vec_dot(k, &w4, &x8);
         assert!(close(ours, theirs), "Q4_K k={k}: {ours} vs candle {theirs}");
+
+        let w5 = candle_blocks::<k_quants::BlockQ5K>(&random(&mut rng, k));
+        let ours = scalar::dot_q4k::<BlockQ5K>(blocks::cast(bytes_of(&w5), blocks_per_row).unwrap(), ours_x);
+        let theirs = k_quants::BlockQ5K::vec_dot(k, &w5, &x8);
+        assert!(close(ours, theirs), "Q5_K k={k}: {ours} vs candle {theirs}");
 
         let w6 = candle_blocks::<k_quants::BlockQ6K>(&random(&mut rng, k));
         let ours = scalar::dot_q6k(blocks::cast(bytes_of(&w6), blocks_per_row).unwrap(), ours_x);
@@ -117,15 +122,19 @@ fn every_variant_equals_the_scalar_oracle_bit_for_bit() {
         let rows: [&[BlockQ8K]; 4] = std::array::from_fn(|r| &xs[r][..]);
         // Q4_K: d and dmin at bytes 0 and 2; Q6_K: d at byte 208.
         let w4 = to_blocks::<BlockQ4K>(&raw_blocks::<BlockQ4K>(&mut rng, n, &[0, 2]));
+        let w5 = to_blocks::<BlockQ5K>(&raw_blocks::<BlockQ5K>(&mut rng, n, &[0, 2]));
         let w6 = to_blocks::<BlockQ6K>(&raw_blocks::<BlockQ6K>(&mut rng, n, &[208]));
         let want4 = rows.map(|x| scalar::dot_q4k(&w4, x).to_bits());
+        let want5 = rows.map(|x| scalar::dot_q4k(&w5, x).to_bits());
         let want6 = rows.map(|x| scalar::dot_q6k(&w6, x).to_bits());
         for v in supported() {
             for r in 0..4 {
                 assert_eq!(v.dot_q4k(&w4, [rows[r]])[0].to_bits(), want4[r], "{} Q4_K, {n} blocks, row {r}", v.name());
+                assert_eq!(v.dot_q5k(&w5, [rows[r]])[0].to_bits(), want5[r], "{} Q5_K, {n} blocks, row {r}", v.name());
                 assert_eq!(v.dot_q6k(&w6, [rows[r]])[0].to_bits(), want6[r], "{} Q6_K, {n} blocks, row {r}", v.name());
             }
             assert_eq!(v.dot_q4k(&w4, rows).map(f32::to_bits), want4, "{} Q4_K, 4 rows at once", v.name());
+            assert_eq!(v.dot_q5k(&w5, rows).map(f32::to_bits), want5, "{} Q5_K, 4 rows at once", v.name());
             assert_eq!(v.dot_q6k(&w6, rows).map(f32::to_bits), want6, "{} Q6_K, 4 rows at once", v.name());
         }
     }
@@ -153,11 +162,21 @@ type CandleMatmul = Box<dyn Fn(usize, &[f32], &mut [f32])>;
 #[test]
 fn matmul_rows_are_independent_and_agree_with_candle() {
     let mut rng = StdRng::seed_from_u64(4);
-    for (dtype, k, n) in [(GgmlDType::Q4K, QK_K, 37), (GgmlDType::Q6K, 3 * QK_K, 19), (GgmlDType::Q4K, 12 * QK_K, 33)] {
+    for (dtype, k, n) in [
+        (GgmlDType::Q4K, QK_K, 37),
+        (GgmlDType::Q6K, 3 * QK_K, 19),
+        (GgmlDType::Q4K, 12 * QK_K, 33),
+        (GgmlDType::Q5K, 5 * QK_K, 21),
+    ] {
         let wf = random(&mut rng, n * k);
         let (bytes, theirs_fn): (Vec<u8>, CandleMatmul) = match dtype {
             GgmlDType::Q4K => {
                 let b = candle_blocks::<k_quants::BlockQ4K>(&wf);
+                let bytes = bytes_of(&b).to_vec();
+                (bytes, Box::new(move |m, lhs, dst| k_quants::matmul((m, k, n), lhs, &b, dst).unwrap()))
+            }
+            GgmlDType::Q5K => {
+                let b = candle_blocks::<k_quants::BlockQ5K>(&wf);
                 let bytes = bytes_of(&b).to_vec();
                 (bytes, Box::new(move |m, lhs, dst| k_quants::matmul((m, k, n), lhs, &b, dst).unwrap()))
             }
@@ -168,10 +187,13 @@ fn matmul_rows_are_independent_and_agree_with_candle() {
             }
         };
         // An aligned copy of the blocks, as the kernels need.
-        let (q4, q6);
+        let (q4, q5, q6);
         let weights = if dtype == GgmlDType::Q4K {
             q4 = to_blocks::<BlockQ4K>(&bytes);
             bytes_of(&q4)
+        } else if dtype == GgmlDType::Q5K {
+            q5 = to_blocks::<BlockQ5K>(&bytes);
+            bytes_of(&q5)
         } else {
             q6 = to_blocks::<BlockQ6K>(&bytes);
             bytes_of(&q6)

@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy, Packing};
+use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy, Packing};
 
 /// Eight i32 lanes of 4 bytes each, as the model's four lanes of 8 bytes.
 #[inline]
@@ -38,18 +38,22 @@ unsafe fn load(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
-/// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows.
+/// `Σ w·x[r]` over one row of Q4_K or Q5_K blocks, for `R` activation rows.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (`Variant::Avx2.supported()`), and every
 /// `x[r]` must be at least as long as `w`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_q4k<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    let nibble = _mm256_set1_epi8(0xF);
+pub unsafe fn dot_q4k<W: KQuant45, const R: usize>(w: &[W], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let (nibble, fifth) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(0x10));
     let mut acc = [_mm_setzero_ps(); R];
     let mut accm = [_mm_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
-        let sm = q4k_scales_mins(&w.scales);
+        let sm = q4k_scales_mins(w.scales());
+        // Q5_K's fifth bits: after a 16-bit shift right by 2j, bits 0 and 1
+        // of each byte are its bits 2j and 2j + 1 (for elements 64j + l and
+        // 64j + 32 + l). SAFETY: qh is 32 bytes.
+        let mut qh = if W::FIFTH_BIT { unsafe { load(w.qh().as_ptr()) } } else { _mm256_setzero_si256() };
         // SAFETY: a 16-byte array.
         let sm = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(sm.as_ptr() as *const __m128i) });
         let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
@@ -61,21 +65,26 @@ pub unsafe fn dot_q4k<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f
             let (lo_scale, hi_scale) =
                 (_mm256_shuffle_epi8(scales, pick(2 * j)), _mm256_shuffle_epi8(scales, pick(2 * j + 1)));
             // SAFETY: qs holds 128 bytes; 32j + 32 ≤ 128.
-            let q = unsafe { load(w.qs.as_ptr().add(32 * j)) };
-            let lo = _mm256_and_si256(q, nibble);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
+            let q = unsafe { load(w.qs().as_ptr().add(32 * j)) };
+            let mut lo = _mm256_and_si256(q, nibble);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
+            if W::FIFTH_BIT {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), fifth));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(qh), fifth));
+                qh = _mm256_srli_epi16::<2>(qh);
+            }
             for r in 0..R {
                 let y = &x[r][b].qs;
                 // SAFETY: y holds 256 bytes; 64j + 64 ≤ 256.
                 let (ylo, yhi) = unsafe { (load(y.as_ptr().add(64 * j) as _), load(y.as_ptr().add(64 * j + 32) as _)) };
-                // u8 ≤ 15 × i8: a pair is at most 2·15·128 = 3 840 (no
-                // saturation); × a 6-bit scale and paired: < 2^19 per lane.
+                // u8 ≤ 31 × i8: a pair is at most 2·31·128 = 7 936 (no
+                // saturation); × a 6-bit scale and paired: < 2^20 per lane.
                 let plo = _mm256_madd_epi16(lo_scale, _mm256_maddubs_epi16(lo, ylo));
                 let phi = _mm256_madd_epi16(hi_scale, _mm256_maddubs_epi16(hi, yhi));
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(plo, phi));
             }
         }
-        let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+        let (wd, wdmin) = (f16_to_f32(w.d()), f16_to_f32(w.dmin()));
         for r in 0..R {
             let y = &x[r][b];
             acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), pair_lanes(sumi[r]), acc[r]);
