@@ -46,43 +46,32 @@ pub trait KQuant45: Plain + Sync {
     fn qh(&self) -> &[u8; 32];
 }
 
-impl KQuant45 for BlockQ4K {
-    const FIFTH_BIT: bool = false;
-    fn d(&self) -> u16 {
-        self.d
-    }
-    fn dmin(&self) -> u16 {
-        self.dmin
-    }
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    fn qh(&self) -> &[u8; 32] {
-        &[0; 32]
-    }
+/// The shared fields of Q4_K and Q5_K; `qh` is what tells them apart.
+macro_rules! kquant45 {
+    ($t:ty, $fifth:expr, |$b:ident| $qh:expr) => {
+        impl KQuant45 for $t {
+            const FIFTH_BIT: bool = $fifth;
+            fn d(&self) -> u16 {
+                self.d
+            }
+            fn dmin(&self) -> u16 {
+                self.dmin
+            }
+            fn scales(&self) -> &[u8; 12] {
+                &self.scales
+            }
+            fn qs(&self) -> &[u8; 128] {
+                &self.qs
+            }
+            fn qh(&self) -> &[u8; 32] {
+                let $b = self;
+                $qh
+            }
+        }
+    };
 }
-
-impl KQuant45 for BlockQ5K {
-    const FIFTH_BIT: bool = true;
-    fn d(&self) -> u16 {
-        self.d
-    }
-    fn dmin(&self) -> u16 {
-        self.dmin
-    }
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    fn qh(&self) -> &[u8; 32] {
-        &self.qh
-    }
-}
+kquant45!(BlockQ4K, false, |_b| &[0; 32]);
+kquant45!(BlockQ5K, true, |b| &b.qh);
 
 /// 6.5625 bits per weight: 16 groups of 16 with 8-bit scales.
 #[repr(C)]

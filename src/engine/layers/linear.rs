@@ -31,8 +31,8 @@ impl Linear {
         self.n
     }
 
-    pub fn weights(&self) -> &QTensor {
-        &self.w
+    pub fn inputs(&self) -> usize {
+        self.k
     }
 
     /// `out[seq, n] = x[seq, k] · wᵀ`; gives up between tiles once `stop`

@@ -37,7 +37,7 @@ impl Mlp {
         let down = match self {
             Mlp::Fused { down, .. } | Mlp::Split { down, .. } => down,
         };
-        let ff = down.weights().shape().dims()[1];
+        let ff = down.inputs();
         let seq = out.len() / down.outputs();
         let act = sized(&mut s.act, seq * ff);
         match self {
