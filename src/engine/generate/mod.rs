@@ -149,16 +149,21 @@ impl Sequence {
         &self.cached
     }
 
-    /// Runs `ids` after the first `pos` cached tokens; returns the logits of
-    /// the last. On an error (a stop included) the cache is as it was up to
-    /// `pos`.
-    fn feed(&mut self, ids: &[u32], pos: usize, cancel: Stop<'_>) -> Result<Vec<f32>> {
+    /// Runs `ids` after the first `pos` cached tokens; writes the logits of
+    /// the last into `logits` (reused: no allocation per token). On an error
+    /// (a stop included) the cache is as it was up to `pos`.
+    fn feed(&mut self, ids: &[u32], pos: usize, cancel: Stop<'_>, logits: &mut Vec<f32>) -> Result<()> {
         let (weights, state) = (&self.weights, &mut self.state);
         self.cached.truncate(pos);
         let stop = || cancel.is_set();
-        let logits = catch_panic(Error::Inference, || Ok(weights.forward(state, ids, pos, &stop)?.to_vec()))?;
+        catch_panic(Error::Inference, || {
+            let out = weights.forward(state, ids, pos, &stop)?;
+            logits.clear();
+            logits.extend_from_slice(out);
+            Ok(())
+        })?;
         self.cached.extend_from_slice(ids);
-        Ok(logits)
+        Ok(())
     }
 
     /// Generates a continuation of `prompt` (the full token sequence, BOS
@@ -192,9 +197,13 @@ impl Sequence {
         let mut logits = Vec::new();
         for chunk in prompt[start..].chunks(PREFILL_CHUNK) {
             // A stop is also seen inside the chunk's forward pass.
-            let fed = if cancel.is_set() { Err(Error::Cancelled) } else { self.feed(chunk, self.cached.len(), cancel) };
+            let fed = if cancel.is_set() {
+                Err(Error::Cancelled)
+            } else {
+                self.feed(chunk, self.cached.len(), cancel, &mut logits)
+            };
             match fed {
-                Ok(l) => logits = l,
+                Ok(()) => {}
                 Err(Error::Cancelled) => {
                     timings.prefill = started.elapsed();
                     return Ok(Outcome {
@@ -260,10 +269,10 @@ impl Sequence {
             if self.cached.len() >= ctx {
                 break StopReason::ContextFull;
             }
-            logits = match self.feed(&[token], self.cached.len(), cancel) {
+            match self.feed(&[token], self.cached.len(), cancel, &mut logits) {
                 Err(Error::Cancelled) => break StopReason::Cancelled,
                 fed => fed?,
-            };
+            }
         };
 
         let mut reason = reason;
