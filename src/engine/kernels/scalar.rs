@@ -45,7 +45,7 @@ fn q4k_block<W: KQuant45>(w: &W, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mu
     let mut sumi = [0i32; LANES];
     for j in 0..4 {
         for l in 0..32 {
-            let (q, h) = (w.qs()[32 * j + l], w.qh()[l] >> (2 * j));
+            let (q, h) = (w.qs()[32 * j + l], if W::FIFTH_BIT { w.qh()[l] >> (2 * j) } else { 0 });
             let (q_lo, q_hi) = ((q & 0xF) | (h & 1) << 4, (q >> 4) | (h >> 1 & 1) << 4);
             let lo = scales[2 * j] as i32 * q_lo as i32 * x.qs[64 * j + l] as i32;
             let hi = scales[2 * j + 1] as i32 * q_hi as i32 * x.qs[64 * j + 32 + l] as i32;

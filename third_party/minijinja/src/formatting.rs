@@ -1072,7 +1072,9 @@ fn parse_till<'s>(cursor: &mut Cursor<'s>, end_delim: u8) -> Result<&'s str, Err
                 ),
             ));
         } else {
-            cursor.advance(1);
+            // Whole characters: a byte step could stop inside one and the
+            // next slice would panic (found by our fuzzer; phi-mobile patch).
+            cursor.advance(cursor.rest().chars().next().map_or(1, char::len_utf8));
         }
     }
     // don't include the closing delimiter
