@@ -46,6 +46,13 @@ struct Args {
     /// one table each; default: the one chosen for this CPU.
     #[arg(long, value_delimiter = ',')]
     kernels: Vec<String>,
+    /// Read the weights into the heap instead of mapping the file.
+    #[arg(long)]
+    no_map: bool,
+    /// Drop the model file from the page cache before each of our runs (a
+    /// cold load: the first after a reboot or after the OS reclaimed it).
+    #[arg(long)]
+    cold: bool,
     /// Internal: run one measurement of this model file and print JSON.
     #[arg(long, hide = true)]
     worker: Option<PathBuf>,
@@ -145,6 +152,10 @@ struct Result_ {
     peak_rss_bytes: u64,
     /// After the turn-2 runs too (a longer chat: a larger KV cache).
     peak_rss_chat_bytes: u64,
+    /// Anonymous memory (RssAnon: what the OS cannot reclaim without ending
+    /// the app), the largest of samples after load and after each phase
+    /// (llama-bench: sampled every 20 ms).
+    anon_peak_bytes: u64,
     /// The longest a stop during a long prompt's prefill took to return.
     stop_latency_ms: f64,
     stop_prompt_tokens: usize,
@@ -164,6 +175,7 @@ fn best(all: Vec<Result_>) -> Option<Result_> {
         best.turn2_ttft_long_ms = best.turn2_ttft_long_ms.min(r.turn2_ttft_long_ms);
         best.peak_rss_bytes = best.peak_rss_bytes.max(r.peak_rss_bytes);
         best.peak_rss_chat_bytes = best.peak_rss_chat_bytes.max(r.peak_rss_chat_bytes);
+        best.anon_peak_bytes = best.anon_peak_bytes.max(r.anon_peak_bytes);
         best.stop_latency_ms = best.stop_latency_ms.max(r.stop_latency_ms);
     }
     Some(best)
@@ -179,6 +191,12 @@ fn run_worker(model: &Path, tokenizer: Option<&Path>, kernels: Option<&str>, arg
     cmd.args(["--threads", &args.threads.to_string()]);
     cmd.args(["--prompt-tokens", &args.prompt_tokens.to_string()]);
     cmd.args(["--gen-tokens", &args.gen_tokens.to_string()]);
+    if args.no_map {
+        cmd.arg("--no-map");
+    }
+    if args.cold {
+        evict(model);
+    }
     if let Some(t) = tokenizer {
         cmd.env("BENCH_TOKENIZER", t);
     }
@@ -202,12 +220,15 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let cfg = LoadConfig {
         model_path: path.to_path_buf(),
         tokenizer_path: std::env::var_os("BENCH_TOKENIZER").map(PathBuf::from),
-        context_length: None,
         threads: Some(args.threads),
-        parse_special_in_messages: false,
+        no_map: args.no_map,
+        ..LoadConfig::default()
     };
     let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
     let load_s = started.elapsed().as_secs_f64();
+    assert_eq!(model.info.weights_mapped, !args.no_map, "the weights are mapped unless --no-map");
+    let anon = || status_bytes(std::process::id(), "RssAnon:").unwrap_or(0);
+    let mut anon_peak_bytes = anon();
     let greedy = |max_tokens| GenerateOptions {
         sampling: SamplingConfig { temperature: 0.0, repeat_penalty: 1.0, ..SamplingConfig::default() },
         max_tokens,
@@ -226,6 +247,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         .expect("generate");
 
     let peak_rss_bytes = vm_hwm(std::process::id()).unwrap_or(0);
+    anon_peak_bytes = anon_peak_bytes.max(anon());
 
     // Turn 2 after a short and after a long first turn: the cache makes the
     // second turn's cost independent of the history.
@@ -242,6 +264,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let turn2_short = turn2(32);
     let turn2_long = turn2(long_history);
     let peak_rss_chat_bytes = vm_hwm(std::process::id()).unwrap_or(0);
+    anon_peak_bytes = anon_peak_bytes.max(anon());
 
     // A stop during a long prompt, at a few points into its prefill: how
     // long until generate returns (the worst of them).
@@ -282,6 +305,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         long_history_tokens: long_history,
         peak_rss_bytes,
         peak_rss_chat_bytes,
+        anon_peak_bytes,
         stop_latency_ms: stop_latency.as_secs_f64() * 1e3,
         stop_prompt_tokens,
     }
@@ -289,10 +313,26 @@ fn worker(path: &Path, args: &Args) -> Result_ {
 
 /// Peak resident set of a live process, from /proc.
 fn vm_hwm(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A `kB` field of /proc/<pid>/status, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Drops the file's pages from the page cache (GNU dd's `nocache`: a
+/// `POSIX_FADV_DONTNEED` on the whole file), so the next load reads the disk.
+fn evict(path: &Path) {
+    let ok = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "dd iflag=nocache failed: cold runs need GNU dd");
 }
 
 fn run_llama_bench(bin: &Path, model: &Path, args: &Args) -> Option<Result_> {
@@ -316,13 +356,14 @@ fn run_llama_bench(bin: &Path, model: &Path, args: &Args) -> Option<Result_> {
             s
         })
     };
-    let mut peak = 0;
+    let (mut peak, mut anon) = (0, 0);
     while child.try_wait().ok()?.is_none() {
         peak = peak.max(vm_hwm(pid).unwrap_or(0));
+        anon = anon.max(status_bytes(pid, "RssAnon:").unwrap_or(0));
         std::thread::sleep(Duration::from_millis(20));
     }
     let json: serde_json::Value = serde_json::from_str(&reader.join().ok()?).ok()?;
-    let mut r = Result_ { peak_rss_bytes: peak, ..Result_::default() };
+    let mut r = Result_ { peak_rss_bytes: peak, anon_peak_bytes: anon, ..Result_::default() };
     for test in json.as_array()? {
         let (p, n) = (test["n_prompt"].as_u64()?, test["n_gen"].as_u64()?);
         let tps = test["avg_ts"].as_f64()?;
@@ -368,12 +409,18 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
     );
     row("time to first token, 16-token prompt (ms)", ours.ttft16_ms, theirs.map(|t| t.ttft16_ms), false, "");
     row("peak RSS (GB)", gb(ours.peak_rss_bytes), theirs.map(|t| gb(t.peak_rss_bytes)), false, "");
+    row("peak anonymous memory (GB)", gb(ours.anon_peak_bytes), theirs.map(|t| gb(t.anon_peak_bytes)), false, "");
     println!(
         "| peak RSS with the {}-token chat below (GB) | {:.2} | — | — |",
         ours.long_history_tokens + 17,
         gb(ours.peak_rss_chat_bytes)
     );
-    println!("| load (s) | {:.2} | — | — |", ours.load_s);
+    println!(
+        "| load (s; {}, {}) | {:.2} | — | — |",
+        if args.cold { "cold" } else { "warm" },
+        if args.no_map { "read into the heap" } else { "mapped" },
+        ours.load_s
+    );
     println!(
         "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} | — | — |",
         ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms

@@ -179,11 +179,10 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     let (model_path, tokenizer_path) = resolve_files(&args)?;
     let config = ModelConfig {
-        model_path,
         tokenizer_path,
         context_length: args.context,
         threads: args.threads,
-        parse_special_in_messages: false,
+        ..ModelConfig::new(model_path)
     };
     let started = std::time::Instant::now();
     let model = Model::load_with_progress(config, Arc::new(LoadBar)).map_err(|e| e.to_string())?;

@@ -112,6 +112,51 @@ fn metadata_arrays_that_would_blow_up_in_memory_are_refused() {
     assert!(reason.contains("MiB of memory"), "{reason}");
 }
 
+/// The byte where the tensor table stores `name`'s data offset.
+fn offset_field(file: &[u8], content: &Content, name: &str) -> usize {
+    let mut key = (name.len() as u64).to_le_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    let at = file.windows(key.len()).position(|w| w == key).expect("tensor name in the table");
+    let dims = content.tensor_infos[name].shape.dims().len();
+    // name, n_dims (u32), dims (u64 each), type (u32), then the offset.
+    at + key.len() + 4 + 8 * dims + 4
+}
+
+#[test]
+fn tensor_data_off_the_alignment_or_shared_by_two_tensors_is_refused() {
+    // The weights are read in place from the mapped file, so where each
+    // tensor's bytes lie must be right before anything reads them.
+    let src = common::reference_model_path();
+    let full = std::fs::read(&src).unwrap();
+    let content = Content::read(&mut std::fs::File::open(&src).unwrap()).unwrap();
+    let mut by_offset: Vec<(u64, &String)> = content.tensor_infos.iter().map(|(n, t)| (t.offset, n)).collect();
+    by_offset.sort();
+    let patched = |file: &str, name: &str, offset: u64| {
+        let mut b = full.clone();
+        let at = offset_field(&full, &content, name);
+        assert_eq!(b[at..at + 8], content.tensor_infos[name].offset.to_le_bytes(), "found {name}'s offset");
+        b[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+        let p = scratch(file);
+        std::fs::write(&p, b).unwrap();
+        load(&p)
+    };
+    // Inside the file, but 4 bytes past the file's 32-byte alignment.
+    let (offset, first) = by_offset[0];
+    let reason = invalid_model("misaligned", patched("misaligned.gguf", first, offset + 4));
+    assert!(reason.contains("alignment") && reason.contains(first.as_str()), "{reason}");
+    // A second tensor pointing at the first one's bytes.
+    let (_, second) = by_offset[1];
+    let reason = invalid_model("overlapping", patched("overlapping.gguf", second, offset));
+    assert!(reason.contains("overlap"), "{reason}");
+    // An alignment that is no power of two cannot place any tensor.
+    let p = scratch("alignment-24.gguf");
+    small().with_metadata("general.alignment", Value::U32(24)).write(&p).unwrap();
+    let reason = invalid_model("alignment 24", load(&p));
+    assert!(reason.contains("general.alignment"), "{reason}");
+    // The untouched file loads: the patches above are what was refused.
+    load(&src).expect("the original file");
+}
+
 #[test]
 fn header_counts_and_lengths_past_the_end_of_the_file() {
     let full = std::fs::read(common::reference_model_path()).unwrap();

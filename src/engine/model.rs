@@ -12,7 +12,8 @@ use super::arch::{Family, Hyper};
 use super::chat::prompt::{self, FormatConfig, PromptFormat};
 use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
-use super::gguf::{self, GgufTensors, ProgressReader};
+use super::gguf::map::FileBytes;
+use super::gguf::{self, FileTensors};
 use super::threads;
 use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
@@ -33,6 +34,8 @@ pub struct LoadConfig {
     /// Lets control tokens typed in chat messages act as control tokens
     /// (the behaviour before role-injection protection).
     pub parse_special_in_messages: bool,
+    /// Reads the weights into the heap instead of mapping the file.
+    pub no_map: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +50,9 @@ pub struct ModelInfo {
     /// The weight type holding most of the file's bytes, e.g. `Q4_K`.
     pub quantization: String,
     pub file_size: u64,
+    /// The weights are the file's mapped pages (else a heap copy: the file
+    /// system refused a map, or the app asked for none).
+    pub weights_mapped: bool,
     pub threads: usize,
     /// Why the GGUF's chat template was refused (the built-in format of the
     /// family is used instead).
@@ -64,6 +70,30 @@ pub struct LoadedModel {
     /// `tokenizer.chat_template` or the architecture's format.
     chat: PromptFormat,
     pub info: ModelInfo,
+}
+
+/// The file mapped, or read where a map is refused (or not wanted).
+fn file_bytes(
+    mut file: std::fs::File,
+    path: &std::path::Path,
+    size: u64,
+    no_map: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FileBytes> {
+    let len = usize::try_from(size)
+        .map_err(|_| Error::invalid_model("the model file is larger than this device's address space"))?;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    if !no_map {
+        if let Ok(map) = FileBytes::map(&file, len) {
+            return Ok(map);
+        }
+    }
+    match FileBytes::read(&mut file, len, progress) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(Error::invalid_model("the model file is shorter than its header says (truncated while loading?)"))
+        }
+        r => r.map_err(io),
+    }
 }
 
 impl LoadedModel {
@@ -90,12 +120,11 @@ impl LoadedModel {
         if file_size == 0 {
             return Err(Error::invalid_model("the model file is empty"));
         }
+        progress(0, file_size);
         let mut buffered = BufReader::new(file);
         gguf::scan::check(&mut buffered, file_size)?;
-        let mut reader = ProgressReader::new(buffered, file_size, progress);
-
         let content = catch_panic(Error::invalid_model, || {
-            Content::read(&mut reader).map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
+            Content::read(&mut buffered).map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
         })?;
         gguf::check_tensor_table(&content, file_size)?;
         let arch = content
@@ -121,13 +150,15 @@ impl LoadedModel {
         let trained_ctx = hp.context_length;
         let context_length = cfg.context_length.unwrap_or(trained_ctx).min(trained_ctx).min(implementation_max);
         let rows = hp.vocab_rows;
-        let load_err = |e: candle_core::Error| Error::invalid_model(format!("cannot load the weights: {e}"));
+        let bytes = Arc::new(file_bytes(buffered.into_inner(), path, file_size, cfg.no_map, progress)?);
+        let weights_mapped = bytes.is_mapped();
         let cfg = family.weights_config(&hp, context_length);
         let weights = catch_panic(Error::invalid_model, || {
-            let mut source = GgufTensors { content: &content, reader: &mut reader };
-            Weights::load(cfg, hp.layers, &mut source).map(Arc::new).map_err(load_err)
+            let progress: Option<&mut dyn FnMut(u64, u64)> = if weights_mapped { Some(&mut *progress) } else { None };
+            let mut source = FileTensors { content: &content, file: bytes, progress, done: 0 };
+            Weights::load(cfg, hp.layers, &mut source).map(Arc::new)
         })?;
-        reader.finish();
+        progress(file_size, file_size);
 
         let vocab_size = tokenizer.get_vocab_size(true);
         // Ids, not the count, must fit: added tokens can leave gaps.
@@ -171,6 +202,7 @@ impl LoadedModel {
                 vocab_size,
                 quantization,
                 file_size,
+                weights_mapped,
                 threads,
             },
             chat,

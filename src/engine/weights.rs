@@ -21,13 +21,9 @@
 //! - A stop is seen between operations and between a prompt matmul's weight
 //!   tiles, and leaves the cache as it was.
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
-use candle_core::Device;
-
 use super::arch::Family;
 use super::error::{Error, Result};
+use super::gguf::map::TensorBytes;
 use super::kernels;
 use super::kv_cache::KvCache;
 use super::layers::attention::{self, Attention, Projections};
@@ -61,7 +57,7 @@ struct Layer {
 
 pub(crate) struct Weights {
     cfg: Config,
-    embedding: Arc<QTensor>,
+    embedding: TensorBytes,
     hidden: usize,
     layers: Vec<Layer>,
     output_norm: RmsNorm,
@@ -80,35 +76,39 @@ pub(crate) struct State {
     logits: Vec<f32>,
 }
 
-/// Reads tensors by name from the GGUF as the loader provides them.
+/// Tensors by name, as views of the model file.
 pub(crate) trait TensorSource {
-    fn tensor(&mut self, name: &str) -> candle_core::Result<QTensor>;
+    fn tensor(&mut self, name: &str) -> Result<TensorBytes>;
     fn has(&self, name: &str) -> bool;
 }
 
-fn norm(t: QTensor, eps: f64) -> candle_core::Result<RmsNorm> {
-    let weight = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+/// A norm's weight vector, dequantized (it is small and read every token).
+fn norm(t: TensorBytes, eps: f64) -> Result<RmsNorm> {
+    let [n] = t.dims[..] else {
+        return Err(Error::invalid_model(format!("a norm weight has shape {:?}, not a vector", t.dims)));
+    };
+    let mut weight = vec![0f32; n];
+    kernels::candle::rows(t.dtype, t.bytes(), n, &[0], &mut weight)
+        .map_err(|e| Error::invalid_model(format!("cannot load the weights: {e}")))?;
     Ok(RmsNorm::new(weight, eps as f32))
 }
 
 impl Weights {
-    pub fn load(cfg: Config, layers: usize, src: &mut dyn TensorSource) -> candle_core::Result<Self> {
-        let kernels = kernels::selected().map_err(|e| candle_core::Error::Msg(e.0))?;
-        let linear = |t: Arc<QTensor>| Linear::new(t, kernels);
-        let embedding = Arc::new(src.tensor("token_embd.weight")?);
-        let hidden = embedding.shape().dims2()?.1;
+    pub fn load(cfg: Config, layers: usize, src: &mut dyn TensorSource) -> Result<Self> {
+        let kernels = kernels::selected().map_err(|e| Error::param("PHI_MOBILE_KERNELS", e.0))?;
+        let linear = |t: TensorBytes| Linear::new(t, kernels);
+        let embedding = src.tensor("token_embd.weight")?;
+        let hidden = embedding.dims2("token_embd.weight")?.1;
         let output_norm = norm(src.tensor("output_norm.weight")?, cfg.eps)?;
         // Llama-family files may tie the output projection to the embedding.
         let output = if cfg.family == Family::Phi3 || src.has("output.weight") {
-            linear(Arc::new(src.tensor("output.weight")?))?
+            linear(src.tensor("output.weight")?)?
         } else {
             linear(embedding.clone())?
         };
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
-            let mut w = |t: &str| -> candle_core::Result<Linear> {
-                linear(Arc::new(src.tensor(&format!("blk.{i}.{t}.weight"))?))
-            };
+            let mut w = |t: &str| -> Result<Linear> { linear(src.tensor(&format!("blk.{i}.{t}.weight"))?) };
             let (projections, mlp) = match cfg.family {
                 Family::Phi3 => {
                     (Projections::Fused(w("attn_qkv")?), Mlp::Fused { gate_up: w("ffn_up")?, down: w("ffn_down")? })
@@ -165,8 +165,7 @@ impl Weights {
         let h = self.hidden;
         let State { cache, x, normed, branch, attention, mlp, logits } = state;
         let x = sized(x, seq * h);
-        let data = self.embedding.data()?;
-        kernels::candle::rows(self.embedding.dtype(), &data[..], h, ids, x)?;
+        kernels::candle::rows(self.embedding.dtype, self.embedding.bytes(), h, ids, x)?;
         let normed = sized(normed, seq * h);
         let branch = sized(branch, seq * h);
         for (i, layer) in self.layers.iter().enumerate() {

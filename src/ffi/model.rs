@@ -95,6 +95,7 @@ impl Model {
                 context_length: config.context_length.map(|c| c as usize),
                 threads: config.threads.map(|t| t as usize),
                 parse_special_in_messages: config.parse_special_in_messages,
+                no_map: !config.map_weights,
             };
             let inner = engine::LoadedModel::load(&cfg, progress)?;
             Ok(Arc::new(Self { inner: Arc::new(inner) }))

@@ -27,6 +27,12 @@ pub struct ModelConfig {
     /// (`generate`, `tokenize`) always parse them: the app wrote those.
     #[uniffi(default = false)]
     pub parse_special_in_messages: bool,
+    /// On (the default): the weights are the model file's memory-mapped
+    /// pages, which the OS can reclaim under pressure instead of ending the
+    /// app; the file must not be modified or truncated while loaded. Off:
+    /// they are read into the app's heap (a copy the size of the file).
+    #[uniffi(default = true)]
+    pub map_weights: bool,
 }
 
 impl ModelConfig {
@@ -37,6 +43,7 @@ impl ModelConfig {
             context_length: None,
             threads: None,
             parse_special_in_messages: false,
+            map_weights: true,
         }
     }
 }
@@ -182,6 +189,9 @@ pub struct ModelInfo {
     /// Main weight type, e.g. "Q4_K".
     pub quantization: String,
     pub file_size_bytes: u64,
+    /// The weights are the file's mapped pages (false: a heap copy, because
+    /// the file system refused a map or `map_weights` was off).
+    pub weights_mapped: bool,
     pub threads: u32,
     /// Set when the file's chat template was refused (too large, too deeply
     /// nested, does not compile, or fails on a one-message chat) and the
@@ -200,6 +210,7 @@ impl From<&engine::ModelInfo> for ModelInfo {
             vocab_size: saturating_u32(i.vocab_size),
             quantization: i.quantization.clone(),
             file_size_bytes: i.file_size,
+            weights_mapped: i.weights_mapped,
             threads: saturating_u32(i.threads),
             chat_template_warning: i.chat_template_warning.clone(),
         }

@@ -39,11 +39,8 @@ pub fn reference_model_path() -> PathBuf {
 
 pub fn config(path: &std::path::Path) -> ModelConfig {
     ModelConfig {
-        model_path: path.display().to_string(),
         tokenizer_path: Some(tokenizer_path().display().to_string()),
-        context_length: None,
-        threads: None,
-        parse_special_in_messages: false,
+        ..ModelConfig::new(path.display().to_string())
     }
 }
 

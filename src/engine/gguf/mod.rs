@@ -1,20 +1,21 @@
 //! The GGUF file: opening it, the structural scan that runs before candle
-//! parses it (`scan`), the tensor table's checks and summary, and reading
-//! tensors with load progress.
+//! parses its header (`scan`), the tensor table's checks and summary, and
+//! the tensors as views of the mapped (or read) file (`map`).
 
+pub(crate) mod map;
 pub(crate) mod scan;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
-use candle_core::Device;
 
 use super::error::{Error, Result};
 use super::weights::TensorSource;
+use map::{FileBytes, TensorBytes};
 
 pub(crate) fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|source| match source.kind() {
@@ -23,26 +24,63 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     })
 }
 
-/// Every tensor must have a sane shape and lie inside the file.
+/// The bytes a tensor's blocks take, if its shape is sane.
+fn byte_len(t: &TensorInfo) -> Option<u64> {
+    let elems = t.shape.dims().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n > 0)?;
+    let block = t.ggml_dtype.block_size();
+    elems.is_multiple_of(block).then(|| (elems / block) as u64 * t.ggml_dtype.type_size() as u64)
+}
+
+/// `general.alignment` as candle reads it (32 when absent).
+fn alignment(content: &Content) -> Option<u64> {
+    use candle_core::quantized::gguf_file::Value;
+    match content.metadata.get("general.alignment") {
+        None => Some(32),
+        Some(Value::U8(v)) => Some(*v as u64),
+        Some(Value::U16(v)) => Some(*v as u64),
+        Some(Value::U32(v)) => Some(*v as u64),
+        Some(Value::I8(v)) => u64::try_from(*v).ok(),
+        Some(Value::I16(v)) => u64::try_from(*v).ok(),
+        Some(Value::I32(v)) => u64::try_from(*v).ok(),
+        Some(_) => None,
+    }
+}
+
+/// The weights are read in place (mapped), so every tensor must have a sane
+/// shape, lie inside the file, start on the file's alignment and on its
+/// blocks' (4 bytes covers every type), and own its bytes: no two overlap.
 pub(crate) fn check_tensor_table(content: &Content, file_size: u64) -> Result<()> {
+    let align = alignment(content)
+        .filter(|a| a.is_power_of_two())
+        .ok_or_else(|| Error::invalid_model("general.alignment is not a power of two"))?;
+    let mut extents = Vec::with_capacity(content.tensor_infos.len());
     for (name, t) in &content.tensor_infos {
-        let elems = t
-            .shape
-            .dims()
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n > 0)
-            .ok_or_else(|| Error::invalid_model(format!("tensor {name} has an impossible shape {:?}", t.shape)))?;
-        let block = t.ggml_dtype.block_size();
-        if elems % block != 0 {
-            return Err(Error::invalid_model(format!("tensor {name} does not fill whole {block}-element blocks")));
-        }
-        let bytes = (elems / block) as u64 * t.ggml_dtype.type_size() as u64;
-        let end = content.tensor_data_offset.checked_add(t.offset).and_then(|s| s.checked_add(bytes));
-        if end.is_none_or(|e| e > file_size) {
+        let bytes = byte_len(t).ok_or_else(|| {
+            Error::invalid_model(format!(
+                "tensor {name} has an impossible shape {:?} for {}-element blocks",
+                t.shape,
+                t.ggml_dtype.block_size()
+            ))
+        })?;
+        let start = content.tensor_data_offset.checked_add(t.offset);
+        let end = start.and_then(|s| s.checked_add(bytes));
+        let (Some(start), Some(end)) = (start, end.filter(|&e| e <= file_size)) else {
             return Err(Error::invalid_model(format!(
                 "tensor {name} extends past the end of the file (truncated download?)"
             )));
+        };
+        if !t.offset.is_multiple_of(align) || !start.is_multiple_of(4) {
+            return Err(Error::invalid_model(format!(
+                "tensor {name} starts at byte {start}, off the file's {align}-byte alignment"
+            )));
+        }
+        extents.push((start, end, name));
+    }
+    extents.sort_unstable();
+    for pair in extents.windows(2) {
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+        if start < end {
+            return Err(Error::invalid_model(format!("tensors {a} and {b} overlap in the file")));
         }
     }
     Ok(())
@@ -54,8 +92,7 @@ pub(crate) fn summarize_weights(content: &Content) -> (u64, String) {
     for t in content.tensor_infos.values() {
         let n = t.shape.elem_count() as u64;
         params += n;
-        *bytes_by_type.entry(t.ggml_dtype).or_default() +=
-            n / t.ggml_dtype.block_size() as u64 * t.ggml_dtype.type_size() as u64;
+        *bytes_by_type.entry(t.ggml_dtype).or_default() += byte_len(t).unwrap_or(0);
     }
     let main = bytes_by_type.into_iter().max_by_key(|(_, b)| *b).map(|(t, _)| t);
     (params, main.map_or_else(|| "none".into(), dtype_name))
@@ -83,15 +120,34 @@ pub(crate) fn dtype_name(t: GgmlDType) -> String {
     s.to_string()
 }
 
-/// Tensors as the GGUF's reader yields them.
-pub(crate) struct GgufTensors<'a, R> {
+/// Tensors as views of the file's bytes.
+pub(crate) struct FileTensors<'a, 'p> {
     pub content: &'a Content,
-    pub reader: &'a mut R,
+    pub file: Arc<FileBytes>,
+    /// Load progress as the bytes of the tensors viewed so far (a mapped
+    /// file has no reading to report); `None` when reading reported it.
+    pub progress: Option<&'p mut dyn FnMut(u64, u64)>,
+    pub done: u64,
 }
 
-impl<R: Read + Seek> TensorSource for GgufTensors<'_, R> {
-    fn tensor(&mut self, name: &str) -> candle_core::Result<candle_core::quantized::QTensor> {
-        self.content.tensor(self.reader, name, &Device::Cpu)
+impl TensorSource for FileTensors<'_, '_> {
+    fn tensor(&mut self, name: &str) -> Result<TensorBytes> {
+        let t = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::invalid_model(format!("missing tensor {name}")))?;
+        let start = self.content.tensor_data_offset + t.offset;
+        let range = usize::try_from(start)
+            .ok()
+            .and_then(|s| Some(s..s.checked_add(usize::try_from(byte_len(t)?).ok()?)?))
+            .ok_or_else(|| Error::invalid_model(format!("tensor {name} does not fit in memory")))?;
+        if let Some(report) = self.progress.as_mut() {
+            let total = self.file.bytes().len() as u64;
+            self.done = (self.done.max(self.content.tensor_data_offset) + range.len() as u64).min(total);
+            report(self.done, total);
+        }
+        TensorBytes::new(self.file.clone(), range, t.ggml_dtype, t.shape.dims().to_vec())
     }
 
     fn has(&self, name: &str) -> bool {
@@ -104,43 +160,4 @@ pub(crate) fn shape_of<'a>(c: &'a Content, name: &str) -> Result<&'a [usize]> {
         .get(name)
         .map(|t| t.shape.dims())
         .ok_or_else(|| Error::invalid_model(format!("missing tensor {name}")))
-}
-
-/// Counts bytes as candle reads the file, to report load progress.
-pub(crate) struct ProgressReader<'p, R> {
-    inner: R,
-    done: u64,
-    total: u64,
-    last_reported: u64,
-    report: &'p mut dyn FnMut(u64, u64),
-}
-
-impl<'p, R> ProgressReader<'p, R> {
-    pub fn new(inner: R, total: u64, report: &'p mut dyn FnMut(u64, u64)) -> Self {
-        report(0, total);
-        Self { inner, done: 0, total, last_reported: 0, report }
-    }
-
-    pub fn finish(&mut self) {
-        (self.report)(self.total, self.total);
-    }
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done = (self.done + n as u64).min(self.total);
-        // About a hundred reports per load, not one per read.
-        if self.done - self.last_reported > self.total / 100 {
-            self.last_reported = self.done;
-            (self.report)(self.done, self.total);
-        }
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for ProgressReader<'_, R> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
-    }
 }

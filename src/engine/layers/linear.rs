@@ -2,16 +2,13 @@
 //! (GGUF block layout): our kernels where they cover the type, candle's
 //! plain ones otherwise (and for every type with `PHI_MOBILE_KERNELS=candle`).
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
-
 use super::super::error::{Error, Result};
+use super::super::gguf::map::TensorBytes;
 use super::super::kernels::{self, Kernels};
 use super::{check, StopCheck};
 
 pub(crate) struct Linear {
-    w: Arc<QTensor>,
+    w: TensorBytes,
     kernels: Kernels,
     /// Outputs and inputs.
     n: usize,
@@ -19,11 +16,8 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub fn new(w: Arc<QTensor>, kernels: Kernels) -> candle_core::Result<Self> {
-        if !w.device().is_cpu() {
-            candle_core::bail!("weights must be in CPU memory");
-        }
-        let (n, k) = w.shape().dims2()?;
+    pub fn new(w: TensorBytes, kernels: Kernels) -> Result<Self> {
+        let (n, k) = w.dims2("a weight")?;
         Ok(Self { w, kernels, n, k })
     }
 
@@ -42,17 +36,14 @@ impl Linear {
         if x.len() != m * self.k || out.len() != m * self.n {
             return Err(Error::Inference(format!("linear: input of {} for weight [{}, {}]", x.len(), self.n, self.k)));
         }
-        let data = self.w.data()?;
-        let std::borrow::Cow::Borrowed(bytes) = data else {
-            return Err(Error::Inference("quantized weights are not in CPU memory".into()));
-        };
+        let bytes = self.w.bytes();
         let mkn = (m, self.k, self.n);
         let ours = match self.kernels {
-            Kernels::Ours(v) => kernels::matmul_until(v, self.w.dtype(), mkn, x, bytes, out, stop).is_some(),
+            Kernels::Ours(v) => kernels::matmul_until(v, self.w.dtype, mkn, x, bytes, out, stop).is_some(),
             Kernels::Candle => false,
         };
         if !ours {
-            kernels::candle::matmul(self.w.dtype(), mkn, x, bytes, out)?;
+            kernels::candle::matmul(self.w.dtype, mkn, x, bytes, out)?;
         }
         check(stop)
     }
@@ -70,20 +61,12 @@ impl Linear {
         let first = linears[0];
         let m = x.len() / first.k;
         let fits = linears.iter().zip(&outs).all(|(l, o)| {
-            l.k == first.k && l.kernels == first.kernels && l.w.dtype() == first.w.dtype() && o.len() == m * l.n
+            l.k == first.k && l.kernels == first.kernels && l.w.dtype == first.w.dtype && o.len() == m * l.n
         });
         if let (true, Kernels::Ours(v)) = (fits && x.len() == m * first.k, first.kernels) {
-            let data = linears.map(|l| l.w.data());
-            let mut bytes: [&[u8]; P] = [&[]; P];
-            let mut borrowed = true;
-            for (b, d) in bytes.iter_mut().zip(&data) {
-                match d {
-                    Ok(std::borrow::Cow::Borrowed(d)) => *b = d,
-                    _ => borrowed = false,
-                }
-            }
-            if borrowed && kernels::shares_input(first.w.dtype()) {
-                return match kernels::matmul_shared_until(v, first.w.dtype(), (m, first.k), x, bytes, outs, stop) {
+            let bytes = linears.map(|l| l.w.bytes());
+            if kernels::shares_input(first.w.dtype) {
+                return match kernels::matmul_shared_until(v, first.w.dtype, (m, first.k), x, bytes, outs, stop) {
                     Some(()) => check(stop),
                     None => Err(Error::Inference(format!("linear: shared input of {} does not fit", x.len()))),
                 };

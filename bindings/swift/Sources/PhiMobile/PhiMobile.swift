@@ -2394,6 +2394,13 @@ public struct ModelConfig: Equatable, Hashable {
      * (`generate`, `tokenize`) always parse them: the app wrote those.
      */
     public var parseSpecialInMessages: Bool
+    /**
+     * On (the default): the weights are the model file's memory-mapped
+     * pages, which the OS can reclaim under pressure instead of ending the
+     * app; the file must not be modified or truncated while loaded. Off:
+     * they are read into the app's heap (a copy the size of the file).
+     */
+    public var mapWeights: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2418,12 +2425,19 @@ public struct ModelConfig: Equatable, Hashable {
          * cannot forge a turn; only the chat template writes control tokens.
          * On: they become control tokens, as before. Raw prompts
          * (`generate`, `tokenize`) always parse them: the app wrote those.
-         */parseSpecialInMessages: Bool = false) {
+         */parseSpecialInMessages: Bool = false, 
+        /**
+         * On (the default): the weights are the model file's memory-mapped
+         * pages, which the OS can reclaim under pressure instead of ending the
+         * app; the file must not be modified or truncated while loaded. Off:
+         * they are read into the app's heap (a copy the size of the file).
+         */mapWeights: Bool = true) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
         self.contextLength = contextLength
         self.threads = threads
         self.parseSpecialInMessages = parseSpecialInMessages
+        self.mapWeights = mapWeights
     }
 
     
@@ -2446,7 +2460,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
                 tokenizerPath: FfiConverterOptionString.read(from: &buf), 
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
                 threads: FfiConverterOptionUInt32.read(from: &buf), 
-                parseSpecialInMessages: FfiConverterBool.read(from: &buf)
+                parseSpecialInMessages: FfiConverterBool.read(from: &buf), 
+                mapWeights: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -2456,6 +2471,7 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
         FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
         FfiConverterOptionUInt32.write(value.threads, into: &buf)
         FfiConverterBool.write(value.parseSpecialInMessages, into: &buf)
+        FfiConverterBool.write(value.mapWeights, into: &buf)
     }
 }
 
@@ -2490,6 +2506,11 @@ public struct ModelInfo: Equatable, Hashable {
      */
     public var quantization: String
     public var fileSizeBytes: UInt64
+    /**
+     * The weights are the file's mapped pages (false: a heap copy, because
+     * the file system refused a map or `map_weights` was off).
+     */
+    public var weightsMapped: Bool
     public var threads: UInt32
     /**
      * Set when the file's chat template was refused (too large, too deeply
@@ -2506,7 +2527,11 @@ public struct ModelInfo: Equatable, Hashable {
          */contextLength: UInt32, trainedContextLength: UInt32, vocabSize: UInt32, 
         /**
          * Main weight type, e.g. "Q4_K".
-         */quantization: String, fileSizeBytes: UInt64, threads: UInt32, 
+         */quantization: String, fileSizeBytes: UInt64, 
+        /**
+         * The weights are the file's mapped pages (false: a heap copy, because
+         * the file system refused a map or `map_weights` was off).
+         */weightsMapped: Bool, threads: UInt32, 
         /**
          * Set when the file's chat template was refused (too large, too deeply
          * nested, does not compile, or fails on a one-message chat) and the
@@ -2520,6 +2545,7 @@ public struct ModelInfo: Equatable, Hashable {
         self.vocabSize = vocabSize
         self.quantization = quantization
         self.fileSizeBytes = fileSizeBytes
+        self.weightsMapped = weightsMapped
         self.threads = threads
         self.chatTemplateWarning = chatTemplateWarning
     }
@@ -2548,6 +2574,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 vocabSize: FfiConverterUInt32.read(from: &buf), 
                 quantization: FfiConverterString.read(from: &buf), 
                 fileSizeBytes: FfiConverterUInt64.read(from: &buf), 
+                weightsMapped: FfiConverterBool.read(from: &buf), 
                 threads: FfiConverterUInt32.read(from: &buf), 
                 chatTemplateWarning: FfiConverterOptionString.read(from: &buf)
         )
@@ -2562,6 +2589,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.vocabSize, into: &buf)
         FfiConverterString.write(value.quantization, into: &buf)
         FfiConverterUInt64.write(value.fileSizeBytes, into: &buf)
+        FfiConverterBool.write(value.weightsMapped, into: &buf)
         FfiConverterUInt32.write(value.threads, into: &buf)
         FfiConverterOptionString.write(value.chatTemplateWarning, into: &buf)
     }

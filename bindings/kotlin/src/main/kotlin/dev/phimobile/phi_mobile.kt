@@ -3837,6 +3837,14 @@ data class ModelConfig (
      * (`generate`, `tokenize`) always parse them: the app wrote those.
      */
     var `parseSpecialInMessages`: kotlin.Boolean = false 
+    , 
+    /**
+     * On (the default): the weights are the model file's memory-mapped
+     * pages, which the OS can reclaim under pressure instead of ending the
+     * app; the file must not be modified or truncated while loaded. Off:
+     * they are read into the app's heap (a copy the size of the file).
+     */
+    var `mapWeights`: kotlin.Boolean = true 
     
 ){
     
@@ -3858,6 +3866,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3866,7 +3875,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
             FfiConverterOptionalUInt.allocationSize(value.`threads`) +
-            FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`)
+            FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`) +
+            FfiConverterBoolean.allocationSize(value.`mapWeights`)
     )
 
     override fun write(value: ModelConfig, buf: ByteBuffer) {
@@ -3875,6 +3885,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalUInt.write(value.`contextLength`, buf)
             FfiConverterOptionalUInt.write(value.`threads`, buf)
             FfiConverterBoolean.write(value.`parseSpecialInMessages`, buf)
+            FfiConverterBoolean.write(value.`mapWeights`, buf)
     }
 }
 
@@ -3902,6 +3913,12 @@ data class ModelInfo (
     var `quantization`: kotlin.String
     , 
     var `fileSizeBytes`: kotlin.ULong
+    , 
+    /**
+     * The weights are the file's mapped pages (false: a heap copy, because
+     * the file system refused a map or `map_weights` was off).
+     */
+    var `weightsMapped`: kotlin.Boolean
     , 
     var `threads`: kotlin.UInt
     , 
@@ -3935,6 +3952,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterUInt.read(buf),
             FfiConverterString.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterOptionalString.read(buf),
         )
@@ -3949,6 +3967,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterUInt.allocationSize(value.`vocabSize`) +
             FfiConverterString.allocationSize(value.`quantization`) +
             FfiConverterULong.allocationSize(value.`fileSizeBytes`) +
+            FfiConverterBoolean.allocationSize(value.`weightsMapped`) +
             FfiConverterUInt.allocationSize(value.`threads`) +
             FfiConverterOptionalString.allocationSize(value.`chatTemplateWarning`)
     )
@@ -3962,6 +3981,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterUInt.write(value.`vocabSize`, buf)
             FfiConverterString.write(value.`quantization`, buf)
             FfiConverterULong.write(value.`fileSizeBytes`, buf)
+            FfiConverterBoolean.write(value.`weightsMapped`, buf)
             FfiConverterUInt.write(value.`threads`, buf)
             FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
     }

@@ -1,0 +1,115 @@
+//! The model file's bytes, and views of its tensors in them.
+//!
+//! By default the file is memory-mapped read-only: the weights are the
+//! file's pages, which the OS reads in on first use and can drop again
+//! under memory pressure (they are clean), so they never count as the app's
+//! anonymous memory — the memory Android's low-memory killer and iOS jetsam
+//! end an app for. Where a file system refuses a map, or the app asks not to
+//! map, the file is read into the heap instead and `ModelInfo` says so.
+//!
+//! The map is the one `unsafe` outside `kernels/`: a mapping is only sound
+//! while no one truncates or rewrites the file, which no Rust type can
+//! promise. Apps get that contract in the README (the sample apps copy an
+//! imported model into their own storage, where nothing else writes it).
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use memmap2::Mmap;
+
+use super::super::error::{Error, Result};
+
+/// The whole model file, mapped or read.
+pub(crate) struct FileBytes {
+    inner: Inner,
+}
+
+enum Inner {
+    Mapped(Mmap),
+    /// Words, not bytes: the kernels read blocks with up to 4-byte fields in
+    /// place, and a `Vec<u8>` has no alignment to speak of.
+    Read {
+        words: Vec<u64>,
+        len: usize,
+    },
+}
+
+impl FileBytes {
+    /// Maps `len` bytes of `file` read-only.
+    pub fn map(file: &File, len: usize) -> std::io::Result<Self> {
+        // SAFETY: the map is read-only and lives as long as the weights that
+        // view it (an `Arc` each). Its soundness needs the file to stay as
+        // it is while mapped: the documented contract for apps (see the
+        // module doc); a file that is shorter than `len` fails here.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+        if map.len() != len {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file changed size"));
+        }
+        // The first token reads every weight: start reading them in now.
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::WillNeed);
+        Ok(Self { inner: Inner::Mapped(map) })
+    }
+
+    /// Reads `len` bytes of `file` into the heap, reporting the bytes read.
+    pub fn read(file: &mut File, len: usize, progress: &mut dyn FnMut(u64, u64)) -> std::io::Result<Self> {
+        file.rewind()?;
+        let mut words = vec![0u64; len.div_ceil(8)];
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
+        // About a hundred reports per load.
+        let chunk = (len / 100).max(1 << 20);
+        let mut done = 0;
+        for part in bytes.chunks_mut(chunk) {
+            file.read_exact(part)?;
+            done += part.len();
+            progress(done as u64, len as u64);
+        }
+        Ok(Self { inner: Inner::Read { words, len } })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Mapped(map) => map,
+            Inner::Read { words, len } => &bytemuck::cast_slice(words)[..*len],
+        }
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.inner, Inner::Mapped(_))
+    }
+}
+
+/// One tensor's bytes in the file, in GGUF block layout, with its type and
+/// row-major shape.
+#[derive(Clone)]
+pub(crate) struct TensorBytes {
+    file: Arc<FileBytes>,
+    range: Range<usize>,
+    pub dtype: GgmlDType,
+    pub dims: Vec<usize>,
+}
+
+impl TensorBytes {
+    /// `range` must lie inside `file` (checked: the tensor table was).
+    pub fn new(file: Arc<FileBytes>, range: Range<usize>, dtype: GgmlDType, dims: Vec<usize>) -> Result<Self> {
+        if range.end > file.bytes().len() || range.start > range.end {
+            return Err(Error::invalid_model("a tensor extends past the end of the file"));
+        }
+        Ok(Self { file, range, dtype, dims })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.file.bytes()[self.range.clone()]
+    }
+
+    /// `[rows, columns]`, or an error naming `what` for another rank.
+    pub fn dims2(&self, what: &str) -> Result<(usize, usize)> {
+        match self.dims[..] {
+            [rows, cols] => Ok((rows, cols)),
+            _ => Err(Error::invalid_model(format!("{what} has shape {:?}, not a matrix", self.dims))),
+        }
+    }
+}
