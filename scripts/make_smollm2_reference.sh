@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dev script (not run in CI): greedy continuations of SmolLM2-135M-Instruct
 # for a few chat prompts, computed by llama.cpp (llama-cpp-python built from
-# source, see scripts/reference_llamacpp.py) -> tests/data/smollm2_greedy.json.
+# source, see scripts/reference_llamacpp.py), with its default f16 KV cache
+# -> tests/data/smollm2_greedy.json and with an f32 one -> smollm2_greedy_kv_f32.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
@@ -29,8 +30,11 @@ for name, user in users.items():
     cases.append({"name": name, "user": user, "prompt_ids": ids, "max_new_tokens": 24})
 json.dump({"cases": cases}, open(sys.argv[2], "w"))
 PYEOF
-"$PY" scripts/reference_llamacpp.py greedy --gguf "$GGUF" --prompts "$WORK/prompts.json" --out "$WORK/out.json"
-"$PY" - "$WORK/prompts.json" "$WORK/out.json" tests/data/smollm2_greedy.json <<'PYEOF'
+for kv in f16 f32; do
+  out=tests/data/smollm2_greedy.json flag=--kv-f16
+  if [ "$kv" = f32 ]; then out=tests/data/smollm2_greedy_kv_f32.json flag=; fi
+  "$PY" scripts/reference_llamacpp.py greedy --gguf "$GGUF" --prompts "$WORK/prompts.json" --out "$WORK/out.json" $flag
+  "$PY" - "$WORK/prompts.json" "$WORK/out.json" "$out" <<'PYEOF'
 import json, sys
 users = {c["name"]: c["user"] for c in json.load(open(sys.argv[1]))["cases"]}
 out = json.load(open(sys.argv[2]))
@@ -38,4 +42,5 @@ for c in out["cases"]:
     c["user"] = users[c["name"]]
 json.dump(out, open(sys.argv[3], "w"), ensure_ascii=False, indent=1)
 PYEOF
-echo "wrote tests/data/smollm2_greedy.json"
+  echo "wrote $out"
+done

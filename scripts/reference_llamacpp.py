@@ -155,12 +155,17 @@ def cmd_greedy(args):
     cparams.n_threads = args.threads
     cparams.n_threads_batch = args.threads
     cparams.no_perf = True
-    # An f32 KV cache, as candle keeps it: llama.cpp's default f16 cache
-    # rounds keys/values and flips near-ties that have nothing to do with
-    # the model code under test.
+    # The cache type is the reference's point (ours is f16 by default, f32 on
+    # request), so the plain attention path: llama.cpp's flash attention,
+    # which its default "auto" picks on CPU, gave bit-identical logits for
+    # an f16 and an f32 cache here, so it is a reference for neither.
+    cparams.flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
     if args.kv_f32:
         cparams.type_k = 0  # GGML_TYPE_F32
         cparams.type_v = 0
+    else:
+        cparams.type_k = 1  # GGML_TYPE_F16
+        cparams.type_v = 1
     ctx = L.llama_init_from_model(model, cparams)
     if not ctx:
         sys.exit("llama_init_from_model failed")
@@ -205,7 +210,7 @@ def cmd_greedy(args):
         "llama_cpp_version": llama_cpp.__version__,
         "generator": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) greedy argmax, "
                      f"n_ctx {args.n_ctx}, n_threads {args.threads}, CPU, "
-                     f"KV cache {'f32' if args.kv_f32 else 'f16'}",
+                     f"KV cache {'f32' if args.kv_f32 else 'f16'}, flash attention off",
         "cases": cases,
     }
     write_json(args.out, out)

@@ -22,8 +22,22 @@ use phi_mobile::*;
 /// Exported functions that return no `Result` and so cannot report an error:
 /// each only reads or sets in-memory state. A new one must be added here
 /// deliberately.
-const INFALLIBLE_EXPORTS: [&str; 8] =
-    ["new", "cancel", "is_cancelled", "info", "new_session", "cancel", "history", "reset"];
+const INFALLIBLE_EXPORTS: [&str; 12] = [
+    "new",
+    "cancel",
+    "is_cancelled",
+    "info",
+    "new_session",
+    "cancel",
+    "history",
+    "reset",
+    // Memory facts and trimming: no input to refuse (a context past the
+    // model's is capped).
+    "weights_resident_bytes",
+    "memory_estimate_bytes",
+    "trim",
+    "kv_cache_bytes",
+];
 
 /// The FFI sources, parsed: `src/ffi.rs` and the files under `src/ffi/`.
 fn ffi_sources() -> Vec<syn::File> {

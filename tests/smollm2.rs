@@ -89,11 +89,23 @@ fn special_tokens_in_text_are_parsed_and_decoding_round_trips() {
 const NEAR_TIE: f64 = 0.25;
 
 #[test]
-fn greedy_chat_answers_equal_llama_cpp() {
-    // tests/data/smollm2_greedy.json: llama.cpp (scripts/make_smollm2_reference.sh),
+fn greedy_chat_answers_equal_llama_cpp_with_an_f16_cache() {
+    // llama.cpp with its f16 KV cache (scripts/make_smollm2_reference.sh),
     // with its top-2 margin and runner-up at every position.
-    let data: serde_json::Value = serde_json::from_str(include_str!("data/smollm2_greedy.json")).unwrap();
-    let model = smollm2();
+    compare_with_llama_cpp(include_str!("data/smollm2_greedy.json"), &smollm2(), "KV cache f16");
+}
+
+#[test]
+fn greedy_chat_answers_equal_llama_cpp_with_an_f32_cache() {
+    let path = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model =
+        Model::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(path.display().to_string()) }).unwrap();
+    compare_with_llama_cpp(include_str!("data/smollm2_greedy_kv_f32.json"), &model, "KV cache f32");
+}
+
+fn compare_with_llama_cpp(json: &str, model: &Model, cache: &str) {
+    let data: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(data["generator"].as_str().unwrap().contains(cache), "{}", data["generator"]);
     let mut compared = 0;
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -133,7 +145,7 @@ fn greedy_chat_answers_equal_llama_cpp() {
             }
         }
     }
-    println!("{compared} tokens compared with llama.cpp's");
+    println!("{compared} tokens compared with llama.cpp's ({cache})");
     // Most tokens are compared, not lost to an early tie.
     assert!(compared >= 30, "only {compared} tokens compared");
 }

@@ -98,11 +98,10 @@ pub fn scratch(name: &str) -> PathBuf {
 /// loader caps the file's own context to it.
 pub fn config(model: &std::path::Path, tokenizer: Option<&std::path::Path>) -> ModelConfig {
     ModelConfig {
-        model_path: model.display().to_string(),
         tokenizer_path: tokenizer.map(|t| t.display().to_string()),
         context_length: Some(48),
         threads: Some(1),
-        parse_special_in_messages: false,
+        ..ModelConfig::new(model.display().to_string())
     }
 }
 

@@ -55,6 +55,11 @@ pub enum Error {
     #[error("cannot write {}: {source}", path.display())]
     Storage { path: PathBuf, source: std::io::Error },
 
+    /// A saved chat that cannot be restored: another model's, another
+    /// format version, truncated or corrupt.
+    #[error("{0}")]
+    SavedChat(String),
+
     #[error("cancelled")]
     Cancelled,
 }

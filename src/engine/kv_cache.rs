@@ -1,10 +1,18 @@
 //! The keys and values of one sequence: its own, never shared, written in
 //! place. Grows with use in `STEP`-position steps up to the context (a
-//! whole-context buffer for Phi-3-mini at 4096 is 3.2 GB in f32, whatever the
+//! whole-context buffer for Phi-3-mini at 4096 is 1.6 GB in f16, whatever the
 //! conversation's length), and truncates for free: positions past `len` are
 //! simply overwritten, so a turn that shares only part of the cached prompt
 //! keeps that part, and a forward pass stopped half-way leaves the cache as
 //! it was.
+//!
+//! Stored in f16 by default (half the memory of f32, as llama.cpp's default
+//! cache): a key or value is rounded once, when written, and attention reads
+//! the rounded value for every query, so a batch still equals its tokens fed
+//! one by one. f32 keeps them exact.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::error::{Error, Result};
 
@@ -12,15 +20,153 @@ use super::error::{Error, Result};
 /// twice what a long chat needs; the copies cost far less than a forward pass.
 const STEP: usize = 256;
 
+/// How the cache stores keys and values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvPrecision {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvPrecision {
+    /// Bytes per stored element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// A cache element: narrowed from the f32 rows the projections give.
+pub(crate) trait Element: Copy + Default {
+    fn narrow(from: &[f32], to: &mut [Self]);
+    /// Little-endian bytes, for a saved chat.
+    fn put(row: &[Self], out: &mut Vec<u8>);
+}
+
+impl Element for f32 {
+    fn narrow(from: &[f32], to: &mut [f32]) {
+        to.copy_from_slice(from)
+    }
+
+    fn put(row: &[f32], out: &mut Vec<u8>) {
+        out.extend(row.iter().flat_map(|x| x.to_le_bytes()))
+    }
+}
+
+impl Element for f16 {
+    fn narrow(from: &[f32], to: &mut [f16]) {
+        // Round to nearest even; half vectorizes it where the CPU converts.
+        to.convert_from_f32_slice(from)
+    }
+
+    fn put(row: &[f16], out: &mut Vec<u8>) {
+        out.extend(row.iter().flat_map(|x| x.to_le_bytes()))
+    }
+}
+
+/// Widens little-endian elements of `precision` into `out`.
+fn widen_le(precision: KvPrecision, bytes: &[u8], out: &mut [f32]) {
+    match precision {
+        KvPrecision::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        KvPrecision::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+    }
+}
+
 /// One layer's keys and values, each `[kv_heads, capacity, head_dim]`.
 #[derive(Default)]
-struct Layer {
-    k: Vec<f32>,
-    v: Vec<f32>,
+struct Layer<T> {
+    k: Vec<T>,
+    v: Vec<T>,
+}
+
+impl<T: Element> Layer<T> {
+    /// Moves each head's first `filled` positions into buffers of `new`
+    /// positions per head (from `old`).
+    fn regrow(&mut self, heads: usize, hd: usize, (old, new): (usize, usize), filled: usize) {
+        let regrow = |buf: &[T]| {
+            let mut out = vec![T::default(); heads * new * hd];
+            for h in 0..heads {
+                out[h * new * hd..][..filled * hd].copy_from_slice(&buf[h * old * hd..][..filled * hd]);
+            }
+            out
+        };
+        self.k = regrow(&self.k);
+        self.v = regrow(&self.v);
+    }
+
+    /// Appends positions `..len` of every head, keys then values, as bytes.
+    fn save(
+        &self,
+        (heads, hd, capacity): (usize, usize, usize),
+        len: usize,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for buf in [&self.k, &self.v] {
+            for h in 0..heads {
+                bytes.clear();
+                T::put(&buf[h * capacity * hd..][..len * hd], &mut bytes);
+                out.write_all(&bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what `save` wrote (elements of `precision`) into positions `..len`.
+    fn load(
+        &mut self,
+        (heads, hd, capacity): (usize, usize, usize),
+        len: usize,
+        precision: KvPrecision,
+        input: &mut dyn std::io::Read,
+    ) -> std::io::Result<()> {
+        let (mut bytes, mut row) = (vec![0u8; len * hd * precision.bytes()], vec![0f32; len * hd]);
+        for buf in [&mut self.k, &mut self.v] {
+            for h in 0..heads {
+                input.read_exact(&mut bytes)?;
+                widen_le(precision, &bytes, &mut row);
+                T::narrow(&row, &mut buf[h * capacity * hd..][..len * hd]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes rows `[seq, heads · hd]` at positions `start..` of buffers
+    /// with `capacity` positions per head.
+    fn store(&mut self, (heads, hd, capacity): (usize, usize, usize), start: usize, k: &[f32], v: &[f32]) {
+        for (t, (kr, vr)) in k.chunks_exact(heads * hd).zip(v.chunks_exact(heads * hd)).enumerate() {
+            for h in 0..heads {
+                let at = (h * capacity + start + t) * hd;
+                T::narrow(&kr[h * hd..(h + 1) * hd], &mut self.k[at..at + hd]);
+                T::narrow(&vr[h * hd..(h + 1) * hd], &mut self.v[at..at + hd]);
+            }
+        }
+    }
+}
+
+enum Layers {
+    F16(Vec<Layer<f16>>),
+    F32(Vec<Layer<f32>>),
+}
+
+/// One layer's key and value buffers, `[kv_heads, capacity, head_dim]`, as stored.
+pub(crate) enum LayerView<'a> {
+    F16(&'a [f16], &'a [f16]),
+    F32(&'a [f32], &'a [f32]),
 }
 
 pub(crate) struct KvCache {
-    layers: Vec<Layer>,
+    layers: Layers,
     kv_heads: usize,
     head_dim: usize,
     /// Positions the buffers hold room for (the row stride of each head).
@@ -33,8 +179,12 @@ pub(crate) struct KvCache {
 
 impl KvCache {
     /// An empty cache (nothing allocated until the first use).
-    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, max: usize) -> Self {
-        Self { layers: (0..layers).map(|_| Layer::default()).collect(), kv_heads, head_dim, capacity: 0, max, len: 0 }
+    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, max: usize, precision: KvPrecision) -> Self {
+        let layers = match precision {
+            KvPrecision::F16 => Layers::F16((0..layers).map(|_| Layer::default()).collect()),
+            KvPrecision::F32 => Layers::F32((0..layers).map(|_| Layer::default()).collect()),
+        };
+        Self { layers, kv_heads, head_dim, capacity: 0, max, len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -43,6 +193,13 @@ impl KvCache {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    pub fn precision(&self) -> KvPrecision {
+        match self.layers {
+            Layers::F16(_) => KvPrecision::F16,
+            Layers::F32(_) => KvPrecision::F32,
+        }
     }
 
     /// Forgets positions `len..` (their memory stays for reuse).
@@ -58,45 +215,38 @@ impl KvCache {
         if needed <= self.capacity {
             return Ok(());
         }
-        let capacity = needed.next_multiple_of(STEP).min(self.max);
-        let (hd, filled) = (self.head_dim, self.len * self.head_dim);
-        let grow = |old: &[f32]| {
-            let mut new = vec![0f32; self.kv_heads * capacity * hd];
-            for h in 0..self.kv_heads {
-                let from = h * self.capacity * hd;
-                new[h * capacity * hd..][..filled].copy_from_slice(&old[from..from + filled]);
-            }
-            new
-        };
-        for layer in &mut self.layers {
-            layer.k = grow(&layer.k);
-            layer.v = grow(&layer.v);
+        self.resize(needed.next_multiple_of(STEP).min(self.max));
+        Ok(())
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        let (heads, hd, sizes, filled) = (self.kv_heads, self.head_dim, (self.capacity, capacity), self.len);
+        match &mut self.layers {
+            Layers::F16(l) => l.iter_mut().for_each(|l| l.regrow(heads, hd, sizes, filled)),
+            Layers::F32(l) => l.iter_mut().for_each(|l| l.regrow(heads, hd, sizes, filled)),
         }
         self.capacity = capacity;
-        Ok(())
     }
 
     /// Writes `layer`'s keys and values for positions `start..start + seq`
     /// from rows `[seq, kv_heads · head_dim]` (room reserved beforehand).
     pub fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
-        let (hd, width) = (self.head_dim, self.kv_heads * self.head_dim);
+        let width = self.kv_heads * self.head_dim;
         let seq = k.len() / width;
         assert!(start + seq <= self.capacity && k.len() == v.len() && k.len() == seq * width);
-        let capacity = self.capacity;
-        let Layer { k: ck, v: cv } = &mut self.layers[layer];
-        for (t, (kr, vr)) in k.chunks_exact(width).zip(v.chunks_exact(width)).enumerate() {
-            for h in 0..self.kv_heads {
-                let at = (h * capacity + start + t) * hd;
-                ck[at..at + hd].copy_from_slice(&kr[h * hd..(h + 1) * hd]);
-                cv[at..at + hd].copy_from_slice(&vr[h * hd..(h + 1) * hd]);
-            }
+        let shape = (self.kv_heads, self.head_dim, self.capacity);
+        match &mut self.layers {
+            Layers::F16(l) => l[layer].store(shape, start, k, v),
+            Layers::F32(l) => l[layer].store(shape, start, k, v),
         }
     }
 
     /// `layer`'s key and value buffers, `[kv_heads, capacity, head_dim]`.
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        let l = &self.layers[layer];
-        (&l.k, &l.v)
+    pub fn layer(&self, layer: usize) -> LayerView<'_> {
+        match &self.layers {
+            Layers::F16(l) => LayerView::F16(&l[layer].k, &l[layer].v),
+            Layers::F32(l) => LayerView::F32(&l[layer].k, &l[layer].v),
+        }
     }
 
     /// Marks positions up to `len` filled, once every layer has written them.
@@ -105,10 +255,52 @@ impl KvCache {
         self.len = len;
     }
 
+    /// Writes the filled positions: every layer's keys then values, per KV
+    /// head, in the cache's precision, little-endian.
+    pub fn save(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let shape = (self.kv_heads, self.head_dim, self.capacity);
+        match &self.layers {
+            Layers::F16(l) => l.iter().try_for_each(|l| l.save(shape, self.len, out)),
+            Layers::F32(l) => l.iter().try_for_each(|l| l.save(shape, self.len, out)),
+        }
+    }
+
+    /// Replaces the contents with `len` positions read as `save` wrote them
+    /// in `precision` (converted to this cache's where they differ).
+    pub fn load(&mut self, len: usize, precision: KvPrecision, input: &mut dyn std::io::Read) -> Result<()> {
+        self.len = 0;
+        self.reserve(len)?;
+        let shape = (self.kv_heads, self.head_dim, self.capacity);
+        let io = |e: std::io::Error| Error::SavedChat(format!("the saved cache is unreadable: {e}"));
+        match &mut self.layers {
+            Layers::F16(l) => l.iter_mut().try_for_each(|l| l.load(shape, len, precision, input)).map_err(io)?,
+            Layers::F32(l) => l.iter_mut().try_for_each(|l| l.load(shape, len, precision, input)).map_err(io)?,
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Bytes one position takes in every layer.
+    pub fn bytes_per_position(&self) -> usize {
+        let layers = match &self.layers {
+            Layers::F16(l) => l.len(),
+            Layers::F32(l) => l.len(),
+        };
+        layers * 2 * self.kv_heads * self.head_dim * self.precision().bytes()
+    }
+
     /// Bytes the buffers hold.
-    #[cfg(test)]
-    fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| (l.k.len() + l.v.len()) * std::mem::size_of::<f32>()).sum()
+    pub fn bytes(&self) -> usize {
+        self.capacity * self.bytes_per_position()
+    }
+
+    /// Releases the room past the filled positions (rounded up to a step),
+    /// for when the OS asks for memory back. The next turn grows it again.
+    pub fn trim(&mut self) {
+        let keep = self.len.next_multiple_of(STEP).min(self.max);
+        if keep < self.capacity {
+            self.resize(keep);
+        }
     }
 }
 
@@ -121,14 +313,18 @@ mod tests {
         (0..seq * 8).map(|i| first + i as f32).collect()
     }
 
-    /// Position `pos` of head `h` in layer 0's keys.
-    fn key(c: &KvCache, h: usize, pos: usize) -> &[f32] {
-        &c.layer(0).0[(h * c.capacity() + pos) * 4..][..4]
+    /// Position `pos` of head `h` in layer 0's keys, widened.
+    fn key(c: &KvCache, h: usize, pos: usize) -> Vec<f32> {
+        let at = (h * c.capacity() + pos) * 4;
+        match c.layer(0) {
+            LayerView::F32(k, _) => k[at..at + 4].to_vec(),
+            LayerView::F16(k, _) => k[at..at + 4].iter().map(|x| x.to_f32()).collect(),
+        }
     }
 
     #[test]
     fn grows_in_steps_keeps_its_contents_truncates_and_stops_at_the_context() {
-        let mut c = KvCache::new(2, 2, 4, 600);
+        let mut c = KvCache::new(2, 2, 4, 600, KvPrecision::F32);
         assert_eq!((c.capacity(), c.bytes()), (0, 0), "nothing is allocated before use");
 
         c.reserve(3).unwrap();
@@ -145,6 +341,7 @@ mod tests {
         assert_eq!(key(&c, 1, 2), &[20.0, 21.0, 22.0, 23.0]);
         assert_eq!(key(&c, 0, 3), &[1000.0, 1001.0, 1002.0, 1003.0]);
         assert_eq!(c.bytes(), 2 * 2 * (2 * 2 * STEP * 4) * 4);
+        assert_eq!(c.bytes_per_position(), 2 * 2 * 2 * 4 * 4, "layers · k and v · heads · head_dim · f32");
 
         // Truncation keeps the buffers; later writes overwrite.
         c.truncate(2);
@@ -156,5 +353,63 @@ mod tests {
         c.reserve(600).unwrap();
         assert_eq!(c.capacity(), 600);
         assert!(matches!(c.reserve(601), Err(Error::ContextOverflow { needed: 601, available: 600 })));
+    }
+
+    #[test]
+    fn f16_rounds_once_when_written_and_takes_half_the_bytes() {
+        let mut c = KvCache::new(2, 2, 4, 600, KvPrecision::F16);
+        c.reserve(1).unwrap();
+        let row: Vec<f32> = (0..8).map(|i| 1.0 + i as f32 / 3.0).collect();
+        c.write(0, 0, &row, &row);
+        c.set_len(1);
+        let rounded: Vec<f32> = row[4..].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        assert_eq!(key(&c, 1, 0), rounded);
+        assert_ne!(key(&c, 1, 0), row[4..], "f16 is not exact for thirds");
+        assert_eq!(c.bytes_per_position(), 2 * 2 * 2 * 4 * 2);
+        assert_eq!(c.bytes(), STEP * c.bytes_per_position());
+    }
+
+    #[test]
+    fn trim_releases_the_room_past_the_conversation_and_keeps_it() {
+        let mut c = KvCache::new(1, 2, 4, 2000, KvPrecision::F16);
+        c.reserve(3 * STEP + 1).unwrap();
+        c.write(0, 0, &rows(10, 0.0), &rows(10, 0.0));
+        c.set_len(10);
+        assert_eq!(c.capacity(), 4 * STEP);
+        c.trim();
+        assert_eq!((c.capacity(), c.len()), (STEP, 10), "one step holds the 10 positions");
+        assert_eq!(key(&c, 1, 9), [76.0, 77.0, 78.0, 79.0], "row 9, head 1 kept");
+        c.truncate(0);
+        c.trim();
+        assert_eq!(c.bytes(), 0, "an empty conversation holds nothing");
+    }
+
+    #[test]
+    fn saves_and_loads_in_either_precision() {
+        let mut f32_cache = KvCache::new(2, 2, 4, 600, KvPrecision::F32);
+        f32_cache.reserve(300).unwrap();
+        for layer in 0..2 {
+            f32_cache.write(layer, 0, &rows(300, layer as f32 / 3.0), &rows(300, -(layer as f32)));
+        }
+        f32_cache.set_len(300);
+        let mut saved = Vec::new();
+        f32_cache.save(&mut saved).unwrap();
+        assert_eq!(saved.len(), 300 * f32_cache.bytes_per_position());
+
+        let mut same = KvCache::new(2, 2, 4, 600, KvPrecision::F32);
+        same.load(300, KvPrecision::F32, &mut &saved[..]).unwrap();
+        assert_eq!((same.len(), key(&same, 1, 299)), (300, key(&f32_cache, 1, 299)));
+        let mut again = Vec::new();
+        same.save(&mut again).unwrap();
+        assert_eq!(again, saved, "a round trip is exact");
+
+        // Into f16: each value rounded, as if written there.
+        let mut half = KvCache::new(2, 2, 4, 600, KvPrecision::F16);
+        half.load(300, KvPrecision::F32, &mut &saved[..]).unwrap();
+        let want: Vec<f32> = key(&f32_cache, 1, 7).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        assert_eq!(key(&half, 1, 7), want);
+        let mut short = &saved[..saved.len() - 1];
+        assert!(matches!(half.load(300, KvPrecision::F32, &mut short), Err(Error::SavedChat(_))), "truncated");
+        assert!(matches!(half.load(601, KvPrecision::F32, &mut &saved[..]), Err(Error::ContextOverflow { .. })));
     }
 }

@@ -21,6 +21,7 @@ pub use error::{Error, Result};
 pub use generate::{
     Conversation, GenerateOptions, Outcome, Sequence, Sink, Stop, StopReason, Timings, MAX_STOP_STRINGS,
 };
+pub use kv_cache::KvPrecision;
 pub use model::{LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
 

@@ -14,6 +14,7 @@ use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::gguf::map::FileBytes;
 use super::gguf::{self, FileTensors};
+use super::kv_cache::KvPrecision;
 use super::threads;
 use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
@@ -29,13 +30,15 @@ pub struct LoadConfig {
     pub tokenizer_path: Option<PathBuf>,
     /// Caps the context below the model's own (saves KV-cache memory).
     pub context_length: Option<usize>,
-    /// Compute threads; `None` = one per physical core.
+    /// Compute threads; `None` = one per performance core (see `threads.rs`).
     pub threads: Option<usize>,
     /// Lets control tokens typed in chat messages act as control tokens
     /// (the behaviour before role-injection protection).
     pub parse_special_in_messages: bool,
     /// Reads the weights into the heap instead of mapping the file.
     pub no_map: bool,
+    /// How the KV cache stores keys and values (f16 unless asked).
+    pub kv_precision: KvPrecision,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,11 @@ pub struct ModelInfo {
     /// system refused a map, or the app asked for none).
     pub weights_mapped: bool,
     pub threads: usize,
+    /// The cores the compute threads are pinned to: the performance cores
+    /// (empty: not pinned, where all cores are alike or the OS does not say).
+    pub cores: Vec<usize>,
+    /// KV-cache bytes each token of a conversation holds (all layers).
+    pub kv_bytes_per_token: usize,
     /// Why the GGUF's chat template was refused (the built-in format of the
     /// family is used instead).
     pub chat_template_warning: Option<String>,
@@ -69,6 +77,10 @@ pub struct LoadedModel {
     pub(crate) end_tokens: Vec<u32>,
     /// `tokenizer.chat_template` or the architecture's format.
     chat: PromptFormat,
+    /// The weights' bytes (mapped or read), for the memory report.
+    file: Arc<FileBytes>,
+    /// What a saved chat must have been saved by (`gguf::identity`).
+    pub(crate) identity: [u8; 32],
     pub info: ModelInfo,
 }
 
@@ -107,7 +119,7 @@ impl LoadedModel {
             }
         }
         super::kernels::selected().map_err(|e| Error::param("PHI_MOBILE_KERNELS", e.0))?;
-        let threads = threads::configure(cfg.threads);
+        let plan = threads::configure(cfg.threads);
         let parse_special_in_messages = cfg.parse_special_in_messages;
 
         let path = &cfg.model_path;
@@ -152,7 +164,8 @@ impl LoadedModel {
         let rows = hp.vocab_rows;
         let bytes = Arc::new(file_bytes(buffered.into_inner(), path, file_size, cfg.no_map, progress)?);
         let weights_mapped = bytes.is_mapped();
-        let cfg = family.weights_config(&hp, context_length);
+        let file = bytes.clone();
+        let cfg = family.weights_config(&hp, context_length, cfg.kv_precision);
         let weights = catch_panic(Error::invalid_model, || {
             let progress: Option<&mut dyn FnMut(u64, u64)> = if weights_mapped { Some(&mut *progress) } else { None };
             let mut source = FileTensors { content: &content, file: bytes, progress, done: 0 };
@@ -187,11 +200,23 @@ impl LoadedModel {
             },
         )?;
 
+        // The vocabulary and the chat format decide what a saved chat's ids
+        // and history mean, beyond the weights.
+        let vocab_digest =
+            format!("{:?}", tokenizer.get_vocab(true).into_iter().collect::<std::collections::BTreeMap<_, _>>());
+        let identity = gguf::identity(
+            &content,
+            &file,
+            &[vocab_digest.as_bytes(), tok_meta.chat_template.as_deref().unwrap_or("").as_bytes()],
+        );
+        let kv_bytes_per_token = weights.kv_bytes_per_token();
         Ok(Self {
             weights,
             tokenizer,
             vocab,
             end_tokens,
+            file,
+            identity,
             info: ModelInfo {
                 chat_template_warning: chat.warning.clone(),
                 architecture: arch,
@@ -203,7 +228,9 @@ impl LoadedModel {
                 quantization,
                 file_size,
                 weights_mapped,
-                threads,
+                threads: plan.threads,
+                cores: plan.cores,
+                kv_bytes_per_token,
             },
             chat,
         })
@@ -211,6 +238,22 @@ impl LoadedModel {
 
     pub fn context_length(&self) -> usize {
         self.info.context_length
+    }
+
+    /// Bytes of the weights in memory now (`FileBytes::resident`).
+    pub fn weights_resident(&self) -> Option<u64> {
+        self.file.resident()
+    }
+
+    /// The most memory one conversation of `context` tokens takes: the
+    /// weights (all of the file, once every page is read), its KV cache at
+    /// that length, and the forward pass's buffers.
+    pub fn memory_estimate(&self, context: usize) -> u64 {
+        let context = context.min(self.context_length());
+        let kv = context * self.info.kv_bytes_per_token;
+        (self.info.file_size as usize)
+            .saturating_add(kv)
+            .saturating_add(self.weights.scratch_bytes(super::generate::PREFILL_CHUNK)) as u64
     }
 
     /// Text of `ids`, special tokens skipped (as generation streams it).

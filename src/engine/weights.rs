@@ -25,7 +25,7 @@ use super::arch::Family;
 use super::error::{Error, Result};
 use super::gguf::map::TensorBytes;
 use super::kernels;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvPrecision};
 use super::layers::attention::{self, Attention, Projections};
 use super::layers::linear::Linear;
 use super::layers::mlp::{self, Mlp};
@@ -46,6 +46,7 @@ pub(crate) struct Config {
     pub rope_base: f32,
     /// Positions the rotary tables and the cache cover: the context in use.
     pub max_positions: usize,
+    pub kv_precision: KvPrecision,
 }
 
 struct Layer {
@@ -136,10 +137,37 @@ impl Weights {
         Ok(Self { cfg, embedding, hidden, layers: blocks, output_norm, output, rope })
     }
 
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// KV-cache bytes per position, all layers.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.layers.len() * 2 * self.cfg.n_kv_head * self.cfg.head_dim * self.cfg.kv_precision.bytes()
+    }
+
+    /// The forward pass's buffers for `seq` rows at once (a prompt chunk):
+    /// the residual rows, q/k/v and attention outputs, the MLP's, and logits.
+    pub fn scratch_bytes(&self, seq: usize) -> usize {
+        let (q, kv) = (self.cfg.n_head * self.cfg.head_dim, self.cfg.n_kv_head * self.cfg.head_dim);
+        let ff = self.layers.first().map_or(0, |l| l.mlp.width());
+        4 * (seq * (3 * self.hidden + 3 * q + 4 * kv + 3 * ff) + self.output.outputs())
+    }
+
     /// A fresh sequence's state: nothing allocated until it runs.
     pub fn new_state(&self) -> State {
         State {
-            cache: KvCache::new(self.layers.len(), self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.max_positions),
+            cache: KvCache::new(
+                self.layers.len(),
+                self.cfg.n_kv_head,
+                self.cfg.head_dim,
+                self.cfg.max_positions,
+                self.cfg.kv_precision,
+            ),
             x: Vec::new(),
             normed: Vec::new(),
             branch: Vec::new(),

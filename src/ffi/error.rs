@@ -37,6 +37,10 @@ pub enum LlmError {
     /// try again when it ends.
     #[error("Busy: {reason}.")]
     Busy { reason: String },
+    /// A saved chat that cannot be restored (saved by another model or
+    /// version of the library, truncated or corrupt): start a new chat.
+    #[error("The saved chat cannot be restored: {reason}.")]
+    InvalidSavedChat { reason: String },
     #[error("The operation was cancelled.")]
     Cancelled,
 }
@@ -74,6 +78,7 @@ impl From<engine::Error> for LlmError {
             E::Inference(reason) => LlmError::Inference { reason },
             E::Network(reason) => LlmError::Network { reason },
             e @ E::Storage { .. } => LlmError::Storage { reason: e.to_string() },
+            E::SavedChat(reason) => LlmError::InvalidSavedChat { reason },
             E::Cancelled => LlmError::Cancelled,
         }
     }

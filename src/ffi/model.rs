@@ -79,6 +79,36 @@ impl Model {
         })
     }
 
+    /// A chat that `ChatSession.save` wrote, with its KV cache as it was:
+    /// the next turn's first token comes as fast as in the chat that never
+    /// stopped (its history is not run through the model again). The file
+    /// must have been saved by this model (same file, tokenizer and
+    /// template): a missing file, another model's, a truncated or a corrupt
+    /// one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+    /// read is `Storage`.
+    pub fn restore_session(&self, path: String) -> Result<Arc<ChatSession>> {
+        guard(inference_error, || {
+            let conversation = engine::Conversation::restore(&self.inner, std::path::Path::new(&path))?;
+            Ok(ChatSession::resume(&self.inner, conversation))
+        })
+    }
+
+    /// Bytes of the weights in memory now: with mapped weights, the pages of
+    /// the file the OS holds (it reads them on use and may drop them under
+    /// pressure); with weights in the heap, all of them. `None` where the OS
+    /// does not say.
+    pub fn weights_resident_bytes(&self) -> Option<u64> {
+        self.inner.weights_resident()
+    }
+
+    /// The most memory one chat session of `context_length` tokens takes:
+    /// the weights (the whole file, once every page is read), its KV cache
+    /// at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+    /// buffers. Capped at the model's context.
+    pub fn memory_estimate_bytes(&self, context_length: u32) -> u64 {
+        self.inner.memory_estimate(context_length as usize)
+    }
+
     /// A chat session, optionally starting from an earlier transcript
     /// (e.g. a system message, or a conversation restored from storage).
     pub fn new_session(&self, history: Vec<ChatMessage>) -> Arc<ChatSession> {
@@ -96,6 +126,7 @@ impl Model {
                 threads: config.threads.map(|t| t as usize),
                 parse_special_in_messages: config.parse_special_in_messages,
                 no_map: !config.map_weights,
+                kv_precision: if config.kv_cache_f32 { engine::KvPrecision::F32 } else { engine::KvPrecision::F16 },
             };
             let inner = engine::LoadedModel::load(&cfg, progress)?;
             Ok(Arc::new(Self { inner: Arc::new(inner) }))

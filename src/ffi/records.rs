@@ -16,7 +16,8 @@ pub struct ModelConfig {
     /// Caps the context window (and so the KV-cache memory) below the model's.
     #[uniffi(default = None)]
     pub context_length: Option<u32>,
-    /// Compute threads; default one per physical core. Process-wide: the first
+    /// Compute threads; default one per performance core (all but the slowest
+    /// cluster of a phone's cores, pinned there). Process-wide: the first
     /// model loaded fixes it.
     #[uniffi(default = None)]
     pub threads: Option<u32>,
@@ -33,6 +34,11 @@ pub struct ModelConfig {
     /// they are read into the app's heap (a copy the size of the file).
     #[uniffi(default = true)]
     pub map_weights: bool,
+    /// Off (the default): the KV cache keeps keys and values in f16, half
+    /// the memory per token (as llama.cpp does). On: f32, exact, twice the
+    /// memory.
+    #[uniffi(default = false)]
+    pub kv_cache_f32: bool,
 }
 
 impl ModelConfig {
@@ -44,6 +50,7 @@ impl ModelConfig {
             threads: None,
             parse_special_in_messages: false,
             map_weights: true,
+            kv_cache_f32: false,
         }
     }
 }
@@ -193,6 +200,13 @@ pub struct ModelInfo {
     /// the file system refused a map or `map_weights` was off).
     pub weights_mapped: bool,
     pub threads: u32,
+    /// The CPU cores the compute threads are pinned to: the performance
+    /// cores (empty: not pinned, because all cores are alike, the OS does not
+    /// say which are fast, or more threads were asked for than there are).
+    pub cores: Vec<u32>,
+    /// KV-cache bytes each token of a conversation takes (all layers; half
+    /// with the default f16 cache of what `kv_cache_f32` takes).
+    pub kv_bytes_per_token: u64,
     /// Set when the file's chat template was refused (too large, too deeply
     /// nested, does not compile, or fails on a one-message chat) and the
     /// built-in format of the model's family is used instead: why.
@@ -212,6 +226,8 @@ impl From<&engine::ModelInfo> for ModelInfo {
             file_size_bytes: i.file_size,
             weights_mapped: i.weights_mapped,
             threads: saturating_u32(i.threads),
+            cores: i.cores.iter().map(|&c| saturating_u32(c)).collect(),
+            kv_bytes_per_token: i.kv_bytes_per_token as u64,
             chat_template_warning: i.chat_template_warning.clone(),
         }
     }

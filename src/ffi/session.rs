@@ -46,14 +46,7 @@ impl ChatSession {
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<GenerationStats> {
-        if self.in_own_turn() {
-            // The session is in a turn (this one): a state error, not a bad argument.
-            return Err(LlmError::Busy {
-                reason: "this chat session is generating: send() was called from inside its own TokenSink; \
-                         use another session"
-                    .into(),
-            });
-        }
+        self.refuse_in_own_turn("send()")?;
         let mut conversation = self.lock();
         let _turn = TurnGuard::enter(&self.turn_thread);
         // A cancel() aimed at an earlier turn must not stop this one.
@@ -88,6 +81,34 @@ impl ChatSession {
         self.lock().history().iter().map(Into::into).collect()
     }
 
+    /// Writes the conversation and its KV cache to `path` (replacing the file
+    /// there only once the new one is complete), for `Model.restoreSession`
+    /// after the app is killed. Waits for a turn in progress to end; from
+    /// inside this session's own sink it is `Busy`. About
+    /// `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
+    pub fn save(&self, path: String) -> Result<()> {
+        self.refuse_in_own_turn("save()")?;
+        guard(inference_error, || Ok(self.lock().save(&self.model, std::path::Path::new(&path))?))
+    }
+
+    /// Releases the KV-cache memory beyond what the conversation holds (the
+    /// room it grew for ahead, or all of it after `reset()`), for
+    /// `onTrimMemory` or a memory warning. The next turn grows it again.
+    /// From inside this session's own sink it does nothing.
+    pub fn trim(&self) {
+        if !self.in_own_turn() {
+            self.lock().trim();
+        }
+    }
+
+    /// Bytes this session's KV cache holds now.
+    pub fn kv_cache_bytes(&self) -> u64 {
+        if self.in_own_turn() {
+            return 0;
+        }
+        self.lock().cache_bytes() as u64
+    }
+
     /// Back to the history the session was created with. From inside this
     /// session's own sink it applies when the turn ends (dropping that turn).
     pub fn reset(&self) {
@@ -103,10 +124,14 @@ impl ChatSession {
 
 impl ChatSession {
     pub(crate) fn start(model: &Arc<engine::LoadedModel>, history: Vec<engine::Message>) -> Arc<Self> {
+        Self::resume(model, engine::Conversation::new(model, history))
+    }
+
+    pub(crate) fn resume(model: &Arc<engine::LoadedModel>, conversation: engine::Conversation) -> Arc<Self> {
         Arc::new(ChatSession {
             model: model.clone(),
-            conversation: Mutex::new(engine::Conversation::new(model, history.clone())),
-            history: Mutex::new(history),
+            history: Mutex::new(conversation.history().to_vec()),
+            conversation: Mutex::new(conversation),
             turn_thread: Mutex::new(None),
             reset_pending: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
@@ -117,6 +142,19 @@ impl ChatSession {
         // A panic cannot happen while the lock is held (the engine catches
         // them), but if one did, the conversation is still structurally valid.
         lock_ignoring_poison(&self.conversation)
+    }
+
+    /// A call from inside the session's own turn (its sink) would wait on
+    /// itself: a state error, not a bad argument.
+    fn refuse_in_own_turn(&self, call: &str) -> Result<()> {
+        if self.in_own_turn() {
+            return Err(LlmError::Busy {
+                reason: format!(
+                    "this chat session is generating: {call} was called from inside its own TokenSink; use another session"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn in_own_turn(&self) -> bool {

@@ -5,6 +5,7 @@ use candle_core::quantized::gguf_file::Content;
 
 use super::error::{Error, Result};
 use super::gguf::shape_of;
+use super::kv_cache::KvPrecision;
 use super::layers::rope::RopeStyle;
 use super::weights;
 
@@ -59,7 +60,7 @@ impl Family {
     }
 
     /// The decoder's configuration for `hp` at `context` positions.
-    pub fn weights_config(self, hp: &Hyper, context: usize) -> weights::Config {
+    pub fn weights_config(self, hp: &Hyper, context: usize, kv_precision: KvPrecision) -> weights::Config {
         weights::Config {
             family: self,
             rope: match self {
@@ -72,6 +73,7 @@ impl Family {
             eps: hp.eps,
             rope_base: hp.rope_base,
             max_positions: context,
+            kv_precision,
         }
     }
 }

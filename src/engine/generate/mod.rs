@@ -2,6 +2,7 @@
 //! token per step, streaming text through a sink. Chat sessions and their
 //! turn rules are in `session`.
 
+mod saved;
 mod session;
 
 pub use session::Conversation;
@@ -18,7 +19,7 @@ use super::weights::{State, Weights};
 
 /// Prompt tokens per forward call: bounds the forward pass's buffers (a
 /// chunk's rows of the widest layer) while keeping prefill batched.
-const PREFILL_CHUNK: usize = 256;
+pub(crate) const PREFILL_CHUNK: usize = 256;
 pub const MAX_STOP_STRINGS: usize = 16;
 const MAX_STOP_LEN: usize = 256;
 
@@ -147,6 +148,17 @@ impl Sequence {
 
     pub fn cached_tokens(&self) -> &[u32] {
         &self.cached
+    }
+
+    /// Bytes the KV cache holds now.
+    pub fn cache_bytes(&self) -> usize {
+        self.state.cache.bytes()
+    }
+
+    /// Releases cache memory past the cached tokens (`KvCache::trim`).
+    pub fn trim(&mut self) {
+        self.state.cache.truncate(self.cached.len());
+        self.state.cache.trim();
     }
 
     /// Runs `ids` after the first `pos` cached tokens; writes the logits of

@@ -1,9 +1,12 @@
 //! A chat session: the history and one sequence whose KV cache holds the
 //! rendered history, so that each turn feeds only its new tokens.
 
+use std::path::Path;
+
 use super::super::chat::{Message, Role};
 use super::super::error::Result;
 use super::super::model::LoadedModel;
+use super::saved::{self, Saved};
 use super::{GenerateOptions, Outcome, Sequence, Sink, Stop};
 
 /// A chat: history plus a sequence whose cache holds the rendered history, so
@@ -21,6 +24,30 @@ impl Conversation {
 
     pub fn history(&self) -> &[Message] {
         &self.history
+    }
+
+    /// Writes the conversation and its KV cache to `path` (`saved.rs`).
+    pub fn save(&self, model: &LoadedModel, path: &Path) -> Result<()> {
+        let saved = Saved { initial: self.initial.clone(), history: self.history.clone() };
+        saved::save(model, &saved, &self.sequence, path)
+    }
+
+    /// A conversation `save` wrote for this model, its cache as it was: the
+    /// next turn feeds only its own tokens.
+    pub fn restore(model: &LoadedModel, path: &Path) -> Result<Self> {
+        let mut sequence = Sequence::new(model);
+        let Saved { initial, history } = saved::restore(model, &mut sequence, path)?;
+        Ok(Self { initial, history, sequence })
+    }
+
+    /// Bytes its KV cache holds.
+    pub fn cache_bytes(&self) -> usize {
+        self.sequence.cache_bytes()
+    }
+
+    /// Releases KV-cache memory beyond what the conversation holds.
+    pub fn trim(&mut self) {
+        self.sequence.trim()
     }
 
     /// Back to the history the conversation started with. The cache is kept:

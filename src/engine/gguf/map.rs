@@ -80,6 +80,35 @@ impl FileBytes {
     pub fn is_mapped(&self) -> bool {
         matches!(self.inner, Inner::Mapped(_))
     }
+
+    /// Bytes of the file in memory now: all of a heap copy; of a map, the
+    /// pages the OS holds (it reads them on first use and may drop them).
+    /// `None` where the OS does not say.
+    pub fn resident(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Read { len, .. } => Some(*len as u64),
+            #[cfg(unix)]
+            Inner::Mapped(map) => resident_pages(map),
+            #[cfg(not(unix))]
+            Inner::Mapped(_) => None,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn resident_pages(map: &Mmap) -> Option<u64> {
+    // SAFETY: sysconf reads a constant; mincore only writes one byte per page
+    // of a range we own (the map, page-aligned by mmap) into a vector sized
+    // for it, and reads nothing of the map itself.
+    unsafe {
+        let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).ok().filter(|p| *p > 0)?;
+        let mut present = vec![0u8; map.len().div_ceil(page)];
+        if libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), present.as_mut_ptr() as *mut _) != 0 {
+            return None;
+        }
+        let pages = present.iter().filter(|&&b| b & 1 == 1).count();
+        Some((pages * page).min(map.len()) as u64)
+    }
 }
 
 /// One tensor's bytes in the file, in GGUF block layout, with its type and

@@ -155,6 +155,38 @@ impl TensorSource for FileTensors<'_, '_> {
     }
 }
 
+/// A digest that tells this model from any other a saved chat could come
+/// from: the tensor table (names, types, shapes, offsets), the bytes of the
+/// norm weights (fine-tunes of one architecture share the table, not the
+/// norms; they are small and were read at load anyway), the file size, and
+/// `extra` (the tokenizer's and chat format's say).
+pub(crate) fn identity(content: &Content, file: &FileBytes, extra: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((file.bytes().len() as u64).to_le_bytes());
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &content.tensor_infos[name];
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}{}", t.ggml_dtype, t.shape.dims(), t.offset).as_bytes());
+        if name.ends_with("norm.weight") {
+            let start = content.tensor_data_offset + t.offset;
+            let range =
+                usize::try_from(start).ok().and_then(|s| Some(s..s.checked_add(usize::try_from(byte_len(t)?).ok()?)?));
+            if let Some(bytes) = range.and_then(|r| file.bytes().get(r)) {
+                h.update(bytes);
+            }
+        }
+    }
+    for e in extra {
+        h.update((e.len() as u64).to_le_bytes());
+        h.update(e);
+    }
+    h.finalize().into()
+}
+
 pub(crate) fn shape_of<'a>(c: &'a Content, name: &str) -> Result<&'a [usize]> {
     c.tensor_infos
         .get(name)

@@ -10,9 +10,9 @@
 //! values up to its position, in a fixed order: batched equals token by
 //! token, bit for bit. Grouped-query heads read their shared KV head
 //! directly (no copies). Sums use eight fixed lanes so they vectorize
-//! (`dense::dot`).
+//! (`dense::dot`). An f16 cache is widened a row at a time as it is read.
 
-use super::dense::dot;
+use super::dense::{dot, Float};
 use super::Output;
 
 /// The shapes of one attention call.
@@ -32,7 +32,7 @@ pub struct Shape {
 /// as `[seq, n_head · head_dim]`. `q` is `[seq, n_head · head_dim]` too; `k` and
 /// `v` are the cache buffers `[n_kv_head, capacity, head_dim]`, filled up to
 /// `start + seq`. Returns `None` if the slices do not match the shape.
-pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Option<()> {
+pub fn causal<T: Float>(s: Shape, q: &[f32], k: &[T], v: &[T], out: &mut [f32]) -> Option<()> {
     let Shape { n_head, n_kv_head, head_dim: hd, seq, start, capacity } = s;
     if n_kv_head == 0
         || !n_head.is_multiple_of(n_kv_head)
@@ -50,6 +50,7 @@ pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Opt
     candle_core::utils::barrier_pool().execute_chunked(n_head * seq, |items| {
         let mut scores = Vec::new();
         let mut row = vec![0f32; hd];
+        let mut wide = vec![0f32; hd];
         for item in items {
             let (h, i) = (item / seq, item % seq);
             let kv = h / group;
@@ -58,7 +59,7 @@ pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Opt
             let qi = &q[(i * n_head + h) * hd..(i * n_head + h + 1) * hd];
             let visible = start + i + 1;
             scores.clear();
-            scores.extend((0..visible).map(|j| dot(qi, &keys[j * hd..(j + 1) * hd]) * scale));
+            scores.extend((0..visible).map(|j| dot(qi, T::as_f32(&keys[j * hd..(j + 1) * hd], &mut wide)) * scale));
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             let mut sum = 0f32;
             for x in scores.iter_mut() {
@@ -68,7 +69,7 @@ pub fn causal(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> Opt
             row.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
                 let p = p / sum;
-                for (o, &x) in row.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+                for (o, &x) in row.iter_mut().zip(T::as_f32(&values[j * hd..(j + 1) * hd], &mut wide)) {
                     *o = p.mul_add(x, *o);
                 }
             }
@@ -121,8 +122,31 @@ mod tests {
         (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
     }
 
+    /// Runs `causal` on `k`, `v` as stored in `T` against the definition on
+    /// the stored values, and each row alone against the batch.
+    fn check<T: Float>(s: Shape, q: &[f32], k: &[T], v: &[T]) {
+        let widen = |x: &[T]| {
+            let mut out = vec![0f32; x.len()];
+            T::widen(x, &mut out);
+            out
+        };
+        let (n_head, head_dim, seq, start) = (s.n_head, s.head_dim, s.seq, s.start);
+        let mut batched = vec![0f32; seq * n_head * head_dim];
+        causal(s, q, k, v, &mut batched).unwrap();
+        for (a, b) in batched.iter().zip(reference(s, q, &widen(k), &widen(v))) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // Each row alone, at its own position.
+        for i in 0..seq {
+            let qi = &q[i * n_head * head_dim..][..n_head * head_dim];
+            let mut one = vec![0f32; n_head * head_dim];
+            causal(Shape { seq: 1, start: start + i, ..s }, qi, k, v, &mut one).unwrap();
+            assert_eq!(one, batched[i * n_head * head_dim..][..n_head * head_dim], "row {i}");
+        }
+    }
+
     #[test]
-    fn matches_the_definition_and_a_batch_equals_its_rows() {
+    fn matches_the_definition_and_a_batch_equals_its_rows_in_f32_and_f16() {
         let mut rng = StdRng::seed_from_u64(7);
         // Grouped-query (6 heads on 2) and plain heads; head sizes off the lanes.
         for (n_head, n_kv_head, head_dim) in [(6, 2, 20), (3, 3, 64)] {
@@ -131,18 +155,9 @@ mod tests {
             let k = random(&mut rng, n_kv_head * capacity * head_dim);
             let v = random(&mut rng, n_kv_head * capacity * head_dim);
             let q = random(&mut rng, n_head * seq * head_dim);
-            let mut batched = vec![0f32; seq * n_head * head_dim];
-            causal(s, &q, &k, &v, &mut batched).unwrap();
-            for (a, b) in batched.iter().zip(reference(s, &q, &k, &v)) {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-            }
-            // Each row alone, at its own position.
-            for i in 0..seq {
-                let qi = &q[i * n_head * head_dim..][..n_head * head_dim];
-                let mut one = vec![0f32; n_head * head_dim];
-                causal(Shape { seq: 1, start: start + i, ..s }, qi, &k, &v, &mut one).unwrap();
-                assert_eq!(one, batched[i * n_head * head_dim..][..n_head * head_dim], "row {i}");
-            }
+            check(s, &q, &k, &v);
+            let half = |x: &[f32]| x.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>();
+            check(s, &q, &half(&k), &half(&v));
         }
     }
 

@@ -32,11 +32,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// A float weight element: widened to f32 a row at a time.
 pub trait Float: Copy + Sync + 'static {
     fn widen(row: &[Self], out: &mut [f32]);
+
+    /// `row` as f32: widened into `buf` (its length), or `row` itself.
+    fn as_f32<'a>(row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        Self::widen(row, buf);
+        buf
+    }
 }
 
 impl Float for f32 {
     fn widen(row: &[f32], out: &mut [f32]) {
         out.copy_from_slice(row)
+    }
+
+    fn as_f32<'a>(row: &'a [f32], _: &'a mut [f32]) -> &'a [f32] {
+        row
     }
 }
 

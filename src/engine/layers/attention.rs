@@ -5,7 +5,7 @@
 
 use super::super::error::{Error, Result};
 use super::super::kernels::attention::{causal, Shape};
-use super::super::kv_cache::KvCache;
+use super::super::kv_cache::{KvCache, LayerView};
 use super::linear::Linear;
 use super::rope::Rope;
 use super::{check, sized, StopCheck};
@@ -87,8 +87,11 @@ impl Attention {
             capacity: cache.capacity(),
         };
         let heads = sized(&mut s.heads, seq * q_width);
-        let (ck, cv) = cache.layer(layer);
-        if causal(shape, q, ck, cv, heads).is_none() {
+        let done = match cache.layer(layer) {
+            LayerView::F16(ck, cv) => causal(shape, q, ck, cv, heads),
+            LayerView::F32(ck, cv) => causal(shape, q, ck, cv, heads),
+        };
+        if done.is_none() {
             return Err(Error::Inference(format!("attention: buffers do not match {shape:?}")));
         }
         check(stop)?;

@@ -32,12 +32,19 @@ fn silu(x: f32) -> f32 {
 }
 
 impl Mlp {
+    /// The hidden width (the down projection's inputs).
+    pub fn width(&self) -> usize {
+        match self {
+            Mlp::Fused { down, .. } | Mlp::Split { down, .. } => down.inputs(),
+        }
+    }
+
     /// `out[seq, hidden]` for the normed rows `x`.
     pub fn forward(&self, x: &[f32], s: &mut Scratch, out: &mut [f32], stop: StopCheck<'_>) -> Result<()> {
         let down = match self {
             Mlp::Fused { down, .. } | Mlp::Split { down, .. } => down,
         };
-        let ff = down.inputs();
+        let ff = self.width();
         let seq = out.len() / down.outputs();
         let act = sized(&mut s.act, seq * ff);
         match self {

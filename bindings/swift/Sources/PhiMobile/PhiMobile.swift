@@ -791,10 +791,24 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     func history()  -> [ChatMessage]
     
     /**
+     * Bytes this session's KV cache holds now.
+     */
+    func kvCacheBytes()  -> UInt64
+    
+    /**
      * Back to the history the session was created with. From inside this
      * session's own sink it applies when the turn ends (dropping that turn).
      */
     func reset() 
+    
+    /**
+     * Writes the conversation and its KV cache to `path` (replacing the file
+     * there only once the new one is complete), for `Model.restoreSession`
+     * after the app is killed. Waits for a turn in progress to end; from
+     * inside this session's own sink it is `Busy`. About
+     * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
+     */
+    func save(path: String) throws 
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
@@ -804,6 +818,14 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      * turn already in progress.
      */
     func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
+    
+    /**
+     * Releases the KV-cache memory beyond what the conversation holds (the
+     * room it grew for ahead, or all of it after `reset()`), for
+     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * From inside this session's own sink it does nothing.
+     */
+    func trim() 
     
 }
 /**
@@ -895,6 +917,18 @@ open func history() -> [ChatMessage]  {
 }
     
     /**
+     * Bytes this session's KV cache holds now.
+     */
+open func kvCacheBytes() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Back to the history the session was created with. From inside this
      * session's own sink it applies when the turn ends (dropping that turn).
      */
@@ -902,6 +936,22 @@ open func reset()  {try! rustCall() {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_chatsession_reset(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Writes the conversation and its KV cache to `path` (replacing the file
+     * there only once the new one is complete), for `Model.restoreSession`
+     * after the app is killed. Waits for a turn in progress to end; from
+     * inside this session's own sink it is `Busy`. About
+     * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
+     */
+open func save(path: String)throws   {try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_save(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),uniffiCallStatus
     )
 }
 }
@@ -924,6 +974,20 @@ open func send(message: String, params: GenerationParams, sink: TokenSink, cance
         FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Releases the KV-cache memory beyond what the conversation holds (the
+     * room it grew for ahead, or all of it after `reset()`), for
+     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * From inside this session's own sink it does nothing.
+     */
+open func trim()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_trim(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
 }
     
 
@@ -1429,15 +1493,42 @@ public protocol ModelProtocol: AnyObject, Sendable {
     func info()  -> ModelInfo
     
     /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context.
+     */
+    func memoryEstimateBytes(contextLength: UInt32)  -> UInt64
+    
+    /**
      * A chat session, optionally starting from an earlier transcript
      * (e.g. a system message, or a conversation restored from storage).
      */
     func newSession(history: [ChatMessage])  -> ChatSession
     
     /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    func restoreSession(path: String) throws  -> ChatSession
+    
+    /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
     func tokenize(text: String) throws  -> [UInt32]
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+    func weightsResidentBytes()  -> UInt64?
     
 }
 /**
@@ -1577,6 +1668,22 @@ open func info() -> ModelInfo  {
 }
     
     /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context.
+     */
+open func memoryEstimateBytes(contextLength: UInt32) -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(contextLength),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * A chat session, optionally starting from an earlier transcript
      * (e.g. a system message, or a conversation restored from storage).
      */
@@ -1591,6 +1698,25 @@ open func newSession(history: [ChatMessage]) -> ChatSession  {
 }
     
     /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+open func restoreSession(path: String)throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_restore_session(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
 open func tokenize(text: String)throws  -> [UInt32]  {
@@ -1599,6 +1725,21 @@ open func tokenize(text: String)throws  -> [UInt32]  {
     uniffi_phi_mobile_fn_method_model_tokenize(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+open func weightsResidentBytes() -> UInt64?  {
+    return try!  FfiConverterOptionUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -2382,7 +2523,8 @@ public struct ModelConfig: Equatable, Hashable {
      */
     public var contextLength: UInt32?
     /**
-     * Compute threads; default one per physical core. Process-wide: the first
+     * Compute threads; default one per performance core (all but the slowest
+     * cluster of a phone's cores, pinned there). Process-wide: the first
      * model loaded fixes it.
      */
     public var threads: UInt32?
@@ -2401,6 +2543,12 @@ public struct ModelConfig: Equatable, Hashable {
      * they are read into the app's heap (a copy the size of the file).
      */
     public var mapWeights: Bool
+    /**
+     * Off (the default): the KV cache keeps keys and values in f16, half
+     * the memory per token (as llama.cpp does). On: f32, exact, twice the
+     * memory.
+     */
+    public var kvCacheF32: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2416,7 +2564,8 @@ public struct ModelConfig: Equatable, Hashable {
          * Caps the context window (and so the KV-cache memory) below the model's.
          */contextLength: UInt32? = nil, 
         /**
-         * Compute threads; default one per physical core. Process-wide: the first
+         * Compute threads; default one per performance core (all but the slowest
+         * cluster of a phone's cores, pinned there). Process-wide: the first
          * model loaded fixes it.
          */threads: UInt32? = nil, 
         /**
@@ -2431,13 +2580,19 @@ public struct ModelConfig: Equatable, Hashable {
          * pages, which the OS can reclaim under pressure instead of ending the
          * app; the file must not be modified or truncated while loaded. Off:
          * they are read into the app's heap (a copy the size of the file).
-         */mapWeights: Bool = true) {
+         */mapWeights: Bool = true, 
+        /**
+         * Off (the default): the KV cache keeps keys and values in f16, half
+         * the memory per token (as llama.cpp does). On: f32, exact, twice the
+         * memory.
+         */kvCacheF32: Bool = false) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
         self.contextLength = contextLength
         self.threads = threads
         self.parseSpecialInMessages = parseSpecialInMessages
         self.mapWeights = mapWeights
+        self.kvCacheF32 = kvCacheF32
     }
 
     
@@ -2461,7 +2616,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
                 threads: FfiConverterOptionUInt32.read(from: &buf), 
                 parseSpecialInMessages: FfiConverterBool.read(from: &buf), 
-                mapWeights: FfiConverterBool.read(from: &buf)
+                mapWeights: FfiConverterBool.read(from: &buf), 
+                kvCacheF32: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -2472,6 +2628,7 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
         FfiConverterOptionUInt32.write(value.threads, into: &buf)
         FfiConverterBool.write(value.parseSpecialInMessages, into: &buf)
         FfiConverterBool.write(value.mapWeights, into: &buf)
+        FfiConverterBool.write(value.kvCacheF32, into: &buf)
     }
 }
 
@@ -2513,6 +2670,17 @@ public struct ModelInfo: Equatable, Hashable {
     public var weightsMapped: Bool
     public var threads: UInt32
     /**
+     * The CPU cores the compute threads are pinned to: the performance
+     * cores (empty: not pinned, because all cores are alike, the OS does not
+     * say which are fast, or more threads were asked for than there are).
+     */
+    public var cores: [UInt32]
+    /**
+     * KV-cache bytes each token of a conversation takes (all layers; half
+     * with the default f16 cache of what `kv_cache_f32` takes).
+     */
+    public var kvBytesPerToken: UInt64
+    /**
      * Set when the file's chat template was refused (too large, too deeply
      * nested, does not compile, or fails on a one-message chat) and the
      * built-in format of the model's family is used instead: why.
@@ -2533,6 +2701,15 @@ public struct ModelInfo: Equatable, Hashable {
          * the file system refused a map or `map_weights` was off).
          */weightsMapped: Bool, threads: UInt32, 
         /**
+         * The CPU cores the compute threads are pinned to: the performance
+         * cores (empty: not pinned, because all cores are alike, the OS does not
+         * say which are fast, or more threads were asked for than there are).
+         */cores: [UInt32], 
+        /**
+         * KV-cache bytes each token of a conversation takes (all layers; half
+         * with the default f16 cache of what `kv_cache_f32` takes).
+         */kvBytesPerToken: UInt64, 
+        /**
          * Set when the file's chat template was refused (too large, too deeply
          * nested, does not compile, or fails on a one-message chat) and the
          * built-in format of the model's family is used instead: why.
@@ -2547,6 +2724,8 @@ public struct ModelInfo: Equatable, Hashable {
         self.fileSizeBytes = fileSizeBytes
         self.weightsMapped = weightsMapped
         self.threads = threads
+        self.cores = cores
+        self.kvBytesPerToken = kvBytesPerToken
         self.chatTemplateWarning = chatTemplateWarning
     }
 
@@ -2576,6 +2755,8 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 fileSizeBytes: FfiConverterUInt64.read(from: &buf), 
                 weightsMapped: FfiConverterBool.read(from: &buf), 
                 threads: FfiConverterUInt32.read(from: &buf), 
+                cores: FfiConverterSequenceUInt32.read(from: &buf), 
+                kvBytesPerToken: FfiConverterUInt64.read(from: &buf), 
                 chatTemplateWarning: FfiConverterOptionString.read(from: &buf)
         )
     }
@@ -2591,6 +2772,8 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.fileSizeBytes, into: &buf)
         FfiConverterBool.write(value.weightsMapped, into: &buf)
         FfiConverterUInt32.write(value.threads, into: &buf)
+        FfiConverterSequenceUInt32.write(value.cores, into: &buf)
+        FfiConverterUInt64.write(value.kvBytesPerToken, into: &buf)
         FfiConverterOptionString.write(value.chatTemplateWarning, into: &buf)
     }
 }
@@ -2653,6 +2836,12 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      * try again when it ends.
      */
     case Busy(reason: String
+    )
+    /**
+     * A saved chat that cannot be restored (saved by another model or
+     * version of the library, truncated or corrupt): start a new chat.
+     */
+    case InvalidSavedChat(reason: String
     )
     case Cancelled
 
@@ -2722,7 +2911,10 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         case 12: return .Busy(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .Cancelled
+        case 13: return .InvalidSavedChat(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 14: return .Cancelled
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -2797,8 +2989,13 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case .Cancelled:
+        case let .InvalidSavedChat(reason):
             writeInt(&buf, Int32(13))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Cancelled:
+            writeInt(&buf, Int32(14))
         
         }
     }

@@ -417,14 +417,29 @@ RustBuffer uniffi_phi_mobile_fn_method_model_generate(uint64_t ptr, RustBuffer p
 RustBuffer uniffi_phi_mobile_fn_method_model_info(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
+uint64_t uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(uint64_t ptr, uint32_t context_length, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_NEW_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_NEW_SESSION
 uint64_t uniffi_phi_mobile_fn_method_model_new_session(uint64_t ptr, RustBuffer history, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION
+uint64_t uniffi_phi_mobile_fn_method_model_restore_session(uint64_t ptr, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE
 RustBuffer uniffi_phi_mobile_fn_method_model_tokenize(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_WEIGHTS_RESIDENT_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_WEIGHTS_RESIDENT_BYTES
+RustBuffer uniffi_phi_mobile_fn_method_model_weights_resident_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_CHATSESSION
@@ -447,14 +462,29 @@ void uniffi_phi_mobile_fn_method_chatsession_cancel(uint64_t ptr, RustCallStatus
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_history(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_KV_CACHE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_KV_CACHE_BYTES
+uint64_t uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESET
 void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SAVE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SAVE
+void uniffi_phi_mobile_fn_method_chatsession_save(uint64_t ptr, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_TRIM
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_TRIM
+void uniffi_phi_mobile_fn_method_chatsession_trim(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
@@ -782,15 +812,33 @@ uint16_t uniffi_phi_mobile_checksum_method_model_info(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
+uint16_t uniffi_phi_mobile_checksum_method_model_memory_estimate_bytes(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_NEW_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_NEW_SESSION
 uint16_t uniffi_phi_mobile_checksum_method_model_new_session(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION
+uint16_t uniffi_phi_mobile_checksum_method_model_restore_session(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE
 uint16_t uniffi_phi_mobile_checksum_method_model_tokenize(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_WEIGHTS_RESIDENT_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_WEIGHTS_RESIDENT_BYTES
+uint16_t uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(void
     
 );
 #endif
@@ -806,15 +854,33 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_history(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_KV_CACHE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_KV_CACHE_BYTES
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_reset(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SAVE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SAVE
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_save(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_TRIM
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_TRIM
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_trim(void
     
 );
 #endif

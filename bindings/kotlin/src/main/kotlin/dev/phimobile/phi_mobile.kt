@@ -760,17 +760,29 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_info(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_memory_estimate_bytes(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_new_session(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_restore_session(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_tokenize(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_cancel(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_history(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_save(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_send(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_trim(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(
     ): Int
@@ -851,9 +863,15 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_info(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(`ptr`: Long,`contextLength`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_phi_mobile_fn_method_model_new_session(`ptr`: Long,`history`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_phi_mobile_fn_method_model_restore_session(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_phi_mobile_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_model_weights_resident_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_clone_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -863,10 +881,16 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_method_chatsession_save(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_chatsession_trim(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_phi_mobile_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1776,10 +1800,24 @@ public interface ChatSessionInterface {
     fun `history`(): List<ChatMessage>
     
     /**
+     * Bytes this session's KV cache holds now.
+     */
+    fun `kvCacheBytes`(): kotlin.ULong
+    
+    /**
      * Back to the history the session was created with. From inside this
      * session's own sink it applies when the turn ends (dropping that turn).
      */
     fun `reset`()
+    
+    /**
+     * Writes the conversation and its KV cache to `path` (replacing the file
+     * there only once the new one is complete), for `Model.restoreSession`
+     * after the app is killed. Waits for a turn in progress to end; from
+     * inside this session's own sink it is `Busy`. About
+     * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
+     */
+    fun `save`(`path`: kotlin.String)
     
     /**
      * Sends a user message and streams the answer to `sink`. Blocks the
@@ -1789,6 +1827,14 @@ public interface ChatSessionInterface {
      * turn already in progress.
      */
     fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
+    
+    /**
+     * Releases the KV-cache memory beyond what the conversation holds (the
+     * room it grew for ahead, or all of it after `reset()`), for
+     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * From inside this session's own sink it does nothing.
+     */
+    fun `trim`()
     
     companion object
 }
@@ -1939,6 +1985,22 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 
     
     /**
+     * Bytes this session's KV cache holds now.
+     */override fun `kvCacheBytes`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Back to the history the session was created with. From inside this
      * session's own sink it applies when the turn ends (dropping that turn).
      */override fun `reset`()
@@ -1948,6 +2010,27 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     UniffiLib.uniffi_phi_mobile_fn_method_chatsession_reset(
         it,
         _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Writes the conversation and its KV cache to `path` (replacing the file
+     * there only once the new one is complete), for `Model.restoreSession`
+     * after the app is killed. Waits for a turn in progress to end; from
+     * inside this session's own sink it is `Busy`. About
+     * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
+     */
+    @Throws(LlmException::class)override fun `save`(`path`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_save(
+        it,
+        
+        FfiConverterString.lower(`path`),_status)
 }
     }
     
@@ -1976,6 +2059,24 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Releases the KV-cache memory beyond what the conversation holds (the
+     * room it grew for ahead, or all of it after `reset()`), for
+     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * From inside this session's own sink it does nothing.
+     */override fun `trim`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_trim(
+        it,
+        _status)
+}
+    }
+    
     
 
     
@@ -2794,15 +2895,42 @@ public interface ModelInterface {
     fun `info`(): ModelInfo
     
     /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context.
+     */
+    fun `memoryEstimateBytes`(`contextLength`: kotlin.UInt): kotlin.ULong
+    
+    /**
      * A chat session, optionally starting from an earlier transcript
      * (e.g. a system message, or a conversation restored from storage).
      */
     fun `newSession`(`history`: List<ChatMessage>): ChatSession
     
     /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    fun `restoreSession`(`path`: kotlin.String): ChatSession
+    
+    /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
     fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt>
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+    fun `weightsResidentBytes`(): kotlin.ULong?
     
     companion object
 }
@@ -2987,6 +3115,26 @@ open class Model: Disposable, AutoCloseable, ModelInterface
 
     
     /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context.
+     */override fun `memoryEstimateBytes`(`contextLength`: kotlin.UInt): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
+        it,
+        
+        FfiConverterUInt.lower(`contextLength`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * A chat session, optionally starting from an earlier transcript
      * (e.g. a system message, or a conversation restored from storage).
      */override fun `newSession`(`history`: List<ChatMessage>): ChatSession {
@@ -3005,6 +3153,30 @@ open class Model: Disposable, AutoCloseable, ModelInterface
 
     
     /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    @Throws(LlmException::class)override fun `restoreSession`(`path`: kotlin.String): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_restore_session(
+        it,
+        
+        FfiConverterString.lower(`path`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
     @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt> {
@@ -3015,6 +3187,25 @@ open class Model: Disposable, AutoCloseable, ModelInterface
         it,
         
         FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */override fun `weightsResidentBytes`(): kotlin.ULong? {
+            return FfiConverterOptionalULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
+        it,
+        _status)
 }
     }
     )
@@ -3824,7 +4015,8 @@ data class ModelConfig (
     var `contextLength`: kotlin.UInt? = null 
     , 
     /**
-     * Compute threads; default one per physical core. Process-wide: the first
+     * Compute threads; default one per performance core (all but the slowest
+     * cluster of a phone's cores, pinned there). Process-wide: the first
      * model loaded fixes it.
      */
     var `threads`: kotlin.UInt? = null 
@@ -3845,6 +4037,13 @@ data class ModelConfig (
      * they are read into the app's heap (a copy the size of the file).
      */
     var `mapWeights`: kotlin.Boolean = true 
+    , 
+    /**
+     * Off (the default): the KV cache keeps keys and values in f16, half
+     * the memory per token (as llama.cpp does). On: f32, exact, twice the
+     * memory.
+     */
+    var `kvCacheF32`: kotlin.Boolean = false 
     
 ){
     
@@ -3867,6 +4066,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalUInt.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3876,7 +4076,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
             FfiConverterOptionalUInt.allocationSize(value.`threads`) +
             FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`) +
-            FfiConverterBoolean.allocationSize(value.`mapWeights`)
+            FfiConverterBoolean.allocationSize(value.`mapWeights`) +
+            FfiConverterBoolean.allocationSize(value.`kvCacheF32`)
     )
 
     override fun write(value: ModelConfig, buf: ByteBuffer) {
@@ -3886,6 +4087,7 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
             FfiConverterOptionalUInt.write(value.`threads`, buf)
             FfiConverterBoolean.write(value.`parseSpecialInMessages`, buf)
             FfiConverterBoolean.write(value.`mapWeights`, buf)
+            FfiConverterBoolean.write(value.`kvCacheF32`, buf)
     }
 }
 
@@ -3923,6 +4125,19 @@ data class ModelInfo (
     var `threads`: kotlin.UInt
     , 
     /**
+     * The CPU cores the compute threads are pinned to: the performance
+     * cores (empty: not pinned, because all cores are alike, the OS does not
+     * say which are fast, or more threads were asked for than there are).
+     */
+    var `cores`: List<kotlin.UInt>
+    , 
+    /**
+     * KV-cache bytes each token of a conversation takes (all layers; half
+     * with the default f16 cache of what `kv_cache_f32` takes).
+     */
+    var `kvBytesPerToken`: kotlin.ULong
+    , 
+    /**
      * Set when the file's chat template was refused (too large, too deeply
      * nested, does not compile, or fails on a one-message chat) and the
      * built-in format of the model's family is used instead: why.
@@ -3954,6 +4169,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
         )
     }
@@ -3969,6 +4186,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterULong.allocationSize(value.`fileSizeBytes`) +
             FfiConverterBoolean.allocationSize(value.`weightsMapped`) +
             FfiConverterUInt.allocationSize(value.`threads`) +
+            FfiConverterSequenceUInt.allocationSize(value.`cores`) +
+            FfiConverterULong.allocationSize(value.`kvBytesPerToken`) +
             FfiConverterOptionalString.allocationSize(value.`chatTemplateWarning`)
     )
 
@@ -3983,6 +4202,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterULong.write(value.`fileSizeBytes`, buf)
             FfiConverterBoolean.write(value.`weightsMapped`, buf)
             FfiConverterUInt.write(value.`threads`, buf)
+            FfiConverterSequenceUInt.write(value.`cores`, buf)
+            FfiConverterULong.write(value.`kvBytesPerToken`, buf)
             FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
     }
 }
@@ -4107,6 +4328,18 @@ sealed class LlmException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
+    /**
+     * A saved chat that cannot be restored (saved by another model or
+     * version of the library, truncated or corrupt): start a new chat.
+     */
+    class InvalidSavedChat(
+        
+        val `reason`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
     class Cancelled(
         ) : LlmException() {
         override val message
@@ -4170,7 +4403,10 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             12 -> LlmException.Busy(
                 FfiConverterString.read(buf),
                 )
-            13 -> LlmException.Cancelled()
+            13 -> LlmException.InvalidSavedChat(
+                FfiConverterString.read(buf),
+                )
+            14 -> LlmException.Cancelled()
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -4235,6 +4471,11 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is LlmException.Busy -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is LlmException.InvalidSavedChat -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
@@ -4310,8 +4551,13 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is LlmException.Cancelled -> {
+            is LlmException.InvalidSavedChat -> {
                 buf.putInt(13)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is LlmException.Cancelled -> {
+                buf.putInt(14)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

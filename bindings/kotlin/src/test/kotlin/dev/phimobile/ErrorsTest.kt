@@ -33,6 +33,7 @@ class ErrorsTest {
         is LlmException.Storage -> "storage: ${e.reason}"
         is LlmException.AccessDenied -> "access denied: ${e.reason}"
         is LlmException.Busy -> "busy: ${e.reason}"
+        is LlmException.InvalidSavedChat -> "saved chat: ${e.reason}"
         is LlmException.Cancelled -> "cancelled"
     }
 

@@ -351,6 +351,7 @@ internal fun describe(e: Throwable): String = when (e) {
     is LlmException.Storage -> "Cannot store the model: ${e.reason}"
     is LlmException.AccessDenied -> "Access denied: ${e.reason}"
     is LlmException.Busy -> "This model is already downloading: ${e.reason}"
+    is LlmException.InvalidSavedChat -> "The last chat could not be restored (${e.reason}); a new one starts."
     is LlmException.Cancelled -> "Cancelled"
     is IOException -> "Could not store the model: ${e.message ?: e.javaClass.simpleName}"
     else -> e.message ?: e.javaClass.simpleName

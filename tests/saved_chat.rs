@@ -1,0 +1,204 @@
+//! Saving a chat and restoring it in another process (SmolLM2-135M): the
+//! next turn equals the uninterrupted chat's, served from the restored
+//! cache; a file that is not this model's, truncated or corrupt is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::Collect;
+use once_cell::sync::Lazy;
+use phi_mobile::*;
+
+fn smollm2_path() -> PathBuf {
+    common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn smollm2() -> Arc<Model> {
+    static MODEL: Lazy<Arc<Model>> =
+        Lazy::new(|| Model::load(ModelConfig::new(smollm2_path().display().to_string())).expect("load SmolLM2"));
+    MODEL.clone()
+}
+
+const FIRST: &str = "Name three rivers.";
+const SECOND: &str = "Which of them is the longest?";
+
+fn system() -> Vec<ChatMessage> {
+    vec![ChatMessage { role: Role::System, content: "You answer in one short sentence.".into() }]
+}
+
+fn send(session: &ChatSession, text: &str) -> GenerationStats {
+    session.send(text.into(), GenerationParams::greedy(24), Collect::new(), None).unwrap()
+}
+
+/// A chat after its first turn, saved to a new file.
+fn saved_chat(dir: &Path) -> (Arc<ChatSession>, PathBuf) {
+    let session = smollm2().new_session(system());
+    send(&session, FIRST);
+    let path = dir.join("chat.phichat");
+    session.save(path.display().to_string()).unwrap();
+    (session, path)
+}
+
+fn ids(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn a_chat_restored_in_another_process_answers_as_the_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (session, path) = saved_chat(dir.path());
+    let out = dir.path().join("child.txt");
+    // The restore runs in a new process: nothing survives but the file.
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "restore_in_a_child_process", "--ignored", "--nocapture"])
+        .env("SAVED_CHAT", &path)
+        .env("SAVED_CHAT_OUT", &out)
+        .status()
+        .unwrap();
+    assert!(child.success(), "the child failed");
+    let uninterrupted = send(&session, SECOND);
+    let restored = std::fs::read_to_string(&out).unwrap();
+    let (restored_ids, cached) = restored.split_once(' ').unwrap();
+    assert_eq!(restored_ids, ids(&uninterrupted.token_ids), "the restored chat's next turn");
+    // Served from the restored cache: only the new turn was run.
+    assert_eq!(cached.parse::<u32>().unwrap(), uninterrupted.cached_prompt_tokens);
+    assert!(uninterrupted.cached_prompt_tokens > 30, "{}", uninterrupted.cached_prompt_tokens);
+}
+
+/// The other half of the test above (run by it, in its own process).
+#[test]
+#[ignore]
+fn restore_in_a_child_process() {
+    let (Some(path), Some(out)) = (std::env::var_os("SAVED_CHAT"), std::env::var_os("SAVED_CHAT_OUT")) else {
+        return;
+    };
+    let session = smollm2().restore_session(path.to_string_lossy().into()).unwrap();
+    let history = session.history();
+    assert_eq!(history.len(), 3, "system, user, assistant");
+    assert_eq!((history[0].content.as_str(), history[1].content.as_str()), (system()[0].content.as_str(), FIRST));
+    let next = send(&session, SECOND);
+    std::fs::write(out, format!("{} {}", ids(&next.token_ids), next.cached_prompt_tokens)).unwrap();
+}
+
+fn refused(model: &Model, path: &Path) -> String {
+    match model.restore_session(path.display().to_string()) {
+        Err(LlmError::InvalidSavedChat { reason }) => reason,
+        Err(e) => panic!("expected InvalidSavedChat, got {e:?}"),
+        Ok(_) => panic!("{} was restored", path.display()),
+    }
+}
+
+#[test]
+fn a_truncated_flipped_foreign_or_missing_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = saved_chat(dir.path());
+    let good = std::fs::read(&path).unwrap();
+    let bad = dir.path().join("bad.phichat");
+    let model = smollm2();
+
+    // Cut anywhere: in the header, the messages, the tokens, the cache, the checksum.
+    for len in [0, 7, 40, 70, 200, good.len() / 2, good.len() - 5, good.len() - 1] {
+        std::fs::write(&bad, &good[..len]).unwrap();
+        refused(&model, &bad);
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    std::fs::write(&bad, &longer).unwrap();
+    refused(&model, &bad);
+    // One flipped bit anywhere past the header (which has its own checks).
+    for at in [70, 100, 300, good.len() / 3, good.len() / 2, good.len() - 10, good.len() - 2] {
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x10;
+        std::fs::write(&bad, &flipped).unwrap();
+        refused(&model, &bad);
+    }
+    let mut version = good.clone();
+    version[8] = 9;
+    std::fs::write(&bad, &version).unwrap();
+    assert!(refused(&model, &bad).contains("version 9"));
+
+    // The same file again is fine (the refusals above were the edits).
+    assert!(model.restore_session(path.display().to_string()).is_ok());
+
+    // Another model (the synthetic Phi-3) refuses it before reading the rest.
+    let other = Model::load(common::config(&common::reference_model_path())).unwrap();
+    assert!(refused(&other, &path).contains("another model"));
+    // The same weights with a smaller context than the chat holds.
+    let small =
+        Model::load(ModelConfig { context_length: Some(16), ..ModelConfig::new(smollm2_path().display().to_string()) })
+            .unwrap();
+    assert!(refused(&small, &path).contains("context"));
+    assert!(refused(&model, &dir.path().join("none.phichat")).contains("no saved chat"));
+    assert!(refused(&model, &smollm2_path()).contains("not a saved chat"));
+}
+
+#[test]
+fn saving_replaces_the_file_whole_and_from_inside_the_sink_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (session, path) = saved_chat(dir.path());
+    let first = std::fs::metadata(&path).unwrap().len();
+    send(&session, SECOND);
+    session.save(path.display().to_string()).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > first, "the longer chat replaced the file");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "no partial file left: {names:?}");
+    let restored = smollm2().restore_session(path.display().to_string()).unwrap();
+    assert_eq!(restored.history(), session.history());
+
+    struct SaveInside {
+        session: std::sync::Mutex<Option<Arc<ChatSession>>>,
+        path: String,
+        result: std::sync::Mutex<Option<Result<(), LlmError>>>,
+    }
+    impl TokenSink for SaveInside {
+        fn on_text(&self, _: String) -> Result<bool, LlmError> {
+            if let Some(s) = self.session.lock().unwrap().take() {
+                *self.result.lock().unwrap() = Some(s.save(self.path.clone()));
+            }
+            Ok(true)
+        }
+    }
+    let sink = Arc::new(SaveInside {
+        session: std::sync::Mutex::new(Some(session.clone())),
+        path: dir.path().join("inside.phichat").display().to_string(),
+        result: Default::default(),
+    });
+    session.send("And the shortest?".into(), GenerationParams::greedy(4), sink.clone(), None).unwrap();
+    assert!(matches!(sink.result.lock().unwrap().take(), Some(Err(LlmError::Busy { .. }))));
+    // A directory that does not exist is a storage error.
+    assert!(matches!(session.save("/nonexistent/dir/chat".into()), Err(LlmError::Storage { .. })));
+}
+
+#[test]
+fn trim_releases_cache_memory_and_the_next_turn_is_unchanged() {
+    let model = smollm2();
+    let per_token = model.info().kv_bytes_per_token;
+    // 30 layers × keys and values × 3 KV heads × 64 × f16.
+    assert_eq!(per_token, 30 * 2 * 3 * 64 * 2);
+    let session = model.new_session(system());
+    // A long first turn takes the cache past one 256-position step...
+    let long = format!("Summarize this: {}", "The river runs past the old mill and the town. ".repeat(40));
+    send(&session, &long);
+    let grown = session.kv_cache_bytes();
+    assert!(grown >= 512 * per_token, "{grown}");
+    // ...then a reset and a short turn hold less than one step.
+    session.reset();
+    let short = send(&session, FIRST);
+    assert_eq!(session.kv_cache_bytes(), grown, "the room is kept for reuse");
+    session.trim();
+    assert_eq!(session.kv_cache_bytes(), 256 * per_token, "trimmed to the step the chat fills");
+    let next = send(&session, SECOND);
+    let fresh = model.new_session(session.history()[..3].to_vec());
+    assert_eq!(send(&fresh, SECOND).token_ids, next.token_ids);
+    assert!(short.generated_tokens > 0);
+
+    // Memory facts an app can plan with.
+    let file = model.info().file_size_bytes;
+    assert_eq!(model.memory_estimate_bytes(1000) - model.memory_estimate_bytes(0), 1000 * per_token);
+    assert!(model.memory_estimate_bytes(0) > file);
+    let resident = model.weights_resident_bytes().expect("Linux reports residency");
+    assert!(resident > file / 2 && resident <= file, "{resident} of {file}");
+}
