@@ -23,7 +23,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use phi_mobile::engine::{GenerateOptions, LoadConfig, LoadedModel, SamplingConfig, Sequence, Stop};
+use phi_mobile::engine::{
+    Conversation, GenerateOptions, KvPrecision, LoadConfig, LoadedModel, SamplingConfig, Sequence, Stop,
+};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -49,6 +51,9 @@ struct Args {
     /// Read the weights into the heap instead of mapping the file.
     #[arg(long)]
     no_map: bool,
+    /// Keep the KV cache in f32 (the default is f16).
+    #[arg(long)]
+    kv_f32: bool,
     /// Drop the model file from the page cache before each of our runs (a
     /// cold load: the first after a reboot or after the OS reclaimed it).
     #[arg(long)]
@@ -159,6 +164,15 @@ struct Result_ {
     /// The longest a stop during a long prompt's prefill took to return.
     stop_latency_ms: f64,
     stop_prompt_tokens: usize,
+    kv_bytes_per_token: usize,
+    /// A chat of `long_history_tokens` saved, then restored from its file
+    /// (just written, so from the page cache), then its next turn's first
+    /// token, against the same turn in the chat that went on.
+    saved_chat_bytes: u64,
+    save_ms: f64,
+    restore_ms: f64,
+    restored_ttft_ms: f64,
+    uninterrupted_ttft_ms: f64,
 }
 
 /// The best of each number over several runs (max for speeds, min for times;
@@ -177,6 +191,10 @@ fn best(all: Vec<Result_>) -> Option<Result_> {
         best.peak_rss_chat_bytes = best.peak_rss_chat_bytes.max(r.peak_rss_chat_bytes);
         best.anon_peak_bytes = best.anon_peak_bytes.max(r.anon_peak_bytes);
         best.stop_latency_ms = best.stop_latency_ms.max(r.stop_latency_ms);
+        best.save_ms = best.save_ms.min(r.save_ms);
+        best.restore_ms = best.restore_ms.min(r.restore_ms);
+        best.restored_ttft_ms = best.restored_ttft_ms.min(r.restored_ttft_ms);
+        best.uninterrupted_ttft_ms = best.uninterrupted_ttft_ms.min(r.uninterrupted_ttft_ms);
     }
     Some(best)
 }
@@ -193,6 +211,9 @@ fn run_worker(model: &Path, tokenizer: Option<&Path>, kernels: Option<&str>, arg
     cmd.args(["--gen-tokens", &args.gen_tokens.to_string()]);
     if args.no_map {
         cmd.arg("--no-map");
+    }
+    if args.kv_f32 {
+        cmd.arg("--kv-f32");
     }
     if args.cold {
         evict(model);
@@ -222,6 +243,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         tokenizer_path: std::env::var_os("BENCH_TOKENIZER").map(PathBuf::from),
         threads: Some(args.threads),
         no_map: args.no_map,
+        kv_precision: if args.kv_f32 { KvPrecision::F32 } else { KvPrecision::F16 },
         ..LoadConfig::default()
     };
     let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
@@ -266,6 +288,28 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let peak_rss_chat_bytes = vm_hwm(std::process::id()).unwrap_or(0);
     anon_peak_bytes = anon_peak_bytes.max(anon());
 
+    // A chat saved after a long first turn and restored, as an app killed in
+    // the background would: the next turn against the chat that went on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let saved = dir.path().join("chat.phichat");
+    let history_text = model.decode(&prompt_ids(&model, long_history)).expect("decode");
+    let mut chat = Conversation::new(&model, Vec::new());
+    chat.send(&model, history_text, &greedy(1), Stop::NEVER, &mut sink).expect("chat turn 1");
+    let at = Instant::now();
+    chat.save(&model, &saved).expect("save");
+    let save_ms = at.elapsed().as_secs_f64() * 1e3;
+    let saved_chat_bytes = std::fs::metadata(&saved).map(|m| m.len()).unwrap_or(0);
+    let next = "And what happened next?".to_string();
+    let ttft = |o: phi_mobile::engine::Outcome| o.timings.time_to_first_token.as_secs_f64() * 1e3;
+    let uninterrupted_ttft_ms =
+        ttft(chat.send(&model, next.clone(), &greedy(1), Stop::NEVER, &mut sink).expect("turn 2"));
+    drop(chat);
+    let at = Instant::now();
+    let mut back = Conversation::restore(&model, &saved).expect("restore");
+    let restore_ms = at.elapsed().as_secs_f64() * 1e3;
+    let restored_ttft_ms = ttft(back.send(&model, next, &greedy(1), Stop::NEVER, &mut sink).expect("restored turn 2"));
+    drop(back);
+
     // A stop during a long prompt, at a few points into its prefill: how
     // long until generate returns (the worst of them).
     let stop_prompt_tokens = 1440.min(model.context_length() - 1);
@@ -308,6 +352,12 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         anon_peak_bytes,
         stop_latency_ms: stop_latency.as_secs_f64() * 1e3,
         stop_prompt_tokens,
+        kv_bytes_per_token: model.info.kv_bytes_per_token,
+        saved_chat_bytes,
+        save_ms,
+        restore_ms,
+        restored_ttft_ms,
+        uninterrupted_ttft_ms,
     }
 }
 
@@ -425,6 +475,21 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
         "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} | — | — |",
         ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms
     );
+    println!(
+        "| a chat of {} tokens saved (MB, ms) / restored (ms) | {:.1} MB, {:.0} / {:.0} | — | — |",
+        ours.long_history_tokens,
+        ours.saved_chat_bytes as f64 / 1e6,
+        ours.save_ms,
+        ours.restore_ms
+    );
+    println!(
+        "| its next turn's first token: restored (restore + turn) vs uninterrupted (ms) | {:.0} + {:.0} vs {:.0} ({:.2}×) | — | — |",
+        ours.restore_ms,
+        ours.restored_ttft_ms,
+        ours.uninterrupted_ttft_ms,
+        (ours.restore_ms + ours.restored_ttft_ms) / ours.uninterrupted_ttft_ms.max(1e-9)
+    );
+    println!("| KV cache per token (KB) | {:.1} | — | — |", ours.kv_bytes_per_token as f64 / 1e3);
     println!(
         "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.1} | — | — |",
         ours.stop_prompt_tokens, ours.stop_latency_ms

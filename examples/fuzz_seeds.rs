@@ -211,11 +211,42 @@ fn main() {
     write("gguf_tokenizer", "spm", &metadata_only(&spm_metadata()));
     write("gguf_tokenizer", "gpt2", &metadata_only(&gpt2_metadata()));
 
+    // A chat saved by the model the saved_chat target restores into (the
+    // same tiny Phi-3 with its vocabulary, so the identity matches), whole
+    // and cut inside its cache.
+    std::fs::write(tmp.join("seed.gguf"), &phi3).unwrap();
+    let chat = saved_chat(&tmp.join("seed.gguf"), &tmp.join("seed.phichat"));
+    write("saved_chat", "one-turn", &chat);
+    write("saved_chat", "one-turn-cut", &chat[..chat.len() - 100]);
+
     write("tokenizer_json", "bpe.json", TOKENIZER_JSON_BPE.as_bytes());
     write("tokenizer_json", "spm.json", TOKENIZER_JSON_SPM.as_bytes());
     write("tokenizer_json", "truncated.json", &TOKENIZER_JSON_SPM.as_bytes()[..400]);
     let _ = std::fs::remove_dir_all(&tmp);
     eprintln!("wrote seeds to {}", out.display());
+}
+
+/// The model the saved_chat fuzz target restores chats into.
+pub fn saved_chat_model() -> Phi3Spec {
+    with_metadata(tiny_phi3(), spm_metadata())
+}
+
+/// The bytes of a chat of one turn saved by the model in `gguf`.
+pub fn saved_chat(gguf: &Path, path: &Path) -> Vec<u8> {
+    use phi_mobile::{ChatMessage, GenerationParams, LlmError, Model, ModelConfig, Role, TokenSink};
+    struct Discard;
+    impl TokenSink for Discard {
+        fn on_text(&self, _: String) -> Result<bool, LlmError> {
+            Ok(true)
+        }
+    }
+    let config =
+        ModelConfig { context_length: Some(48), threads: Some(1), ..ModelConfig::new(gguf.display().to_string()) };
+    let model = Model::load(config).expect("load the seed model");
+    let chat = model.new_session(vec![ChatMessage { role: Role::System, content: "Be brief.".into() }]);
+    chat.send("hi".into(), GenerationParams::greedy(3), std::sync::Arc::new(Discard), None).expect("one turn");
+    chat.save(path.display().to_string()).expect("save");
+    std::fs::read(path).unwrap()
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

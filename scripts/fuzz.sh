@@ -7,7 +7,7 @@
 #   PHI_MOBILE_FUZZ_ASAN=1 scripts/fuzz.sh ...          (AddressSanitizer; nightly)
 #
 # Targets: every file in fuzz/fuzz_targets/ (see each file's header): load_gguf,
-# gguf_tokenizer, tokenizer_json, chat_template (rendered from a 512 KiB thread). Seeds are
+# gguf_tokenizer, tokenizer_json, chat_template (rendered from a 512 KiB thread), saved_chat. Seeds are
 # committed in fuzz/seeds/ (regenerate: cargo run --release --example
 # fuzz_seeds -- fuzz/seeds); what the fuzzer finds beyond them is kept in
 # $PHI_MOBILE_CACHE/fuzz/corpus, so each run starts where the last stopped. A

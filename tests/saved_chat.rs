@@ -195,6 +195,17 @@ fn trim_releases_cache_memory_and_the_next_turn_is_unchanged() {
     assert_eq!(send(&fresh, SECOND).token_ids, next.token_ids);
     assert!(short.generated_tokens > 0);
 
+    // After a reset the old chat goes too, but for the first messages,
+    // which the next turn still reuses.
+    session.send(long.clone(), GenerationParams::greedy(1), Collect::new(), None).unwrap();
+    assert!(session.kv_cache_bytes() >= 512 * per_token);
+    session.reset();
+    session.trim();
+    assert_eq!(session.kv_cache_bytes(), 256 * per_token);
+    let after = send(&session, FIRST);
+    assert!(after.cached_prompt_tokens > 5, "the system prompt stayed: {}", after.cached_prompt_tokens);
+    assert_eq!(after.token_ids, send(&model.new_session(system()), FIRST).token_ids);
+
     // Memory facts an app can plan with.
     let file = model.info().file_size_bytes;
     assert_eq!(model.memory_estimate_bytes(1000) - model.memory_estimate_bytes(0), 1000 * per_token);

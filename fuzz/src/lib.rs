@@ -113,6 +113,11 @@ impl TokenSink for Discard {
     }
 }
 
+/// A sink that takes every piece and goes on.
+pub fn discard() -> Arc<dyn TokenSink> {
+    Arc::new(Discard)
+}
+
 /// Everything a loaded model offers, on inputs that exercise the tokenizer
 /// (specials, multi-byte and invalid-looking text) and the chat template.
 /// Errors are fine; only a crash, hang or runaway allocation is a finding.
@@ -132,6 +137,19 @@ pub fn exercise(model: &Arc<Model>) {
     let _ = model.generate("hello".into(), GenerationParams::greedy(3), Arc::new(Discard), None);
     let sampled = GenerationParams { max_tokens: 3, seed: Some(1), ..GenerationParams::default() };
     let _ = model.new_session(messages[..1].to_vec()).send("hi".into(), sampled, Arc::new(Discard), None);
+}
+
+/// The model saved chats are restored into, loaded once (it is the one
+/// `fuzz_seeds` saved its seed chat with).
+pub fn saved_chat_model() -> Arc<Model> {
+    static MODEL: std::sync::OnceLock<Arc<Model>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let p = scratch("saved-chat-model.gguf");
+            seeds::saved_chat_model().write(&p).expect("write the model");
+            Model::load(config(&p, None)).expect("load the model")
+        })
+        .clone()
 }
 
 /// The fixed model the tokenizer targets pair their input with.

@@ -39,13 +39,16 @@ impl KvPrecision {
 }
 
 /// A cache element: narrowed from the f32 rows the projections give.
-pub(crate) trait Element: Copy + Default {
+pub(crate) trait Element: Copy + Default + bytemuck::Pod {
+    const PRECISION: KvPrecision;
     fn narrow(from: &[f32], to: &mut [Self]);
     /// Little-endian bytes, for a saved chat.
     fn put(row: &[Self], out: &mut Vec<u8>);
 }
 
 impl Element for f32 {
+    const PRECISION: KvPrecision = KvPrecision::F32;
+
     fn narrow(from: &[f32], to: &mut [f32]) {
         to.copy_from_slice(from)
     }
@@ -56,6 +59,8 @@ impl Element for f32 {
 }
 
 impl Element for f16 {
+    const PRECISION: KvPrecision = KvPrecision::F16;
+
     fn narrow(from: &[f32], to: &mut [f16]) {
         // Round to nearest even; half vectorizes it where the CPU converts.
         to.convert_from_f32_slice(from)
@@ -114,9 +119,15 @@ impl<T: Element> Layer<T> {
         let mut bytes = Vec::new();
         for buf in [&self.k, &self.v] {
             for h in 0..heads {
-                bytes.clear();
-                T::put(&buf[h * capacity * hd..][..len * hd], &mut bytes);
-                out.write_all(&bytes)?;
+                let rows = &buf[h * capacity * hd..][..len * hd];
+                if cfg!(target_endian = "little") {
+                    // The buffer's bytes are the file's.
+                    out.write_all(bytemuck::cast_slice(rows))?;
+                } else {
+                    bytes.clear();
+                    T::put(rows, &mut bytes);
+                    out.write_all(&bytes)?;
+                }
             }
         }
         Ok(())
@@ -130,6 +141,15 @@ impl<T: Element> Layer<T> {
         precision: KvPrecision,
         input: &mut dyn std::io::Read,
     ) -> std::io::Result<()> {
+        if T::PRECISION == precision && cfg!(target_endian = "little") {
+            // The file's bytes are the buffer's: read them in place.
+            for buf in [&mut self.k, &mut self.v] {
+                for h in 0..heads {
+                    input.read_exact(bytemuck::cast_slice_mut(&mut buf[h * capacity * hd..][..len * hd]))?;
+                }
+            }
+            return Ok(());
+        }
         let (mut bytes, mut row) = (vec![0u8; len * hd * precision.bytes()], vec![0f32; len * hd]);
         for buf in [&mut self.k, &mut self.v] {
             for h in 0..heads {

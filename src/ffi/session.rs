@@ -92,12 +92,13 @@ impl ChatSession {
     }
 
     /// Releases the KV-cache memory beyond what the conversation holds (the
-    /// room it grew for ahead, or all of it after `reset()`), for
-    /// `onTrimMemory` or a memory warning. The next turn grows it again.
+    /// room it grew for ahead; after `reset()`, the old chat past the first
+    /// messages), for `onTrimMemory` or a memory warning. The next turn
+    /// grows it again.
     /// From inside this session's own sink it does nothing.
     pub fn trim(&self) {
         if !self.in_own_turn() {
-            self.lock().trim();
+            self.lock().trim(&self.model);
         }
     }
 

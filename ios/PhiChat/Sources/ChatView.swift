@@ -78,7 +78,10 @@ struct ChatView: View {
             case .generating:
                 Text("Generating…").foregroundStyle(.secondary)
             case .ready, .noModel:
-                if let stats = snapshot.lastStats {
+                // A chat that could not be saved or restored: the chat itself works.
+                if let problem = snapshot.chatFileError {
+                    Text(problem.message).foregroundStyle(.orange)
+                } else if let stats = snapshot.lastStats {
                     Text(summary(stats)).foregroundStyle(.secondary)
                 }
             }

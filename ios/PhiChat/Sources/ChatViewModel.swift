@@ -24,25 +24,62 @@ final class ChatViewModel: ObservableObject {
         return base.appendingPathComponent("Models", isDirectory: true)
     }()
 
+    /// The conversation, saved after every answer and restored at launch
+    /// (iOS may end the app at any time in the background).
+    static let chatFile: URL = {
+        let base = FileManager.default.urls(for: .applicationSupportDirectory, in: .userDomainMask)[0]
+        return base.appendingPathComponent("chats/last.phichat")
+    }()
+
+    /// The file name in `modelsDirectory` of the model loaded last. A name,
+    /// not a path: the app's container moves when the app is updated.
+    private static let lastModelKey = "lastModelFileName"
+
     init() {
         chat = ChatController(settings: .init(
             systemPrompt: "You are a helpful assistant. Answer briefly.",
             params: GenerationParams(maxTokens: 512, temperature: 0.7)
-        ))
+        ), chatFile: Self.chatFile)
         observation = Task { [weak self, chat] in
             // Latest only: the UI draws at its own pace and skips states
             // rather than queueing one per token.
             for await snapshot in await chat.updates(latestOnly: true) {
                 self?.snapshot = snapshot
+                self?.rememberModel(of: snapshot)
             }
         }
         // Under memory pressure the cheapest relief is to stop generating
-        // (the KV cache stops growing); the user can continue the answer.
+        // (the KV cache stops growing), then to give back the cache's room
+        // ahead of the conversation; the user can continue the answer.
         memoryWarnings = NotificationCenter.default.addObserver(
             forName: UIApplication.didReceiveMemoryWarningNotification, object: nil, queue: .main
         ) { [chat] _ in
-            Task { await chat.stop() }
+            Task {
+                await chat.stop()
+                await chat.trimMemory()
+            }
         }
+        reopenLastModel()
+    }
+
+    /// Loads the model of the last launch, and with it the last chat (the
+    /// controller restores it from `chatFile`).
+    private func reopenLastModel() {
+        guard let name = UserDefaults.standard.string(forKey: Self.lastModelKey) else { return }
+        let url = Self.modelsDirectory.appendingPathComponent(name)
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else { return }
+        Task { [chat] in
+            guard await self.prepare(forFileBytes: size.uint64Value) else { return }
+            await chat.load(modelAt: url.path)
+        }
+    }
+
+    private func rememberModel(of snapshot: ChatSnapshot) {
+        guard snapshot.state == .ready, let path = snapshot.modelPath else { return }
+        let url = URL(fileURLWithPath: path)
+        guard url.deletingLastPathComponent().standardizedFileURL == Self.modelsDirectory.standardizedFileURL,
+              UserDefaults.standard.string(forKey: Self.lastModelKey) != url.lastPathComponent else { return }
+        UserDefaults.standard.set(url.lastPathComponent, forKey: Self.lastModelKey)
     }
 
     func send() {
@@ -61,6 +98,9 @@ final class ChatViewModel: ObservableObject {
     }
 
     func closeModel() {
+        // Closed on purpose: the next launch starts without a model (the
+        // chat file stays, for when this model is loaded again).
+        UserDefaults.standard.removeObject(forKey: Self.lastModelKey)
         Task { await chat.close() }
     }
 

@@ -155,8 +155,10 @@ impl Sequence {
         self.state.cache.bytes()
     }
 
-    /// Releases cache memory past the cached tokens (`KvCache::trim`).
-    pub fn trim(&mut self) {
+    /// Keeps the cache's first `keep` tokens at most and releases the
+    /// memory past them (`KvCache::trim`).
+    pub fn trim(&mut self, keep: usize) {
+        self.cached.truncate(keep);
         self.state.cache.truncate(self.cached.len());
         self.state.cache.trim();
     }

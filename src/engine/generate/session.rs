@@ -45,9 +45,15 @@ impl Conversation {
         self.sequence.cache_bytes()
     }
 
-    /// Releases KV-cache memory beyond what the conversation holds.
-    pub fn trim(&mut self) {
-        self.sequence.trim()
+    /// Releases KV-cache memory beyond what the conversation holds: the
+    /// tokens its history renders to (after `reset()`, the first messages;
+    /// the rest of the old chat goes), which is all the next turn can reuse.
+    pub fn trim(&mut self, model: &LoadedModel) {
+        let keep = match model.encode_chat(&self.history) {
+            Ok(ids) => self.sequence.cached_tokens().iter().zip(&ids).take_while(|(a, b)| a == b).count(),
+            Err(_) => 0,
+        };
+        self.sequence.trim(keep)
     }
 
     /// Back to the history the conversation started with. The cache is kept:

@@ -7,9 +7,10 @@
 //! end an app for. Where a file system refuses a map, or the app asks not to
 //! map, the file is read into the heap instead and `ModelInfo` says so.
 //!
-//! The map is the one `unsafe` outside `kernels/`: a mapping is only sound
-//! while no one truncates or rewrites the file, which no Rust type can
-//! promise. Apps get that contract in the README (the sample apps copy an
+//! The map, and `mincore` over it (how much of it is resident, for the
+//! memory report: no crate wraps it), are the one `unsafe` outside
+//! `kernels/`: a mapping is only sound while no one truncates or rewrites
+//! the file, which no Rust type can promise. Apps get that contract in the README (the sample apps copy an
 //! imported model into their own storage, where nothing else writes it).
 
 use std::fs::File;

@@ -86,6 +86,25 @@ extension Model {
             try self.generate(prompt: prompt, params: params, sink: sink, cancel: token)
         }
     }
+
+    /// Brings back a chat that ``ChatSession/save(to:)`` wrote, with its KV
+    /// cache, on a thread of its own: the next turn does not run the history
+    /// through the model again, and answers as the chat that never stopped.
+    ///
+    /// ```swift
+    /// let chat = (try? await model.restoreSession(from: chatFile)) ?? model.newSession(history: [])
+    /// ```
+    ///
+    /// - Parameter url: a file URL.
+    /// - Throws: `LlmError.InvalidSavedChat` (no file there, saved by another
+    ///   model, tokenizer or template, truncated or corrupt: start a new
+    ///   chat), `.Storage` (the OS refused to read it).
+    ///
+    /// Restoring is not cancellable: it runs to completion even if the
+    /// calling task is cancelled.
+    public func restoreSession(from url: URL) async throws -> ChatSession {
+        try await runBlocking { try self.restoreSession(path: url.path) }
+    }
 }
 
 extension ChatSession {
@@ -137,6 +156,29 @@ extension ChatSession {
         return generationStream(state: state, element: { $0 }, cancelAction: { token.cancel() }) { sink in
             try self.send(message: message, params: params, sink: sink, cancel: token)
         }
+    }
+
+    /// Writes the conversation and its KV cache to `url` on a thread of its
+    /// own, for ``Model/restoreSession(from:)`` after the app is killed. The
+    /// file there is replaced only once the new one is complete, so a kill
+    /// mid-save leaves the previous chat (or none), never half of one.
+    ///
+    /// ```swift
+    /// for try await piece in chat.stream(message: "Hello", params: GenerationParams(maxTokens: 48)) { answer += piece }
+    /// try await chat.save(to: chatFile) // after every turn: the app may be killed at any time
+    /// ```
+    ///
+    /// Waits for a turn in progress to end, then saves it too. The file takes
+    /// about `ModelInfo.kvBytesPerToken` bytes per token of the conversation.
+    ///
+    /// - Parameter url: a file URL; its directory must exist.
+    /// - Throws: `LlmError.Storage` (no such directory, no permission, disk
+    ///   full).
+    ///
+    /// Saving is not cancellable: it runs to completion even if the calling
+    /// task is cancelled.
+    public func save(to url: URL) async throws {
+        try await runBlocking { try self.save(path: url.path) }
     }
 }
 
@@ -223,6 +265,14 @@ func runOnOwnThread(_ body: @escaping @Sendable () -> Void) {
     thread.name = "phi-mobile"
     thread.stackSize = 8 << 20
     thread.start()
+}
+
+/// Runs a blocking generated call on a thread of its own and returns (or
+/// throws) what it did.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+        runOnOwnThread { continuation.resume(with: Result { try body() }) }
+    }
 }
 
 final class ProgressRelay: LoadProgress {

@@ -5,11 +5,16 @@ import Foundation
 /// (or import, or download) a model, send messages, stop, reset, close.
 ///
 /// ```swift
-/// let chat = ChatController(settings: .init(systemPrompt: "Be brief."))
+/// let chat = ChatController(settings: .init(systemPrompt: "Be brief."),
+///                           chatFile: appSupport.appendingPathComponent("chats/last.phichat"))
 /// Task { for await snapshot in await chat.updates() { render(snapshot) } }
-/// await chat.load(modelAt: path)
+/// await chat.load(modelAt: path) // the last chat comes back, if this model saved it
 /// await chat.send("Write a haiku about ice hockey")
 /// ```
+///
+/// With a `chatFile`, the conversation outlives the app: every finished turn
+/// is saved there with its KV cache, and loading a model restores it, so the
+/// next answer comes as fast as if the app had never stopped.
 ///
 /// An actor: every operation runs off the main actor, and the model's blocking
 /// calls run on threads of their own, so neither the UI nor the cooperative
@@ -46,9 +51,21 @@ public actor ChatController {
     private var observers: [UUID: AsyncStream<ChatSnapshot>.Continuation] = [:]
     /// The operation in progress and how to stop it.
     private var inFlight: (task: Task<Void, Never>, stop: @Sendable () -> Void)?
+    /// The save to `chatFile` in progress, if any: the next save, loads,
+    /// resets and close wait for it, so the file is written by one at a time
+    /// and read only when complete.
+    private var saving: Task<Void, Never>?
 
-    public init(settings: Settings = Settings()) {
+    /// Where the conversation is saved after every turn and restored from
+    /// when a model is loaded (nil: nothing is saved).
+    public let chatFile: URL?
+
+    /// - Parameter chatFile: a file URL in the app's storage (e.g.
+    ///   Application Support/chats/last.phichat); its directory is created
+    ///   when needed.
+    public init(settings: Settings = Settings(), chatFile: URL? = nil) {
         self.settings = settings
+        self.chatFile = chatFile
     }
 
     public func update(settings: Settings) {
@@ -89,7 +106,10 @@ public actor ChatController {
     // MARK: - Operations
 
     /// Loads a GGUF model, replacing (and first releasing) any loaded one.
-    /// States: `loading(0…1)`, then `ready` or `error`.
+    /// States: `loading(0…1)`, then `ready` or `error`. The conversation in
+    /// ``chatFile`` comes back if this model saved it; a file it cannot
+    /// restore is deleted and a new chat starts (``ChatSnapshot/chatFileError``
+    /// says why).
     public func load(modelAt path: String, tokenizerPath: String? = nil) async {
         await quiesce()
         await run(stop: nil) { controller in
@@ -113,7 +133,8 @@ public actor ChatController {
     /// `generating(partial:)`; ends in `ready` (the turn appended to the
     /// transcript, `lastStats` set) or `error`. Returns the turn's stats, nil
     /// if no turn ran (no model; busy, since one turn runs at a time; stopped
-    /// before it began) or it failed.
+    /// before it began) or it failed. With a ``chatFile``, returns once the
+    /// turn is saved there (the state is `ready` already while it saves).
     @discardableResult
     public func send(_ message: String) async -> GenerationStats? {
         guard snapshot.canSend, let session else { return nil }
@@ -136,11 +157,18 @@ public actor ChatController {
         inFlight?.stop()
     }
 
-    /// Starts the conversation over (the system prompt stays), keeping the model.
+    /// Starts the conversation over (the system prompt stays), keeping the
+    /// model. The saved chat is deleted: the next start begins anew too.
     public func reset() async {
         await quiesce()
+        await saving?.value
         guard let session else { return }
-        let history = await offActor { session.reset(); return session.history() }
+        let chatFile = chatFile
+        let history = await offActor {
+            session.reset()
+            if let chatFile { try? FileManager.default.removeItem(at: chatFile) }
+            return session.history()
+        }
         publish {
             $0.transcript = history
             $0.lastStats = nil
@@ -149,11 +177,27 @@ public actor ChatController {
     }
 
     /// Stops what is running and releases the model (its memory is freed as
-    /// soon as the last generation thread lets go of it).
+    /// soon as the last generation thread lets go of it). The chat file stays,
+    /// for the next load.
     public func close() async {
         await quiesce()
+        await saving?.value
         releaseModel()
         publish { $0 = ChatSnapshot() }
+    }
+
+    /// Releases the KV-cache memory the conversation does not fill (the room
+    /// it grew ahead into, in 256-token steps), for a memory warning. The
+    /// next turn grows it again, with the same answers. Waits for a turn in
+    /// progress to end: ``stop()`` first ends it at once. Returns the bytes
+    /// the KV cache holds afterwards (0 without a model).
+    @discardableResult
+    public func trimMemory() async -> UInt64 {
+        guard let session else { return 0 }
+        return await offActor {
+            session.trim()
+            return session.kvCacheBytes()
+        }
     }
 
     // MARK: - Machinery
@@ -194,6 +238,7 @@ public actor ChatController {
             $0.modelPath = nil
             $0.transcript = []
             $0.lastStats = nil
+            $0.chatFileError = nil
         }
     }
 
@@ -201,7 +246,10 @@ public actor ChatController {
     var restingState: ChatState { model == nil ? .noModel : .ready }
 
     func performLoad(path: String, tokenizerPath: String?) async {
-        // The old model goes before the new one is read: a phone has room for one.
+        // The old model goes before the new one is read: a phone has room for
+        // one. A save still running holds the old session (and so the old
+        // model) and is writing the file this load may restore: it ends first.
+        await saving?.value
         releaseModel()
         publish(.loading(progress: 0))
         let config = ModelConfig(modelPath: path, tokenizerPath: tokenizerPath,
@@ -218,22 +266,78 @@ public actor ChatController {
         for await fraction in fractions {
             publish(.loading(progress: fraction))
         }
+        let loaded: Model
         do {
-            let loaded = try await loading.value
-            let newSession = loaded.newSession(history: initialHistory)
-            model = loaded
-            session = newSession
-            let history = initialHistory
-            publish {
-                $0.model = loaded.info()
-                $0.modelPath = path
-                $0.transcript = history
-                $0.lastStats = nil
-                $0.state = .ready
-            }
+            loaded = try await loading.value
         } catch {
             publish(.error(Self.chatError(error)))
+            return
         }
+        let (newSession, restoreError) = await openSession(on: loaded)
+        model = loaded
+        session = newSession
+        // A restored session has no turn running, so history() answers at once.
+        let history = newSession.history()
+        publish {
+            $0.model = loaded.info()
+            $0.modelPath = path
+            $0.transcript = history
+            $0.lastStats = nil
+            $0.chatFileError = restoreError
+            $0.state = .ready
+        }
+    }
+
+    /// The conversation saved in `chatFile` if `model` can restore it, else a
+    /// new one (and why not, if there was a file).
+    private func openSession(on model: Model) async -> (ChatSession, ChatError?) {
+        guard let chatFile, FileManager.default.fileExists(atPath: chatFile.path) else {
+            return (model.newSession(history: initialHistory), nil)
+        }
+        do {
+            return (try await model.restoreSession(from: chatFile), nil)
+        } catch {
+            let error = Self.llmError(error)
+            // Another model's chat or a damaged file can never be restored:
+            // deleting it keeps every later load from failing on it again.
+            if case .InvalidSavedChat = error { try? FileManager.default.removeItem(at: chatFile) }
+            return (model.newSession(history: initialHistory), .chatNotRestored(error))
+        }
+    }
+
+    /// Saves `session` to `chatFile` after any save still running. A failure
+    /// is reported in `chatFileError` (while `session` is still the chat on
+    /// screen), never as the chat's state: the turn itself succeeded.
+    private func saveChat(_ session: ChatSession) async {
+        guard let chatFile else { return }
+        let previous = saving
+        let task = Task {
+            await previous?.value
+            var failure: ChatError?
+            do {
+                // A directory that cannot be made fails the save below (Storage).
+                await offActor {
+                    try? FileManager.default.createDirectory(
+                        at: chatFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+                }
+                try await session.save(to: chatFile)
+                #if canImport(Darwin)
+                // Hundreds of MB of KV cache do not belong in iCloud backups;
+                // the save replaced the file, so it is marked again.
+                var file = chatFile
+                var values = URLResourceValues()
+                values.isExcludedFromBackup = true
+                try? file.setResourceValues(values)
+                #endif
+            } catch {
+                failure = .chatNotSaved(Self.llmError(error))
+            }
+            if session === self.session, snapshot.chatFileError != failure {
+                publish { $0.chatFileError = failure }
+            }
+        }
+        saving = task
+        await task.value
     }
 
     private var initialHistory: [ChatMessage] {
@@ -291,6 +395,9 @@ public actor ChatController {
             if let stats { $0.lastStats = stats }
             $0.state = failure.map { .error(Self.chatError($0)) } ?? .ready
         }
+        // A turn with stats is in the history (a stopped one with its partial
+        // answer); a failed one changed nothing worth saving.
+        if stats != nil { await saveChat(session) }
         return stats
     }
 
@@ -298,6 +405,11 @@ public actor ChatController {
         if let error = error as? LlmError { return .llm(error) }
         if let error = error as? ChatError { return error }
         return .file(error.localizedDescription)
+    }
+
+    /// The generated calls throw only `LlmError`s; anything else is reported as one.
+    static func llmError(_ error: Error) -> LlmError {
+        error as? LlmError ?? .Inference(reason: String(describing: error))
     }
 }
 

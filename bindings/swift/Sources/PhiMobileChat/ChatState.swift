@@ -33,6 +33,13 @@ public enum ChatError: Error, Sendable, Equatable {
     case llm(LlmError)
     /// Copying a picked model file into the app's storage failed.
     case file(String)
+    /// Saving the conversation to the chat file failed (`.Storage`: no
+    /// room, no permission). The chat goes on; the next turn tries again.
+    case chatNotSaved(LlmError)
+    /// The chat file could not be restored, so a new chat was started:
+    /// `.InvalidSavedChat` (another model's, or damaged; the file was
+    /// deleted) or `.Storage` (the OS refused to read it).
+    case chatNotRestored(LlmError)
 
     /// A sentence for the user.
     public var message: String {
@@ -41,6 +48,10 @@ public enum ChatError: Error, Sendable, Equatable {
             return "Could not copy the model file: \(reason)"
         case .llm(let error):
             return Self.describe(error)
+        case .chatNotSaved(let error):
+            return "The chat could not be saved (\(Self.reason(error))). It goes on; the next answer tries again."
+        case .chatNotRestored(let error):
+            return "The last chat could not be restored (\(Self.reason(error))). A new chat was started."
         }
     }
 
@@ -60,7 +71,17 @@ public enum ChatError: Error, Sendable, Equatable {
         if case .ContextOverflow(let needed, let available) = error {
             return "The conversation is too long for the model (\(needed) tokens, \(available) fit). Start a new chat."
         }
+        if case .InvalidSavedChat(let reason) = error {
+            return "This saved chat cannot be restored (\(reason)). Start a new chat."
+        }
         return String(describing: error)
+    }
+
+    /// The library's own words for the chat file's errors, to quote in a sentence.
+    private static func reason(_ error: LlmError) -> String {
+        if case .InvalidSavedChat(let reason) = error { return reason }
+        if case .Storage(let reason) = error { return reason }
+        return describe(error)
     }
 }
 
@@ -77,14 +98,19 @@ public struct ChatSnapshot: Sendable, Equatable {
     public var model: ModelInfo?
     /// The loaded model's file.
     public var modelPath: String?
+    /// Why the last save to, or restore from, ``ChatController/chatFile``
+    /// failed (`.chatNotSaved` or `.chatNotRestored`); nil once a save
+    /// succeeds. Not a `state`: the chat itself works on.
+    public var chatFileError: ChatError?
 
     public init(state: ChatState = .noModel, transcript: [ChatMessage] = [], lastStats: GenerationStats? = nil,
-                model: ModelInfo? = nil, modelPath: String? = nil) {
+                model: ModelInfo? = nil, modelPath: String? = nil, chatFileError: ChatError? = nil) {
         self.state = state
         self.transcript = transcript
         self.lastStats = lastStats
         self.model = model
         self.modelPath = modelPath
+        self.chatFileError = chatFileError
     }
 
     /// Whether ``ChatController/send(_:)`` would start a turn now.

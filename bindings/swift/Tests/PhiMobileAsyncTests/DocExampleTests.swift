@@ -54,6 +54,25 @@ struct DocExampleTests {
         await #expect(throws: CancellationError.self) { try await task.value }
     }
 
+    @Test("the save and restore examples run")
+    func savedChatExamples() async throws {
+        let model = try await Fixtures.model()
+        let chatFile = try chatDirectory("doc-example").appendingPathComponent("last.phichat")
+        do {
+            let chat = model.newSession(history: [])
+            var answer = ""
+            // doc-example begin
+            for try await piece in chat.stream(message: "Hello", params: GenerationParams(maxTokens: 48)) { answer += piece }
+            try await chat.save(to: chatFile) // after every turn: the app may be killed at any time
+            // doc-example end
+            #expect(chat.history().last == ChatMessage(role: .assistant, content: answer))
+        }
+        // doc-example begin
+        let chat = (try? await model.restoreSession(from: chatFile)) ?? model.newSession(history: [])
+        // doc-example end
+        #expect(chat.history().count == 2, "restored, not new")
+    }
+
     @Test("the documented examples are exactly the tested ones")
     func documentedEqualsTested() throws {
         let source = try String(
@@ -62,7 +81,7 @@ struct DocExampleTests {
         let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")
         let tested = blocks(in: tests, begin: "// doc-example" + " begin", end: "// doc-example" + " end", prefix: "")
-        #expect(documented.count == 3)
+        #expect(documented.count == 5)
         #expect(Set(documented) == Set(tested))
     }
 

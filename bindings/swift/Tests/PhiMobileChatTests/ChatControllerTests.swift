@@ -338,8 +338,10 @@ struct ImportTests {
                 "no partial copy left behind")
 
         // tests/data/smollm2_greedy.json: llama.cpp's greedy answer begins so.
+        // Its 9th token, the parameter's name, is a near tie (top-2 margin
+        // 0.17) where ours may take llama.cpp's runner-up, as tests/smollm2.rs allows.
         let stats = try #require(await chat.send("Write a Python function that reverses a string."))
-        #expect(stats.text.hasPrefix("```python\ndef reverse_string(input_str):"), "\(stats.text)")
+        #expect(["input_str", "s"].contains { stats.text.hasPrefix("```python\ndef reverse_string(\($0)):") }, "\(stats.text)")
         #expect(await chat.snapshot.transcript.last == ChatMessage(role: .assistant, content: stats.text))
 
         // Multi-turn on a real model, after a reset: the second turn reuses

@@ -245,6 +245,48 @@ suspend fun ChatSessionInterface.reply(
     onText: suspend (String) -> Unit = {},
 ): GenerationStats = streamEvents(message, params, cancel).collectStats(onText)
 
+/**
+ * Writes the conversation and its KV cache to [file] on [Dispatchers.IO], so it can be called
+ * from the main thread; [ModelInterface.restoreSession] brings it back after the app is killed.
+ * The file is replaced whole: the new one is written beside it and renamed into place once
+ * complete and synced, so a kill mid-save leaves the previous file (or none), never part of one.
+ * Its directory must exist. About [ModelInfo.kvBytesPerToken] bytes per token of the conversation.
+ *
+ * Waits for a turn in progress on this session to end, and saves that turn too (so, as for
+ * `history()`, never call it inside this session's [stream] collector, which that turn waits
+ * for). Throws [LlmException.Storage] when the file cannot be written (no permission, disk full,
+ * no such directory) and [LlmException.Busy] when called from inside this session's own
+ * [TokenSink]. A save that has started is not interrupted by cancelling the caller: it
+ * completes, then the cancellation is rethrown.
+ */
+suspend fun ChatSessionInterface.save(file: File) {
+    withContext(Dispatchers.IO) { save(file.path) }
+}
+
+/**
+ * A chat that [ChatSessionInterface.save] wrote to [file], with its KV cache as it was, read on
+ * [Dispatchers.IO] (safe from the main thread): the next turn does not run the history through
+ * the model again, and answers exactly as the chat that never stopped would. Close it when done,
+ * as any session.
+ *
+ * Throws [LlmException.InvalidSavedChat] (delete the file and start a new chat) when there is no
+ * file, or it was saved by another model (another file, tokenizer or template) or another version
+ * of the format, or it is truncated or corrupt; [LlmException.Storage] when the OS refuses to read
+ * it. If the caller is cancelled meanwhile, the restored session is closed and the cancellation
+ * is rethrown.
+ */
+suspend fun ModelInterface.restoreSession(file: File): ChatSession {
+    val restored = AtomicReference<ChatSession?>(null)
+    try {
+        withContext(Dispatchers.IO) { restored.set(restoreSession(file.path)) }
+    } catch (t: Throwable) {
+        // Cancelled after the session was read: free its KV cache now, not at GC.
+        restored.getAndSet(null)?.close()
+        throw t
+    }
+    return checkNotNull(restored.get())
+}
+
 private fun Flow<GenerationEvent>.textPieces(): Flow<String> = transform { event ->
     if (event is GenerationEvent.Text) emit(event.piece)
 }

@@ -37,10 +37,14 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
     private val controller = ChatController(
         scope = viewModelScope,
         settings = ChatSettings(
-            // The KV cache is f32 and sized for the whole context up front: for Phi-3-mini that is
-            // 0.8 GB at 1024 tokens (3.2 GB at its full 4096). See README "Android".
+            // The KV cache (f16) grows with the chat up to this: for Phi-3-mini 0.4 GB at 1024
+            // tokens (1.6 GB at its full 4096). See README "Android".
             contextLength = 1024u,
         ),
+        // The last chat, back with its KV cache when its model is loaded again, also after the
+        // process was killed in the background. Not in the backup (allowBackup is off): it only
+        // fits the model file it was saved with.
+        chatFile = File(application.filesDir, "chats/last.phichat"),
     )
 
     val state: StateFlow<ChatState> = controller.state
@@ -95,6 +99,9 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
 
     fun newChat() = controller.newChat()
 
+    /** From `onTrimMemory`: gives back the chat's spare KV-cache memory (off the main thread). */
+    fun trimMemory() = controller.trimMemory()
+
     /** Frees the model and goes back to the model list. */
     fun unload() {
         controller.unload()
@@ -116,16 +123,17 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
     }
 
     /**
-     * A warning when a model of [bytes] will likely not fit: the weights are read into native
-     * memory (no mmap), plus the KV cache and working buffers. Android kills a foreground app that
-     * runs the device out of memory without an OutOfMemoryError to catch, so check first.
+     * A warning when a model of [bytes] will likely not fit: the weights are the mapped file, which
+     * every token reads (so it needs room to stay resident), plus the KV cache and working buffers.
+     * Android kills a foreground app that runs the device out of memory without an
+     * OutOfMemoryError to catch, so check first. (Once loaded, `Model.memoryEstimateBytes` gives it.)
      */
     fun memoryWarning(bytes: Long): String? {
         val am = getApplication<Application>().getSystemService(ActivityManager::class.java)
         val info = ActivityManager.MemoryInfo().also { am.getMemoryInfo(it) }
-        // ~1.5x the file, from Phi-3-mini Q4 at 1024 tokens of context: 2.4 GB of weights, 0.4 GB
-        // for the token embedding (kept as f32), 0.8 GB of KV cache.
-        val needed = bytes + bytes / 2
+        // ~1.25x the file + 128 MB, from Phi-3-mini Q4 at 1024 tokens of context: 2.2 GB of
+        // mapped weights, 0.4 GB of KV cache, 0.26 GB measured of buffers and tokenizer.
+        val needed = bytes + bytes / 4 + (128L shl 20)
         return if (needed > info.availMem) {
             "Needs about ${gb(needed)} of memory; ${gb(info.availMem)} is available now (of ${gb(info.totalMem)}). " +
                 "The app may be closed by the system while loading."

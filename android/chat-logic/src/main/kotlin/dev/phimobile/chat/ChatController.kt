@@ -12,6 +12,8 @@ import dev.phimobile.Role
 import dev.phimobile.downloadModel
 import dev.phimobile.loadModel
 import dev.phimobile.reply
+import dev.phimobile.restoreSession
+import dev.phimobile.save
 import java.io.File
 import java.io.FileOutputStream
 import java.io.IOException
@@ -23,6 +25,7 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.SupervisorJob
 import kotlinx.coroutines.currentCoroutineContext
 import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -37,12 +40,12 @@ data class ChatSettings(
     val systemPrompt: String? = null,
     val params: GenerationParams = GenerationParams(),
     /**
-     * Caps the context window. The KV cache is allocated for the whole context on first use, so
-     * on a phone this is the main memory knob after the model size (Phi-3-mini at its full 4096
-     * needs gigabytes of cache on top of the weights).
+     * Caps the context window. The KV cache grows with the chat up to it, so on a phone this is
+     * the main memory knob after the model size (Phi-3-mini at its full 4096 needs 1.6 GB of
+     * cache on top of the weights).
      */
     val contextLength: UInt? = 2048u,
-    /** Compute threads; null = one per physical core. */
+    /** Compute threads; null = one per performance core. */
     val threads: UInt? = null,
 )
 
@@ -58,13 +61,24 @@ data class ChatSettings(
  *
  * Memory: at most one model is loaded. Choosing a new model stops any answer in progress and
  * closes the old model *before* the new one is read, so two multi-gigabyte models are never in
- * memory together. [close] releases everything (call it from `ViewModel.onCleared`).
+ * memory together. [close] releases everything (call it from `ViewModel.onCleared`);
+ * [trimMemory] gives back the chat's spare KV-cache memory (call it from `onTrimMemory`).
  *
+ * The last chat: with a [chatFile], the conversation and its KV cache are saved there after every
+ * answer (on [ioDispatcher], after [ChatState.Ready] is published, one save at a time), and the
+ * next model loaded goes on with it: its turns are back in the transcript (without [Turn.stats])
+ * and the next answer does not run the history through the model again. A file it cannot go on
+ * with (another model's, truncated, corrupt) is deleted and a new chat starts, in a recoverable
+ * [ChatState.Error] that says so; a failed save is a recoverable error too. [newChat] deletes it.
+ *
+ * @param chatFile where the last chat is kept (e.g. `filesDir/chats/last.phichat`; the directory
+ *   is created when needed); null keeps chats in memory only.
  * @param loader how a model is opened; the library's [loadModel] unless a test wants to watch.
  */
 class ChatController(
     private val scope: CoroutineScope,
     private val settings: ChatSettings = ChatSettings(),
+    private val chatFile: File? = null,
     private val ioDispatcher: CoroutineDispatcher = Dispatchers.IO,
     private val loader: suspend (ModelConfig, (ULong, ULong) -> Unit) -> Model = { config, onProgress ->
         loadModel(config, onProgress)
@@ -82,6 +96,14 @@ class ChatController(
     private var model: Model? = null
     private var session: ChatSession? = null
     private var closed = false
+
+    // The latest of the chat file's jobs (save, delete, reset, trim), each started after the one
+    // before it: a save still writing when newChat() is called must not bring the old chat back,
+    // and a turn sent after newChat() must not start before the reset. They run in a scope of
+    // their own, not [scope]: the last answer's save must land even when the screen goes away
+    // right after it (viewModelScope is cancelled by then).
+    private var chatWork: Job? = null
+    private val chatScope = CoroutineScope(SupervisorJob() + ioDispatcher)
 
     // Stops the answer in progress (see stop()). Small, so left to the garbage collector rather
     // than closed: a stop() racing the end of its turn may still call it.
@@ -155,7 +177,8 @@ class ChatController(
             val stop = CancellationToken()
             turnStop = stop
             _state.value = ChatState.Generating(loaded, transcript, text, "")
-            job = scope.launch { generate(op, session, stop, loaded, transcript, text) }
+            val before = chatWork
+            job = scope.launch { generate(op, session, stop, loaded, transcript, text, before) }
             return true
         }
     }
@@ -182,7 +205,10 @@ class ChatController(
     /** Stops what is in progress and frees the model (state [ChatState.NoModel]), e.g. to pick another. */
     fun unload() = replaceModel(ChatState.NoModel) {}
 
-    /** Forgets the conversation (keeping the model and the system prompt). False unless idle. */
+    /**
+     * Forgets the conversation (keeping the model and the system prompt), and deletes [chatFile].
+     * False unless idle.
+     */
     fun newChat(): Boolean {
         synchronized(lock) {
             val current = _state.value
@@ -191,13 +217,33 @@ class ChatController(
                 current is ChatState.Error && current.recoverable -> current.model
                 else -> null
             } ?: return false
-            // Idle, so no turn holds the session's lock: reset() returns at once.
             val session = this.session ?: return false
-            session.reset()
             ++currentOp
             _state.value = ChatState.Ready(loaded, emptyList())
+            // Off the caller's thread: a save in progress holds the session until it is written.
+            // No file for an empty chat: a new session starts the same, and saving the reset one
+            // would write out the old conversation's cache, which it keeps for reuse.
+            val file = chatFile
+            queueChatWork {
+                try {
+                    session.reset()
+                } finally {
+                    // Also when the session was closed meanwhile: the user asked to forget it.
+                    file?.delete()
+                }
+            }
             return true
         }
+    }
+
+    /**
+     * Gives back the KV-cache memory the chat holds beyond its conversation (call it from
+     * `onTrimMemory`). Runs on [ioDispatcher], after an answer in progress; never blocks the
+     * caller. The next answer grows the cache again as needed.
+     */
+    fun trimMemory() {
+        val session = synchronized(lock) { session } ?: return
+        queueChatWork { session.trim() }
     }
 
     /**
@@ -207,6 +253,8 @@ class ChatController(
      * they are freed. The controller cannot be used afterwards.
      */
     override fun close() {
+        // A save that has started finishes (the session is freed after it); one still queued
+        // behind other chat work fails on the closed session and is dropped.
         val job: Job?
         val session: ChatSession?
         val model: Model?
@@ -277,9 +325,10 @@ class ChatController(
             contextLength = settings.contextLength,
             threads = settings.threads,
         )
-        // Holds the model until it is owned by the controller: if this operation is cancelled
-        // or superseded in between, `finally` closes it instead of leaving it to the GC.
+        // Hold the model and its chat until the controller owns them: if this operation is
+        // cancelled or superseded in between, `finally` closes them instead of leaving them to the GC.
         val pending = AtomicReference<Model?>(null)
+        val pendingChat = AtomicReference<StartedChat?>(null)
         try {
             withContext(ioDispatcher) {
                 pending.set(loader(config) { read, total ->
@@ -288,20 +337,50 @@ class ChatController(
             }
             val model = checkNotNull(pending.get())
             val loaded = LoadedModel(path, model.info())
-            val session = model.newSession(initialHistory())
+            // The previous model's last save lands before the file is read.
+            synchronized(lock) { chatWork }?.join()
+            withContext(ioDispatcher) { pendingChat.set(startChat(model)) }
+            val chat = checkNotNull(pendingChat.get())
             synchronized(lock) {
-                if (currentOp != op) {
-                    session.close()
-                    return
-                }
+                if (currentOp != op) return
                 this.model = model
-                this.session = session
+                this.session = chat.session
                 pending.set(null)
-                _state.value = ChatState.Ready(loaded, emptyList())
+                pendingChat.set(null)
+                _state.value = when (val dropped = chat.dropped) {
+                    null -> ChatState.Ready(loaded, chat.transcript)
+                    else -> ChatState.Error(restoreFailure(dropped), recoverable = true, cause = dropped, model = loaded, transcript = emptyList())
+                }
             }
         } finally {
+            pendingChat.getAndSet(null)?.session?.close()
             pending.getAndSet(null)?.close()
         }
+    }
+
+    /** A session to start with, the turns it already has, and why a saved chat was not used. */
+    private class StartedChat(val session: ChatSession, val transcript: List<Turn>, val dropped: LlmException?)
+
+    /** The chat saved in [chatFile] if this model can go on with it, else a new one. */
+    private suspend fun startChat(model: Model): StartedChat {
+        val file = chatFile
+        if (file != null && file.isFile) {
+            val restored = try {
+                model.restoreSession(file)
+            } catch (e: LlmException) {
+                // InvalidSavedChat can never be restored, so it goes; a read refusal
+                // (Storage) may pass, and the next save replaces the file anyway.
+                if (e is LlmException.InvalidSavedChat) file.delete()
+                return StartedChat(model.newSession(initialHistory()), emptyList(), e)
+            }
+            val turns = turnsOf(restored.history(), initialHistory())
+            if (turns != null) return StartedChat(restored, turns, null)
+            // Saved under another system prompt (the settings changed): going on would keep
+            // the old prompt, through newChat() too.
+            restored.close()
+            file.delete()
+        }
+        return StartedChat(model.newSession(initialHistory()), emptyList(), null)
     }
 
     private suspend fun generate(
@@ -311,14 +390,22 @@ class ChatController(
         loaded: LoadedModel,
         transcript: List<Turn>,
         prompt: String,
+        before: Job?,
     ) {
+        // A newChat() just before this turn resets the session first.
+        before?.join()
         val partial = StringBuilder()
         try {
             val stats = session.reply(prompt, settings.params, cancel = stop) { piece ->
                 partial.append(piece)
                 publish(op, ChatState.Generating(loaded, transcript, prompt, partial.toString()))
             }
-            publish(op, ChatState.Ready(loaded, transcript + Turn(prompt, stats.text, TurnStats.of(stats))))
+            val turns = transcript + Turn(prompt, stats.text, TurnStats.of(stats))
+            // A stopped answer is kept, so it is saved too; a superseded one is not. Queued under
+            // the same lock as Ready is published: whoever sees Ready sees the save queued.
+            synchronized(lock) {
+                if (publish(op, ChatState.Ready(loaded, turns))) saveChat(op, session, loaded, turns)
+            }
         } catch (e: CancellationException) {
             throw e
         } catch (e: Exception) {
@@ -326,14 +413,88 @@ class ChatController(
         }
     }
 
+    /**
+     * Saves [session] to [chatFile] behind the chat work before it. A failure is reported only
+     * while the state is still this turn's Ready: a later state must not be covered by it (the
+     * next answer's save tries again).
+     */
+    private fun saveChat(op: Long, session: ChatSession, loaded: LoadedModel, transcript: List<Turn>) {
+        val file = chatFile ?: return
+        queueChatWork(onFailure = { e ->
+            publish(op, ChatState.Error(saveFailure(e), recoverable = true, cause = e, model = loaded, transcript = transcript))
+        }) {
+            file.absoluteFile.parentFile?.mkdirs()
+            session.save(file)
+        }
+    }
+
+    /**
+     * Runs [work] on [ioDispatcher] once the chat work queued before it has ended. A failure goes
+     * to [onFailure], never to the scope (where it would crash the app).
+     */
+    private fun queueChatWork(onFailure: (Exception) -> Unit = {}, work: suspend () -> Unit) {
+        synchronized(lock) {
+            val previous = chatWork
+            chatWork = chatScope.launch {
+                previous?.join()
+                try {
+                    work()
+                } catch (e: Exception) {
+                    // Also a session closed meanwhile (model replaced, controller closed).
+                    onFailure(e)
+                }
+            }
+        }
+    }
+
+    /** Waits for the chat file's work asked for so far (for tests). */
+    internal suspend fun awaitChatWork() {
+        while (true) {
+            val work = synchronized(lock) { chatWork } ?: return
+            work.join()
+            if (synchronized(lock) { chatWork } === work) return
+        }
+    }
+
+    /** The session in use, if any (for tests). */
+    internal val currentSession: ChatSession? get() = synchronized(lock) { session }
+
     private fun initialHistory(): List<ChatMessage> =
         settings.systemPrompt?.let { listOf(ChatMessage(Role.SYSTEM, it)) } ?: emptyList()
 
-    private fun publish(op: Long, state: ChatState) {
+    /** Publishes [state] if [op] is still the current operation; says whether it was. */
+    private fun publish(op: Long, state: ChatState): Boolean {
         synchronized(lock) {
-            if (currentOp == op) _state.value = state
+            if (currentOp != op) return false
+            _state.value = state
+            return true
         }
     }
+}
+
+/**
+ * The turns of a restored [history], which must begin with [initial] (the system prompt this
+ * controller starts chats with) and go on in user/assistant pairs; null if it does not.
+ */
+internal fun turnsOf(history: List<ChatMessage>, initial: List<ChatMessage>): List<Turn>? {
+    if (history.size < initial.size || history.subList(0, initial.size) != initial) return null
+    val rest = history.subList(initial.size, history.size)
+    if (rest.size % 2 != 0) return null
+    return rest.chunked(2).map { (user, assistant) ->
+        if (user.role != Role.USER || assistant.role != Role.ASSISTANT) return null
+        Turn(user.content, assistant.content, stats = null)
+    }
+}
+
+private fun restoreFailure(e: LlmException): String = when (e) {
+    is LlmException.InvalidSavedChat -> describe(e)
+    is LlmException.Storage -> "The last chat could not be read (${e.reason}); a new one starts."
+    else -> "The last chat could not be restored (${describe(e)}); a new one starts."
+}
+
+private fun saveFailure(e: Throwable): String {
+    val reason = if (e is LlmException.Storage) e.reason else describe(e)
+    return "The chat could not be saved ($reason). It goes on, but will not be back after a restart."
 }
 
 /** A message for the screen; the typed exception stays in [ChatState.Error.cause]. */

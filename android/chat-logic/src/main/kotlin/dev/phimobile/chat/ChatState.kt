@@ -43,6 +43,8 @@ sealed interface ChatState {
      * Something failed. When [recoverable], [model] is still loaded and the chat can go on
      * ([ChatController.send] works again); otherwise there is no model and the user has to pick
      * one. [cause] is the typed failure (usually a [dev.phimobile.LlmException] subclass).
+     * Recoverable errors also tell of the saved chat: it could not be restored, so a new chat
+     * started ([dev.phimobile.LlmException.InvalidSavedChat] and others), or could not be saved.
      */
     data class Error(
         val message: String,
@@ -56,8 +58,11 @@ sealed interface ChatState {
 /** The model behind Ready/Generating states. */
 data class LoadedModel(val path: String, val info: ModelInfo)
 
-/** One finished exchange. A stopped answer is kept, with [TurnStats.stopReason] CANCELLED. */
-data class Turn(val user: String, val assistant: String, val stats: TurnStats)
+/**
+ * One finished exchange. A stopped answer is kept, with [TurnStats.stopReason] CANCELLED.
+ * [stats] is null for a turn restored from a saved chat (the file keeps the messages only).
+ */
+data class Turn(val user: String, val assistant: String, val stats: TurnStats?)
 
 /** The numbers the screen shows under an answer, from the library's [GenerationStats]. */
 data class TurnStats(

@@ -3,6 +3,7 @@ package dev.phimobile.chat
 import dev.phimobile.GenerationParams
 import dev.phimobile.Model
 import dev.phimobile.loadModel
+import java.io.File
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.Executors
 import kotlin.time.Duration
@@ -39,13 +40,13 @@ object Fixtures {
  * Models are opened by the library's real [loadModel]; [loaded] keeps them so tests can check
  * they were closed.
  */
-class Harness(settings: ChatSettings) : AutoCloseable {
+class Harness(settings: ChatSettings, chatFile: File? = null) : AutoCloseable {
     private val mainExecutor = Executors.newSingleThreadExecutor { r -> Thread(r, MAIN_THREAD).apply { isDaemon = true } }
     val main = mainExecutor.asCoroutineDispatcher()
     val scope = CoroutineScope(SupervisorJob() + main)
     val loaded = CopyOnWriteArrayList<Model>()
     val loaderThreads = CopyOnWriteArrayList<String>()
-    val controller = ChatController(scope, settings, loader = { config, onProgress ->
+    val controller = ChatController(scope, settings, chatFile, loader = { config, onProgress ->
         loaderThreads += Thread.currentThread().name
         loadModel(config, onProgress).also { loaded += it }
     })
@@ -66,6 +67,15 @@ class Harness(settings: ChatSettings) : AutoCloseable {
 
     inline fun <reified S : ChatState> awaitState(timeout: Duration = 60.seconds, crossinline predicate: (S) -> Boolean = { true }): S =
         await(timeout) { it is S && predicate(it) } as S
+
+    /** Sends [message] on the main thread and waits for the transcript to have [turns] turns. */
+    fun turn(message: String, turns: Int): ChatState.Ready {
+        check(onMain { send(message) }) { "send refused in ${controller.state.value}" }
+        return awaitState { it.transcript.size == turns }
+    }
+
+    /** Waits for the chat file's saves, deletes and trims asked for so far. */
+    fun awaitChatWork() = runBlocking { controller.awaitChatWork() }
 
     /** The states' kinds with repeats collapsed, e.g. [NoModel, Loading, Ready]. */
     fun kinds(): List<String> = states.map { it.javaClass.simpleName }.fold(mutableListOf()) { acc, k ->

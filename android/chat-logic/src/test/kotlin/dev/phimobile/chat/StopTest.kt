@@ -2,6 +2,7 @@ package dev.phimobile.chat
 
 import dev.phimobile.StopReason
 import kotlin.test.assertEquals
+import kotlin.test.assertNotNull
 import kotlin.test.assertTrue
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
@@ -37,16 +38,17 @@ class StopTest {
             val updatesAfter = h.states.drop(updatesBefore).count { it is ChatState.Generating }
 
             val turn = done.transcript.single()
-            println("stop: answered ${turn.stats.generatedTokens} tokens, Ready ${"%.1f".format(stopMs)} ms after stop(), $updatesAfter pieces after it; ${turn.stats}")
-            assertEquals(StopReason.CANCELLED, turn.stats.stopReason)
-            assertTrue(turn.stats.generatedTokens in 1..399, "${turn.stats}")
+            val stats = assertNotNull(turn.stats)
+            println("stop: answered ${stats.generatedTokens} tokens, Ready ${"%.1f".format(stopMs)} ms after stop(), $updatesAfter pieces after it; $stats")
+            assertEquals(StopReason.CANCELLED, stats.stopReason)
+            assertTrue(stats.generatedTokens in 1..399, "$stats")
             // After stop(): the piece being handed over, the one token the generator may have
             // sampled before it saw the cancel, and the held-back end of the last token's text
             // (pieces end on whole graphemes); nothing after them.
             assertTrue(updatesAfter <= 3, "$updatesAfter pieces after stop()")
             val lastPartial = h.states.filterIsInstance<ChatState.Generating>().last().partial
             assertEquals(lastPartial, turn.assistant, "the kept answer is what was shown")
-            val msPerToken = 1000.0 / turn.stats.tokensPerSecond
+            val msPerToken = 1000.0 / stats.tokensPerSecond
             assertTrue(stopMs < 3 * msPerToken + 500, "stop took $stopMs ms at $msPerToken ms/token")
 
             // The stopped turn is part of the conversation; the next one builds on it.
@@ -57,8 +59,8 @@ class StopTest {
             val after = h.awaitState<ChatState.Ready> { it.transcript.size == 2 }
             // Its prompt holds the stopped answer (re-tokenized, so the count differs a little;
             // without the answer it would be the first prompt plus a handful of tokens).
-            val second = after.transcript[1].stats
-            assertTrue(second.promptTokens >= turn.stats.promptTokens + turn.stats.generatedTokens / 2, "$second after ${turn.stats}")
+            val second = assertNotNull(after.transcript[1].stats)
+            assertTrue(second.promptTokens >= stats.promptTokens + stats.generatedTokens / 2, "$second after $stats")
         }
     }
 
@@ -74,8 +76,9 @@ class StopTest {
                 stop()
             }
             val turn = h.awaitState<ChatState.Ready>(timeout = kotlin.time.Duration.parse("10s")).transcript.single()
-            assertEquals(StopReason.CANCELLED, turn.stats.stopReason)
-            assertEquals(0, turn.stats.generatedTokens, "${turn.stats}")
+            val stats = assertNotNull(turn.stats)
+            assertEquals(StopReason.CANCELLED, stats.stopReason)
+            assertEquals(0, stats.generatedTokens, "$stats")
         }
     }
 
