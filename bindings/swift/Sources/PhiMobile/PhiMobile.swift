@@ -821,8 +821,9 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
-     * room it grew for ahead, or all of it after `reset()`), for
-     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * room it grew for ahead; after `reset()`, the old chat past the first
+     * messages), for `onTrimMemory` or a memory warning. The next turn
+     * grows it again.
      * From inside this session's own sink it does nothing.
      */
     func trim() 
@@ -978,8 +979,9 @@ open func send(message: String, params: GenerationParams, sink: TokenSink, cance
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
-     * room it grew for ahead, or all of it after `reset()`), for
-     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * room it grew for ahead; after `reset()`, the old chat past the first
+     * messages), for `onTrimMemory` or a memory warning. The next turn
+     * grows it again.
      * From inside this session's own sink it does nothing.
      */
 open func trim()  {try! rustCall() {

@@ -1830,8 +1830,9 @@ public interface ChatSessionInterface {
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
-     * room it grew for ahead, or all of it after `reset()`), for
-     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * room it grew for ahead; after `reset()`, the old chat past the first
+     * messages), for `onTrimMemory` or a memory warning. The next turn
+     * grows it again.
      * From inside this session's own sink it does nothing.
      */
     fun `trim`()
@@ -2064,8 +2065,9 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
-     * room it grew for ahead, or all of it after `reset()`), for
-     * `onTrimMemory` or a memory warning. The next turn grows it again.
+     * room it grew for ahead; after `reset()`, the old chat past the first
+     * messages), for `onTrimMemory` or a memory warning. The next turn
+     * grows it again.
      * From inside this session's own sink it does nothing.
      */override fun `trim`()
         = 
