@@ -10,8 +10,19 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (preset, out) = match args.as_slice() {
         [p, o] => (p.as_str(), o.as_str()),
+        [p, src, o] if p == "with-rope-freqs" => {
+            // SmolLM2 with Llama 3 rope scaling, for its llama.cpp reference.
+            let freqs = synthetic::smollm2_test_rope_freqs();
+            if let Err(e) = synthetic::with_rope_freqs(std::path::Path::new(src), std::path::Path::new(o), &freqs) {
+                eprintln!("cannot write {o}: {e}");
+                std::process::exit(1);
+            }
+            println!("wrote {o} ({src} with rope_freqs.weight)");
+            return;
+        }
         _ => {
             eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini> <out.gguf>");
+            eprintln!("       synthetic_gguf with-rope-freqs <SmolLM2.gguf> <out.gguf>");
             std::process::exit(2);
         }
     };

@@ -2,7 +2,8 @@
 # Dev script (not run in CI): greedy continuations of SmolLM2-135M-Instruct
 # for a few chat prompts, computed by llama.cpp (llama-cpp-python built from
 # source, see scripts/reference_llamacpp.py), with its default f16 KV cache
-# -> tests/data/smollm2_greedy.json and with an f32 one -> smollm2_greedy_kv_f32.json.
+# -> tests/data/smollm2_greedy.json, with an f32 one -> smollm2_greedy_kv_f32.json, and
+# with Llama 3 rope scaling added (f16) -> smollm2_rope_freqs_greedy.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
@@ -30,10 +31,13 @@ for name, user in users.items():
     cases.append({"name": name, "user": user, "prompt_ids": ids, "max_new_tokens": 24})
 json.dump({"cases": cases}, open(sys.argv[2], "w"))
 PYEOF
-for kv in f16 f32; do
-  out=tests/data/smollm2_greedy.json flag=--kv-f16
+# The same model with Llama 3 rope scaling (rope_freqs.weight), as the test writes it.
+cargo run --release --quiet --example synthetic_gguf -- with-rope-freqs "$GGUF" "$WORK/rope-freqs.gguf"
+for kv in f16 f32 rope-freqs; do
+  out=tests/data/smollm2_greedy.json flag=--kv-f16 gguf="$GGUF"
   if [ "$kv" = f32 ]; then out=tests/data/smollm2_greedy_kv_f32.json flag=; fi
-  "$PY" scripts/reference_llamacpp.py greedy --gguf "$GGUF" --prompts "$WORK/prompts.json" --out "$WORK/out.json" $flag
+  if [ "$kv" = rope-freqs ]; then out=tests/data/smollm2_rope_freqs_greedy.json gguf="$WORK/rope-freqs.gguf"; fi
+  "$PY" scripts/reference_llamacpp.py greedy --gguf "$gguf" --prompts "$WORK/prompts.json" --out "$WORK/out.json" $flag
   "$PY" - "$WORK/prompts.json" "$WORK/out.json" "$out" <<'PYEOF'
 import json, sys
 users = {c["name"]: c["user"] for c in json.load(open(sys.argv[1]))["cases"]}

@@ -80,3 +80,49 @@ fn lying_llama_metadata_is_rejected() {
         Err(LlmError::UnsupportedArchitecture { .. })
     ));
 }
+
+#[test]
+fn math_this_decoder_does_not_compute_is_refused_by_name() {
+    let unsupported = |name: &str, path: &std::path::Path, expect: &str| match Model::load(common::config(path)) {
+        Err(LlmError::UnsupportedArchitecture { architecture }) => {
+            assert!(architecture.contains(expect), "{name}: {architecture}")
+        }
+        other => panic!("{name}: {:?}", other.err()),
+    };
+    for (name, key, value, expect) in [
+        ("llama-yarn", "llama.rope.scaling.type", Value::String("yarn".into()), "yarn rope scaling"),
+        ("llama-softcap", "llama.attn_logit_softcapping", Value::F32(50.0), "soft-capping"),
+        ("llama-final-softcap", "llama.final_logit_softcapping", Value::F32(30.0), "final logit"),
+        ("llama-key-length", "llama.attention.key_length", Value::U32(8), "key_length 8"),
+    ] {
+        unsupported(name, &common::model_file(name, &Phi3Spec::llama().with_metadata(key, value)), expect);
+    }
+    // Tensors it would skip (here a QK-norm): named, not ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = common::model_file("llama", &Phi3Spec::llama());
+    let q_norm = dir.path().join("q-norm.gguf");
+    common::synthetic::with_tensor(&plain, &q_norm, "blk.0.attn_q_norm.weight", &[1.0; 16]).unwrap();
+    unsupported("llama-q-norm", &q_norm, "tensor blk.0.attn_q_norm.weight");
+
+    // Llama 3 rope factors that cannot be: the wrong length, zero.
+    for (name, factors, expect) in
+        [("short", vec![1.0; 7], "rope_freqs.weight has shape [7]"), ("zero", vec![0.0; 8], "positive")]
+    {
+        let path = dir.path().join(format!("{name}.gguf"));
+        common::synthetic::with_rope_freqs(&plain, &path, &factors).unwrap();
+        match Model::load(common::config(&path)) {
+            Err(LlmError::InvalidModel { reason }) => assert!(reason.contains(expect), "{name}: {reason}"),
+            other => panic!("{name}: {:?}", other.err()),
+        }
+    }
+    // Linear scaling is computed (engine test: rope.rs), and a factor out of range refused.
+    let linear = Phi3Spec::llama()
+        .with_metadata("llama.rope.scaling.type", Value::String("linear".into()))
+        .with_metadata("llama.rope.scaling.factor", Value::F32(4.0));
+    assert!(Model::load(common::config(&common::model_file("llama-linear", &linear))).is_ok());
+    let bad = Phi3Spec::llama().with_metadata("llama.rope.scaling.factor", Value::F32(-1.0));
+    assert!(matches!(
+        Model::load(common::config(&common::model_file("llama-linear-bad", &bad))),
+        Err(LlmError::InvalidModel { .. })
+    ));
+}

@@ -44,6 +44,7 @@ pub(crate) struct Config {
     pub head_dim: usize,
     pub eps: f64,
     pub rope_base: f32,
+    pub rope_freq_scale: f32,
     /// Positions the rotary tables and the cache cover: the context in use.
     pub max_positions: usize,
     pub kv_precision: KvPrecision,
@@ -94,6 +95,21 @@ fn norm(t: TensorBytes, eps: f64) -> Result<RmsNorm> {
     Ok(RmsNorm::new(weight, eps as f32))
 }
 
+/// Llama 3's rope scaling: one divisor per rotated frequency.
+fn rope_factors(t: TensorBytes, head_dim: usize) -> Result<Vec<f32>> {
+    let n = head_dim / 2;
+    if t.dims[..] != [n] {
+        return Err(Error::invalid_model(format!("rope_freqs.weight has shape {:?}, not [{n}]", t.dims)));
+    }
+    let mut factors = vec![0f32; n];
+    kernels::candle::rows(t.dtype, t.bytes(), n, &[0], &mut factors)
+        .map_err(|e| Error::invalid_model(format!("cannot load rope_freqs.weight: {e}")))?;
+    if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+        return Err(Error::invalid_model("rope_freqs.weight holds a factor that is not a positive number"));
+    }
+    Ok(factors)
+}
+
 impl Weights {
     pub fn load(cfg: Config, layers: usize, src: &mut dyn TensorSource) -> Result<Self> {
         let kernels = kernels::selected().map_err(|e| Error::param("PHI_MOBILE_KERNELS", e.0))?;
@@ -133,7 +149,19 @@ impl Weights {
                 mlp,
             });
         }
-        let rope = Rope::new(cfg.rope, cfg.head_dim, cfg.max_positions, cfg.rope_base);
+        let factors = if src.has("rope_freqs.weight") {
+            Some(rope_factors(src.tensor("rope_freqs.weight")?, cfg.head_dim)?)
+        } else {
+            None
+        };
+        let rope = Rope::new(
+            cfg.rope,
+            cfg.head_dim,
+            cfg.max_positions,
+            cfg.rope_base,
+            cfg.rope_freq_scale,
+            factors.as_deref(),
+        );
         Ok(Self { cfg, embedding, hidden, layers: blocks, output_norm, output, rope })
     }
 

@@ -220,3 +220,66 @@ impl SplitMix64 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
+
+/// Llama 3's rope scaling as `convert_hf_to_gguf.py` writes it
+/// (`rope_freqs.weight`): per frequency of a `head_dim` rope with `base`,
+/// 1 for wavelengths under `original_context / high`, `factor` over
+/// `original_context / low`, and a smooth blend between.
+pub fn llama3_rope_freqs(
+    head_dim: usize,
+    base: f32,
+    factor: f32,
+    low: f32,
+    high: f32,
+    original_context: f32,
+) -> Vec<f32> {
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(i as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < original_context / high {
+                1.0
+            } else if wavelen > original_context / low {
+                factor
+            } else {
+                let smooth = (original_context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// `src` rewritten to `dst` with an F32 `rope_freqs.weight` added (the other
+/// tensors and the metadata as they were, in name order).
+pub fn with_rope_freqs(src: &Path, dst: &Path, freqs: &[f32]) -> candle_core::Result<()> {
+    with_tensor(src, dst, "rope_freqs.weight", freqs)
+}
+
+/// `src` rewritten to `dst` with an F32 vector tensor `name` added.
+pub fn with_tensor(src: &Path, dst: &Path, name: &str, data: &[f32]) -> candle_core::Result<()> {
+    let mut input = std::fs::File::open(src)?;
+    let content = gguf_file::Content::read(&mut input)?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for name in names {
+        tensors.push((name.clone(), content.tensor(&mut input, name, &Device::Cpu)?));
+    }
+    let t = Tensor::from_vec(data.to_vec(), data.len(), &Device::Cpu)?;
+    tensors.push((name.into(), QTensor::quantize(&t, GgmlDType::F32)?));
+    let mut keys: Vec<&String> = content.metadata.keys().collect();
+    keys.sort();
+    let metadata: Vec<(&str, &Value)> = keys.iter().map(|k| (k.as_str(), &content.metadata[*k])).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = std::fs::File::create(dst)?;
+    gguf_file::write(&mut out, &metadata, &tensors)
+}
+
+/// The rope scaling the SmolLM2 reference applies (`tests/smollm2.rs`):
+/// Llama 3.1's factors, with an original context short enough that most of
+/// a 64-wide head's frequencies are scaled, so answers differ visibly from
+/// the unscaled model's within a short chat.
+pub fn smollm2_test_rope_freqs() -> Vec<f32> {
+    llama3_rope_freqs(64, 100_000.0, 8.0, 1.0, 4.0, 256.0)
+}

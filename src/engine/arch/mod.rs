@@ -31,6 +31,8 @@ pub(crate) struct Hyper {
     kv_heads: usize,
     eps: f64,
     rope_base: f32,
+    /// Linear rope scaling: positions are multiplied by this (1: none).
+    rope_freq_scale: f32,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -72,6 +74,7 @@ impl Family {
             head_dim: hp.hidden / hp.heads,
             eps: hp.eps,
             rope_base: hp.rope_base,
+            rope_freq_scale: hp.rope_freq_scale,
             max_positions: context,
             kv_precision,
         }
@@ -147,6 +150,8 @@ impl Hyper {
         {
             return Err(Error::UnsupportedArchitecture(format!("{arch} mixture-of-experts")));
         }
+        let rope_freq_scale = rope_scaling(c, arch)?;
+        refuse_unimplemented_math(c, arch, head_dim)?;
 
         let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
         let kv = kv_heads * head_dim;
@@ -192,6 +197,83 @@ impl Hyper {
             kv_heads,
             eps: eps as f64,
             rope_base: freq_base.unwrap_or(10_000.0),
+            rope_freq_scale,
         })
     }
+}
+
+/// The position scale of the file's rope scaling, as llama.cpp reads it:
+/// linear unless the type says otherwise, `1/factor` (no factor: 1). Llama
+/// 3's scaling is the `rope_freqs.weight` tensor, which the decoder applies.
+/// Any other kind (YaRN, LongRoPE by metadata, …) is refused by name, never
+/// ignored.
+fn rope_scaling(c: &Content, arch: &str) -> Result<f32> {
+    let meta = |key: &str| c.metadata.get(&format!("{arch}.{key}"));
+    let kind = match meta("rope.scaling.type") {
+        None => "linear".to_string(),
+        Some(v) => v.to_string().map_err(|_| Error::invalid_model("rope.scaling.type is not a string"))?.clone(),
+    };
+    let factor = meta("rope.scaling.factor").or_else(|| meta("rope.scale_linear")).and_then(|v| v.to_f32().ok());
+    match kind.as_str() {
+        "none" => Ok(1.0),
+        "linear" => linear(factor.filter(|f| *f != 0.0).unwrap_or(1.0)),
+        other => Err(Error::UnsupportedArchitecture(format!("{arch} with {other} rope scaling"))),
+    }
+}
+
+fn linear(factor: f32) -> Result<f32> {
+    if !(1.0..=1024.0).contains(&factor) {
+        return Err(Error::invalid_model(format!("linear rope scaling factor {factor} is out of range")));
+    }
+    Ok(1.0 / factor)
+}
+
+/// Metadata keys and tensors that change the math in ways this decoder
+/// does not compute: a file that has them is refused by name, so it never
+/// gives answers that quietly differ from the model's.
+fn refuse_unimplemented_math(c: &Content, arch: &str, head_dim: usize) -> Result<()> {
+    let unsupported = |what: String| Err(Error::UnsupportedArchitecture(format!("{arch} with {what}")));
+    for (key, what) in [
+        ("attention.sliding_window", "sliding-window attention"),
+        ("attn_logit_softcapping", "attention logit soft-capping"),
+        ("final_logit_softcapping", "final logit soft-capping"),
+        ("attention.clamp_kqv", "clamped q/k/v"),
+    ] {
+        if c.metadata.contains_key(&format!("{arch}.{key}")) {
+            return unsupported(format!("{what} ({arch}.{key})"));
+        }
+    }
+    for key in ["attention.key_length", "attention.value_length"] {
+        let v = c.metadata.get(&format!("{arch}.{key}")).and_then(|v| v.to_u32().ok());
+        if v.is_some_and(|v| v as usize != head_dim) {
+            return unsupported(format!("{arch}.{key} {} not the head size {head_dim}", v.unwrap_or(0)));
+        }
+    }
+    // Tensors: each layer's known set and the model's own; anything else
+    // (q/k norms, biases, …) is math this decoder would skip.
+    const LAYER: [&str; 10] = [
+        "attn_norm",
+        "attn_qkv",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_norm",
+        "ffn_up",
+        "ffn_gate",
+        "ffn_down",
+    ];
+    const MODEL: [&str; 4] = ["token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"];
+    let mut names: Vec<&String> = c.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let known = MODEL.contains(&name.as_str())
+            || name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')).is_some_and(|(layer, tensor)| {
+                layer.parse::<usize>().is_ok() && tensor.strip_suffix(".weight").is_some_and(|t| LAYER.contains(&t))
+            });
+        if !known {
+            return unsupported(format!("tensor {name}, which this implementation does not use"));
+        }
+    }
+    Ok(())
 }

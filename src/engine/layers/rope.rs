@@ -20,8 +20,25 @@ pub(crate) struct Rope {
 }
 
 impl Rope {
-    pub fn new(style: RopeStyle, head_dim: usize, positions: usize, base: f32) -> Self {
-        let theta: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / head_dim as f32)).collect();
+    /// Tables for `positions` positions. `freq_scale` multiplies every angle
+    /// (linear scaling: 1/factor) and `freq_factors`, one per frequency,
+    /// divide each (Llama 3's `rope_freqs`), as llama.cpp applies them.
+    pub fn new(
+        style: RopeStyle,
+        head_dim: usize,
+        positions: usize,
+        base: f32,
+        freq_scale: f32,
+        freq_factors: Option<&[f32]>,
+    ) -> Self {
+        let mut theta: Vec<f32> =
+            (0..head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / head_dim as f32)).collect();
+        if let Some(factors) = freq_factors {
+            theta.iter_mut().zip(factors).for_each(|(t, f)| *t /= f);
+        }
+        if freq_scale != 1.0 {
+            theta.iter_mut().for_each(|t| *t *= freq_scale);
+        }
         let angles = || (0..positions).flat_map(|p| theta.iter().map(move |t| p as f32 * t));
         Self { style, head_dim, cos: angles().map(f32::cos).collect(), sin: angles().map(f32::sin).collect() }
     }
@@ -94,9 +111,39 @@ mod tests {
         ] {
             let theirs: Vec<f32> = theirs.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let mut ours = x.clone();
-            Rope::new(style, d, 64, 10_000.0).apply(&mut ours, start, seq).unwrap();
+            Rope::new(style, d, 64, 10_000.0, 1.0, None).apply(&mut ours, start, seq).unwrap();
             assert_eq!(ours, theirs, "{style:?}");
         }
-        assert!(Rope::new(RopeStyle::Neox, d, 64, 10_000.0).apply(&mut x.clone(), 60, seq).is_none(), "past the table");
+        assert!(
+            Rope::new(RopeStyle::Neox, d, 64, 10_000.0, 1.0, None).apply(&mut x.clone(), 60, seq).is_none(),
+            "past the table"
+        );
+    }
+
+    #[test]
+    fn linear_scaling_and_llama3_factors_slow_the_rotation() {
+        let d = 16;
+        let x: Vec<f32> = (0..2 * d).map(|i| i as f32 / 7.0 - 1.0).collect();
+        let at = |rope: &Rope, pos: usize| {
+            let mut y = x.clone();
+            rope.apply(&mut y, pos, 1).unwrap();
+            y
+        };
+        let plain = Rope::new(RopeStyle::Interleaved, d, 64, 10_000.0, 1.0, None);
+        // Scaling by 1/4 (exact in binary): position 4p turns as far as p did.
+        let linear = Rope::new(RopeStyle::Interleaved, d, 64, 10_000.0, 0.25, None);
+        assert_eq!(at(&linear, 40), at(&plain, 10));
+        // Factors divide their own frequency only.
+        let mut factors = vec![1.0; d / 2];
+        factors[5] = 2.0;
+        let llama3 = Rope::new(RopeStyle::Interleaved, d, 64, 10_000.0, 1.0, Some(&factors));
+        let half = Rope::new(RopeStyle::Interleaved, d, 64, 10_000.0, 0.5, None);
+        let (ours, slow, fast) = (at(&llama3, 20), at(&half, 20), at(&plain, 20));
+        for pair in 0..d / 2 {
+            let want = if pair == 5 { &slow } else { &fast };
+            for i in [2 * pair, 2 * pair + 1, d + 2 * pair, d + 2 * pair + 1] {
+                assert_eq!(ours[i], want[i], "element {i}");
+            }
+        }
     }
 }
