@@ -233,6 +233,10 @@ fn linear(factor: f32) -> Result<f32> {
 /// gives answers that quietly differ from the model's.
 fn refuse_unimplemented_math(c: &Content, arch: &str, head_dim: usize) -> Result<()> {
     let unsupported = |what: String| Err(Error::UnsupportedArchitecture(format!("{arch} with {what}")));
+    // `attention.sliding_window` is not among them: Phi-3 files declare one
+    // (2047 for mini-4k) that no layer list says where to apply, and
+    // llama.cpp, the reference here, attends to the whole context for phi3
+    // and llama (llama.cpp#13676), as this decoder does.
     for (key, what) in [
         ("attention.sliding_window", "sliding-window attention"),
         ("attn_logit_softcapping", "attention logit soft-capping"),
