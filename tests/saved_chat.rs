@@ -213,3 +213,26 @@ fn trim_releases_cache_memory_and_the_next_turn_is_unchanged() {
     let resident = model.weights_resident_bytes().expect("Linux reports residency");
     assert!(resident > file / 2 && resident <= file, "{resident} of {file}");
 }
+
+#[test]
+fn a_chat_without_turns_and_a_cache_of_the_other_precision_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.phichat");
+    let model = smollm2();
+    // Nothing generated yet: the file holds the first messages and no cache.
+    model.new_session(system()).save(path.display().to_string()).unwrap();
+    let restored = model.restore_session(path.display().to_string()).unwrap();
+    assert_eq!(restored.history(), system());
+    assert_eq!(send(&restored, FIRST).token_ids, send(&model.new_session(system()), FIRST).token_ids);
+
+    // An f16 cache restored into a model that keeps f32 is widened (exact), and goes on.
+    let (session, path) = saved_chat(dir.path());
+    let f32_model =
+        Model::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(smollm2_path().display().to_string()) })
+            .unwrap();
+    let widened = f32_model.restore_session(path.display().to_string()).unwrap();
+    assert_eq!(widened.history(), session.history());
+    let next = send(&widened, SECOND);
+    assert_eq!(next.cached_prompt_tokens, send(&session, SECOND).cached_prompt_tokens, "served from the cache");
+    assert!(widened.kv_cache_bytes() >= 256 * f32_model.info().kv_bytes_per_token);
+}
