@@ -15,8 +15,8 @@ mod ffi;
 #[cfg(feature = "download")]
 pub use ffi::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use ffi::{
-    CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError, LoadProgress, Model,
-    ModelConfig, ModelInfo, Role, StopReason, TokenSink,
+    estimate_model_memory, CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError,
+    LoadProgress, Model, ModelConfig, ModelInfo, Role, StopReason, TokenSink,
 };
 
 uniffi::setup_scaffolding!();

@@ -210,6 +210,17 @@ fn trim_releases_cache_memory_and_the_next_turn_is_unchanged() {
     let file = model.info().file_size_bytes;
     assert_eq!(model.memory_estimate_bytes(1000) - model.memory_estimate_bytes(0), 1000 * per_token);
     assert!(model.memory_estimate_bytes(0) > file);
+    // The same estimate before a load, from the file's header alone.
+    let path = smollm2_path().display().to_string();
+    assert_eq!(estimate_model_memory(path.clone(), Some(1000)).unwrap(), model.memory_estimate_bytes(1000));
+    assert_eq!(estimate_model_memory(path, None).unwrap(), model.memory_estimate_bytes(u32::MAX));
+    assert!(matches!(estimate_model_memory("/nonexistent.gguf".into(), None), Err(LlmError::ModelNotFound { .. })));
+    let not_gguf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_gguf.path(), b"not a model").unwrap();
+    assert!(matches!(
+        estimate_model_memory(not_gguf.path().display().to_string(), None),
+        Err(LlmError::InvalidModel { .. })
+    ));
     let resident = model.weights_resident_bytes().expect("Linux reports residency");
     assert!(resident > file / 2 && resident <= file, "{resident} of {file}");
 }

@@ -22,7 +22,7 @@ pub use generate::{
     Conversation, GenerateOptions, Outcome, Sequence, Sink, Stop, StopReason, Timings, MAX_STOP_STRINGS,
 };
 pub use kv_cache::KvPrecision;
-pub use model::{LoadConfig, LoadedModel, ModelInfo};
+pub use model::{memory_estimate_of_file, LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
 
 /// A fixture from scripts/fetch-fixtures.sh (in `$PHI_MOBILE_CACHE`, default

@@ -108,6 +108,68 @@ fn file_bytes(
     }
 }
 
+/// The GGUF's header and tensor table, checked, with the file's size and
+/// the reader positioned after them.
+fn read_header(
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Content, u64, BufReader<std::fs::File>)> {
+    let file = gguf::open(path)?;
+    let metadata = file.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    if !metadata.is_file() {
+        return Err(Error::invalid_model(format!("{} is a directory or device, not a model file", path.display())));
+    }
+    let file_size = metadata.len();
+    if file_size == 0 {
+        return Err(Error::invalid_model("the model file is empty"));
+    }
+    progress(0, file_size);
+    let mut buffered = BufReader::new(file);
+    gguf::scan::check(&mut buffered, file_size)?;
+    let content = catch_panic(Error::invalid_model, || {
+        Content::read(&mut buffered).map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
+    })?;
+    gguf::check_tensor_table(&content, file_size)?;
+    Ok((content, file_size, buffered))
+}
+
+fn architecture(content: &Content) -> Result<String> {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| Error::invalid_model("the GGUF has no general.architecture"))
+}
+
+/// The most memory one conversation of `context` tokens (`None`: the
+/// model's own context) takes with the model at `path`, from its header
+/// alone (no weights read): what `LoadedModel::memory_estimate` gives once
+/// loaded, for deciding before a load whether it fits.
+pub fn memory_estimate_of_file(path: &std::path::Path, context: Option<usize>, precision: KvPrecision) -> Result<u64> {
+    let (content, file_size, _) = read_header(path, &mut |_, _| {})?;
+    let arch = architecture(&content)?;
+    let family = Family::of(&arch)?;
+    let hp = Hyper::read(&content, &arch, family)?;
+    let in_use = context.unwrap_or(hp.context_length).min(hp.context_length).min(family.max_context(&hp));
+    let cfg = family.weights_config(&hp, in_use, precision);
+    let kv = hp.layers * 2 * cfg.n_kv_head * cfg.head_dim * precision.bytes();
+    let scratch = crate::engine::weights::scratch_bytes(
+        super::generate::PREFILL_CHUNK,
+        &cfg,
+        hp.hidden_size(),
+        hp.feed_forward(),
+        hp.vocab_rows,
+    );
+    Ok(estimate(file_size, in_use, kv, scratch))
+}
+
+/// The weights (all of the file, once every page is read), a cache of
+/// `context` positions and the forward pass's buffers.
+fn estimate(file_size: u64, context: usize, kv_per_token: usize, scratch: usize) -> u64 {
+    file_size.saturating_add((context as u64).saturating_mul(kv_per_token as u64)).saturating_add(scratch as u64)
+}
+
 impl LoadedModel {
     pub fn load(cfg: &LoadConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
         if cfg.context_length == Some(0) {
@@ -123,28 +185,8 @@ impl LoadedModel {
         let parse_special_in_messages = cfg.parse_special_in_messages;
 
         let path = &cfg.model_path;
-        let file = gguf::open(path)?;
-        let metadata = file.metadata().map_err(|source| Error::Io { path: path.clone(), source })?;
-        if !metadata.is_file() {
-            return Err(Error::invalid_model(format!("{} is a directory or device, not a model file", path.display())));
-        }
-        let file_size = metadata.len();
-        if file_size == 0 {
-            return Err(Error::invalid_model("the model file is empty"));
-        }
-        progress(0, file_size);
-        let mut buffered = BufReader::new(file);
-        gguf::scan::check(&mut buffered, file_size)?;
-        let content = catch_panic(Error::invalid_model, || {
-            Content::read(&mut buffered).map_err(|e| Error::invalid_model(format!("not a readable GGUF file: {e}")))
-        })?;
-        gguf::check_tensor_table(&content, file_size)?;
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .ok_or_else(|| Error::invalid_model("the GGUF has no general.architecture"))?;
+        let (content, file_size, buffered) = read_header(path, progress)?;
+        let arch = architecture(&content)?;
         let name = content.metadata.get("general.name").and_then(|v| v.to_string().ok()).cloned();
         let (parameter_count, quantization) = gguf::summarize_weights(&content);
         let tok_meta = TokenizerMetadata::read(&content);
@@ -249,11 +291,8 @@ impl LoadedModel {
     /// weights (all of the file, once every page is read), its KV cache at
     /// that length, and the forward pass's buffers.
     pub fn memory_estimate(&self, context: usize) -> u64 {
-        let context = context.min(self.context_length());
-        let kv = context * self.info.kv_bytes_per_token;
-        (self.info.file_size as usize)
-            .saturating_add(kv)
-            .saturating_add(self.weights.scratch_bytes(super::generate::PREFILL_CHUNK)) as u64
+        let scratch = self.weights.scratch_bytes(super::generate::PREFILL_CHUNK);
+        estimate(self.info.file_size, context.min(self.context_length()), self.info.kv_bytes_per_token, scratch)
     }
 
     /// Text of `ids`, special tokens skipped (as generation streams it).

@@ -95,6 +95,13 @@ fn norm(t: TensorBytes, eps: f64) -> Result<RmsNorm> {
     Ok(RmsNorm::new(weight, eps as f32))
 }
 
+/// The forward pass's buffers for `seq` rows of a model with these widths
+/// (`vocab`: the logits).
+pub(crate) fn scratch_bytes(seq: usize, cfg: &Config, hidden: usize, ff: usize, vocab: usize) -> usize {
+    let (q, kv) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
+    4 * (seq * (3 * hidden + 3 * q + 4 * kv + 3 * ff) + vocab)
+}
+
 /// Llama 3's rope scaling: one divisor per rotated frequency.
 fn rope_factors(t: TensorBytes, head_dim: usize) -> Result<Vec<f32>> {
     let n = head_dim / 2;
@@ -181,9 +188,8 @@ impl Weights {
     /// The forward pass's buffers for `seq` rows at once (a prompt chunk):
     /// the residual rows, q/k/v and attention outputs, the MLP's, and logits.
     pub fn scratch_bytes(&self, seq: usize) -> usize {
-        let (q, kv) = (self.cfg.n_head * self.cfg.head_dim, self.cfg.n_kv_head * self.cfg.head_dim);
         let ff = self.layers.first().map_or(0, |l| l.mlp.width());
-        4 * (seq * (3 * self.hidden + 3 * q + 4 * kv + 3 * ff) + self.output.outputs())
+        scratch_bytes(seq, &self.cfg, self.hidden, ff, self.output.outputs())
     }
 
     /// A fresh sequence's state: nothing allocated until it runs.

@@ -6,7 +6,7 @@
 //! - `records`: `ModelConfig`, `GenerationParams`, `GenerationStats`, `ModelInfo`, `ChatMessage`, …
 //! - `callbacks`: `TokenSink`, `LoadProgress` (implemented in Kotlin, Swift or Rust)
 //! - `cancel`: `CancellationToken`
-//! - `model`: `Model`
+//! - `model`: `Model`, `estimate_model_memory`
 //! - `session`: `ChatSession`
 //! - `download`: `download_model` and its records (feature `download`)
 
@@ -24,7 +24,7 @@ pub use cancel::CancellationToken;
 #[cfg(feature = "download")]
 pub use download::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use error::LlmError;
-pub use model::Model;
+pub use model::{estimate_model_memory, Model};
 pub use records::{ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, Role, StopReason};
 pub use session::ChatSession;
 

@@ -133,3 +133,16 @@ impl Model {
         })
     }
 }
+
+/// The most memory one chat session of `context_length` tokens (`None`: the
+/// model's own context) would take with the model file at `model_path`,
+/// read from its header alone, before loading: what
+/// `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+/// Compare it with what the device has free before a load.
+#[uniffi::export(default(context_length = None))]
+pub fn estimate_model_memory(model_path: String, context_length: Option<u32>) -> Result<u64> {
+    guard(invalid_model, || {
+        let context = context_length.map(|c| c as usize);
+        Ok(engine::memory_estimate_of_file(std::path::Path::new(&model_path), context, engine::KvPrecision::F16)?)
+    })
+}

@@ -27,6 +27,7 @@ pub(crate) struct Hyper {
     pub vocab_rows: usize,
     hidden: usize,
     pub layers: usize,
+    ff: usize,
     heads: usize,
     kv_heads: usize,
     eps: f64,
@@ -82,6 +83,14 @@ impl Family {
 }
 
 impl Hyper {
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn feed_forward(&self) -> usize {
+        self.ff
+    }
+
     pub fn read(c: &Content, arch: &str, family: Family) -> Result<Self> {
         let get = |key: &str| -> Result<usize> {
             let full = format!("{arch}.{key}");
@@ -193,6 +202,7 @@ impl Hyper {
             vocab_rows: vocab,
             hidden,
             layers,
+            ff,
             heads,
             kv_heads,
             eps: eps as f64,

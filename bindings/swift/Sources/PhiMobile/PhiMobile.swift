@@ -3431,6 +3431,22 @@ public func downloadModel(request: DownloadRequest, directory: String, progress:
     )
 })
 }
+/**
+ * The most memory one chat session of `context_length` tokens (`None`: the
+ * model's own context) would take with the model file at `model_path`,
+ * read from its header alone, before loading: what
+ * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+ * Compare it with what the device has free before a load.
+ */
+public func estimateModelMemory(modelPath: String, contextLength: UInt32? = nil)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_func_estimate_model_memory(
+        FfiConverterString.lower(modelPath),
+        FfiConverterOptionUInt32.lower(contextLength),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok

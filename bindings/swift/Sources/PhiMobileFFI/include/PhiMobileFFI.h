@@ -492,6 +492,11 @@ void uniffi_phi_mobile_fn_method_chatsession_trim(uint64_t ptr, RustCallStatus *
 RustBuffer uniffi_phi_mobile_fn_func_download_model(RustBuffer request, RustBuffer directory, RustBuffer progress, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_ESTIMATE_MODEL_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_ESTIMATE_MODEL_MEMORY
+uint64_t uniffi_phi_mobile_fn_func_estimate_model_memory(RustBuffer model_path, RustBuffer context_length, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_FFI_PHI_MOBILE_RUSTBUFFER_ALLOC
 #define UNIFFI_FFIDEF_FFI_PHI_MOBILE_RUSTBUFFER_ALLOC
 RustBuffer ffi_phi_mobile_rustbuffer_alloc(uint64_t size, RustCallStatus *_Nonnull out_status
@@ -755,6 +760,12 @@ void ffi_phi_mobile_rust_future_complete_void(uint64_t handle, RustCallStatus *_
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_DOWNLOAD_MODEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_DOWNLOAD_MODEL
 uint16_t uniffi_phi_mobile_checksum_func_download_model(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_ESTIMATE_MODEL_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_FUNC_ESTIMATE_MODEL_MEMORY
+uint16_t uniffi_phi_mobile_checksum_func_estimate_model_memory(void
     
 );
 #endif

@@ -742,6 +742,8 @@ internal object IntegrityCheckingUniffiLib {
     internal fun ensureInitialized() = Unit
     external fun uniffi_phi_mobile_checksum_func_download_model(
     ): Int
+    external fun uniffi_phi_mobile_checksum_func_estimate_model_memory(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_loadprogress_on_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_tokensink_on_text(
@@ -893,6 +895,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_func_estimate_model_memory(`modelPath`: RustBuffer.ByValue,`contextLength`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun ffi_phi_mobile_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_phi_mobile_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -4948,6 +4952,26 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
         FfiConverterString.lower(`directory`),
         FfiConverterOptionalTypeDownloadProgress.lower(`progress`),
         FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The most memory one chat session of `context_length` tokens (`None`: the
+         * model's own context) would take with the model file at `model_path`,
+         * read from its header alone, before loading: what
+         * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+         * Compare it with what the device has free before a load.
+         */
+    @Throws(LlmException::class) fun `estimateModelMemory`(`modelPath`: kotlin.String, `contextLength`: kotlin.UInt? = null): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_func_estimate_model_memory(
+    
+        
+        FfiConverterString.lower(`modelPath`),
+        FfiConverterOptionalUInt.lower(`contextLength`),_status)
 }
     )
     }
