@@ -115,6 +115,9 @@ fn math_this_decoder_does_not_compute_is_refused_by_name() {
             other => panic!("{name}: {:?}", other.err()),
         }
     }
+    // A sliding window is not refused: Phi-3 files declare one that llama.cpp ignores too.
+    let window = Phi3Spec::reference().with_metadata("phi3.attention.sliding_window", Value::U32(2047));
+    assert!(Model::load(common::config(&common::model_file("phi3-window", &window))).is_ok());
     // Linear scaling is computed (engine test: rope.rs), and a factor out of range refused.
     let linear = Phi3Spec::llama()
         .with_metadata("llama.rope.scaling.type", Value::String("linear".into()))

@@ -248,7 +248,6 @@ fn refuse_unimplemented_math(c: &Content, arch: &str, head_dim: usize) -> Result
     // llama.cpp, the reference here, attends to the whole context for phi3
     // and llama (llama.cpp#13676), as this decoder does.
     for (key, what) in [
-        ("attention.sliding_window", "sliding-window attention"),
         ("attn_logit_softcapping", "attention logit soft-capping"),
         ("final_logit_softcapping", "final logit soft-capping"),
         ("attention.clamp_kqv", "clamped q/k/v"),
