@@ -15,6 +15,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::error::{Error, Result};
+use super::kernels::dense::Float;
 
 /// Growth step, in positions. Linear steps: a doubling would allocate up to
 /// twice what a long chat needs; the copies cost far less than a forward pass.
@@ -38,12 +39,17 @@ impl KvPrecision {
     }
 }
 
-/// A cache element: narrowed from the f32 rows the projections give.
-pub(crate) trait Element: Copy + Default + bytemuck::Pod {
+/// Bytes one position takes in a cache of `layers` layers (keys and values
+/// of `kv_heads` heads of `head_dim` each).
+pub(crate) fn bytes_per_position(layers: usize, kv_heads: usize, head_dim: usize, precision: KvPrecision) -> usize {
+    layers * 2 * kv_heads * head_dim * precision.bytes()
+}
+
+/// A cache element: narrowed from the f32 rows the projections give, widened
+/// back (`dense::Float`) where a saved cache of the other precision loads.
+pub(crate) trait Element: Float + Default + bytemuck::Pod {
     const PRECISION: KvPrecision;
     fn narrow(from: &[f32], to: &mut [Self]);
-    /// Little-endian bytes, for a saved chat.
-    fn put(row: &[Self], out: &mut Vec<u8>);
 }
 
 impl Element for f32 {
@@ -51,10 +57,6 @@ impl Element for f32 {
 
     fn narrow(from: &[f32], to: &mut [f32]) {
         to.copy_from_slice(from)
-    }
-
-    fn put(row: &[f32], out: &mut Vec<u8>) {
-        out.extend(row.iter().flat_map(|x| x.to_le_bytes()))
     }
 }
 
@@ -65,27 +67,11 @@ impl Element for f16 {
         // Round to nearest even; half vectorizes it where the CPU converts.
         to.convert_from_f32_slice(from)
     }
-
-    fn put(row: &[f16], out: &mut Vec<u8>) {
-        out.extend(row.iter().flat_map(|x| x.to_le_bytes()))
-    }
 }
 
-/// Widens little-endian elements of `precision` into `out`.
-fn widen_le(precision: KvPrecision, bytes: &[u8], out: &mut [f32]) {
-    match precision {
-        KvPrecision::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        KvPrecision::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-    }
-}
+// A saved cache is the buffers' bytes, little-endian, as every target this
+// library builds for is (the GGUF blocks are read in place the same way).
+const _: () = assert!(cfg!(target_endian = "little"));
 
 /// One layer's keys and values, each `[kv_heads, capacity, head_dim]`.
 #[derive(Default)]
@@ -116,18 +102,9 @@ impl<T: Element> Layer<T> {
         len: usize,
         out: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
         for buf in [&self.k, &self.v] {
             for h in 0..heads {
-                let rows = &buf[h * capacity * hd..][..len * hd];
-                if cfg!(target_endian = "little") {
-                    // The buffer's bytes are the file's.
-                    out.write_all(bytemuck::cast_slice(rows))?;
-                } else {
-                    bytes.clear();
-                    T::put(rows, &mut bytes);
-                    out.write_all(&bytes)?;
-                }
+                out.write_all(bytemuck::cast_slice(&buf[h * capacity * hd..][..len * hd]))?;
             }
         }
         Ok(())
@@ -136,26 +113,38 @@ impl<T: Element> Layer<T> {
     /// Reads what `save` wrote (elements of `precision`) into positions `..len`.
     fn load(
         &mut self,
-        (heads, hd, capacity): (usize, usize, usize),
+        shape: (usize, usize, usize),
         len: usize,
         precision: KvPrecision,
         input: &mut dyn std::io::Read,
     ) -> std::io::Result<()> {
-        if T::PRECISION == precision && cfg!(target_endian = "little") {
-            // The file's bytes are the buffer's: read them in place.
-            for buf in [&mut self.k, &mut self.v] {
-                for h in 0..heads {
-                    input.read_exact(bytemuck::cast_slice_mut(&mut buf[h * capacity * hd..][..len * hd]))?;
-                }
-            }
-            return Ok(());
+        match precision {
+            KvPrecision::F16 => self.load_from::<f16>(shape, len, input),
+            KvPrecision::F32 => self.load_from::<f32>(shape, len, input),
         }
-        let (mut bytes, mut row) = (vec![0u8; len * hd * precision.bytes()], vec![0f32; len * hd]);
+    }
+
+    /// `load` from elements `S`: in place when they are `T`, else widened and narrowed.
+    fn load_from<S: Element>(
+        &mut self,
+        (heads, hd, capacity): (usize, usize, usize),
+        len: usize,
+        input: &mut dyn std::io::Read,
+    ) -> std::io::Result<()> {
+        let (mut stored, mut row) = (Vec::new(), Vec::new());
+        if S::PRECISION != T::PRECISION {
+            (stored, row) = (vec![S::default(); len * hd], vec![0f32; len * hd]);
+        }
         for buf in [&mut self.k, &mut self.v] {
             for h in 0..heads {
-                input.read_exact(&mut bytes)?;
-                widen_le(precision, &bytes, &mut row);
-                T::narrow(&row, &mut buf[h * capacity * hd..][..len * hd]);
+                let dst = &mut buf[h * capacity * hd..][..len * hd];
+                if S::PRECISION == T::PRECISION {
+                    input.read_exact(bytemuck::cast_slice_mut(dst))?;
+                } else {
+                    input.read_exact(bytemuck::cast_slice_mut(&mut stored))?;
+                    S::widen(&stored, &mut row);
+                    T::narrow(&row, dst);
+                }
             }
         }
         Ok(())
@@ -306,7 +295,7 @@ impl KvCache {
             Layers::F16(l) => l.len(),
             Layers::F32(l) => l.len(),
         };
-        layers * 2 * self.kv_heads * self.head_dim * self.precision().bytes()
+        bytes_per_position(layers, self.kv_heads, self.head_dim, self.precision())
     }
 
     /// Bytes the buffers hold.

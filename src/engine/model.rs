@@ -79,8 +79,10 @@ pub struct LoadedModel {
     chat: PromptFormat,
     /// The weights' bytes (mapped or read), for the memory report.
     file: Arc<FileBytes>,
-    /// What a saved chat must have been saved by (`gguf::identity`).
-    pub(crate) identity: [u8; 32],
+    /// `gguf::identity` of the tensors and the chat template.
+    weights_identity: [u8; 32],
+    /// With the vocabulary, computed on the first save or restore only.
+    identity: std::sync::OnceLock<[u8; 32]>,
     pub info: ModelInfo,
 }
 
@@ -153,7 +155,7 @@ pub fn memory_estimate_of_file(path: &std::path::Path, context: Option<usize>, p
     let hp = Hyper::read(&content, &arch, family)?;
     let in_use = context.unwrap_or(hp.context_length).min(hp.context_length).min(family.max_context(&hp));
     let cfg = family.weights_config(&hp, in_use, precision);
-    let kv = hp.layers * 2 * cfg.n_kv_head * cfg.head_dim * precision.bytes();
+    let kv = super::kv_cache::bytes_per_position(hp.layers, cfg.n_kv_head, cfg.head_dim, precision);
     let scratch = crate::engine::weights::scratch_bytes(
         super::generate::PREFILL_CHUNK,
         &cfg,
@@ -242,15 +244,10 @@ impl LoadedModel {
             },
         )?;
 
-        // The vocabulary and the chat format decide what a saved chat's ids
-        // and history mean, beyond the weights.
-        let vocab_digest =
-            format!("{:?}", tokenizer.get_vocab(true).into_iter().collect::<std::collections::BTreeMap<_, _>>());
-        let identity = gguf::identity(
-            &content,
-            &file,
-            &[vocab_digest.as_bytes(), tok_meta.chat_template.as_deref().unwrap_or("").as_bytes()],
-        );
+        // The chat format decides what a saved chat's history means, beyond
+        // the weights (the vocabulary joins on first use: `identity`).
+        let weights_identity =
+            gguf::identity(&content, &file, &[tok_meta.chat_template.as_deref().unwrap_or("").as_bytes()]);
         let kv_bytes_per_token = weights.kv_bytes_per_token();
         Ok(Self {
             weights,
@@ -258,7 +255,8 @@ impl LoadedModel {
             vocab,
             end_tokens,
             file,
-            identity,
+            weights_identity,
+            identity: std::sync::OnceLock::new(),
             info: ModelInfo {
                 chat_template_warning: chat.warning.clone(),
                 architecture: arch,
@@ -280,6 +278,25 @@ impl LoadedModel {
 
     pub fn context_length(&self) -> usize {
         self.info.context_length
+    }
+
+    /// What a saved chat must have been saved by: the weights and template
+    /// (`gguf::identity`) and the vocabulary, which decides what its ids mean.
+    pub(crate) fn identity(&self) -> [u8; 32] {
+        *self.identity.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut vocab: Vec<(u32, String)> =
+                self.tokenizer.get_vocab(true).into_iter().map(|(t, id)| (id, t)).collect();
+            vocab.sort_unstable();
+            let mut h = Sha256::new();
+            h.update(self.weights_identity);
+            for (id, token) in &vocab {
+                h.update(id.to_le_bytes());
+                h.update((token.len() as u64).to_le_bytes());
+                h.update(token.as_bytes());
+            }
+            h.finalize().into()
+        })
     }
 
     /// Bytes of the weights in memory now (`FileBytes::resident`).

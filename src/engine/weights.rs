@@ -25,7 +25,7 @@ use super::arch::Family;
 use super::error::{Error, Result};
 use super::gguf::map::TensorBytes;
 use super::kernels;
-use super::kv_cache::{KvCache, KvPrecision};
+use super::kv_cache::{self, KvCache, KvPrecision};
 use super::layers::attention::{self, Attention, Projections};
 use super::layers::linear::Linear;
 use super::layers::mlp::{self, Mlp};
@@ -182,7 +182,7 @@ impl Weights {
 
     /// KV-cache bytes per position, all layers.
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.layers.len() * 2 * self.cfg.n_kv_head * self.cfg.head_dim * self.cfg.kv_precision.bytes()
+        kv_cache::bytes_per_position(self.layers.len(), self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.kv_precision)
     }
 
     /// The forward pass's buffers for `seq` rows at once (a prompt chunk):

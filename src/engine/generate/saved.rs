@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::chat::{Message, Role};
 use super::super::error::{Error, Result};
-use super::super::kv_cache::KvPrecision;
+use super::super::kv_cache::{self, KvPrecision};
 use super::super::model::LoadedModel;
 use super::Sequence;
 
@@ -45,7 +45,7 @@ fn shape(model: &LoadedModel, precision: KvPrecision) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&model.identity);
+    out.extend_from_slice(&model.identity());
     out.extend_from_slice(&(model.context_length() as u32).to_le_bytes());
     out.push(match precision {
         KvPrecision::F16 => 0,
@@ -230,7 +230,8 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
     if tokens.iter().any(|&t| !model.vocab.contains(t)) {
         return Err(corrupt("token ids"));
     }
-    let per_token = model.weights.kv_bytes_per_token() / model.weights.cfg().kv_precision.bytes() * precision.bytes();
+    let cfg = model.weights.cfg();
+    let per_token = kv_cache::bytes_per_position(model.weights.layer_count(), cfg.n_kv_head, cfg.head_dim, precision);
     if src.left != count as u64 * per_token as u64 + 4 {
         return Err(corrupt("cache size"));
     }
@@ -239,7 +240,6 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
     let mut stored = [0u8; 4];
     src.inner.read_exact(&mut stored).map_err(|_| corrupt("checksum"))?;
     if u32::from_le_bytes(stored) != crc {
-        sequence.reset();
         return Err(corrupt("checksum mismatch"));
     }
     sequence.cached = tokens;

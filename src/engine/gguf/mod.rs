@@ -130,6 +130,12 @@ pub(crate) struct FileTensors<'a, 'p> {
     pub done: u64,
 }
 
+/// Where tensor `t`'s bytes lie in the file (`None`: past the address space).
+fn file_range(content: &Content, t: &TensorInfo) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(content.tensor_data_offset + t.offset).ok()?;
+    Some(start..start.checked_add(usize::try_from(byte_len(t)?).ok()?)?)
+}
+
 impl TensorSource for FileTensors<'_, '_> {
     fn tensor(&mut self, name: &str) -> Result<TensorBytes> {
         let t = self
@@ -137,10 +143,7 @@ impl TensorSource for FileTensors<'_, '_> {
             .tensor_infos
             .get(name)
             .ok_or_else(|| Error::invalid_model(format!("missing tensor {name}")))?;
-        let start = self.content.tensor_data_offset + t.offset;
-        let range = usize::try_from(start)
-            .ok()
-            .and_then(|s| Some(s..s.checked_add(usize::try_from(byte_len(t)?).ok()?)?))
+        let range = file_range(self.content, t)
             .ok_or_else(|| Error::invalid_model(format!("tensor {name} does not fit in memory")))?;
         if let Some(report) = self.progress.as_mut() {
             let total = self.file.bytes().len() as u64;
@@ -172,10 +175,7 @@ pub(crate) fn identity(content: &Content, file: &FileBytes, extra: &[&[u8]]) -> 
         h.update(name.as_bytes());
         h.update(format!("{:?}{:?}{}", t.ggml_dtype, t.shape.dims(), t.offset).as_bytes());
         if name.ends_with("norm.weight") {
-            let start = content.tensor_data_offset + t.offset;
-            let range =
-                usize::try_from(start).ok().and_then(|s| Some(s..s.checked_add(usize::try_from(byte_len(t)?).ok()?)?));
-            if let Some(bytes) = range.and_then(|r| file.bytes().get(r)) {
+            if let Some(bytes) = file_range(content, t).and_then(|r| file.bytes().get(r)) {
                 h.update(bytes);
             }
         }
