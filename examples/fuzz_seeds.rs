@@ -36,6 +36,9 @@ pub fn tiny_phi3() -> Phi3Spec {
         seed: 0xf022_0001,
         extra_metadata: Vec::new(),
         omit: Vec::new(),
+        rope_dim: None,
+        long_rope: None,
+        tied: false,
     }
 }
 

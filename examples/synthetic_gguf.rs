@@ -21,7 +21,7 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini> <out.gguf>");
+            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini|phi35-like|phi4-like> <out.gguf>");
             eprintln!("       synthetic_gguf with-rope-freqs <SmolLM2.gguf> <out.gguf>");
             std::process::exit(2);
         }
@@ -30,6 +30,8 @@ fn main() {
         "reference" => synthetic::Phi3Spec::reference(),
         "quantized" => synthetic::Phi3Spec::quantized(),
         "phi3-mini" => synthetic::Phi3Spec::phi3_mini(),
+        "phi35-like" => synthetic::Phi3Spec::phi35_like(),
+        "phi4-like" => synthetic::Phi3Spec::phi4_like(),
         other => {
             eprintln!("unknown preset {other}");
             std::process::exit(2);

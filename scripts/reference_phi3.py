@@ -27,8 +27,12 @@ expected.json:
 
 Decoding is a hand-written greedy loop (argmax of the last position's logits, no stop
 token, no logits processors): the prompt is run in one pass, then one token at a time
-with the KV cache, as candle does (--no-kv-cache recomputes the full sequence instead).
-Rope theta is fixed at 10000 and there is no rope scaling, matching candle.
+with the KV cache (--no-kv-cache recomputes the full sequence instead). With LongRoPE
+factors in the file (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini) the loop drops its
+cache when the sequence first passes the original context, as Phi3ForCausalLM's own
+generate() does, so every step equals a full recompute. The file's rope base, partial
+rotary (rope.dimension_count < head size), grouped-query heads and tied output
+(no output.weight) are read from it.
 Memory: roughly 4 bytes per parameter (about 15 GiB for Phi-3-mini).
 """
 
@@ -47,7 +51,6 @@ from gguf.quants import dequantize
 from transformers import Phi3Config, Phi3ForCausalLM
 
 ARCH = "phi3"
-ROPE_THETA = 10000.0  # candle's quantized_phi3 hard-codes this
 
 
 def read_meta(reader, key, required=True):
@@ -76,13 +79,8 @@ def load_tensor(t):
 def build_config(meta, vocab_size):
     head_dim = meta["hidden_size"] // meta["num_attention_heads"]
     rope_dim = meta["rope_dim"]
-    if rope_dim != head_dim:
-        print(
-            f"warning: rope dimension_count {rope_dim} != head_dim {head_dim}; "
-            "using partial rotary (candle's quantized_phi3 assumes they are equal)",
-            file=sys.stderr,
-        )
     partial = rope_dim / head_dim
+    longrope = meta.get("longrope")
     kwargs = dict(
         vocab_size=vocab_size,
         hidden_size=meta["hidden_size"],
@@ -91,10 +89,10 @@ def build_config(meta, vocab_size):
         num_attention_heads=meta["num_attention_heads"],
         num_key_value_heads=meta["num_key_value_heads"],
         max_position_embeddings=meta["context_length"],
-        original_max_position_embeddings=meta["context_length"],
+        original_max_position_embeddings=longrope["original"] if longrope else meta["context_length"],
         rms_norm_eps=meta["rms_norm_eps"],
         hidden_act="silu",
-        tie_word_embeddings=False,
+        tie_word_embeddings=meta["tied"],
         sliding_window=None,
         use_cache=True,
         # Decoding never consults these; None keeps them valid for any vocab size.
@@ -106,13 +104,25 @@ def build_config(meta, vocab_size):
     if "rope_parameters" in params:  # transformers >= 5
         kwargs["rope_parameters"] = {
             "rope_type": "default",
-            "rope_theta": ROPE_THETA,
+            "rope_theta": meta["rope_theta"],
             "partial_rotary_factor": partial,
         }
+        if longrope:
+            kwargs["rope_parameters"].update(
+                rope_type="longrope",
+                short_factor=longrope["short"],
+                long_factor=longrope["long"],
+                original_max_position_embeddings=longrope["original"],
+                attention_factor=longrope["attn_factor"],
+            )
         kwargs["dtype"] = torch.float32
     else:  # transformers 4.x
-        kwargs["rope_theta"] = ROPE_THETA
-        kwargs["rope_scaling"] = None
+        kwargs["rope_theta"] = meta["rope_theta"]
+        kwargs["rope_scaling"] = (
+            {"type": "longrope", "short_factor": longrope["short"], "long_factor": longrope["long"]}
+            if longrope
+            else None
+        )
         kwargs["partial_rotary_factor"] = partial
         kwargs["torch_dtype"] = torch.float32
     config = Phi3Config(**kwargs)
@@ -136,6 +146,18 @@ def load_model(path):
         "rms_norm_eps": float(read_meta(reader, f"{ARCH}.attention.layer_norm_rms_epsilon")),
     }
     tensors = {t.name: t for t in reader.tensors}
+    base = read_meta(reader, f"{ARCH}.rope.freq_base", required=False)
+    meta["rope_theta"] = float(base) if base is not None else 10000.0
+    meta["tied"] = "output.weight" not in tensors
+    if "rope_factors_long.weight" in tensors:
+        attn = read_meta(reader, f"{ARCH}.rope.scaling.attn_factor", required=False)
+        meta["longrope"] = {
+            "short": [float(x) for x in load_tensor(tensors["rope_factors_short.weight"]).reshape(-1)],
+            "long": [float(x) for x in load_tensor(tensors["rope_factors_long.weight"]).reshape(-1)],
+            "original": int(read_meta(reader, f"{ARCH}.rope.scaling.original_context_length")),
+            # None: transformers derives it from the context growth, as the converter does.
+            "attn_factor": float(attn) if attn is not None else None,
+        }
 
     def get(name):
         if name not in tensors:
@@ -158,7 +180,7 @@ def load_model(path):
         sd[h + "mlp.gate_up_proj.weight"] = get(b + "ffn_up.weight")  # rows: gate | up
         sd[h + "mlp.down_proj.weight"] = get(b + "ffn_down.weight")
     sd["model.norm.weight"] = get("output_norm.weight")
-    sd["lm_head.weight"] = get("output.weight")
+    sd["lm_head.weight"] = embed if meta["tied"] else get("output.weight")
 
     # Build on the meta device so the full-size random init is never materialised,
     # then adopt the dequantized tensors in place.
@@ -181,7 +203,7 @@ def load_model(path):
 
 
 @torch.inference_mode()
-def greedy(model, prompt_ids, max_new_tokens, use_kv_cache=True):
+def greedy(model, prompt_ids, max_new_tokens, use_kv_cache=True, long_after=None):
     ids = list(prompt_ids)
     out_ids, margins = [], []
     # transformers >= 5.2x names the KV cache argument/output `cache`; older ones `past_key_values`.
@@ -189,6 +211,10 @@ def greedy(model, prompt_ids, max_new_tokens, use_kv_cache=True):
     past = None
     step_input = torch.tensor([ids], dtype=torch.long)
     for _ in range(max_new_tokens):
+        if past is not None and long_after is not None and len(ids) == long_after + 1:
+            # Phi3ForCausalLM.prepare_inputs_for_generation: the first step past the
+            # original context recomputes everything with the long factors.
+            past, step_input = None, torch.tensor([ids], dtype=torch.long)
         if use_kv_cache:
             out = model(input_ids=step_input, use_cache=True, **{cache_arg: past})
             past = getattr(out, cache_arg)
@@ -238,7 +264,9 @@ def main():
         if bad:
             sys.exit(f"error: case {name!r} has ids outside the vocabulary: {bad}")
         t1 = time.time()
-        ids, margins = greedy(model, prompt_ids, n, use_kv_cache=not args.no_kv_cache)
+        rope = getattr(config, "rope_parameters", None) or {}
+        long_after = config.original_max_position_embeddings if rope.get("rope_type") == "longrope" else None
+        ids, margins = greedy(model, prompt_ids, n, use_kv_cache=not args.no_kv_cache, long_after=long_after)
         results.append(
             {
                 "name": name,

@@ -105,21 +105,52 @@ fn metadata_that_contradicts_the_tensors() {
         ("ff-64", Phi3Spec::reference().with_metadata("phi3.feed_forward_length", Value::U32(64)), "shape"),
         ("ctx-0", Phi3Spec::reference().with_metadata("phi3.context_length", Value::U32(0)), "context length"),
         ("ctx-huge", Phi3Spec::reference().with_metadata("phi3.context_length", Value::U32(1 << 31)), "context length"),
-        ("rope-8", Phi3Spec::reference().with_metadata("phi3.rope.dimension_count", Value::U32(8)), "rope"),
+        ("rope-18", Phi3Spec::reference().with_metadata("phi3.rope.dimension_count", Value::U32(18)), "rope"),
+        ("rope-7", Phi3Spec::reference().with_metadata("phi3.rope.dimension_count", Value::U32(7)), "rope"),
         (
             "eps-string",
             Phi3Spec::reference().with_metadata("phi3.attention.layer_norm_rms_epsilon", Value::String("x".into())),
             "epsilon",
         ),
-        ("no-output", Phi3Spec::reference().without_tensor("output.weight"), "missing tensor output.weight"),
         ("no-arch", Phi3Spec::reference().with_metadata("general.architecture", Value::U32(3)), "architecture"),
     ];
     for (name, spec, expect) in cases {
         let reason = invalid_model(load(&common::model_file(name, &spec)));
         assert!(reason.contains(expect), "{name}: {reason}");
     }
-    let rope = Phi3Spec::reference().with_metadata("phi3.rope.freq_base", Value::F32(500_000.0));
-    assert!(matches!(load(&common::model_file("rope-base", &rope)), Err(LlmError::UnsupportedArchitecture { .. })));
+}
+
+/// LongRoPE's factors and metadata that do not fit together.
+#[test]
+fn longrope_that_does_not_add_up() {
+    let spec = Phi3Spec::phi35_like;
+    let cases = [
+        ("lr-no-long", spec().without_tensor("rope_factors_long.weight"), "needs both"),
+        ("lr-no-short", spec().without_tensor("rope_factors_short.weight"), "needs both"),
+        (
+            "lr-no-original",
+            spec().with_metadata("phi3.rope.scaling.original_context_length", Value::String("48".into())),
+            "original_context_length",
+        ),
+        ("lr-original-0", spec().with_metadata("phi3.rope.scaling.original_context_length", Value::U32(0)), "original"),
+        (
+            "lr-original-past",
+            spec().with_metadata("phi3.rope.scaling.original_context_length", Value::U32(4096)),
+            "not within the context 512",
+        ),
+        ("lr-attn-nan", spec().with_metadata("phi3.rope.scaling.attn_factor", Value::F32(f32::NAN)), "attn_factor"),
+        ("lr-attn-0", spec().with_metadata("phi3.rope.scaling.attn_factor", Value::F32(0.0)), "attn_factor"),
+        // The factors' length follows the rotated part of a head (16 here).
+        (
+            "lr-rope-12",
+            spec().with_metadata("phi3.rope.dimension_count", Value::U32(12)),
+            "has shape [8], the metadata implies [6]",
+        ),
+    ];
+    for (name, spec, expect) in cases {
+        let reason = invalid_model(load(&common::model_file(name, &spec)));
+        assert!(reason.contains(expect), "{name}: {reason}");
+    }
 }
 
 #[test]

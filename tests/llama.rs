@@ -103,6 +103,12 @@ fn math_this_decoder_does_not_compute_is_refused_by_name() {
     let q_norm = dir.path().join("q-norm.gguf");
     common::synthetic::with_tensor(&plain, &q_norm, "blk.0.attn_q_norm.weight", &[1.0; 16]).unwrap();
     unsupported("llama-q-norm", &q_norm, "tensor blk.0.attn_q_norm.weight");
+    // LongRoPE is Phi-3's: in a Llama file its factors are unknown tensors.
+    let factors = dir.path().join("longrope.gguf");
+    common::synthetic::with_tensor(&plain, &factors, "rope_factors_long.weight", &[1.0; 8]).unwrap();
+    unsupported("llama-longrope", &factors, "tensor rope_factors_long.weight");
+    let yarn = Phi3Spec::reference().with_metadata("phi3.rope.scaling.type", Value::String("yarn".into()));
+    unsupported("phi3-yarn", &common::model_file("phi3-yarn", &yarn), "phi3 with yarn rope scaling");
 
     // Llama 3 rope factors that cannot be: the wrong length, zero.
     for (name, factors, expect) in

@@ -247,3 +247,25 @@ fn a_chat_without_turns_and_a_cache_of_the_other_precision_restore() {
     assert_eq!(next.cached_prompt_tokens, send(&session, SECOND).cached_prompt_tokens, "served from the cache");
     assert!(widened.kv_cache_bytes() >= 256 * f32_model.info().kv_bytes_per_token);
 }
+
+/// A chat whose cache passed LongRoPE's original context (rotated by the
+/// long factors) restores as such: the next turn is served from the cache
+/// and equals the uninterrupted chat's.
+#[test]
+fn a_chat_past_the_longrope_switch_restores_with_its_factors() {
+    let path = common::model_file("phi4-like", &common::synthetic::Phi3Spec::phi4_like());
+    let model = Model::load(common::config(&path)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.phichat");
+    let session = model.new_session(system());
+    let first = session.send(FIRST.into(), GenerationParams::greedy(40), Collect::new(), None).unwrap();
+    assert!(first.prompt_tokens as usize + first.token_ids.len() > 48, "turn 1 passes the original context");
+    session.save(file.display().to_string()).unwrap();
+    let want = session.send(SECOND.into(), GenerationParams::greedy(16), Collect::new(), None).unwrap();
+
+    let restored = model.restore_session(file.display().to_string()).unwrap();
+    let got = restored.send(SECOND.into(), GenerationParams::greedy(16), Collect::new(), None).unwrap();
+    assert_eq!(got.token_ids, want.token_ids);
+    assert_eq!(got.cached_prompt_tokens, want.cached_prompt_tokens);
+    assert!(got.cached_prompt_tokens > 48, "served from the restored cache: {}", got.cached_prompt_tokens);
+}

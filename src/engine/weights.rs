@@ -30,7 +30,7 @@ use super::layers::attention::{self, Attention, Projections};
 use super::layers::linear::Linear;
 use super::layers::mlp::{self, Mlp};
 use super::layers::norm::RmsNorm;
-use super::layers::rope::{Rope, RopeStyle};
+use super::layers::rope::{Angles, Rope, RopeSpec, RopeStyle};
 use super::layers::{add, check, sized, StopCheck};
 
 /// What the forward pass needs from the GGUF metadata (validated in arch).
@@ -43,8 +43,14 @@ pub(crate) struct Config {
     pub n_kv_head: usize,
     pub head_dim: usize,
     pub eps: f64,
+    /// Elements of each head that rotate (partial rotary: fewer than `head_dim`).
+    pub rot_dim: usize,
     pub rope_base: f32,
     pub rope_freq_scale: f32,
+    /// Multiplies rotary cos and sin (LongRoPE's attention factor; else 1).
+    pub rope_scale: f32,
+    /// LongRoPE: the context the short factors serve; past it, the long ones.
+    pub rope_original_context: Option<usize>,
     /// Positions the rotary tables and the cache cover: the context in use.
     pub max_positions: usize,
     pub kv_precision: KvPrecision,
@@ -64,7 +70,11 @@ pub(crate) struct Weights {
     layers: Vec<Layer>,
     output_norm: RmsNorm,
     output: Linear,
+    /// The rotation of a sequence no longer than `rope_original_context`
+    /// (of every sequence without LongRoPE).
     rope: Rope,
+    /// LongRoPE's rotation of a longer sequence.
+    rope_long: Option<Rope>,
 }
 
 /// What one sequence owns: its KV cache and the buffers of the forward pass.
@@ -75,7 +85,11 @@ pub(crate) struct State {
     branch: Vec<f32>,
     attention: attention::Scratch,
     mlp: mlp::Scratch,
+    angles: Angles,
     logits: Vec<f32>,
+    /// Whether the cache was computed with LongRoPE's long factors (the
+    /// sequence, `Sequence` keeps this in step with its length).
+    pub long_rope: bool,
 }
 
 /// Tensors by name, as views of the model file.
@@ -102,17 +116,19 @@ pub(crate) fn scratch_bytes(seq: usize, cfg: &Config, hidden: usize, ff: usize, 
     4 * (seq * (3 * hidden + 3 * q + 4 * kv + 3 * ff) + vocab)
 }
 
-/// Llama 3's rope scaling: one divisor per rotated frequency.
-fn rope_factors(t: TensorBytes, head_dim: usize) -> Result<Vec<f32>> {
-    let n = head_dim / 2;
+/// Rope frequency divisors (Llama 3's `rope_freqs`, LongRoPE's short and
+/// long factors): one per rotated pair.
+fn rope_factors(src: &mut dyn TensorSource, name: &str, rot_dim: usize) -> Result<Vec<f32>> {
+    let t = src.tensor(name)?;
+    let n = rot_dim / 2;
     if t.dims[..] != [n] {
-        return Err(Error::invalid_model(format!("rope_freqs.weight has shape {:?}, not [{n}]", t.dims)));
+        return Err(Error::invalid_model(format!("{name} has shape {:?}, not [{n}]", t.dims)));
     }
     let mut factors = vec![0f32; n];
     kernels::candle::rows(t.dtype, t.bytes(), n, &[0], &mut factors)
-        .map_err(|e| Error::invalid_model(format!("cannot load rope_freqs.weight: {e}")))?;
+        .map_err(|e| Error::invalid_model(format!("cannot load {name}: {e}")))?;
     if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
-        return Err(Error::invalid_model("rope_freqs.weight holds a factor that is not a positive number"));
+        return Err(Error::invalid_model(format!("{name} holds a factor that is not a positive number")));
     }
     Ok(factors)
 }
@@ -124,12 +140,10 @@ impl Weights {
         let embedding = src.tensor("token_embd.weight")?;
         let hidden = embedding.dims2("token_embd.weight")?.1;
         let output_norm = norm(src.tensor("output_norm.weight")?, cfg.eps)?;
-        // Llama-family files may tie the output projection to the embedding.
-        let output = if cfg.family == Family::Phi3 || src.has("output.weight") {
-            linear(src.tensor("output.weight")?)?
-        } else {
-            linear(embedding.clone())?
-        };
+        // Without `output.weight` the output projection is the embedding
+        // (tied: small Llamas, Phi-4-mini), still quantized.
+        let output =
+            if src.has("output.weight") { linear(src.tensor("output.weight")?)? } else { linear(embedding.clone())? };
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
             let mut w = |t: &str| -> Result<Linear> { linear(src.tensor(&format!("blk.{i}.{t}.weight"))?) };
@@ -156,24 +170,36 @@ impl Weights {
                 mlp,
             });
         }
-        let factors = if src.has("rope_freqs.weight") {
-            Some(rope_factors(src.tensor("rope_freqs.weight")?, cfg.head_dim)?)
-        } else {
-            None
+        let spec = |freq_factors| RopeSpec {
+            style: cfg.rope,
+            head_dim: cfg.head_dim,
+            rot_dim: cfg.rot_dim,
+            base: cfg.rope_base,
+            freq_scale: cfg.rope_freq_scale,
+            freq_factors,
+            scale: cfg.rope_scale,
         };
-        let rope = Rope::new(
-            cfg.rope,
-            cfg.head_dim,
-            cfg.max_positions,
-            cfg.rope_base,
-            cfg.rope_freq_scale,
-            factors.as_deref(),
-        );
-        Ok(Self { cfg, embedding, hidden, layers: blocks, output_norm, output, rope })
+        let (rope, rope_long) = if cfg.rope_original_context.is_some() {
+            let short = rope_factors(src, "rope_factors_short.weight", cfg.rot_dim)?;
+            let long = rope_factors(src, "rope_factors_long.weight", cfg.rot_dim)?;
+            (Rope::new(spec(Some(&short))), Some(Rope::new(spec(Some(&long)))))
+        } else if src.has("rope_freqs.weight") {
+            (Rope::new(spec(Some(&rope_factors(src, "rope_freqs.weight", cfg.rot_dim)?))), None)
+        } else {
+            (Rope::new(spec(None)), None)
+        };
+        Ok(Self { cfg, embedding, hidden, layers: blocks, output_norm, output, rope, rope_long })
     }
 
     pub fn cfg(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Whether a sequence of `len` tokens is rotated with LongRoPE's long
+    /// factors: once it is longer than the original context, as in
+    /// transformers' Phi-3 (whose generate then recomputes the whole cache).
+    pub fn long_rope_for(&self, len: usize) -> bool {
+        self.cfg.rope_original_context.is_some_and(|original| len > original)
     }
 
     pub fn layer_count(&self) -> usize {
@@ -207,7 +233,9 @@ impl Weights {
             branch: Vec::new(),
             attention: Default::default(),
             mlp: Default::default(),
+            angles: Angles::default(),
             logits: Vec::new(),
+            long_rope: false,
         }
     }
 
@@ -225,7 +253,9 @@ impl Weights {
         state.cache.truncate(pos);
         state.cache.reserve(pos + seq)?;
         let h = self.hidden;
-        let State { cache, x, normed, branch, attention, mlp, logits } = state;
+        let State { cache, x, normed, branch, attention, mlp, angles, logits, long_rope } = state;
+        let rope = if *long_rope { self.rope_long.as_ref().unwrap_or(&self.rope) } else { &self.rope };
+        rope.angles(pos, seq, angles);
         let x = sized(x, seq * h);
         kernels::candle::rows(self.embedding.dtype, self.embedding.bytes(), h, ids, x)?;
         let normed = sized(normed, seq * h);
@@ -233,7 +263,7 @@ impl Weights {
         for (i, layer) in self.layers.iter().enumerate() {
             check(stop)?;
             layer.attn_norm.forward(x, normed);
-            layer.attention.forward(i, normed, pos, &self.rope, cache, attention, branch, stop)?;
+            layer.attention.forward(i, normed, pos, (rope, angles), cache, attention, branch, stop)?;
             add(x, branch);
             layer.ffn_norm.forward(x, normed);
             layer.mlp.forward(normed, mlp, branch, stop)?;

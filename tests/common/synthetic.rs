@@ -36,6 +36,14 @@ pub struct Phi3Spec {
     pub extra_metadata: Vec<(String, Value)>,
     /// Tensors to leave out.
     pub omit: Vec<String>,
+    /// Rotated elements per head when fewer than the head size (partial
+    /// rotary, Phi-4-mini).
+    pub rope_dim: Option<usize>,
+    /// LongRoPE's original context: the file gets short and long factors
+    /// and the metadata llama.cpp's converter writes with them.
+    pub long_rope: Option<usize>,
+    /// No `output.weight`: the output is the embedding (Phi-4-mini).
+    pub tied: bool,
 }
 
 impl Phi3Spec {
@@ -56,6 +64,9 @@ impl Phi3Spec {
             extra_metadata: Vec::new(),
             output_dtype: None,
             omit: Vec::new(),
+            rope_dim: None,
+            long_rope: None,
+            tied: false,
         }
     }
 
@@ -88,7 +99,22 @@ impl Phi3Spec {
             extra_metadata: Vec::new(),
             output_dtype: Some(GgmlDType::Q6K),
             omit: Vec::new(),
+            rope_dim: None,
+            long_rope: None,
+            tied: false,
         }
+    }
+
+    /// Phi-3.5-mini's shape of rope, scaled down: LongRoPE factors with an
+    /// original context of 48, so prompts on both sides of it are short.
+    pub fn phi35_like() -> Self {
+        Self { long_rope: Some(48), seed: 0x5eed_0005, ..Self::reference() }
+    }
+
+    /// Phi-4-mini's shape, scaled down: LongRoPE, 12 of 16 head elements
+    /// rotated, 4 query heads over 2 KV heads, the output tied to the embedding.
+    pub fn phi4_like() -> Self {
+        Self { kv_heads: 2, rope_dim: Some(12), tied: true, seed: 0x5eed_0006, ..Self::phi35_like() }
     }
 
     /// A small Llama-architecture model with grouped-query attention.
@@ -129,7 +155,11 @@ impl Phi3Spec {
             tensors.push((name, QTensor::quantize(&t, dtype)?));
             Ok(())
         };
-        add("token_embd.weight".into(), &[self.vocab, h], 1.0, 0.0, self.dtype, &mut rng)?;
+        // A tied output scores each token by its embedding: kept small, so
+        // the layers rather than the last input token decide, with a large
+        // final norm for logits a few units apart.
+        let (embd_std, out_norm_mean) = if self.tied { (0.1, 10.0) } else { (1.0, 1.0) };
+        add("token_embd.weight".into(), &[self.vocab, h], embd_std, 0.0, self.dtype, &mut rng)?;
         for i in 0..self.layers {
             add(format!("blk.{i}.attn_norm.weight"), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
             match self.arch {
@@ -156,12 +186,24 @@ impl Phi3Spec {
             }
             add(format!("blk.{i}.ffn_down.weight"), &[h, self.ff], inv_sqrt(self.ff), 0.0, self.dtype, &mut rng)?;
         }
-        add("output_norm.weight".into(), &[h], 0.1, 1.0, GgmlDType::F32, &mut rng)?;
+        add("output_norm.weight".into(), &[h], 0.1, out_norm_mean, GgmlDType::F32, &mut rng)?;
         // Logits with a spread of a few units, so greedy choices are clear-cut.
         // Llama files here tie the output to the embedding, as small models do.
-        if self.arch == Arch::Phi3 {
+        if self.arch == Arch::Phi3 && !self.tied {
             let dtype = self.output_dtype.unwrap_or(self.dtype);
             add("output.weight".into(), &[self.vocab, h], 3.0 * inv_sqrt(h), 0.0, dtype, &mut rng)?;
+        }
+        let rope_dim = self.rope_dim.unwrap_or(head_dim);
+        if self.long_rope.is_some() {
+            // Factors of the kind Phi-3.5 ships: short ones near 1, long ones
+            // growing with the wavelength, here steeply so answers differ.
+            let pairs = rope_dim / 2;
+            let short: Vec<f32> = (0..pairs).map(|i| 1.0 + 0.05 * i as f32).collect();
+            let long: Vec<f32> = (0..pairs).map(|i| 1.0 + 0.75 * (i * i) as f32).collect();
+            for (name, f) in [("rope_factors_long.weight", long), ("rope_factors_short.weight", short)] {
+                let t = Tensor::from_vec(f, pairs, &Device::Cpu)?;
+                tensors.push((name.into(), QTensor::quantize(&t, GgmlDType::F32)?));
+            }
         }
         tensors.retain(|(name, _)| !self.omit.contains(name));
 
@@ -179,12 +221,19 @@ impl Phi3Spec {
             (format!("{a}.attention.head_count"), Value::U32(self.heads as u32)),
             (format!("{a}.attention.head_count_kv"), Value::U32(self.kv_heads as u32)),
             (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
-            (format!("{a}.rope.dimension_count"), Value::U32(head_dim as u32)),
+            (format!("{a}.rope.dimension_count"), Value::U32(rope_dim as u32)),
             ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
             ("tokenizer.ggml.eos_token_id".into(), Value::U32(32000)),
         ];
         if self.arch == Arch::Llama {
             metadata.push(("llama.rope.freq_base".into(), Value::F32(10_000.0)));
+        }
+        if let Some(original) = self.long_rope {
+            // As convert_hf_to_gguf.py's Phi3MiniModel writes them.
+            let growth = self.context as f64 / original as f64;
+            let attn_factor = (1.0 + growth.ln() / (original as f64).ln()).sqrt();
+            metadata.push((format!("{a}.rope.scaling.original_context_length"), Value::U32(original as u32)));
+            metadata.push((format!("{a}.rope.scaling.attn_factor"), Value::F32(attn_factor as f32)));
         }
         for (k, v) in &self.extra_metadata {
             metadata.retain(|(key, _)| key != k);

@@ -31,14 +31,21 @@ pub(crate) struct Hyper {
     heads: usize,
     kv_heads: usize,
     eps: f64,
+    /// Elements of each head that rotate (Phi-4-mini: 96 of 128).
+    rot_dim: usize,
     rope_base: f32,
     /// Linear rope scaling: positions are multiplied by this (1: none).
     rope_freq_scale: f32,
+    /// Multiplies rotary cos and sin (`rope.scaling.attn_factor`).
+    rope_scale: f32,
+    /// LongRoPE (`rope_factors_short/long.weight`): the original context.
+    rope_original_context: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub(crate) enum Family {
-    /// Fused `attn_qkv` and `ffn_up` (gate|up), neox rope, rope base 10000.
+    /// Fused `attn_qkv` and `ffn_up` (gate|up), neox rope (maybe partial),
+    /// optional LongRoPE factors and tied output.
     Phi3,
     /// Separate q/k/v and gate/up, interleaved rope, optional tied output.
     Llama,
@@ -74,8 +81,11 @@ impl Family {
             n_kv_head: hp.kv_heads,
             head_dim: hp.hidden / hp.heads,
             eps: hp.eps,
+            rot_dim: hp.rot_dim,
             rope_base: hp.rope_base,
             rope_freq_scale: hp.rope_freq_scale,
+            rope_scale: hp.rope_scale,
+            rope_original_context: hp.rope_original_context,
             max_positions: context,
             kv_precision,
         }
@@ -132,8 +142,11 @@ impl Hyper {
             return bad(format!("{heads} heads / {kv_heads} KV heads do not divide the hidden size {hidden}"));
         }
         let head_dim = hidden / heads;
-        if rope_dim != head_dim || head_dim % 2 != 0 {
-            return bad(format!("rope dimension {rope_dim} must equal the head size {head_dim} (and be even)"));
+        // Partial rotary (Phi-4-mini) turns the first `rope_dim` of a head.
+        let rot_fits = if family == Family::Phi3 { rope_dim <= head_dim } else { rope_dim == head_dim };
+        if !rot_fits || rope_dim == 0 || rope_dim % 2 != 0 {
+            let most = if family == Family::Phi3 { "at most" } else { "equal to" };
+            return bad(format!("rope dimension {rope_dim} must be even and {most} the head size {head_dim}"));
         }
         if ctx == 0 || ctx > MAX_CONTEXT {
             return bad(format!("context length {ctx} is out of range"));
@@ -145,30 +158,32 @@ impl Hyper {
         if freq_base.is_some_and(|b| !b.is_finite() || b <= 1.0) {
             return bad(format!("rope base {freq_base:?} is out of range"));
         }
-        if family == Family::Phi3 {
-            // candle's Phi-3 hard-codes rope base 10000 and has no LongRoPE.
-            if let Some(base) = freq_base.filter(|b| *b != 10_000.0) {
-                return Err(Error::UnsupportedArchitecture(format!("phi3 with rope base {base}")));
-            }
-            if c.tensor_infos.contains_key("rope_factors_long.weight") {
-                return Err(Error::UnsupportedArchitecture("phi3 with LongRoPE scaling (128k context)".into()));
-            }
-        }
         if family == Family::Llama
             && c.metadata.get(&format!("{arch}.expert_count")).is_some_and(|v| v.to_u32().is_ok_and(|n| n > 1))
         {
             return Err(Error::UnsupportedArchitecture(format!("{arch} mixture-of-experts")));
         }
-        let rope_freq_scale = rope_scaling(c, arch)?;
+        let rope_original_context = long_rope(c, arch, family, ctx)?;
+        let rope_freq_scale = rope_scaling(c, arch, rope_original_context.is_some())?;
+        let rope_scale = rope_attn_factor(c, arch, ctx, rope_original_context)?;
         refuse_unimplemented_math(c, arch, head_dim)?;
 
         let vocab = shape_of(c, "token_embd.weight")?.first().copied().unwrap_or(0);
         let kv = kv_heads * head_dim;
         let mut expect: Vec<(String, Vec<usize>)> =
             vec![("token_embd.weight".into(), vec![vocab, hidden]), ("output_norm.weight".into(), vec![hidden])];
-        // Llama-family files may tie the output projection to the embedding.
-        if family == Family::Phi3 || c.tensor_infos.contains_key("output.weight") {
+        // Without `output.weight` the output is tied to the embedding.
+        if c.tensor_infos.contains_key("output.weight") {
             expect.push(("output.weight".into(), vec![vocab, hidden]));
+        }
+        // One divisor per rotated pair: Llama 3's rope scaling, LongRoPE's.
+        let factors = if rope_original_context.is_some() {
+            &["rope_factors_short.weight", "rope_factors_long.weight"][..]
+        } else {
+            &["rope_freqs.weight"][..]
+        };
+        for name in factors.iter().filter(|n| c.tensor_infos.contains_key(**n)) {
+            expect.push((name.to_string(), vec![rope_dim / 2]));
         }
         for i in 0..layers {
             let b = |t: &str| format!("blk.{i}.{t}.weight");
@@ -181,6 +196,7 @@ impl Hyper {
             match family {
                 Family::Phi3 => {
                     expect.extend([(b("attn_qkv"), vec![hidden + 2 * kv, hidden]), (b("ffn_up"), vec![2 * ff, hidden])])
+                    // (hidden + 2·kv: grouped-query attention, Phi-3-medium and Phi-4-mini)
                 }
                 Family::Llama => expect.extend([
                     (b("attn_q"), vec![hidden, hidden]),
@@ -198,12 +214,10 @@ impl Hyper {
             }
         }
         // Any other tensor (q/k norms, biases, …) is math this decoder would
-        // skip: refused by name. `rope_freqs.weight` is Llama 3's rope scaling.
+        // skip: refused by name.
         let mut names: Vec<&String> = c.tensor_infos.keys().collect();
         names.sort();
-        if let Some(extra) =
-            names.into_iter().find(|n| *n != "rope_freqs.weight" && !expect.iter().any(|(name, _)| name == *n))
-        {
+        if let Some(extra) = names.into_iter().find(|n| !expect.iter().any(|(name, _)| name == *n)) {
             return Err(Error::UnsupportedArchitecture(format!(
                 "{arch} with tensor {extra}, which this implementation does not use"
             )));
@@ -217,8 +231,11 @@ impl Hyper {
             heads,
             kv_heads,
             eps: eps as f64,
+            rot_dim: rope_dim,
             rope_base: freq_base.unwrap_or(10_000.0),
             rope_freq_scale,
+            rope_scale,
+            rope_original_context,
         })
     }
 }
@@ -226,9 +243,9 @@ impl Hyper {
 /// The position scale of the file's rope scaling, as llama.cpp reads it:
 /// linear unless the type says otherwise, `1/factor` (no factor: 1). Llama
 /// 3's scaling is the `rope_freqs.weight` tensor, which the decoder applies.
-/// Any other kind (YaRN, LongRoPE by metadata, …) is refused by name, never
-/// ignored.
-fn rope_scaling(c: &Content, arch: &str) -> Result<f32> {
+/// LongRoPE is its factor tensors (`long_rope`). Any other kind (YaRN, …) is
+/// refused by name, never ignored.
+fn rope_scaling(c: &Content, arch: &str, long_rope: bool) -> Result<f32> {
     let meta = |key: &str| c.metadata.get(&format!("{arch}.{key}"));
     let kind = match meta("rope.scaling.type") {
         None => "linear".to_string(),
@@ -238,8 +255,51 @@ fn rope_scaling(c: &Content, arch: &str) -> Result<f32> {
     match kind.as_str() {
         "none" => Ok(1.0),
         "linear" => linear(factor.filter(|f| *f != 0.0).unwrap_or(1.0)),
+        "longrope" | "su" if long_rope => Ok(1.0),
         other => Err(Error::UnsupportedArchitecture(format!("{arch} with {other} rope scaling"))),
     }
+}
+
+/// LongRoPE (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini): the original
+/// context when the file has both factor tensors, as llama.cpp's converter
+/// writes them. Only phi3 files have them (elsewhere they are unknown
+/// tensors, refused by name).
+fn long_rope(c: &Content, arch: &str, family: Family, ctx: usize) -> Result<Option<usize>> {
+    let has = |name: &str| c.tensor_infos.contains_key(name);
+    match (has("rope_factors_short.weight"), has("rope_factors_long.weight")) {
+        _ if family != Family::Phi3 => return Ok(None),
+        (false, false) => return Ok(None),
+        (true, true) => {}
+        _ => return Err(Error::invalid_model("LongRoPE needs both rope_factors_short and rope_factors_long")),
+    }
+    let key = format!("{arch}.rope.scaling.original_context_length");
+    let original = c
+        .metadata
+        .get(&key)
+        .and_then(|v| v.to_u32().ok())
+        .ok_or_else(|| Error::invalid_model(format!("LongRoPE factors without {key}")))? as usize;
+    if original == 0 || original > ctx {
+        return Err(Error::invalid_model(format!("original context {original} is not within the context {ctx}")));
+    }
+    Ok(Some(original))
+}
+
+/// The factor on rotary cos and sin: the file's `rope.scaling.attn_factor`,
+/// else for LongRoPE what transformers (and the converter) derive from the
+/// context growth, `sqrt(1 + ln(ctx / original) / ln(original))`, else 1.
+fn rope_attn_factor(c: &Content, arch: &str, ctx: usize, original: Option<usize>) -> Result<f32> {
+    let key = format!("{arch}.rope.scaling.attn_factor");
+    let factor = match c.metadata.get(&key) {
+        Some(v) => v.to_f32().map_err(|_| Error::invalid_model(format!("{key} is not a number")))?,
+        None => match original {
+            Some(o) if ctx > o && o > 1 => (1.0 + (ctx as f64 / o as f64).ln() / (o as f64).ln()).sqrt() as f32,
+            _ => 1.0,
+        },
+    };
+    if !(factor.is_finite() && factor > 0.0 && factor <= 16.0) {
+        return Err(Error::invalid_model(format!("{key} {factor} is out of range")));
+    }
+    Ok(factor)
 }
 
 fn linear(factor: f32) -> Result<f32> {

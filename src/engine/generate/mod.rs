@@ -163,12 +163,35 @@ impl Sequence {
         self.state.cache.trim();
     }
 
-    /// Runs `ids` after the first `pos` cached tokens; writes the logits of
-    /// the last into `logits` (reused: no allocation per token). On an error
-    /// (a stop included) the cache is as it was up to `pos`.
-    fn feed(&mut self, ids: &[u32], pos: usize, cancel: Stop<'_>, logits: &mut Vec<f32>) -> Result<()> {
-        let (weights, state) = (&self.weights, &mut self.state);
+    /// Runs `ids` after the first `pos` cached tokens, on the way to a
+    /// sequence of `total` tokens; writes the logits of the last into
+    /// `logits` (reused: no allocation per token). On an error (a stop
+    /// included) the cache is as it was up to `pos`, or, when LongRoPE's
+    /// switch had the cache recomputed, a prefix of it.
+    fn feed(&mut self, ids: &[u32], pos: usize, total: usize, cancel: Stop<'_>, logits: &mut Vec<f32>) -> Result<()> {
         self.cached.truncate(pos);
+        let long = self.weights.long_rope_for(total);
+        if long == self.state.long_rope {
+            return self.feed_rows(ids, pos, cancel, logits);
+        }
+        // Past its original context a LongRoPE model turns every position
+        // by its long factors, the earlier ones too, and back below it by
+        // the short ones: the cached positions are recomputed once, as
+        // transformers' Phi-3 generate does at that point.
+        let mut all = std::mem::take(&mut self.cached);
+        all.extend_from_slice(ids);
+        self.state.long_rope = long;
+        for chunk in all.chunks(PREFILL_CHUNK) {
+            if cancel.is_set() {
+                return Err(Error::Cancelled);
+            }
+            self.feed_rows(chunk, self.cached.len(), cancel, logits)?;
+        }
+        Ok(())
+    }
+
+    fn feed_rows(&mut self, ids: &[u32], pos: usize, cancel: Stop<'_>, logits: &mut Vec<f32>) -> Result<()> {
+        let (weights, state) = (&self.weights, &mut self.state);
         let stop = || cancel.is_set();
         catch_panic(Error::Inference, || {
             let out = weights.forward(state, ids, pos, &stop)?;
@@ -202,7 +225,11 @@ impl Sequence {
         let started = Instant::now();
         let mut timings = Timings::default();
 
-        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let mut common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        if self.weights.long_rope_for(prompt.len()) != self.state.long_rope {
+            // Rotated by the other LongRoPE factors: nothing can be reused.
+            common = 0;
+        }
         // The cache keeps the shared prefix; the last prompt token is always
         // fed, for its logits.
         let start = common.min(prompt.len() - 1);
@@ -214,7 +241,7 @@ impl Sequence {
             let fed = if cancel.is_set() {
                 Err(Error::Cancelled)
             } else {
-                self.feed(chunk, self.cached.len(), cancel, &mut logits)
+                self.feed(chunk, self.cached.len(), prompt.len(), cancel, &mut logits)
             };
             match fed {
                 Ok(()) => {}
@@ -283,7 +310,7 @@ impl Sequence {
             if self.cached.len() >= ctx {
                 break StopReason::ContextFull;
             }
-            match self.feed(&[token], self.cached.len(), cancel, &mut logits) {
+            match self.feed(&[token], self.cached.len(), self.cached.len() + 1, cancel, &mut logits) {
                 Err(Error::Cancelled) => break StopReason::Cancelled,
                 fed => fed?,
             }

@@ -5,7 +5,8 @@
 //! Layout, little-endian:
 //! - `PHICHAT\0`, format version (u32);
 //! - the model's identity (32 bytes, `gguf::identity`), its context (u32),
-//!   the cache's precision (u8: 0 f16, 1 f32), layers, KV heads, head size (u32 each);
+//!   the cache's kind (u8: bit 0 f32 rather than f16, bit 1 rotated by
+//!   LongRoPE's long factors), layers, KV heads, head size (u32 each);
 //! - the session's first messages, then its history: a count (u32), then per
 //!   message its role (u8) and UTF-8 text (u32 length, bytes);
 //! - the tokens in the cache: a count (u32), then the ids (u32 each);
@@ -40,17 +41,18 @@ pub(crate) struct Saved {
 }
 
 /// The cache's shape, as the header states it.
-fn shape(model: &LoadedModel, precision: KvPrecision) -> Vec<u8> {
+fn shape(model: &LoadedModel, precision: KvPrecision, long_rope: bool) -> Vec<u8> {
     let cfg = model.weights.cfg();
     let mut out = Vec::with_capacity(HEADER);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&model.identity());
     out.extend_from_slice(&(model.context_length() as u32).to_le_bytes());
-    out.push(match precision {
+    let f32_bit = match precision {
         KvPrecision::F16 => 0,
         KvPrecision::F32 => 1,
-    });
+    };
+    out.push(f32_bit | (u8::from(long_rope) << 1));
     for n in [model.weights.layer_count(), cfg.n_kv_head, cfg.head_dim] {
         out.extend_from_slice(&(n as u32).to_le_bytes());
     }
@@ -97,7 +99,7 @@ pub(crate) fn save(model: &LoadedModel, saved: &Saved, sequence: &Sequence, path
     if tokens.len() != cache.len() {
         return Err(Error::Inference(format!("the cache holds {} positions for {} tokens", cache.len(), tokens.len())));
     }
-    let mut head = shape(model, cache.precision());
+    let mut head = shape(model, cache.precision(), sequence.state.long_rope);
     put_messages(&mut head, &saved.initial);
     put_messages(&mut head, &saved.history);
     head.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
@@ -205,13 +207,16 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
             "it is in format version {version}; this library reads version {VERSION}"
         )));
     }
-    let precision = match head[48] {
+    let precision = match head[48] & 1 {
         0 => KvPrecision::F16,
-        1 => KvPrecision::F32,
-        _ => return Err(corrupt("cache type")),
+        _ => KvPrecision::F32,
     };
+    let long_rope = head[48] & 2 != 0;
+    if head[48] > 3 || (long_rope && model.weights.cfg().rope_original_context.is_none()) {
+        return Err(corrupt("cache type"));
+    }
     // Everything but the context, which may differ (checked against the tokens).
-    let want = shape(model, precision);
+    let want = shape(model, precision, long_rope);
     if head[12..44] != want[12..44] || head[49..] != want[49..] {
         return Err(Error::SavedChat("it was saved by another model".into()));
     }
@@ -243,5 +248,6 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
         return Err(corrupt("checksum mismatch"));
     }
     sequence.cached = tokens;
+    sequence.state.long_rope = long_rope;
     Ok(Saved { initial, history })
 }

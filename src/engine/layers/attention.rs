@@ -7,7 +7,7 @@ use super::super::error::{Error, Result};
 use super::super::kernels::attention::{causal, Shape};
 use super::super::kv_cache::{KvCache, LayerView};
 use super::linear::Linear;
-use super::rope::Rope;
+use super::rope::{Angles, Rope};
 use super::{check, sized, StopCheck};
 
 /// How the file stores the q/k/v projections.
@@ -42,14 +42,14 @@ pub(crate) struct Scratch {
 impl Attention {
     /// `out[seq, hidden]` for the normed rows `x` at positions
     /// `start..start + seq`, writing layer `layer`'s keys and values into
-    /// `cache` (room reserved by the caller).
+    /// `cache` (room reserved by the caller); `angles` are those positions'.
     #[allow(clippy::too_many_arguments)] // one call site, each argument distinct
     pub fn forward(
         &self,
         layer: usize,
         x: &[f32],
         start: usize,
-        rope: &Rope,
+        (rope, angles): (&Rope, &Angles),
         cache: &mut KvCache,
         s: &mut Scratch,
         out: &mut [f32],
@@ -74,9 +74,9 @@ impl Attention {
             }
             Projections::Split { q: wq, k: wk, v: wv } => Linear::forward_shared([wq, wk, wv], x, [q, k, v], stop)?,
         }
-        let past_table = || Error::Inference(format!("positions up to {} exceed the rotary table", start + seq));
-        rope.apply(q, start, seq).ok_or_else(past_table)?;
-        rope.apply(k, start, seq).ok_or_else(past_table)?;
+        let mismatch = || Error::Inference(format!("rotary angles for {seq} rows do not fit the q/k rows"));
+        rope.apply(q, seq, angles).ok_or_else(mismatch)?;
+        rope.apply(k, seq, angles).ok_or_else(mismatch)?;
         cache.write(layer, start, k, v);
         let shape = Shape {
             n_head: self.n_head,
