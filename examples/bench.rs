@@ -232,7 +232,7 @@ fn prompt_ids(model: &LoadedModel, n: usize) -> Vec<u32> {
     let text = "The history of ice hockey begins on frozen ponds and rivers, where players \
                 chased a ball or a puck with curved sticks. Over the decades the rules settled, \
                 indoor rinks spread, and leagues formed in many countries. ";
-    let ids = model.encode(text).expect("encode");
+    let ids = model.text.encode(text).expect("encode");
     ids.iter().copied().cycle().take(n).collect()
 }
 
@@ -292,7 +292,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     // the background would: the next turn against the chat that went on.
     let dir = tempfile::tempdir().expect("tempdir");
     let saved = dir.path().join("chat.phichat");
-    let history_text = model.decode(&prompt_ids(&model, long_history)).expect("decode");
+    let history_text = model.text.decode(&prompt_ids(&model, long_history)).expect("decode");
     let mut chat = Conversation::new(&model, Vec::new());
     chat.send(&model, history_text, &greedy(1), Stop::NEVER, &mut sink).expect("chat turn 1");
     let at = Instant::now();

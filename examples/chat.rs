@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release --example chat -- --model m.gguf --tokenizer tokenizer.json --prompt "Hi"
 //!     cargo run --release --example chat -- --model m.gguf --tokenizer tokenizer.json      # interactive
+//!     cargo run --release --example chat -- --model vocab.gguf --prompt "Hi" --tokenize   # the ids, as JSON
 //!
 //! Without --model it is the one-command demo: it downloads Phi-3-mini-4k-instruct
 //! (q4 GGUF, tokenizer and chat format inside) from the Hugging Face Hub with
@@ -19,7 +20,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
     download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, Role, TokenSink,
+    LoadProgress, Model, ModelConfig, ModelTokenizer, Role, TokenSink,
 };
 use sha2::Digest;
 
@@ -80,6 +81,11 @@ struct Args {
     /// Print the generated token ids and the stats as JSON instead of streaming text.
     #[arg(long, requires = "prompt")]
     json: bool,
+    /// Print the prompt's token ids as JSON (the chat prompt, or with --raw
+    /// the text as given) without loading the weights: a vocabulary-only
+    /// GGUF will do.
+    #[arg(long, requires = "prompt")]
+    tokenize: bool,
 }
 
 struct Stdout;
@@ -178,6 +184,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (model_path, tokenizer_path) = resolve_files(&args)?;
+    if args.tokenize {
+        return print_tokens(&args, model_path, tokenizer_path);
+    }
     let config = ModelConfig {
         tokenizer_path,
         context_length: args.context,
@@ -266,6 +275,23 @@ fn report(s: &GenerationStats) {
         s.decode_tokens_per_second,
         s.stop_reason
     );
+}
+
+/// `--tokenize`: the ids the model would be fed for the prompt.
+fn print_tokens(args: &Args, model_path: String, tokenizer_path: Option<String>) -> Result<(), String> {
+    let tokenizer = ModelTokenizer::load(model_path, tokenizer_path).map_err(|e| e.to_string())?;
+    let prompt = args.prompt.clone().unwrap_or_default();
+    let ids = if args.raw {
+        tokenizer.tokenize(prompt)
+    } else {
+        let mut messages: Vec<ChatMessage> =
+            args.system.iter().map(|s| ChatMessage { role: Role::System, content: s.clone() }).collect();
+        messages.push(ChatMessage { role: Role::User, content: prompt });
+        tokenizer.tokenize_chat(messages)
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::json!(ids));
+    Ok(())
 }
 
 fn stats_json(s: &GenerationStats) -> serde_json::Value {

@@ -430,3 +430,61 @@ fn a_token_cancelled_before_the_turn_starts_stops_it() {
     let next = session.send("Next".into(), greedy(4), Collect::new(), None).unwrap();
     assert_eq!(next.stop_reason, StopReason::MaxTokens);
 }
+
+/// Token counts are what the calls that feed the model feed: a raw prompt
+/// for `generate`, a chat for a session's `send`.
+#[test]
+fn token_counts_equal_what_generation_feeds() {
+    let model = reference_model();
+    let text = "Emoji 👩‍💻 and 日本語<|end|>";
+    let stats = model.generate(text.into(), greedy(1), Collect::new(), None).unwrap();
+    assert_eq!(model.count_tokens(text.into()).unwrap(), stats.prompt_tokens);
+    assert_eq!(model.count_tokens(text.into()).unwrap() as usize, model.tokenize(text.into()).unwrap().len());
+
+    let system = ChatMessage { role: Role::System, content: "You are terse.".into() };
+    let session = model.new_session(vec![system.clone()]);
+    let first = session.send("Hi there".into(), greedy(4), Collect::new(), None).unwrap();
+    let mut next = session.history();
+    next.push(ChatMessage { role: Role::User, content: "And <|user|> then?".into() });
+    let counted = model.count_chat_tokens(next.clone()).unwrap();
+    let second = session.send("And <|user|> then?".into(), greedy(4), Collect::new(), None).unwrap();
+    assert_eq!(counted, second.prompt_tokens);
+    assert!(counted > first.prompt_tokens);
+    assert_eq!(model.tokenize_chat(next).unwrap().len() as u32, counted);
+}
+
+/// The tokenizer alone, from the model file's header: the same ids and
+/// counts as the loaded model, and from a GGUF that has no weights at all.
+#[test]
+fn a_model_tokenizer_needs_no_weights() {
+    let model = reference_model();
+    let path = common::reference_model_path().display().to_string();
+    let tok = common::tokenizer_path().display().to_string();
+    let alone = ModelTokenizer::load(path, Some(tok)).unwrap();
+    let messages = vec![
+        ChatMessage { role: Role::System, content: "You are terse.".into() },
+        ChatMessage { role: Role::User, content: "Hi <|end|> there".into() },
+    ];
+    for text in ["Hello, world", "naïve café 👩‍💻", ""] {
+        assert_eq!(alone.tokenize(text.into()).unwrap(), model.tokenize(text.into()).unwrap(), "{text:?}");
+        assert_eq!(alone.count_tokens(text.into()).unwrap(), model.count_tokens(text.into()).unwrap());
+    }
+    assert_eq!(alone.tokenize_chat(messages.clone()).unwrap(), model.tokenize_chat(messages.clone()).unwrap());
+    assert_eq!(alone.format_chat(messages.clone()).unwrap(), model.format_chat(messages).unwrap());
+    let ids = model.tokenize("Hello, world".into()).unwrap();
+    assert_eq!(alone.detokenize(ids.clone()).unwrap(), model.detokenize(ids).unwrap());
+
+    // A vocabulary-only GGUF (scripts/fetch-fixtures.sh) loads as a tokenizer,
+    // not as a model.
+    let vocab = common::tokenizer_path().with_file_name("phi3-vocab.gguf").display().to_string();
+    let alone = ModelTokenizer::load(vocab.clone(), None).unwrap();
+    assert_eq!(alone.count_tokens("Hello, world".into()).unwrap(), 4);
+    assert!(matches!(Model::load(ModelConfig::new(vocab)), Err(LlmError::InvalidModel { .. })));
+
+    assert!(matches!(
+        ModelTokenizer::load("/nonexistent/model.gguf".into(), None),
+        Err(LlmError::ModelNotFound { .. })
+    ));
+    let not_gguf = common::tokenizer_path().display().to_string();
+    assert!(matches!(ModelTokenizer::load(not_gguf, None), Err(LlmError::InvalidModel { .. })));
+}

@@ -11,6 +11,7 @@ mod kv_cache;
 mod layers;
 mod model;
 mod sampler;
+mod text;
 mod threads;
 mod tokenizer;
 mod weights;
@@ -24,6 +25,7 @@ pub use generate::{
 pub use kv_cache::KvPrecision;
 pub use model::{memory_estimate_of_file, LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
+pub use text::Text;
 
 /// A fixture from scripts/fetch-fixtures.sh (in `$PHI_MOBILE_CACHE`, default
 /// `~/.cache/phi-mobile`).

@@ -6,17 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
-use tokenizers::Tokenizer;
 
 use super::arch::{Family, Hyper};
-use super::chat::prompt::{self, FormatConfig, PromptFormat};
-use super::chat::Message;
 use super::error::{catch_panic, Error, Result};
 use super::gguf::map::FileBytes;
 use super::gguf::{self, FileTensors};
 use super::kv_cache::KvPrecision;
+use super::text::{self, Text, TextConfig};
 use super::threads;
-use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
 use super::weights::Weights;
 
@@ -70,13 +67,10 @@ pub struct ModelInfo {
 pub struct LoadedModel {
     /// Shared by every sequence, each with its own state.
     pub(crate) weights: Arc<Weights>,
-    pub(crate) tokenizer: Tokenizer,
-    /// The ids `tokenizer` knows (the embedding may have more rows).
-    pub(crate) vocab: VocabIndex,
+    /// The tokenizer and chat format.
+    pub text: Text,
     /// Tokens that end generation (never streamed).
     pub(crate) end_tokens: Vec<u32>,
-    /// `tokenizer.chat_template` or the architecture's format.
-    chat: PromptFormat,
     /// The weights' bytes (mapped or read), for the memory report.
     file: Arc<FileBytes>,
     /// `gguf::identity` of the tensors and the chat template.
@@ -112,7 +106,7 @@ fn file_bytes(
 
 /// The GGUF's header and tensor table, checked, with the file's size and
 /// the reader positioned after them.
-fn read_header(
+pub(crate) fn read_header(
     path: &std::path::Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Content, u64, BufReader<std::fs::File>)> {
@@ -135,7 +129,7 @@ fn read_header(
     Ok((content, file_size, buffered))
 }
 
-fn architecture(content: &Content) -> Result<String> {
+pub(crate) fn architecture(content: &Content) -> Result<String> {
     content
         .metadata
         .get("general.architecture")
@@ -197,11 +191,7 @@ impl LoadedModel {
         let hp = Hyper::read(&content, &arch, family)?;
         // Without a tokenizer.json the GGUF's own vocabulary is used. Either
         // way it is loaded before the weights, so a bad one fails fast.
-        let tokenizer = match cfg.tokenizer_path.as_deref() {
-            Some(path) => tok::load_tokenizer(path)?,
-            None => catch_panic(Error::Tokenizer, || tok::gguf::from_gguf(&content))?,
-        };
-        tok::probe_tokenizer(&tokenizer)?;
+        let tokenizer = text::tokenizer_for(&content, cfg.tokenizer_path.as_deref())?;
         let implementation_max = family.max_context(&hp);
         let trained_ctx = hp.context_length;
         let context_length = cfg.context_length.unwrap_or(trained_ctx).min(trained_ctx).min(implementation_max);
@@ -218,30 +208,10 @@ impl LoadedModel {
         progress(file_size, file_size);
 
         let vocab_size = tokenizer.get_vocab_size(true);
-        // Ids, not the count, must fit: added tokens can leave gaps.
-        let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
-        if max_id >= rows {
-            return Err(Error::Tokenizer(format!(
-                "the tokenizer has token id {max_id} but the model's embedding only {rows} rows; they do not belong together"
-            )));
-        }
-        let vocab = VocabIndex::new(&tokenizer, rows);
         let end_tokens = tok::end_tokens(&tokenizer, &tok_meta, rows);
-        let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
-        let bos_text = token_text(tok_meta.bos_id);
-        let chat = PromptFormat::new(
-            &tokenizer,
-            FormatConfig {
-                template: tok_meta.chat_template.as_deref(),
-                builtin: match family {
-                    Family::Phi3 => Some(super::chat::phi3_prompt),
-                    Family::Llama => None,
-                },
-                bos_text,
-                eos_text: token_text(tok_meta.end_ids.first().copied()).unwrap_or_default(),
-                context: context_length,
-                parse_special_in_messages,
-            },
+        let text = Text::new(
+            tokenizer,
+            TextConfig { meta: &tok_meta, family, rows, context: context_length, parse_special_in_messages },
         )?;
 
         // The chat format decides what a saved chat's history means, beyond
@@ -251,14 +221,12 @@ impl LoadedModel {
         let kv_bytes_per_token = weights.kv_bytes_per_token();
         Ok(Self {
             weights,
-            tokenizer,
-            vocab,
             end_tokens,
             file,
             weights_identity,
             identity: std::sync::OnceLock::new(),
             info: ModelInfo {
-                chat_template_warning: chat.warning.clone(),
+                chat_template_warning: text.chat_template_warning().map(str::to_string),
                 architecture: arch,
                 name,
                 parameter_count,
@@ -272,7 +240,7 @@ impl LoadedModel {
                 cores: plan.cores,
                 kv_bytes_per_token,
             },
-            chat,
+            text,
         })
     }
 
@@ -286,7 +254,7 @@ impl LoadedModel {
         *self.identity.get_or_init(|| {
             use sha2::{Digest, Sha256};
             let mut vocab: Vec<(u32, String)> =
-                self.tokenizer.get_vocab(true).into_iter().map(|(t, id)| (id, t)).collect();
+                self.text.tokenizer.get_vocab(true).into_iter().map(|(t, id)| (id, t)).collect();
             vocab.sort_unstable();
             let mut h = Sha256::new();
             h.update(self.weights_identity);
@@ -310,43 +278,5 @@ impl LoadedModel {
     pub fn memory_estimate(&self, context: usize) -> u64 {
         let scratch = self.weights.scratch_bytes(super::generate::PREFILL_CHUNK);
         estimate(self.info.file_size, context.min(self.context_length()), self.info.kv_bytes_per_token, scratch)
-    }
-
-    /// Text of `ids`, special tokens skipped (as generation streams it).
-    /// Costs O(ids): the check reads the index built at load.
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(bad) = ids.iter().find(|&&id| !self.vocab.contains(id)) {
-            return Err(Error::param("ids", format!("token id {bad} is outside the vocabulary")));
-        }
-        catch_panic(Error::Tokenizer, || Ok(self.tokenizer.decode(ids, true)?))
-    }
-
-    /// Renders a chat in this model's prompt format, ending with the cue for
-    /// the assistant's answer: the GGUF's own chat template when it has one
-    /// (and it was not refused), else the architecture's known format.
-    pub fn format_chat(&self, messages: &[Message]) -> Result<String> {
-        Ok(self.chat.render(messages)?.text)
-    }
-
-    /// Token ids of a chat prompt; contents are encoded as text (see
-    /// `chat/spans.rs`).
-    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.chat.encode(&self.tokenizer, messages)
-    }
-
-    /// Encodes a raw prompt (special tokens parsed: the app wrote it), after
-    /// refusing one too long to fit the context without tokenizing it.
-    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        self.chat.check_size(text.len())?;
-        self.encode(text)
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    /// Encodes with the tokenizer's own special-token handling (BOS for Phi-3).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        prompt::plain(&self.tokenizer, text, true)
     }
 }

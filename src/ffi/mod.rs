@@ -8,6 +8,7 @@
 //! - `cancel`: `CancellationToken`
 //! - `model`: `Model`, `estimate_model_memory`
 //! - `session`: `ChatSession`
+//! - `tokenizer`: `ModelTokenizer`, and the text calls `Model` shares with it
 //! - `download`: `download_model` and its records (feature `download`)
 
 mod callbacks;
@@ -18,6 +19,7 @@ mod error;
 mod model;
 mod records;
 mod session;
+mod tokenizer;
 
 pub use callbacks::{LoadProgress, TokenSink};
 pub use cancel::CancellationToken;
@@ -27,6 +29,7 @@ pub use error::LlmError;
 pub use model::{estimate_model_memory, Model};
 pub use records::{ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, Role, StopReason};
 pub use session::ChatSession;
+pub use tokenizer::ModelTokenizer;
 
 use callbacks::call_sink;
 #[cfg(feature = "download")]

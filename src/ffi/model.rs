@@ -42,19 +42,39 @@ impl Model {
 
     /// Token ids for `text` as this model's tokenizer encodes a prompt.
     pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
-        guard(tokenizer_error, || Ok(self.inner.encode(&text)?))
+        tokenizer::tokenize(&self.inner.text, &text)
+    }
+
+    /// How many tokens `generate(text)` feeds the model for this prompt (its
+    /// start token included): what it costs of the context.
+    pub fn count_tokens(&self, text: String) -> Result<u32> {
+        tokenizer::count_tokens(&self.inner.text, &text)
+    }
+
+    /// Token ids of a chat of these messages as a prompt: what a session's
+    /// `send` feeds (message contents encoded as text, never as control
+    /// tokens).
+    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
+        tokenizer::tokenize_chat(&self.inner.text, messages)
+    }
+
+    /// How many tokens a chat of these messages takes as a prompt, rendered
+    /// in the model's chat format with the cue for the assistant's answer:
+    /// with a session's `history()` plus the next message, the prompt its
+    /// `send` would feed, to compare with `info().contextLength`.
+    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<u32> {
+        tokenizer::count_chat_tokens(&self.inner.text, messages)
     }
 
     /// Text for token ids (special tokens skipped).
     pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
-        guard(tokenizer_error, || Ok(self.inner.decode(&ids)?))
+        tokenizer::detokenize(&self.inner.text, &ids)
     }
 
     /// The prompt text a chat with these messages is rendered to (the model's
     /// chat format, ending with the cue for the assistant's answer).
     pub fn format_chat(&self, messages: Vec<ChatMessage>) -> Result<String> {
-        let messages: Vec<engine::Message> = messages.into_iter().map(Into::into).collect();
-        guard(inference_error, || Ok(self.inner.format_chat(&messages)?))
+        tokenizer::format_chat(&self.inner.text, messages)
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming to `sink`.
@@ -70,7 +90,7 @@ impl Model {
     ) -> Result<GenerationStats> {
         guard(inference_error, || {
             let opts = params.into();
-            let ids = self.inner.encode_prompt(&prompt)?;
+            let ids = self.inner.text.encode_prompt(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
             let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &*c.flag).collect();
             let stop = engine::Stop(&flags);

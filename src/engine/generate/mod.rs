@@ -261,8 +261,9 @@ impl Sequence {
         }
         timings.prefill = started.elapsed();
 
-        let mut sampler = Sampler::for_vocabulary(opts.sampling.clone(), model.vocab.end(), model.vocab.gaps());
-        let mut pieces = PieceStream::new(model.tokenizer(), opts.stop.clone());
+        let mut sampler =
+            Sampler::for_vocabulary(opts.sampling.clone(), model.text.vocab.end(), model.text.vocab.gaps());
+        let mut pieces = PieceStream::new(model.text.tokenizer(), opts.stop.clone());
         let mut context = prompt.to_vec();
         let mut generated = Vec::new();
         let mut text = String::new();

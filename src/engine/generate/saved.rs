@@ -232,7 +232,7 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
     }
     let ids = src.field(count * 4, "tokens")?;
     let tokens: Vec<u32> = ids.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    if tokens.iter().any(|&t| !model.vocab.contains(t)) {
+    if tokens.iter().any(|&t| !model.text.vocab.contains(t)) {
         return Err(corrupt("token ids"));
     }
     let cfg = model.weights.cfg();

@@ -49,7 +49,7 @@ impl Conversation {
     /// tokens its history renders to (after `reset()`, the first messages;
     /// the rest of the old chat goes), which is all the next turn can reuse.
     pub fn trim(&mut self, model: &LoadedModel) {
-        let keep = match model.encode_chat(&self.history) {
+        let keep = match model.text.encode_chat(&self.history) {
             Ok(ids) => self.sequence.cached_tokens().iter().zip(&ids).take_while(|(a, b)| a == b).count(),
             Err(_) => 0,
         };
@@ -72,7 +72,7 @@ impl Conversation {
     ) -> Result<Outcome> {
         let mut messages = self.history.clone();
         messages.push(Message::new(Role::User, user_message));
-        let prompt = model.encode_chat(&messages)?;
+        let prompt = model.text.encode_chat(&messages)?;
         let outcome = self.sequence.generate(model, &prompt, opts, cancel, sink)?;
         messages.push(Message::new(Role::Assistant, outcome.text.clone()));
         self.history = messages;

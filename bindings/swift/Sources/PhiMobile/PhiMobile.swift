@@ -1475,6 +1475,20 @@ public func FfiConverterTypeLoadProgress_lower(_ value: LoadProgress) -> UInt64 
 public protocol ModelProtocol: AnyObject, Sendable {
     
     /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    func countChatTokens(messages: [ChatMessage]) throws  -> UInt32
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    func countTokens(text: String) throws  -> UInt32
+    
+    /**
      * Text for token ids (special tokens skipped).
      */
     func detokenize(ids: [UInt32]) throws  -> String
@@ -1523,6 +1537,13 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
     func tokenize(text: String) throws  -> [UInt32]
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    func tokenizeChat(messages: [ChatMessage]) throws  -> [UInt32]
     
     /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
@@ -1614,6 +1635,36 @@ public static func loadWithProgress(config: ModelConfig, progress: LoadProgress)
 }
     
 
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
+    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_count_chat_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+open func countTokens(text: String)throws  -> UInt32  {
+    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_count_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Text for token ids (special tokens skipped).
@@ -1732,6 +1783,21 @@ open func tokenize(text: String)throws  -> [UInt32]  {
 }
     
     /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+open func tokenizeChat(messages: [ChatMessage])throws  -> [UInt32]  {
+    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_tokenize_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
      * the file the OS holds (it reads them on use and may drop them under
      * pressure); with weights in the heap, all of them. `None` where the OS
@@ -1789,6 +1855,250 @@ public func FfiConverterTypeModel_lift(_ handle: UInt64) throws -> Model {
 #endif
 public func FfiConverterTypeModel_lower(_ value: Model) -> UInt64 {
     return FfiConverterTypeModel.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A model's tokenizer and chat format, read from the GGUF's header only
+ * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
+ * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * has the same calls.
+ */
+public protocol ModelTokenizerProtocol: AnyObject, Sendable {
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt (see
+     * `Model.countChatTokens`).
+     */
+    func countChatTokens(messages: [ChatMessage]) throws  -> UInt32
+    
+    /**
+     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     */
+    func countTokens(text: String) throws  -> UInt32
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    func detokenize(ids: [UInt32]) throws  -> String
+    
+    /**
+     * The prompt text a chat with these messages is rendered to.
+     */
+    func formatChat(messages: [ChatMessage]) throws  -> String
+    
+    /**
+     * Token ids for `text` as the model encodes a prompt.
+     */
+    func tokenize(text: String) throws  -> [UInt32]
+    
+    /**
+     * Token ids of a chat of these messages as a prompt (see
+     * `Model.tokenizeChat`).
+     */
+    func tokenizeChat(messages: [ChatMessage]) throws  -> [UInt32]
+    
+}
+/**
+ * A model's tokenizer and chat format, read from the GGUF's header only
+ * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
+ * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * has the same calls.
+ */
+open class ModelTokenizer: ModelTokenizerProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_phi_mobile_fn_clone_modeltokenizer(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_phi_mobile_fn_free_modeltokenizer(handle, $0) }
+    }
+
+    
+    /**
+     * The tokenizer of the GGUF at `model_path`, or the Hugging Face
+     * `tokenizer.json` at `tokenizer_path` as `ModelConfig` would use it.
+     */
+public static func load(modelPath: String, tokenizerPath: String? = nil)throws  -> ModelTokenizer  {
+    return try  FfiConverterTypeModelTokenizer_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_constructor_modeltokenizer_load(
+        FfiConverterString.lower(modelPath),
+        FfiConverterOptionString.lower(tokenizerPath),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt (see
+     * `Model.countChatTokens`).
+     */
+open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
+    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     */
+open func countTokens(text: String)throws  -> UInt32  {
+    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+open func detokenize(ids: [UInt32])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceUInt32.lower(ids),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The prompt text a chat with these messages is rendered to.
+     */
+open func formatChat(messages: [ChatMessage])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_format_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Token ids for `text` as the model encodes a prompt.
+     */
+open func tokenize(text: String)throws  -> [UInt32]  {
+    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Token ids of a chat of these messages as a prompt (see
+     * `Model.tokenizeChat`).
+     */
+open func tokenizeChat(messages: [ChatMessage])throws  -> [UInt32]  {
+    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeModelTokenizer: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = ModelTokenizer
+
+    public static func lift(_ handle: UInt64) throws -> ModelTokenizer {
+        return ModelTokenizer(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: ModelTokenizer) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ModelTokenizer {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ModelTokenizer, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeModelTokenizer_lift(_ handle: UInt64) throws -> ModelTokenizer {
+    return try FfiConverterTypeModelTokenizer.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeModelTokenizer_lower(_ value: ModelTokenizer) -> UInt64 {
+    return FfiConverterTypeModelTokenizer.lower(value)
 }
 
 

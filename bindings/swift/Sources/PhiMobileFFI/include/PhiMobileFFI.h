@@ -397,6 +397,16 @@ uint64_t uniffi_phi_mobile_fn_constructor_model_load(RustBuffer config, RustCall
 uint64_t uniffi_phi_mobile_fn_constructor_model_load_with_progress(RustBuffer config, uint64_t progress, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_CHAT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_CHAT_TOKENS
+uint32_t uniffi_phi_mobile_fn_method_model_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_TOKENS
+uint32_t uniffi_phi_mobile_fn_method_model_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_DETOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_DETOKENIZE
 RustBuffer uniffi_phi_mobile_fn_method_model_detokenize(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
@@ -435,6 +445,11 @@ uint64_t uniffi_phi_mobile_fn_method_model_restore_session(uint64_t ptr, RustBuf
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE
 RustBuffer uniffi_phi_mobile_fn_method_model_tokenize(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE_CHAT
+RustBuffer uniffi_phi_mobile_fn_method_model_tokenize_chat(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_WEIGHTS_RESIDENT_BYTES
@@ -485,6 +500,51 @@ RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_TRIM
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_TRIM
 void uniffi_phi_mobile_fn_method_chatsession_trim(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_MODELTOKENIZER
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_MODELTOKENIZER
+uint64_t uniffi_phi_mobile_fn_clone_modeltokenizer(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_MODELTOKENIZER
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FREE_MODELTOKENIZER
+void uniffi_phi_mobile_fn_free_modeltokenizer(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_MODELTOKENIZER_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_MODELTOKENIZER_LOAD
+uint64_t uniffi_phi_mobile_fn_constructor_modeltokenizer_load(RustBuffer model_path, RustBuffer tokenizer_path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
+uint32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_TOKENS
+uint32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_DETOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_DETOKENIZE
+RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_FORMAT_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_FORMAT_CHAT
+RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_format_chat(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_TOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_TOKENIZE
+RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_TOKENIZE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_TOKENIZE_CHAT
+RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
@@ -799,6 +859,18 @@ uint16_t uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_COUNT_CHAT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_COUNT_CHAT_TOKENS
+uint16_t uniffi_phi_mobile_checksum_method_model_count_chat_tokens(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_COUNT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_COUNT_TOKENS
+uint16_t uniffi_phi_mobile_checksum_method_model_count_tokens(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_DETOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_DETOKENIZE
 uint16_t uniffi_phi_mobile_checksum_method_model_detokenize(void
@@ -844,6 +916,12 @@ uint16_t uniffi_phi_mobile_checksum_method_model_restore_session(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE
 uint16_t uniffi_phi_mobile_checksum_method_model_tokenize(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_TOKENIZE_CHAT
+uint16_t uniffi_phi_mobile_checksum_method_model_tokenize_chat(void
     
 );
 #endif
@@ -895,6 +973,42 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_trim(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_count_chat_tokens(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_COUNT_TOKENS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_COUNT_TOKENS
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_count_tokens(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_DETOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_DETOKENIZE
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_detokenize(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_FORMAT_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_FORMAT_CHAT
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_format_chat(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_TOKENIZE
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_TOKENIZE
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_tokenize(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_TOKENIZE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODELTOKENIZER_TOKENIZE_CHAT
+uint16_t uniffi_phi_mobile_checksum_method_modeltokenizer_tokenize_chat(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_CANCELLATIONTOKEN_NEW
 uint16_t uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(void
@@ -910,6 +1024,12 @@ uint16_t uniffi_phi_mobile_checksum_constructor_model_load(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_MODEL_LOAD_WITH_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_MODEL_LOAD_WITH_PROGRESS
 uint16_t uniffi_phi_mobile_checksum_constructor_model_load_with_progress(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_MODELTOKENIZER_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_CONSTRUCTOR_MODELTOKENIZER_LOAD
+uint16_t uniffi_phi_mobile_checksum_constructor_modeltokenizer_load(void
     
 );
 #endif

@@ -754,6 +754,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_count_chat_tokens(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_count_tokens(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_detokenize(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_format_chat(
@@ -769,6 +773,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_phi_mobile_checksum_method_model_restore_session(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_tokenize(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_tokenize_chat(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(
     ): Int
@@ -786,11 +792,25 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_trim(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_count_chat_tokens(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_count_tokens(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_detokenize(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_format_chat(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_tokenize(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_modeltokenizer_tokenize_chat(
+    ): Int
     external fun uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_model_load(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_model_load_with_progress(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_constructor_modeltokenizer_load(
     ): Int
     external fun ffi_phi_mobile_uniffi_contract_version(
     ): Int
@@ -857,6 +877,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_phi_mobile_fn_method_model_count_chat_tokens(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_phi_mobile_fn_method_model_count_tokens(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
     external fun uniffi_phi_mobile_fn_method_model_detokenize(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -872,6 +896,8 @@ internal object UniffiLib {
     external fun uniffi_phi_mobile_fn_method_model_restore_session(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_model_tokenize_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_model_weights_resident_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -893,6 +919,24 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_trim(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_phi_mobile_fn_clone_modeltokenizer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_free_modeltokenizer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_phi_mobile_fn_constructor_modeltokenizer_load(`modelPath`: RustBuffer.ByValue,`tokenizerPath`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_func_estimate_model_memory(`modelPath`: RustBuffer.ByValue,`contextLength`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -2881,6 +2925,20 @@ public object FfiConverterTypeLoadProgress: FfiConverter<LoadProgress, Long> {
 public interface ModelInterface {
     
     /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    fun `countTokens`(`text`: kotlin.String): kotlin.UInt
+    
+    /**
      * Text for token ids (special tokens skipped).
      */
     fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
@@ -2929,6 +2987,13 @@ public interface ModelInterface {
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
     fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt>
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt>
     
     /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
@@ -3045,6 +3110,46 @@ open class Model: Disposable, AutoCloseable, ModelInterface
             UniffiLib.uniffi_phi_mobile_fn_clone_model(handle, status)
         }
     }
+
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_count_chat_tokens(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_count_tokens(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -3201,6 +3306,26 @@ open class Model: Disposable, AutoCloseable, ModelInterface
 
     
     /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt> {
+            return FfiConverterSequenceUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_tokenize_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
      * the file the OS holds (it reads them on use and may drop them under
      * pressure); with weights in the heap, all of them. `None` where the OS
@@ -3283,6 +3408,416 @@ public object FfiConverterTypeModel: FfiConverter<Model, Long> {
     override fun allocationSize(value: Model) = 8UL
 
     override fun write(value: Model, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A model's tokenizer and chat format, read from the GGUF's header only
+ * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
+ * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * has the same calls.
+ */
+public interface ModelTokenizerInterface {
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt (see
+     * `Model.countChatTokens`).
+     */
+    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt
+    
+    /**
+     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     */
+    fun `countTokens`(`text`: kotlin.String): kotlin.UInt
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
+    
+    /**
+     * The prompt text a chat with these messages is rendered to.
+     */
+    fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String
+    
+    /**
+     * Token ids for `text` as the model encodes a prompt.
+     */
+    fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt>
+    
+    /**
+     * Token ids of a chat of these messages as a prompt (see
+     * `Model.tokenizeChat`).
+     */
+    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt>
+    
+    companion object
+}
+
+/**
+ * A model's tokenizer and chat format, read from the GGUF's header only
+ * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
+ * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * has the same calls.
+ */
+open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_phi_mobile_fn_free_modeltokenizer(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_phi_mobile_fn_clone_modeltokenizer(handle, status)
+        }
+    }
+
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt (see
+     * `Model.countChatTokens`).
+     */
+    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     */
+    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(
+        it,
+        
+        FfiConverterSequenceUInt.lower(`ids`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The prompt text a chat with these messages is rendered to.
+     */
+    @Throws(LlmException::class)override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_format_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Token ids for `text` as the model encodes a prompt.
+     */
+    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt> {
+            return FfiConverterSequenceUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Token ids of a chat of these messages as a prompt (see
+     * `Model.tokenizeChat`).
+     */
+    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt> {
+            return FfiConverterSequenceUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * The tokenizer of the GGUF at `model_path`, or the Hugging Face
+     * `tokenizer.json` at `tokenizer_path` as `ModelConfig` would use it.
+     */
+    @Throws(LlmException::class) fun `load`(`modelPath`: kotlin.String, `tokenizerPath`: kotlin.String? = null): ModelTokenizer {
+            return FfiConverterTypeModelTokenizer.lift(
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_constructor_modeltokenizer_load(
+    
+        
+        FfiConverterString.lower(`modelPath`),
+        FfiConverterOptionalString.lower(`tokenizerPath`),_status)
+}
+    )
+    }
+    
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeModelTokenizer: FfiConverter<ModelTokenizer, Long> {
+    override fun lower(value: ModelTokenizer): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): ModelTokenizer {
+        return ModelTokenizer(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): ModelTokenizer {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ModelTokenizer) = 8UL
+
+    override fun write(value: ModelTokenizer, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }

@@ -1,0 +1,90 @@
+//! `ModelTokenizer`: a model file's tokenizer and chat format without its
+//! weights (`engine::Text`), and the text calls `Model` shares with it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+use crate::engine;
+
+/// A model's tokenizer and chat format, read from the GGUF's header only
+/// (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
+/// inspect a prompt's tokens without loading the weights. A loaded `Model`
+/// has the same calls.
+#[derive(uniffi::Object)]
+pub struct ModelTokenizer {
+    text: engine::Text,
+}
+
+#[uniffi::export]
+impl ModelTokenizer {
+    /// The tokenizer of the GGUF at `model_path`, or the Hugging Face
+    /// `tokenizer.json` at `tokenizer_path` as `ModelConfig` would use it.
+    #[uniffi::constructor(default(tokenizer_path = None))]
+    pub fn load(model_path: String, tokenizer_path: Option<String>) -> Result<Arc<Self>> {
+        guard(invalid_model, || {
+            let tokenizer = tokenizer_path.map(PathBuf::from);
+            Ok(Arc::new(Self { text: engine::Text::load(model_path.as_ref(), tokenizer.as_deref())? }))
+        })
+    }
+
+    /// Token ids for `text` as the model encodes a prompt.
+    pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
+        tokenize(&self.text, &text)
+    }
+
+    /// How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+    pub fn count_tokens(&self, text: String) -> Result<u32> {
+        count_tokens(&self.text, &text)
+    }
+
+    /// Token ids of a chat of these messages as a prompt (see
+    /// `Model.tokenizeChat`).
+    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
+        tokenize_chat(&self.text, messages)
+    }
+
+    /// How many tokens a chat of these messages takes as a prompt (see
+    /// `Model.countChatTokens`).
+    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<u32> {
+        count_chat_tokens(&self.text, messages)
+    }
+
+    /// Text for token ids (special tokens skipped).
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
+        detokenize(&self.text, &ids)
+    }
+
+    /// The prompt text a chat with these messages is rendered to.
+    pub fn format_chat(&self, messages: Vec<ChatMessage>) -> Result<String> {
+        format_chat(&self.text, messages)
+    }
+}
+
+pub(super) fn tokenize(text: &engine::Text, s: &str) -> Result<Vec<u32>> {
+    guard(tokenizer_error, || Ok(text.encode(s)?))
+}
+
+pub(super) fn count_tokens(text: &engine::Text, s: &str) -> Result<u32> {
+    guard(tokenizer_error, || Ok(saturating_u32(text.encode_prompt(s)?.len())))
+}
+
+fn engine_messages(messages: Vec<ChatMessage>) -> Vec<engine::Message> {
+    messages.into_iter().map(Into::into).collect()
+}
+
+pub(super) fn tokenize_chat(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
+    guard(inference_error, || Ok(text.encode_chat(&engine_messages(messages))?))
+}
+
+pub(super) fn count_chat_tokens(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<u32> {
+    guard(inference_error, || Ok(saturating_u32(text.encode_chat(&engine_messages(messages))?.len())))
+}
+
+pub(super) fn detokenize(text: &engine::Text, ids: &[u32]) -> Result<String> {
+    guard(tokenizer_error, || Ok(text.decode(ids)?))
+}
+
+pub(super) fn format_chat(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<String> {
+    guard(inference_error, || Ok(text.format_chat(&engine_messages(messages))?))
+}
