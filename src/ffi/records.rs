@@ -14,6 +14,9 @@ pub struct ModelConfig {
     #[uniffi(default = None)]
     pub tokenizer_path: Option<String>,
     /// Caps the context window (and so the KV-cache memory) below the model's.
+    /// A LongRoPE model (Phi-3.5-mini, Phi-4-mini) capped at its original
+    /// context (4096) never switches to its long-context factors, nor pays
+    /// the one-time recompute of the conversation that switch takes.
     #[uniffi(default = None)]
     pub context_length: Option<u32>,
     /// Compute threads; default one per performance core (all but the slowest

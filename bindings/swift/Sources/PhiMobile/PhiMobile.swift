@@ -2832,6 +2832,9 @@ public struct ModelConfig: Equatable, Hashable {
     public var tokenizerPath: String?
     /**
      * Caps the context window (and so the KV-cache memory) below the model's.
+     * A LongRoPE model (Phi-3.5-mini, Phi-4-mini) capped at its original
+     * context (4096) never switches to its long-context factors, nor pays
+     * the one-time recompute of the conversation that switch takes.
      */
     public var contextLength: UInt32?
     /**
@@ -2874,6 +2877,9 @@ public struct ModelConfig: Equatable, Hashable {
          */tokenizerPath: String? = nil, 
         /**
          * Caps the context window (and so the KV-cache memory) below the model's.
+         * A LongRoPE model (Phi-3.5-mini, Phi-4-mini) capped at its original
+         * context (4096) never switches to its long-context factors, nor pays
+         * the one-time recompute of the conversation that switch takes.
          */contextLength: UInt32? = nil, 
         /**
          * Compute threads; default one per performance core (all but the slowest

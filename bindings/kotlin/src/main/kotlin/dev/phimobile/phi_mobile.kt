@@ -4552,6 +4552,9 @@ data class ModelConfig (
     , 
     /**
      * Caps the context window (and so the KV-cache memory) below the model's.
+     * A LongRoPE model (Phi-3.5-mini, Phi-4-mini) capped at its original
+     * context (4096) never switches to its long-context factors, nor pays
+     * the one-time recompute of the conversation that switch takes.
      */
     var `contextLength`: kotlin.UInt? = null 
     , 
