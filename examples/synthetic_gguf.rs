@@ -9,7 +9,7 @@ mod synthetic;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (preset, out) = match args.as_slice() {
-        [p, o] => (p.as_str(), o.as_str()),
+        [p, o] | [p, o, _, _] => (p.as_str(), o.as_str()),
         [p, src, o] if p == "with-rope-freqs" => {
             // SmolLM2 with Llama 3 rope scaling, for its llama.cpp reference.
             let freqs = synthetic::smollm2_test_rope_freqs();
@@ -21,11 +21,13 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini|phi35-like|phi4-like> <out.gguf>");
+            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini|phi35-like|phi4-like> <out.gguf> [--vocab V.gguf]");
             eprintln!("       synthetic_gguf with-rope-freqs <SmolLM2.gguf> <out.gguf>");
             std::process::exit(2);
         }
     };
+    // `--vocab FILE` after the output: its tokenizer metadata goes in too.
+    let vocab = std::env::args().skip(3).collect::<Vec<_>>();
     let spec = match preset {
         "reference" => synthetic::Phi3Spec::reference(),
         "quantized" => synthetic::Phi3Spec::quantized(),
@@ -36,6 +38,13 @@ fn main() {
             eprintln!("unknown preset {other}");
             std::process::exit(2);
         }
+    };
+    let spec = match vocab.as_slice() {
+        [flag, path] if flag == "--vocab" => spec.with_vocab_of(std::path::Path::new(path)).unwrap_or_else(|e| {
+            eprintln!("cannot read {path}: {e}");
+            std::process::exit(1)
+        }),
+        _ => spec,
     };
     if let Err(e) = spec.write(std::path::Path::new(out)) {
         eprintln!("cannot write {out}: {e}");

@@ -127,6 +127,18 @@ impl Phi3Spec {
         self
     }
 
+    /// The `tokenizer.*` metadata of the GGUF at `vocab` added (so llama.cpp,
+    /// which reads a vocabulary only from the model file, can run it).
+    pub fn with_vocab_of(mut self, vocab: &Path) -> candle_core::Result<Self> {
+        let content = gguf_file::Content::read(&mut std::fs::File::open(vocab)?)?;
+        let mut keys: Vec<&String> = content.metadata.keys().filter(|k| k.starts_with("tokenizer.")).collect();
+        keys.sort();
+        for key in keys {
+            self.extra_metadata.push((key.clone(), content.metadata[key].clone()));
+        }
+        Ok(self)
+    }
+
     pub fn without_tensor(mut self, name: &str) -> Self {
         self.omit.push(name.to_string());
         self
