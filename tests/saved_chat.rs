@@ -267,5 +267,8 @@ fn a_chat_past_the_longrope_switch_restores_with_its_factors() {
     let got = restored.send(SECOND.into(), GenerationParams::greedy(16), Collect::new(), None).unwrap();
     assert_eq!(got.token_ids, want.token_ids);
     assert_eq!(got.cached_prompt_tokens, want.cached_prompt_tokens);
-    assert!(got.cached_prompt_tokens > 48, "served from the restored cache: {}", got.cached_prompt_tokens);
+    // The prefix both turns share comes from the restored cache (a cache
+    // restored as short-rotated would serve none of a long turn).
+    assert!(got.cached_prompt_tokens > 0, "served from the restored cache");
+    assert!(got.prompt_tokens > 48, "turn 2 runs on the long factors");
 }

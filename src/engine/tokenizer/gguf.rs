@@ -46,7 +46,14 @@ fn pre_regexes(pre: &str) -> Option<&'static [&'static str]> {
     const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    // o200k_base (GPT-4o; Phi-4-mini), as its tokenizer.json and tiktoken
+    // write it. llama.cpp's own regex engine cannot take these classes and
+    // runs a rewrite without `\p{M}`, so combining marks split apart there;
+    // this follows the vocabulary's own definition, which the model was
+    // trained on (the differences are listed in the parity test).
+    const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     Some(match pre {
+        "gpt-4o" | "llama4" => &[GPT4O],
         "default" => &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
         "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" => &[LLAMA3],
         "qwen2" | "deepseek-r1-qwen" => &[QWEN2],
@@ -352,6 +359,49 @@ mod llama_cpp_parity {
     fn smollm2_gpt2_vocabulary_matches_llama_cpp() {
         let f = check("SmolLM2-135M-Instruct.Q4_1.gguf", include_str!("../../../tests/data/smollm2_tokens.json"));
         assert!(f.is_empty(), "{} mismatches:\n{}", f.len(), f.join("\n"));
+    }
+
+    /// Phi-4-mini's o200k (`gpt-4o`) vocabulary: ids equal Hugging Face's
+    /// tokenizer.json everywhere, and llama.cpp's everywhere but where its
+    /// regex rewrite splits combining marks from their letters (Devanagari,
+    /// Thai, Bengali; tests/data/phi4_vocab_tokens_hf.json lists them).
+    #[test]
+    fn phi4_gpt4o_vocabulary_matches_hugging_face_and_llama_cpp() {
+        let mut f = std::fs::File::open(crate::engine::test_fixture("phi4-vocab.gguf")).unwrap();
+        let tok = from_gguf(&Content::read(&mut f).unwrap()).unwrap();
+        assert_eq!(tok.get_vocab_size(true), 200_064, "o200k, Phi-4-mini's tokens and the unused slots");
+        let hf: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/data/phi4_vocab_tokens_hf.json")).unwrap();
+        let llama: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/data/phi4_vocab_tokens.json")).unwrap();
+        let ids = |v: &serde_json::Value| -> Vec<u32> {
+            v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        };
+        let (mut failures, mut marks) = (Vec::new(), 0);
+        for (h, l) in hf["cases"].as_array().unwrap().iter().zip(llama["cases"].as_array().unwrap()) {
+            let text = h["text"].as_str().unwrap();
+            assert_eq!(l["text"].as_str(), Some(text), "the two files follow one corpus");
+            let got = tok.encode(text, true).unwrap().get_ids().to_vec();
+            if got != ids(&h["ids_hf"]) {
+                failures.push(format!("{text:?}: Hugging Face {:?}, ours {got:?}", ids(&h["ids_hf"])));
+            }
+            let same_as_llama = got == ids(&l["ids_special"]);
+            if !same_as_llama {
+                marks += 1;
+                if !text.chars().any(|c| unicode_mark(c)) {
+                    failures.push(format!("{text:?}: differs from llama.cpp without a combining mark"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+        assert_eq!(marks, 4, "llama.cpp differs on the four Indic/Thai strings only");
+    }
+
+    /// Combining marks of the scripts in the corpus (Devanagari, Bengali,
+    /// Thai, Hebrew points, the combining diacritics block).
+    fn unicode_mark(c: char) -> bool {
+        matches!(c as u32, 0x0300..=0x036F | 0x0591..=0x05C7 | 0x0900..=0x0903 | 0x093A..=0x094F | 0x0981..=0x0983
+            | 0x09BC..=0x09D7 | 0x0E31 | 0x0E34..=0x0E3A | 0x0E47..=0x0E4E)
     }
 
     #[test]
