@@ -388,7 +388,7 @@ mod llama_cpp_parity {
             let same_as_llama = got == ids(&l["ids_special"]);
             if !same_as_llama {
                 marks += 1;
-                if !text.chars().any(|c| unicode_mark(c)) {
+                if !text.chars().any(unicode_mark) {
                     failures.push(format!("{text:?}: differs from llama.cpp without a combining mark"));
                 }
             }
