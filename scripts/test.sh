@@ -37,6 +37,12 @@ grep -E "falling back|loaded in" "$demo_log"
 [ -n "$demo_out" ] || { echo "the demo streamed no text" >&2; exit 1; }
 rm -f "$demo_log"
 
+step "the CLI's --tokenize on a vocabulary-only GGUF (Phi-4-mini's: no weights), equal to Hugging Face's ids"
+ids="$(cargo run --release --quiet --example chat -- --model "${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}/phi4-vocab.gguf" \
+  --system "Be brief." --prompt "Hello, world" --tokenize)"
+[ "$ids" = "[200022,3238,14567,13,200020,200021,13225,11,2375,200020,200019]" ] ||
+  { echo "--tokenize printed $ids" >&2; exit 1; }
+
 step "generated bindings match the library"
 scripts/generate-bindings.sh --check
 
