@@ -39,6 +39,7 @@ pub fn tiny_phi3() -> Phi3Spec {
         rope_dim: None,
         long_rope: None,
         tied: false,
+        extra_tensors: Vec::new(),
     }
 }
 

@@ -21,7 +21,7 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini|phi35-like|phi4-like> <out.gguf> [--vocab V.gguf]");
+            eprintln!("usage: synthetic_gguf <reference|quantized|phi3-mini|phi35-like|phi4-like|llama3-like> <out.gguf> [--vocab V.gguf]");
             eprintln!("       synthetic_gguf with-rope-freqs <SmolLM2.gguf> <out.gguf>");
             std::process::exit(2);
         }
@@ -34,6 +34,7 @@ fn main() {
         "phi3-mini" => synthetic::Phi3Spec::phi3_mini(),
         "phi35-like" => synthetic::Phi3Spec::phi35_like(),
         "phi4-like" => synthetic::Phi3Spec::phi4_like(),
+        "llama3-like" => synthetic::Phi3Spec::llama3_like(),
         other => {
             eprintln!("unknown preset {other}");
             std::process::exit(2);

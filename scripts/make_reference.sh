@@ -8,6 +8,8 @@
 #   scripts/make_reference.sh phi-family  tests/data/reference_phi_family.json: Phi-3.5-like
 #       (LongRoPE) and Phi-4-mini-like (LongRoPE, partial rotary, GQA, tied
 #       output) models, prompts below, across and above the original context
+#   scripts/make_reference.sh llama3      tests/data/reference_llama3.json: a Llama model with
+#       Llama 3 rope scaling (rope_freqs.weight), against LlamaForCausalLM's "llama3" rope
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${PHI_MOBILE_CACHE:-$HOME/.cache/phi-mobile}"
@@ -18,7 +20,8 @@ SET="${1:-phi3}"
 case "$SET" in
   phi3) PRESETS=(reference); OUT=tests/data/reference_phi3.json ;;
   phi-family) PRESETS=(phi35-like phi4-like); OUT=tests/data/reference_phi_family.json ;;
-  *) echo "usage: $0 [phi3|phi-family]" >&2; exit 2 ;;
+  llama3) PRESETS=(llama3-like); OUT=tests/data/reference_llama3.json ;;
+  *) echo "usage: $0 [phi3|phi-family|llama3]" >&2; exit 2 ;;
 esac
 
 scripts/fetch-fixtures.sh
@@ -31,7 +34,7 @@ from tokenizers import Tokenizer
 tok = Tokenizer.from_file(sys.argv[1])
 chat = "<|system|>\nYou are a helpful assistant.<|end|>\n<|user|>\nWrite a haiku about ice hockey.<|end|>\n<|assistant|>\n"
 fox = "The quick brown fox jumps over the lazy dog. "
-if sys.argv[3] == "phi3":
+if sys.argv[3] in ("phi3", "llama3"):
     cases = [
         ("hello", "Hello, world", 32),
         ("chat", chat, 24),
@@ -55,7 +58,13 @@ PYEOF
 
 for preset in "${PRESETS[@]}"; do
   cargo run --release --quiet --example synthetic_gguf -- "$preset" "$WORK/$preset.gguf"
-  "$PY" scripts/reference_phi3.py --gguf "$WORK/$preset.gguf" --prompts "$WORK/prompts.json" --out "$WORK/$preset.json"
+  if [ "$SET" = llama3 ]; then
+    # The parameters tests/common/synthetic.rs's llama3_like() derives its rope_freqs from.
+    "$PY" scripts/reference_llama.py --gguf "$WORK/$preset.gguf" --prompts "$WORK/prompts.json" \
+      --out "$WORK/$preset.json" --llama3-rope 8,1,4,32
+  else
+    "$PY" scripts/reference_phi3.py --gguf "$WORK/$preset.gguf" --prompts "$WORK/prompts.json" --out "$WORK/$preset.json"
+  fi
 done
 # Keep the prompt text beside the ids so the test can check its own encoding.
 "$PY" - "$WORK" "$OUT" "${PRESETS[@]}" <<'PYEOF'

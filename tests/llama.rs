@@ -135,3 +135,29 @@ fn math_this_decoder_does_not_compute_is_refused_by_name() {
         Err(LlmError::InvalidModel { .. })
     ));
 }
+
+/// Llama 3's rope scaling, as llama.cpp's converter stores it
+/// (`rope_freqs.weight`), equals transformers' own "llama3" rope type
+/// computed from the scaling's parameters (tests/data/reference_llama3.json,
+/// `scripts/make_reference.sh llama3`); without the tensor the answers differ.
+#[test]
+fn llama3_rope_scaling_equals_transformers() {
+    let data: serde_json::Value = serde_json::from_str(include_str!("data/reference_llama3.json")).unwrap();
+    assert!(data["generator"].as_str().unwrap().contains("llama3 rope"));
+    let load = |name: &str, spec: &Phi3Spec| Model::load(common::config(&common::model_file(name, spec))).unwrap();
+    let scaled = load("llama3-like", &Phi3Spec::llama3_like());
+    let unscaled = load("llama3-like-unscaled", &Phi3Spec { extra_tensors: Vec::new(), ..Phi3Spec::llama3_like() });
+    let mut differ = 0;
+    for case in data["cases"].as_array().unwrap() {
+        let ids =
+            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let (prompt, expected) = (ids("prompt_ids"), ids("expected_ids"));
+        let text = case["prompt"].as_str().unwrap().to_string();
+        assert_eq!(scaled.tokenize(text.clone()).unwrap(), prompt, "{}: encoding", case["name"]);
+        let params = GenerationParams::greedy(expected.len() as u32);
+        let got = scaled.generate(text.clone(), params.clone(), Collect::new(), None).unwrap();
+        assert_eq!(got.token_ids, expected, "{}", case["name"]);
+        differ += usize::from(unscaled.generate(text, params, Collect::new(), None).unwrap().token_ids != expected);
+    }
+    assert!(differ >= 2, "the scaling shows in the answers ({differ} of 4 differ without it)");
+}

@@ -42,8 +42,12 @@ pub struct Phi3Spec {
     /// LongRoPE's original context: the file gets short and long factors
     /// and the metadata llama.cpp's converter writes with them.
     pub long_rope: Option<usize>,
-    /// No `output.weight`: the output is the embedding (Phi-4-mini).
+    /// No `output.weight`: the output is the embedding (Phi-4-mini), kept
+    /// small (see `write`). Llama files here never have one; for them the
+    /// flag sets only the embedding's scale.
     pub tied: bool,
+    /// F32 vectors to add (Llama 3's `rope_freqs.weight`).
+    pub extra_tensors: Vec<(String, Vec<f32>)>,
 }
 
 impl Phi3Spec {
@@ -67,6 +71,7 @@ impl Phi3Spec {
             rope_dim: None,
             long_rope: None,
             tied: false,
+            extra_tensors: Vec::new(),
         }
     }
 
@@ -102,6 +107,7 @@ impl Phi3Spec {
             rope_dim: None,
             long_rope: None,
             tied: false,
+            extra_tensors: Vec::new(),
         }
     }
 
@@ -120,6 +126,19 @@ impl Phi3Spec {
     /// A small Llama-architecture model with grouped-query attention.
     pub fn llama() -> Self {
         Self { arch: Arch::Llama, kv_heads: 2, seed: 0x5eed_0004, ..Self::reference() }
+    }
+
+    /// The Llama model with Llama 3.1's rope scaling (factor 8, low 1, high
+    /// 4) over an original context of 32, so most of a 16-wide head's
+    /// frequencies are scaled or blended.
+    pub fn llama3_like() -> Self {
+        let freqs = llama3_rope_freqs(16, 10_000.0, 8.0, 1.0, 4.0, 32.0);
+        Self {
+            extra_tensors: vec![("rope_freqs.weight".into(), freqs)],
+            tied: true,
+            seed: 0x5eed_0007,
+            ..Self::llama()
+        }
     }
 
     pub fn with_metadata(mut self, key: &str, value: Value) -> Self {
@@ -216,6 +235,10 @@ impl Phi3Spec {
                 let t = Tensor::from_vec(f, pairs, &Device::Cpu)?;
                 tensors.push((name.into(), QTensor::quantize(&t, GgmlDType::F32)?));
             }
+        }
+        for (name, data) in &self.extra_tensors {
+            let t = Tensor::from_vec(data.clone(), data.len(), &Device::Cpu)?;
+            tensors.push((name.clone(), QTensor::quantize(&t, GgmlDType::F32)?));
         }
         tensors.retain(|(name, _)| !self.omit.contains(name));
 
