@@ -29,7 +29,7 @@ use phi_mobile::engine::{
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// phi3-mini, smollm2, all, or a path to a GGUF.
+    /// phi3-mini, phi4-mini, smollm2, all, or a path to a GGUF.
     #[arg(long, default_value = "all")]
     model: String,
     #[arg(long, default_value_t = 2)]
@@ -86,6 +86,15 @@ fn main() {
         }
         models.push(("synthetic Phi-3-mini-4k (Q4_K, Q6_K output)".into(), path, None));
     }
+    if args.model == "all" || args.model == "phi4-mini" {
+        let path = cache.join("synthetic-phi4-mini-q4.gguf");
+        if !path.is_file() {
+            eprintln!("writing the synthetic Phi-4-mini to {} (once; a few minutes)", path.display());
+            let spec = synthetic::Phi3Spec::phi4_mini().with_vocab_of(&cache.join("phi4-vocab.gguf"));
+            spec.and_then(|s| s.write(&path)).expect("write synthetic Phi-4-mini");
+        }
+        models.push(("synthetic Phi-4-mini (Q4_K, tied output, LongRoPE)".into(), path, None));
+    }
     if args.model == "all" || args.model == "smollm2" {
         let path = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
         assert!(path.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", path.display());
@@ -131,16 +140,9 @@ fn main() {
 /// phi3-vocab.gguf) so llama.cpp loads the same file.
 fn phi3_mini_spec(cache: &Path) -> synthetic::Phi3Spec {
     let vocab_file = cache.join("phi3-vocab.gguf");
-    let mut f = std::fs::File::open(&vocab_file)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-fixtures.sh)", vocab_file.display()));
-    let content = candle_core::quantized::gguf_file::Content::read(&mut f).expect("read phi3-vocab.gguf");
-    let mut spec = synthetic::Phi3Spec::phi3_mini();
-    for (k, v) in content.metadata {
-        if k.starts_with("tokenizer.") {
-            spec = spec.with_metadata(&k, v);
-        }
-    }
-    spec
+    synthetic::Phi3Spec::phi3_mini()
+        .with_vocab_of(&vocab_file)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-fixtures.sh)", vocab_file.display()))
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
