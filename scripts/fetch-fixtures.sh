@@ -50,17 +50,20 @@ if [ ! -s "$OUT" ]; then
   echo "wrote $OUT"
 fi
 
-# A vocabulary-only Phi-3 GGUF (llama SentencePiece metadata, as llama.cpp's
-# converter writes it), for the tokenizer parity tests; written with PyPI's
-# `gguf` in a small venv.
-if [ ! -s "$VOCAB" ]; then
-  VENV="$CACHE/venv-fixtures"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check gguf==0.19.0
-  "$VENV/bin/python" "$(dirname "$0")/make_phi3_vocab_gguf.py" --tokenizer "$OUT" --out "$VOCAB.tmp"
-  mv "$VOCAB.tmp" "$VOCAB"
-  echo "wrote $VOCAB"
-fi
+# Writes a vocabulary-only GGUF ($3) from a tokenizer.json ($2) with script
+# $1, as llama.cpp's converter writes the metadata, for the tokenizer parity
+# tests; with PyPI's `gguf` in a small venv.
+vocab_gguf() {
+  local venv="$CACHE/venv-fixtures"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check gguf==0.19.0
+  "$venv/bin/python" "$(dirname "$0")/$1" --tokenizer "$2" --out "$3.tmp"
+  mv "$3.tmp" "$3"
+  echo "wrote $3"
+}
+
+# Phi-3's: llama SentencePiece metadata.
+[ -s "$VOCAB" ] || vocab_gguf make_phi3_vocab_gguf.py "$OUT" "$VOCAB"
 
 # Phi-4-mini-instruct encodes with OpenAI's o200k_base (the GPT-4o vocabulary)
 # plus its own chat/tool tokens; npm's GPT-4o tokenizer.json is o200k_base
@@ -76,14 +79,6 @@ if [ ! -s "$P4TOK" ]; then
   echo "wrote $P4TOK"
 fi
 
-# A vocabulary-only Phi-4-mini GGUF (gpt2 / gpt-4o metadata, as llama.cpp's
-# converter writes it), for the tokenizer parity tests.
+# Phi-4-mini's: gpt2 / gpt-4o metadata.
 P4VOCAB="$CACHE/phi4-vocab.gguf"
-if [ ! -s "$P4VOCAB" ]; then
-  VENV="$CACHE/venv-fixtures"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check gguf==0.19.0
-  "$VENV/bin/python" "$(dirname "$0")/make_phi4_vocab_gguf.py" --tokenizer "$P4TOK" --out "$P4VOCAB.tmp"
-  mv "$P4VOCAB.tmp" "$P4VOCAB"
-  echo "wrote $P4VOCAB"
-fi
+[ -s "$P4VOCAB" ] || vocab_gguf make_phi4_vocab_gguf.py "$P4TOK" "$P4VOCAB"
