@@ -136,10 +136,17 @@ flock -u 9
 # take turns.
 KEY="$(printf %s "$REPO" | sha256sum | cut -c1-16)"
 IN="/phi/$KEY"
-SCRATCH="/var/cache/phi-mobile-swift/$KEY"
+# SwiftPM does not always rebuild after the C header of the FFI changes (a
+# stale build crashed in Model.info()), so the cache is also keyed by it;
+# older caches of this clone go once the clone's lock is held.
+FFI_KEY="$(cat "$PACKAGE"/Sources/PhiMobileFFI/include/* | sha256sum | cut -c1-12)"
+SCRATCH="/var/cache/phi-mobile-swift/$KEY-$FFI_KEY"
 mkdir -p "$ROOT$IN/repo" "$ROOT$IN/data"
 exec 8>"$CACHE/swift-run-$KEY.lock"
 flock 8
+for old in "$ROOT/var/cache/phi-mobile-swift/$KEY" "$ROOT/var/cache/phi-mobile-swift/$KEY"-*; do
+  [ "$old" = "$ROOT$SCRATCH" ] || rm -rf "$old"
+done
 
 echo "== swift test (Swift 6.0 in $ROOT)"
 set +e
