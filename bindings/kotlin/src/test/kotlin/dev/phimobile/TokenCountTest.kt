@@ -1,0 +1,40 @@
+package dev.phimobile
+
+import dev.phimobile.Fixtures.greedy
+import dev.phimobile.Fixtures.referenceModel
+import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
+import kotlinx.coroutines.runBlocking
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+
+/** Token counts are what the calls that feed the model feed (the generated calls, from Kotlin). */
+@Timeout(120)
+class TokenCountTest {
+    private val text = "Emoji 👩‍💻 and 日本語<|end|>"
+
+    @Test
+    fun `countTokens is the prompt a generate feeds`() = runBlocking {
+        val model = referenceModel
+        assertEquals(model.tokenize(text).size.toUInt(), model.countTokens(text))
+        assertEquals(model.countTokens(text), model.complete(text, greedy(1u)).promptTokens)
+    }
+
+    @Test
+    fun `countChatTokens of the history plus a message is that turn's prompt`() = runBlocking {
+        val session = referenceModel.newSession(listOf(ChatMessage(Role.SYSTEM, "You are terse.")))
+        session.reply("Hi there", greedy(4u))
+        val next = session.history() + ChatMessage(Role.USER, "And <|user|> then?")
+        val counted = referenceModel.countChatTokens(next)
+        assertEquals(counted, session.reply("And <|user|> then?", greedy(4u)).promptTokens)
+        assertEquals(counted, referenceModel.tokenizeChat(next).size.toUInt())
+    }
+
+    @Test
+    fun `a ModelTokenizer reads only the header and agrees with the model`() {
+        val alone = ModelTokenizer.load(Fixtures.referenceModelPath, Fixtures.tokenizerPath)
+        assertEquals(referenceModel.tokenize(text), alone.tokenize(text))
+        assertEquals(referenceModel.countTokens(text), alone.countTokens(text))
+        assertFailsWith<LlmException.ModelNotFound> { ModelTokenizer.load("/nonexistent/model.gguf", null) }
+    }
+}
