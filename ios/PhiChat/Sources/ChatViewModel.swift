@@ -69,7 +69,7 @@ final class ChatViewModel: ObservableObject {
         let url = Self.modelsDirectory.appendingPathComponent(name)
         guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else { return }
         Task { [chat] in
-            guard await self.prepare(forFileBytes: size.uint64Value) else { return }
+            guard await self.prepare(modelAt: url.path, fileBytes: size.uint64Value) else { return }
             await chat.load(modelAt: url.path)
         }
     }
@@ -112,7 +112,7 @@ final class ChatViewModel: ObservableObject {
             let scoped = url.startAccessingSecurityScopedResource()
             defer { if scoped { url.stopAccessingSecurityScopedResource() } }
             let size = (try? url.resourceValues(forKeys: [.fileSizeKey]))?.fileSize.map(UInt64.init) ?? 0
-            guard await self.prepare(forFileBytes: size) else { return }
+            guard await self.prepare(modelAt: url.path, fileBytes: size) else { return }
             await chat.importModel(from: url, into: Self.modelsDirectory)
         }
     }
@@ -120,22 +120,30 @@ final class ChatViewModel: ObservableObject {
     func download(_ model: DownloadableModel) {
         notice = nil
         Task { [chat] in
-            guard await self.prepare(forFileBytes: model.approximateBytes) else { return }
+            guard await self.prepare(modelAt: nil, fileBytes: model.approximateBytes) else { return }
             await chat.download(model.request, into: Self.modelsDirectory)
         }
     }
 
     /// Refuses a model that would get the app killed by jetsam, and sizes
-    /// the context (the KV cache) for the one it accepts.
-    private func prepare(forFileBytes fileBytes: UInt64) async -> Bool {
+    /// the context (the KV cache) for the one it accepts. `path` is nil for a
+    /// download, which is not on the device yet.
+    private func prepare(modelAt path: String?, fileBytes: UInt64) async -> Bool {
+        let contextLength = Memory.contextLength(forFileBytes: fileBytes)
+        var needed = Memory.residentWeights(fileBytes: fileBytes)
+        var known = false
+        if let path, let footprint = await Memory.footprintBytes(ofModelAt: path, fileBytes: fileBytes, contextLength: contextLength) {
+            needed = footprint
+            known = true
+        }
         let freed = snapshot.model?.fileSizeBytes ?? 0
-        guard Memory.likelyFits(fileBytes: fileBytes, freed: freed) else {
-            notice = "This model needs about \(Memory.format(Memory.estimatedBytes(fileBytes: fileBytes))); "
+        guard Memory.likelyFits(needed: needed, freed: freed) else {
+            notice = "This model needs \(known ? "about" : "at least") \(Memory.format(needed)); "
                 + "the app can use \(Memory.format(Memory.availableBytes + freed)) on this device right now."
             return false
         }
         var settings = await chat.settings
-        settings.contextLength = Memory.contextLength(forFileBytes: fileBytes)
+        settings.contextLength = contextLength
         await chat.update(settings: settings)
         return true
     }

@@ -33,6 +33,17 @@ extension GenerationParams {
     }
 }
 
+/// Reads a model's tokenizer and chat format from the GGUF's header (or the
+/// Hugging Face `tokenizer.json` at `tokenizerPath`) on a thread of its own,
+/// without its weights: count a prompt's tokens before loading, or without
+/// loading the model at all. A vocabulary-only GGUF will do. (Kotlin's
+/// `loadTokenizer` too; the blocking call is `ModelTokenizer.load`.)
+///
+/// - Throws: `LlmError`, as `Model.load(config:progress:)`.
+public func loadTokenizer(modelPath: String, tokenizerPath: String? = nil) async throws -> ModelTokenizer {
+    try await runBlocking { try ModelTokenizer.load(modelPath: modelPath, tokenizerPath: tokenizerPath) }
+}
+
 extension Model {
     /// Loads a GGUF model on a background thread.
     ///

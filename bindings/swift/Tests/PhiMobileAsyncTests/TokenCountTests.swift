@@ -41,4 +41,18 @@ struct TokenCountTests {
         #expect(count == modelCount)
         #expect(throws: LlmError.self) { try ModelTokenizer.load(modelPath: "/nonexistent/model.gguf", tokenizerPath: nil) }
     }
+
+    @Test("loadTokenizer is the blocking load as an async call, failures included")
+    func loadTokenizerAsync() async throws {
+        let model = try await Fixtures.model()
+        let chat = [ChatMessage(role: .system, content: "You are terse."), ChatMessage(role: .user, content: text)]
+        let alone = try await loadTokenizer(modelPath: try Fixtures.modelPath(), tokenizerPath: try Fixtures.tokenizerPath())
+        let (count, modelCount) = (try alone.countChatTokens(messages: chat), try model.countChatTokens(messages: chat))
+        #expect(count == modelCount)
+        let missing = "/nonexistent/model.gguf"
+        var blocking: LlmError?
+        do { _ = try ModelTokenizer.load(modelPath: missing, tokenizerPath: nil) } catch let error as LlmError { blocking = error }
+        let expected = try #require(blocking)
+        await #expect(throws: expected) { try await loadTokenizer(modelPath: missing) }
+    }
 }

@@ -65,39 +65,55 @@ suspend fun loadModel(
     config: ModelConfig,
     onProgress: ((bytesRead: ULong, totalBytes: ULong) -> Unit)? = null,
 ): Model {
-    val loaded = AtomicReference<Model?>(null)
     val progressFailure = AtomicReference<Throwable?>(null)
-    try {
-        withContext(Dispatchers.IO) {
-            val model = if (onProgress == null) {
-                Model.load(config)
-            } else {
-                Model.loadWithProgress(config, object : LoadProgress {
-                    override fun onProgress(bytesRead: ULong, totalBytes: ULong) {
-                        // An exception must not cross into Rust (the callback is infallible
-                        // there); keep the first and rethrow it once loading has finished.
-                        if (progressFailure.get() != null) return
-                        try {
-                            onProgress(bytesRead, totalBytes)
-                        } catch (t: Throwable) {
-                            progressFailure.compareAndSet(null, t)
-                        }
+    val model = buildOnIo {
+        if (onProgress == null) {
+            Model.load(config)
+        } else {
+            Model.loadWithProgress(config, object : LoadProgress {
+                override fun onProgress(bytesRead: ULong, totalBytes: ULong) {
+                    // An exception must not cross into Rust (the callback is infallible
+                    // there); keep the first and rethrow it once loading has finished.
+                    if (progressFailure.get() != null) return
+                    try {
+                        onProgress(bytesRead, totalBytes)
+                    } catch (t: Throwable) {
+                        progressFailure.compareAndSet(null, t)
                     }
-                })
-            }
-            loaded.set(model)
+                }
+            })
         }
-    } catch (t: Throwable) {
-        // Cancelled (or failed) after the model was built: free it now, not at GC.
-        loaded.getAndSet(null)?.close()
-        throw t
     }
-    val model = checkNotNull(loaded.get())
     progressFailure.get()?.let {
         model.close()
         throw it
     }
     return model
+}
+
+/**
+ * Reads a model's tokenizer and chat format from the GGUF's header (or the Hugging Face
+ * `tokenizer.json` at [tokenizerPath]) on [Dispatchers.IO], without its weights: count a prompt's
+ * tokens before loading, or in a process that never loads the model. A vocabulary-only GGUF will do.
+ * Close it when done. Failures as in [loadModel]; if the caller is cancelled meanwhile, the
+ * tokenizer is closed as soon as it is read and the cancellation is rethrown.
+ */
+suspend fun loadTokenizer(modelPath: String, tokenizerPath: String? = null): ModelTokenizer =
+    buildOnIo { ModelTokenizer.load(modelPath, tokenizerPath) }
+
+/**
+ * Runs a blocking constructor on [Dispatchers.IO]. It cannot be interrupted: if the caller is
+ * cancelled (or [build] fails) after the object was built, it is closed now rather than at GC.
+ */
+private suspend fun <T : AutoCloseable> buildOnIo(build: () -> T): T {
+    val built = AtomicReference<T?>(null)
+    try {
+        withContext(Dispatchers.IO) { built.set(build()) }
+    } catch (t: Throwable) {
+        built.getAndSet(null)?.close()
+        throw t
+    }
+    return checkNotNull(built.get())
 }
 
 /**

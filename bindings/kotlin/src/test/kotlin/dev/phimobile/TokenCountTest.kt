@@ -12,6 +12,7 @@ import org.junit.jupiter.api.Timeout
 @Timeout(120)
 class TokenCountTest {
     private val text = "Emoji 👩‍💻 and 日本語<|end|>"
+    private val chat = listOf(ChatMessage(Role.SYSTEM, "You are terse."), ChatMessage(Role.USER, text))
 
     @Test
     fun `countTokens is the prompt a generate feeds`() = runBlocking {
@@ -36,5 +37,17 @@ class TokenCountTest {
         assertEquals(referenceModel.tokenize(text), alone.tokenize(text))
         assertEquals(referenceModel.countTokens(text), alone.countTokens(text))
         assertFailsWith<LlmException.ModelNotFound> { ModelTokenizer.load("/nonexistent/model.gguf", null) }
+    }
+
+    @Test
+    fun `loadTokenizer is the blocking load as a suspend call, failures included`() = runBlocking {
+        loadTokenizer(Fixtures.referenceModelPath, Fixtures.tokenizerPath).use { alone ->
+            assertEquals(referenceModel.countChatTokens(chat), alone.countChatTokens(chat))
+        }
+        val onIo = assertFailsWith<LlmException.ModelNotFound> { loadTokenizer("/nonexistent/model.gguf") }
+        assertEquals(
+            assertFailsWith<LlmException.ModelNotFound> { ModelTokenizer.load("/nonexistent/model.gguf", null) }.message,
+            onIo.message,
+        )
     }
 }

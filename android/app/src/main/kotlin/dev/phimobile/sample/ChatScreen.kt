@@ -114,13 +114,13 @@ private fun ModelPicker(vm: ChatViewModel, localModels: List<LocalModel>, onImpo
         if (localModels.isNotEmpty()) {
             item { Text("On this device", style = MaterialTheme.typography.titleMedium) }
             items(localModels, key = { it.file.path }) { local ->
-                ModelRow(local.name, mb(local.file.length()), vm.memoryWarning(local.file.length()), "Load") { vm.load(local) }
+                ModelRow(local.name, mb(local.file.length()), local.neededBytes?.let { vm.memoryWarning(it) }, "Load") { vm.load(local) }
             }
             item { HorizontalDivider() }
         }
         item { Text("Download", style = MaterialTheme.typography.titleMedium) }
         items(vm.catalog, key = { it.request.repoId + "/" + it.request.filename }) { item ->
-            ModelRow(item.title, item.request.repoId, vm.memoryWarning(item.approxBytes), "Download") { vm.download(item) }
+            ModelRow(item.title, item.request.repoId, vm.memoryWarning(item.approxBytes, atLeast = true), "Download") { vm.download(item) }
         }
         item { HorizontalDivider() }
         item {

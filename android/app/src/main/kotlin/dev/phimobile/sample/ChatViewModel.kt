@@ -10,6 +10,7 @@ import dev.phimobile.DownloadRequest
 import dev.phimobile.chat.ChatController
 import dev.phimobile.chat.ChatSettings
 import dev.phimobile.chat.ChatState
+import dev.phimobile.estimateModelMemory
 import java.io.File
 import java.io.FileNotFoundException
 import kotlinx.coroutines.Dispatchers
@@ -22,10 +23,20 @@ import kotlinx.coroutines.withContext
 /** A model the app offers to download. */
 data class Downloadable(val title: String, val request: DownloadRequest, val approxBytes: Long)
 
-/** A `.gguf` already in app storage (imported or downloaded earlier). */
-data class LocalModel(val file: File) {
+/**
+ * A `.gguf` already in app storage (imported or downloaded earlier), with the memory a chat with
+ * it needs at the app's context length (the library's estimate from the file's header; null when
+ * the header cannot be read, and loading will say why).
+ */
+data class LocalModel(val file: File, val neededBytes: Long?) {
     val name: String get() = file.name
 }
+
+/**
+ * The KV cache (f16) grows with the chat up to this many tokens: for Phi-3-mini 0.4 GB at 1024
+ * (1.6 GB at its full 4096), a third of that for Phi-4-mini. See README "Android".
+ */
+private const val CONTEXT_LENGTH = 1024u
 
 /**
  * Owns the [ChatController], so a conversation (and the loaded model) survives rotation; the
@@ -36,11 +47,7 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
 
     private val controller = ChatController(
         scope = viewModelScope,
-        settings = ChatSettings(
-            // The KV cache (f16) grows with the chat up to this: for Phi-3-mini 0.4 GB at 1024
-            // tokens (1.6 GB at its full 4096). See README "Android".
-            contextLength = 1024u,
-        ),
+        settings = ChatSettings(contextLength = CONTEXT_LENGTH),
         // The last chat, back with its KV cache when its model is loaded again, also after the
         // process was killed in the background. Not in the backup (allowBackup is off): it only
         // fits the model file it was saved with.
@@ -115,28 +122,31 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
                 // Partial files (.partial, .part, .incomplete) are not models yet.
                 modelsDir.walkTopDown()
                     .filter { it.isFile && it.name.endsWith(".gguf") }
-                    .map { LocalModel(it) }
+                    .map { LocalModel(it, estimatedBytes(it)) }
                     .sortedBy { it.name }
                     .toList()
             }
         }
     }
 
+    /** Reads the file's header (a few KB): on Dispatchers.IO, like the directory walk. */
+    private fun estimatedBytes(file: File): Long? =
+        runCatching { estimateModelMemory(file.path, CONTEXT_LENGTH).toLong() }.getOrNull()
+
     /**
-     * A warning when a model of [bytes] will likely not fit: the weights are the mapped file, which
-     * every token reads (so it needs room to stay resident), plus the KV cache and working buffers.
+     * A warning when a model that needs [bytes] will likely not fit: the weights are the mapped
+     * file, which every token reads (so it needs room to stay resident), plus the KV cache and
+     * working buffers, as [estimateModelMemory] counts them. For a download that is not on the
+     * device yet only the file's size is known: [atLeast] says the need is a lower bound.
      * Android kills a foreground app that runs the device out of memory without an
-     * OutOfMemoryError to catch, so check first. (Once loaded, `Model.memoryEstimateBytes` gives it.)
+     * OutOfMemoryError to catch, so check first.
      */
-    fun memoryWarning(bytes: Long): String? {
+    fun memoryWarning(bytes: Long, atLeast: Boolean = false): String? {
         val am = getApplication<Application>().getSystemService(ActivityManager::class.java)
         val info = ActivityManager.MemoryInfo().also { am.getMemoryInfo(it) }
-        // ~1.25x the file + 128 MB, from Phi-3-mini Q4 at 1024 tokens of context: 2.2 GB of
-        // mapped weights, 0.4 GB of KV cache, 0.26 GB measured of buffers and tokenizer.
-        val needed = bytes + bytes / 4 + (128L shl 20)
-        return if (needed > info.availMem) {
-            "Needs about ${gb(needed)} of memory; ${gb(info.availMem)} is available now (of ${gb(info.totalMem)}). " +
-                "The app may be closed by the system while loading."
+        return if (bytes > info.availMem) {
+            "Needs ${if (atLeast) "at least" else "about"} ${gb(bytes)} of memory; ${gb(info.availMem)} is available now " +
+                "(of ${gb(info.totalMem)}). The app may be closed by the system while loading."
         } else {
             null
         }
