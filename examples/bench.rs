@@ -24,8 +24,17 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use phi_mobile::engine::{
-    Conversation, GenerateOptions, KvPrecision, LoadConfig, LoadedModel, SamplingConfig, Sequence, Stop,
+    Conversation, GenerateOptions, KvPrecision, LoadConfig, LoadedModel, ResponseFormat, SamplingConfig, Sequence, Stop,
 };
+
+/// Structured output's cost: an object with a short string, an enum array
+/// and a string long enough that no run completes it, so decode runs its
+/// full length under the mask.
+const BENCH_SCHEMA: &str = r#"{"type": "object", "properties": {
+  "title": {"type": "string", "maxLength": 40},
+  "tags": {"type": "array", "items": {"enum": ["news", "sport", "science"]}, "maxItems": 3},
+  "story": {"type": "string", "minLength": 4000}},
+  "required": ["title", "tags", "story"], "additionalProperties": false}"#;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -175,6 +184,13 @@ struct Result_ {
     restore_ms: f64,
     restored_ttft_ms: f64,
     uninterrupted_ttft_ms: f64,
+    /// The main prompt's decode under `BENCH_SCHEMA`.
+    schema_decode_tps: f64,
+    /// The first format compile (indexing the vocabulary too), a later one,
+    /// and the anonymous memory the first added.
+    schema_first_compile_ms: f64,
+    schema_compile_ms: f64,
+    schema_anon_bytes: u64,
 }
 
 /// The best of each number over several runs (max for speeds, min for times;
@@ -197,6 +213,10 @@ fn best(all: Vec<Result_>) -> Option<Result_> {
         best.restore_ms = best.restore_ms.min(r.restore_ms);
         best.restored_ttft_ms = best.restored_ttft_ms.min(r.restored_ttft_ms);
         best.uninterrupted_ttft_ms = best.uninterrupted_ttft_ms.min(r.uninterrupted_ttft_ms);
+        best.schema_decode_tps = best.schema_decode_tps.max(r.schema_decode_tps);
+        best.schema_first_compile_ms = best.schema_first_compile_ms.min(r.schema_first_compile_ms);
+        best.schema_compile_ms = best.schema_compile_ms.min(r.schema_compile_ms);
+        best.schema_anon_bytes = best.schema_anon_bytes.max(r.schema_anon_bytes);
     }
     Some(best)
 }
@@ -256,7 +276,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let greedy = |max_tokens| GenerateOptions {
         sampling: SamplingConfig { temperature: 0.0, repeat_penalty: 1.0, ..SamplingConfig::default() },
         max_tokens,
-        stop: Vec::new(),
+        ..GenerateOptions::default()
     };
     let mut sink = |_: &str| Ok(true);
 
@@ -272,6 +292,22 @@ fn worker(path: &Path, args: &Args) -> Result_ {
 
     let peak_rss_bytes = vm_hwm(std::process::id()).unwrap_or(0);
     anon_peak_bytes = anon_peak_bytes.max(anon());
+
+    // The same decode under a JSON schema, after its compile times.
+    let schema = ResponseFormat::JsonSchema(BENCH_SCHEMA.into());
+    let (anon_before, at) = (anon(), Instant::now());
+    model.text.check_format(&schema).expect("compile the bench schema");
+    let schema_first_compile_ms = at.elapsed().as_secs_f64() * 1e3;
+    let schema_anon_bytes = anon().saturating_sub(anon_before);
+    let at = Instant::now();
+    model.text.check_format(&schema).expect("compile the bench schema");
+    let schema_compile_ms = at.elapsed().as_secs_f64() * 1e3;
+    let constrained = GenerateOptions { format: schema, ..greedy(args.gen_tokens) };
+    let mut seq = Sequence::new(&model);
+    let under_schema = seq
+        .generate(&model, &prompt_ids(&model, args.prompt_tokens), &constrained, Stop::NEVER, &mut sink)
+        .expect("generate under a schema");
+    assert_eq!(under_schema.token_ids.len(), args.gen_tokens, "the schema's answer ended early");
 
     // Turn 2 after a short and after a long first turn: the cache makes the
     // second turn's cost independent of the history.
@@ -360,6 +396,10 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         restore_ms,
         restored_ttft_ms,
         uninterrupted_ttft_ms,
+        schema_decode_tps: under_schema.decode_tokens_per_second(),
+        schema_first_compile_ms,
+        schema_compile_ms,
+        schema_anon_bytes,
     }
 }
 
@@ -492,6 +532,17 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
         (ours.restore_ms + ours.restored_ttft_ms) / ours.uninterrupted_ttft_ms.max(1e-9)
     );
     println!("| KV cache per token (KB) | {:.1} | — | — |", ours.kv_bytes_per_token as f64 / 1e3);
+    println!(
+        "| decode under a JSON schema (tok/s; ÷ unconstrained) | {:.2} ({:.2}×) | — | — |",
+        ours.schema_decode_tps,
+        ours.schema_decode_tps / ours.decode_tps.max(1e-9)
+    );
+    println!(
+        "| schema compile: first with vocabulary index / later (ms); memory (MB) | {:.0} / {:.1}; {:.1} | — | — |",
+        ours.schema_first_compile_ms,
+        ours.schema_compile_ms,
+        ours.schema_anon_bytes as f64 / 1e6
+    );
     println!(
         "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.1} | — | — |",
         ours.stop_prompt_tokens, ours.stop_latency_ms

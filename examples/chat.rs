@@ -20,7 +20,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
     download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, ModelTokenizer, Role, TokenSink,
+    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink,
 };
 use sha2::Digest;
 
@@ -73,6 +73,15 @@ struct Args {
     /// Stop before this string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// The answer is JSON valid against the JSON Schema in this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["regex", "json_object"])]
+    json_schema: Option<std::path::PathBuf>,
+    /// The answer matches this regex, whole.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "json_object")]
+    regex: Option<String>,
+    /// The answer is a JSON object.
+    #[arg(long)]
+    json_object: bool,
     /// Cap the context window (saves memory).
     #[arg(long)]
     context: Option<u32>,
@@ -86,6 +95,19 @@ struct Args {
     /// GGUF will do.
     #[arg(long, requires = "prompt")]
     tokenize: bool,
+}
+
+fn response_format(args: &Args) -> Result<Option<ResponseFormat>, String> {
+    Ok(if let Some(path) = &args.json_schema {
+        let schema = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Some(ResponseFormat::JsonSchema { schema })
+    } else if let Some(pattern) = &args.regex {
+        Some(ResponseFormat::Regex { pattern: pattern.clone() })
+    } else if args.json_object {
+        Some(ResponseFormat::Json)
+    } else {
+        None
+    })
 }
 
 struct Stdout;
@@ -217,6 +239,7 @@ fn run(args: Args) -> Result<(), String> {
         repeat_last_n: args.repeat_last_n,
         seed: args.seed,
         stop: args.stop.clone(),
+        response_format: response_format(&args)?,
     };
     let history: Vec<ChatMessage> =
         args.system.iter().map(|s| ChatMessage { role: Role::System, content: s.clone() }).collect();

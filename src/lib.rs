@@ -16,7 +16,7 @@ mod ffi;
 pub use ffi::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use ffi::{
     estimate_model_memory, CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, ModelInfo, ModelTokenizer, Role, StopReason, TokenSink,
+    LoadProgress, Model, ModelConfig, ModelInfo, ModelTokenizer, ResponseFormat, Role, StopReason, TokenSink,
 };
 
 uniffi::setup_scaffolding!();

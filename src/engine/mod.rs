@@ -3,6 +3,7 @@
 
 mod arch;
 mod chat;
+mod constraint;
 mod error;
 mod generate;
 mod gguf;
@@ -17,6 +18,7 @@ mod tokenizer;
 mod weights;
 
 pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
+pub use constraint::ResponseFormat;
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
 pub use generate::{

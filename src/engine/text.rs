@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use super::arch::Family;
 use super::chat::prompt::{self, FormatConfig, PromptFormat};
 use super::chat::Message;
+use super::constraint::{Grammars, ResponseFormat};
 use super::error::{catch_panic, Error, Result};
 use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
@@ -25,6 +26,8 @@ pub struct Text {
     pub(crate) vocab: VocabIndex,
     /// `tokenizer.chat_template` or the architecture's format.
     chat: PromptFormat,
+    /// Constrained output over this vocabulary, built when first asked for.
+    pub(crate) grammars: Grammars,
 }
 
 /// What decides a text side besides the tokenizer.
@@ -49,6 +52,13 @@ pub(crate) fn tokenizer_for(content: &Content, path: Option<&Path>) -> Result<To
 }
 
 impl Text {
+    /// Compiles `format` for this vocabulary without generating: a format
+    /// that cannot compile is the `InvalidParameter` a generation would
+    /// return. The first call also indexes the vocabulary (kept for later).
+    pub fn check_format(&self, format: &ResponseFormat) -> Result<()> {
+        self.grammars.compile(self, format).map(drop)
+    }
+
     pub(crate) fn new(tokenizer: Tokenizer, cfg: TextConfig<'_>) -> Result<Self> {
         // Ids, not the count, must fit: added tokens can leave gaps.
         let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
@@ -74,7 +84,7 @@ impl Text {
                 parse_special_in_messages: cfg.parse_special_in_messages,
             },
         )?;
-        Ok(Self { tokenizer, vocab, chat })
+        Ok(Self { tokenizer, vocab, chat, grammars: Grammars::default() })
     }
 
     /// The text side of the model file at `path`, from its header (a

@@ -27,7 +27,9 @@ pub use cancel::CancellationToken;
 pub use download::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use error::LlmError;
 pub use model::{estimate_model_memory, Model};
-pub use records::{ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, Role, StopReason};
+pub use records::{
+    ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason,
+};
 pub use session::ChatSession;
 pub use tokenizer::ModelTokenizer;
 

@@ -87,6 +87,39 @@ pub struct GenerationParams {
     /// Generation stops before any of these; they are never streamed.
     #[uniffi(default = [])]
     pub stop: Vec<String>,
+    /// What the answer must be; `None` is plain text.
+    #[uniffi(default = None)]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// An answer guaranteed to have a shape: every token that cannot continue a
+/// valid answer is masked out before sampling (at any temperature), and the
+/// answer ends once complete. `stopReason` says whether it is: `EndOfSequence`
+/// for a complete answer, `MaxTokens` or `ContextFull` for one cut short.
+/// A format that does not compile is `InvalidParameter` saying why.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum ResponseFormat {
+    /// Plain text (the same as none).
+    Text,
+    /// Any JSON object.
+    Json,
+    /// A JSON value valid against `schema`, a JSON Schema document (draft
+    /// 2020-12 keywords; `$ref` only within the document).
+    JsonSchema { schema: String },
+    /// Text matching `pattern` as a whole (Rust regex syntax: no lookaround
+    /// or backreferences).
+    Regex { pattern: String },
+}
+
+impl From<ResponseFormat> for engine::ResponseFormat {
+    fn from(f: ResponseFormat) -> Self {
+        match f {
+            ResponseFormat::Text => engine::ResponseFormat::Text,
+            ResponseFormat::Json => engine::ResponseFormat::Json,
+            ResponseFormat::JsonSchema { schema } => engine::ResponseFormat::JsonSchema(schema),
+            ResponseFormat::Regex { pattern } => engine::ResponseFormat::Regex(pattern),
+        }
+    }
 }
 
 impl Default for GenerationParams {
@@ -102,6 +135,7 @@ impl Default for GenerationParams {
             repeat_last_n: saturating_u32(d.sampling.repeat_last_n),
             seed: d.sampling.seed,
             stop: d.stop,
+            response_format: None,
         }
     }
 }
@@ -127,6 +161,7 @@ impl From<GenerationParams> for engine::GenerateOptions {
             },
             max_tokens: p.max_tokens as usize,
             stop: p.stop,
+            format: p.response_format.map(Into::into).unwrap_or_default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::constraint::{Constraint, ResponseFormat};
 use super::error::{catch_panic, Error, Result};
 use super::model::LoadedModel;
 use super::sampler::{Sampler, SamplingConfig};
@@ -29,11 +30,13 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     /// Generation stops before any of these strings; they are never streamed.
     pub stop: Vec<String>,
+    /// What the answer must be (JSON, a schema, a regex); plain text by default.
+    pub format: ResponseFormat,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { sampling: SamplingConfig::default(), max_tokens: 512, stop: Vec::new() }
+        Self { sampling: SamplingConfig::default(), max_tokens: 512, stop: Vec::new(), format: ResponseFormat::Text }
     }
 }
 
@@ -222,6 +225,8 @@ impl Sequence {
         if prompt.len() > ctx {
             return Err(Error::ContextOverflow { needed: prompt.len(), available: ctx });
         }
+        // A format that does not compile fails before any work.
+        let mut constraint = model.text.grammars.compile(&model.text, &opts.format)?;
         let started = Instant::now();
         let mut timings = Timings::default();
 
@@ -284,6 +289,9 @@ impl Sequence {
             if cancel.is_set() {
                 break StopReason::Cancelled;
             }
+            if let Some(c) = constraint.as_mut() {
+                c.mask(&mut logits, &model.end_tokens)?;
+            }
             let token = sampler.sample(&mut logits, &context)?;
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
@@ -291,6 +299,9 @@ impl Sequence {
             }
             if model.end_tokens.contains(&token) {
                 break StopReason::EndOfSequence;
+            }
+            if let Some(c) = constraint.as_mut() {
+                c.accept(token)?;
             }
             generated.push(token);
             context.push(token);
@@ -303,6 +314,10 @@ impl Sequence {
             }
             if sink_stopped {
                 break StopReason::Cancelled;
+            }
+            if constraint.as_ref().is_some_and(Constraint::is_complete) {
+                // Nothing may follow: the answer ends without asking the model.
+                break StopReason::EndOfSequence;
             }
             if generated.len() >= opts.max_tokens {
                 break StopReason::MaxTokens;

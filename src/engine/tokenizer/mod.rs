@@ -2,6 +2,7 @@
 //! (`gguf`), the ids they know (`vocab`), the end-of-turn tokens, and
 //! incremental detokenization on grapheme boundaries (`stream`, `graphemes`).
 
+pub(crate) mod bytes;
 pub(crate) mod gguf;
 pub(crate) mod graphemes;
 pub(crate) mod stream;

@@ -2627,6 +2627,10 @@ public struct GenerationParams: Equatable, Hashable {
      * Generation stops before any of these; they are never streamed.
      */
     public var stop: [String]
+    /**
+     * What the answer must be; `None` is plain text.
+     */
+    public var responseFormat: ResponseFormat?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2651,7 +2655,10 @@ public struct GenerationParams: Equatable, Hashable {
          */seed: UInt64? = nil, 
         /**
          * Generation stops before any of these; they are never streamed.
-         */stop: [String] = []) {
+         */stop: [String] = [], 
+        /**
+         * What the answer must be; `None` is plain text.
+         */responseFormat: ResponseFormat? = nil) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -2661,6 +2668,7 @@ public struct GenerationParams: Equatable, Hashable {
         self.repeatLastN = repeatLastN
         self.seed = seed
         self.stop = stop
+        self.responseFormat = responseFormat
     }
 
     
@@ -2687,7 +2695,8 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
                 repeatPenalty: FfiConverterFloat.read(from: &buf), 
                 repeatLastN: FfiConverterUInt32.read(from: &buf), 
                 seed: FfiConverterOptionUInt64.read(from: &buf), 
-                stop: FfiConverterSequenceString.read(from: &buf)
+                stop: FfiConverterSequenceString.read(from: &buf), 
+                responseFormat: FfiConverterOptionTypeResponseFormat.read(from: &buf)
         )
     }
 
@@ -2701,6 +2710,7 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.repeatLastN, into: &buf)
         FfiConverterOptionUInt64.write(value.seed, into: &buf)
         FfiConverterSequenceString.write(value.stop, into: &buf)
+        FfiConverterOptionTypeResponseFormat.write(value.responseFormat, into: &buf)
     }
 }
 
@@ -3335,6 +3345,113 @@ public func FfiConverterTypeLlmError_lower(_ value: LlmError) -> RustBuffer {
 }
 
 
+/**
+ * An answer guaranteed to have a shape: every token that cannot continue a
+ * valid answer is masked out before sampling (at any temperature), and the
+ * answer ends once complete. `stopReason` says whether it is: `EndOfSequence`
+ * for a complete answer, `MaxTokens` or `ContextFull` for one cut short.
+ * A format that does not compile is `InvalidParameter` saying why.
+ */
+
+public enum ResponseFormat: Equatable, Hashable {
+    
+    /**
+     * Plain text (the same as none).
+     */
+    case text
+    /**
+     * Any JSON object.
+     */
+    case json
+    /**
+     * A JSON value valid against `schema`, a JSON Schema document (draft
+     * 2020-12 keywords; `$ref` only within the document).
+     */
+    case jsonSchema(schema: String
+    )
+    /**
+     * Text matching `pattern` as a whole (Rust regex syntax: no lookaround
+     * or backreferences).
+     */
+    case regex(pattern: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ResponseFormat: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeResponseFormat: FfiConverterRustBuffer {
+    typealias SwiftType = ResponseFormat
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ResponseFormat {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .text
+        
+        case 2: return .json
+        
+        case 3: return .jsonSchema(schema: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .regex(pattern: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ResponseFormat, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .text:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .json:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .jsonSchema(schema):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(schema, into: &buf)
+            
+        
+        case let .regex(pattern):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(pattern, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponseFormat_lift(_ buf: RustBuffer) throws -> ResponseFormat {
+    return try FfiConverterTypeResponseFormat.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponseFormat_lower(_ value: ResponseFormat) -> RustBuffer {
+    return FfiConverterTypeResponseFormat.lower(value)
+}
+
+
+
 
 public enum Role: Equatable, Hashable {
     
@@ -3642,6 +3759,30 @@ fileprivate struct FfiConverterOptionTypeDownloadProgress: FfiConverterRustBuffe
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeDownloadProgress.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeResponseFormat: FfiConverterRustBuffer {
+    typealias SwiftType = ResponseFormat?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeResponseFormat.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeResponseFormat.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

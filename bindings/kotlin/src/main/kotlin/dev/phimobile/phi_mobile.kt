@@ -4398,6 +4398,11 @@ data class GenerationParams (
      * Generation stops before any of these; they are never streamed.
      */
     var `stop`: List<kotlin.String> = listOf() 
+    , 
+    /**
+     * What the answer must be; `None` is plain text.
+     */
+    var `responseFormat`: ResponseFormat? = null 
     
 ){
     
@@ -4423,6 +4428,7 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterUInt.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterSequenceString.read(buf),
+            FfiConverterOptionalTypeResponseFormat.read(buf),
         )
     }
 
@@ -4435,7 +4441,8 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterFloat.allocationSize(value.`repeatPenalty`) +
             FfiConverterUInt.allocationSize(value.`repeatLastN`) +
             FfiConverterOptionalULong.allocationSize(value.`seed`) +
-            FfiConverterSequenceString.allocationSize(value.`stop`)
+            FfiConverterSequenceString.allocationSize(value.`stop`) +
+            FfiConverterOptionalTypeResponseFormat.allocationSize(value.`responseFormat`)
     )
 
     override fun write(value: GenerationParams, buf: ByteBuffer) {
@@ -4448,6 +4455,7 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterUInt.write(value.`repeatLastN`, buf)
             FfiConverterOptionalULong.write(value.`seed`, buf)
             FfiConverterSequenceString.write(value.`stop`, buf)
+            FfiConverterOptionalTypeResponseFormat.write(value.`responseFormat`, buf)
     }
 }
 
@@ -5111,6 +5119,138 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
 
 
 
+/**
+ * An answer guaranteed to have a shape: every token that cannot continue a
+ * valid answer is masked out before sampling (at any temperature), and the
+ * answer ends once complete. `stopReason` says whether it is: `EndOfSequence`
+ * for a complete answer, `MaxTokens` or `ContextFull` for one cut short.
+ * A format that does not compile is `InvalidParameter` saying why.
+ */
+sealed class ResponseFormat {
+    
+    /**
+     * Plain text (the same as none).
+     */
+    object Text : ResponseFormat()
+    
+    
+    /**
+     * Any JSON object.
+     */
+    object Json : ResponseFormat()
+    
+    
+    /**
+     * A JSON value valid against `schema`, a JSON Schema document (draft
+     * 2020-12 keywords; `$ref` only within the document).
+     */
+    data class JsonSchema(
+        val `schema`: kotlin.String) : ResponseFormat()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Text matching `pattern` as a whole (Rust regex syntax: no lookaround
+     * or backreferences).
+     */
+    data class Regex(
+        val `pattern`: kotlin.String) : ResponseFormat()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeResponseFormat : FfiConverterRustBuffer<ResponseFormat>{
+    override fun read(buf: ByteBuffer): ResponseFormat {
+        return when(buf.getInt()) {
+            1 -> ResponseFormat.Text
+            2 -> ResponseFormat.Json
+            3 -> ResponseFormat.JsonSchema(
+                FfiConverterString.read(buf),
+                )
+            4 -> ResponseFormat.Regex(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ResponseFormat): ULong = when(value) {
+        is ResponseFormat.Text -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ResponseFormat.Json -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ResponseFormat.JsonSchema -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`schema`)
+            )
+        }
+        is ResponseFormat.Regex -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`pattern`)
+            )
+        }
+    }
+
+    override fun write(value: ResponseFormat, buf: ByteBuffer) {
+        when(value) {
+            is ResponseFormat.Text -> {
+                buf.putInt(1)
+                Unit
+            }
+            is ResponseFormat.Json -> {
+                buf.putInt(2)
+                Unit
+            }
+            is ResponseFormat.JsonSchema -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`schema`, buf)
+                Unit
+            }
+            is ResponseFormat.Regex -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`pattern`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
 
 enum class Role {
     
@@ -5378,6 +5518,38 @@ public object FfiConverterOptionalTypeDownloadProgress: FfiConverterRustBuffer<D
         } else {
             buf.put(1)
             FfiConverterTypeDownloadProgress.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeResponseFormat: FfiConverterRustBuffer<ResponseFormat?> {
+    override fun read(buf: ByteBuffer): ResponseFormat? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeResponseFormat.read(buf)
+    }
+
+    override fun allocationSize(value: ResponseFormat?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeResponseFormat.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ResponseFormat?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeResponseFormat.write(value, buf)
         }
     }
 }
