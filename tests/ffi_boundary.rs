@@ -85,6 +85,13 @@ fn called_functions(block: &syn::Block) -> Vec<String> {
             }
             syn::visit::visit_expr_call(self, call);
         }
+        // `self.turn(..)`: a helper method of the exported object.
+        fn visit_expr_method_call(&mut self, call: &'a syn::ExprMethodCall) {
+            if matches!(&*call.receiver, syn::Expr::Path(p) if p.path.is_ident("self")) {
+                self.0.push(call.method.to_string());
+            }
+            syn::visit::visit_expr_method_call(self, call);
+        }
     }
     let mut calls = Calls(Vec::new());
     syn::visit::Visit::visit_block(&mut calls, block);

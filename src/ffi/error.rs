@@ -3,6 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::records::StopReason;
 use crate::engine::{self, panic_message};
 
 /// The one error type callers see. Each variant is something an app can act on.
@@ -43,6 +44,10 @@ pub enum LlmError {
     InvalidSavedChat { reason: String },
     #[error("The operation was cancelled.")]
     Cancelled,
+    /// `ChatSession.respond` only: the answer was cut short before it was
+    /// complete (`partial` is what there is; also in the history).
+    #[error("The answer was cut short ({stop_reason:?}) before it was complete: raise maxTokens, or start a new chat if the context is full.")]
+    IncompleteAnswer { stop_reason: StopReason, partial: String },
 }
 
 /// A Kotlin/Swift exception thrown inside a `TokenSink` arrives here.

@@ -46,24 +46,23 @@ impl ChatSession {
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<GenerationStats> {
-        self.refuse_in_own_turn("send()")?;
-        let mut conversation = self.lock();
-        let _turn = TurnGuard::enter(&self.turn_thread);
-        // A cancel() aimed at an earlier turn must not stop this one.
-        self.cancel.store(false, Ordering::SeqCst);
-        let result = guard(inference_error, || {
-            let mut flags = vec![&self.cancel];
-            flags.extend(cancel.iter().map(|c| &*c.flag));
-            let stop = engine::Stop(&flags);
-            let outcome =
-                conversation.send(&self.model, message, &params.into(), stop, &mut call_sink(sink.as_ref()))?;
-            Ok(outcome.into())
-        });
-        if self.reset_pending.swap(false, Ordering::SeqCst) {
-            conversation.reset();
-        }
-        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
-        result
+        self.turn(message, params, &mut call_sink(sink.as_ref()), cancel)
+    }
+
+    /// One turn, whole, without streaming: the answer's text once it is
+    /// complete (the model ended it, or a stop string did). For a
+    /// `params.responseFormat` that makes it valid JSON for the schema, or a
+    /// match of the regex. An answer cut short (by `maxTokens` or a full
+    /// context) is `IncompleteAnswer` with what there is; a cancel is
+    /// `Cancelled`. The turn is in the history either way.
+    #[uniffi::method(default(cancel = None))]
+    pub fn respond(
+        &self,
+        message: String,
+        params: GenerationParams,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<String> {
+        complete_answer(self.turn(message, params, &mut |_| Ok(true), cancel)?)
     }
 
     /// Stops the generation in progress within one token (from any thread).
@@ -180,5 +179,43 @@ impl<'a> TurnGuard<'a> {
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         *lock_ignoring_poison(self.0) = None;
+    }
+}
+
+impl ChatSession {
+    fn turn(
+        &self,
+        message: String,
+        params: GenerationParams,
+        sink: &mut engine::Sink<'_>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
+        self.refuse_in_own_turn("send()")?;
+        let mut conversation = self.lock();
+        let _turn = TurnGuard::enter(&self.turn_thread);
+        // A cancel() aimed at an earlier turn must not stop this one.
+        self.cancel.store(false, Ordering::SeqCst);
+        let result = guard(inference_error, || {
+            let mut flags = vec![&self.cancel];
+            flags.extend(cancel.iter().map(|c| &*c.flag));
+            let stop = engine::Stop(&flags);
+            Ok(conversation.send(&self.model, message, &params.into(), stop, sink)?.into())
+        });
+        if self.reset_pending.swap(false, Ordering::SeqCst) {
+            conversation.reset();
+        }
+        *lock_ignoring_poison(&self.history) = conversation.history().to_vec();
+        result
+    }
+}
+
+/// The text of an answer that ended by itself; otherwise why it did not.
+fn complete_answer(stats: GenerationStats) -> Result<String> {
+    match stats.stop_reason {
+        StopReason::EndOfSequence | StopReason::StopString => Ok(stats.text),
+        StopReason::Cancelled => Err(LlmError::Cancelled),
+        StopReason::MaxTokens | StopReason::ContextFull => {
+            Err(LlmError::IncompleteAnswer { stop_reason: stats.stop_reason, partial: stats.text })
+        }
     }
 }

@@ -802,6 +802,16 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     func reset() 
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    func respond(message: String, params: GenerationParams, cancel: CancellationToken?) throws  -> String
+    
+    /**
      * Writes the conversation and its KV cache to `path` (replacing the file
      * there only once the new one is complete), for `Model.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
@@ -939,6 +949,26 @@ open func reset()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+open func respond(message: String, params: GenerationParams, cancel: CancellationToken? = nil)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_respond(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(message),
+        FfiConverterTypeGenerationParams_lower(params),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -3172,6 +3202,12 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case InvalidSavedChat(reason: String
     )
     case Cancelled
+    /**
+     * `ChatSession.respond` only: the answer was cut short before it was
+     * complete (`partial` is what there is; also in the history).
+     */
+    case IncompleteAnswer(stopReason: StopReason, partial: String
+    )
 
     
 
@@ -3243,6 +3279,10 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 14: return .Cancelled
+        case 15: return .IncompleteAnswer(
+            stopReason: try FfiConverterTypeStopReason.read(from: &buf), 
+            partial: try FfiConverterString.read(from: &buf)
+            )
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -3325,6 +3365,12 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         case .Cancelled:
             writeInt(&buf, Int32(14))
         
+        
+        case let .IncompleteAnswer(stopReason,partial):
+            writeInt(&buf, Int32(15))
+            FfiConverterTypeStopReason.write(stopReason, into: &buf)
+            FfiConverterString.write(partial, into: &buf)
+            
         }
     }
 }

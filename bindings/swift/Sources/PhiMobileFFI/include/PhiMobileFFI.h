@@ -487,6 +487,11 @@ uint64_t uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(uint64_t ptr, Ru
 void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESPOND
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESPOND
+RustBuffer uniffi_phi_mobile_fn_method_chatsession_respond(uint64_t ptr, RustBuffer message, RustBuffer params, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SAVE
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SAVE
 void uniffi_phi_mobile_fn_method_chatsession_save(uint64_t ptr, RustBuffer path, RustCallStatus *_Nonnull out_status
@@ -952,6 +957,12 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_reset(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESPOND
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESPOND
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_respond(void
     
 );
 #endif

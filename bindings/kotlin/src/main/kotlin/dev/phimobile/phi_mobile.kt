@@ -786,6 +786,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_respond(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_save(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_send(
@@ -913,6 +915,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_phi_mobile_fn_method_chatsession_respond(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_save(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1859,6 +1863,16 @@ public interface ChatSessionInterface {
     fun `reset`()
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    fun `respond`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken? = null): kotlin.String
+    
+    /**
      * Writes the conversation and its KV cache to `path` (replacing the file
      * there only once the new one is complete), for `Model.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
@@ -2062,6 +2076,31 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 }
     }
     
+    
+
+    
+    /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    @Throws(LlmException::class)override fun `respond`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken?): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_respond(
+        it,
+        
+        FfiConverterString.lower(`message`),
+        FfiConverterTypeGenerationParams.lower(`params`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
     
 
     
@@ -4898,6 +4937,20 @@ sealed class LlmException: kotlin.Exception() {
             get() = ""
     }
     
+    /**
+     * `ChatSession.respond` only: the answer was cut short before it was
+     * complete (`partial` is what there is; also in the history).
+     */
+    class IncompleteAnswer(
+        
+        val `stopReason`: StopReason, 
+        
+        val `partial`: kotlin.String
+        ) : LlmException() {
+        override val message
+            get() = "stopReason=${ `stopReason` }, partial=${ `partial` }"
+    }
+    
 
     
 
@@ -4959,6 +5012,10 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 FfiConverterString.read(buf),
                 )
             14 -> LlmException.Cancelled()
+            15 -> LlmException.IncompleteAnswer(
+                FfiConverterTypeStopReason.read(buf),
+                FfiConverterString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -5036,6 +5093,12 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
             )
+            is LlmException.IncompleteAnswer -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterTypeStopReason.allocationSize(value.`stopReason`)
+                + FfiConverterString.allocationSize(value.`partial`)
+            )
         }
     }
 
@@ -5110,6 +5173,12 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             }
             is LlmException.Cancelled -> {
                 buf.putInt(14)
+                Unit
+            }
+            is LlmException.IncompleteAnswer -> {
+                buf.putInt(15)
+                FfiConverterTypeStopReason.write(value.`stopReason`, buf)
+                FfiConverterString.write(value.`partial`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
