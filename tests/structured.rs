@@ -222,17 +222,17 @@ fn plain_text_is_unconstrained() {
 }
 
 #[test]
-fn respond_returns_only_a_complete_answer() {
+fn answer_returns_only_a_complete_answer() {
     let model = smollm2();
     let format = || ResponseFormat::JsonSchema { schema: SCHEMAS[2].into() };
     let session = model.new_session(vec![]);
-    let answer = session.respond("Is water wet? Answer as JSON.".into(), params(format(), 0.0, 0, 60), None).unwrap();
+    let answer = session.answer("Is water wet? Answer as JSON.".into(), params(format(), 0.0, 0, 60), None).unwrap();
     assert_eq!(session.history()[1].content, answer);
     let value: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert!(value["ok"].is_boolean(), "{answer}");
 
     let session = model.new_session(vec![]);
-    match session.respond("Is water wet? Answer as JSON.".into(), params(format(), 0.0, 0, 3), None) {
+    match session.answer("Is water wet? Answer as JSON.".into(), params(format(), 0.0, 0, 3), None) {
         Err(LlmError::IncompleteAnswer { stop_reason: StopReason::MaxTokens, partial }) => {
             assert!(answer.starts_with(&partial) && !partial.is_empty(), "{partial:?} of {answer:?}");
             assert_eq!(session.history()[1].content, partial);
@@ -242,6 +242,6 @@ fn respond_returns_only_a_complete_answer() {
 
     let cancelled = CancellationToken::new();
     cancelled.cancel();
-    let result = model.new_session(vec![]).respond("Hi".into(), params(format(), 0.0, 0, 60), Some(cancelled));
+    let result = model.new_session(vec![]).answer("Hi".into(), params(format(), 0.0, 0, 60), Some(cancelled));
     assert_eq!(result, Err(LlmError::Cancelled));
 }

@@ -44,7 +44,7 @@ pub enum LlmError {
     InvalidSavedChat { reason: String },
     #[error("The operation was cancelled.")]
     Cancelled,
-    /// `ChatSession.respond` only: the answer was cut short before it was
+    /// `ChatSession.answer` (and `respond` in Kotlin and Swift): the answer was cut short before it was
     /// complete (`partial` is what there is; also in the history).
     #[error("The answer was cut short ({stop_reason:?}) before it was complete: raise maxTokens, or start a new chat if the context is full.")]
     IncompleteAnswer { stop_reason: StopReason, partial: String },

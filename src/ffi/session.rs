@@ -56,7 +56,7 @@ impl ChatSession {
     /// context) is `IncompleteAnswer` with what there is; a cancel is
     /// `Cancelled`. The turn is in the history either way.
     #[uniffi::method(default(cancel = None))]
-    pub fn respond(
+    pub fn answer(
         &self,
         message: String,
         params: GenerationParams,

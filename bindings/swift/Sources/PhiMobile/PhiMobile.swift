@@ -779,6 +779,16 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    func answer(message: String, params: GenerationParams, cancel: CancellationToken?) throws  -> String
+    
+    /**
      * Stops the generation in progress within one token (from any thread).
      */
     func cancel() 
@@ -800,16 +810,6 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      * session's own sink it applies when the turn ends (dropping that turn).
      */
     func reset() 
-    
-    /**
-     * One turn, whole, without streaming: the answer's text once it is
-     * complete (the model ended it, or a stop string did). For a
-     * `params.responseFormat` that makes it valid JSON for the schema, or a
-     * match of the regex. An answer cut short (by `maxTokens` or a full
-     * context) is `IncompleteAnswer` with what there is; a cancel is
-     * `Cancelled`. The turn is in the history either way.
-     */
-    func respond(message: String, params: GenerationParams, cancel: CancellationToken?) throws  -> String
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
@@ -903,6 +903,26 @@ open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
 
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+open func answer(message: String, params: GenerationParams, cancel: CancellationToken? = nil)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_answer(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(message),
+        FfiConverterTypeGenerationParams_lower(params),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Stops the generation in progress within one token (from any thread).
      */
 open func cancel()  {try! rustCall() {
@@ -949,26 +969,6 @@ open func reset()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
-}
-    
-    /**
-     * One turn, whole, without streaming: the answer's text once it is
-     * complete (the model ended it, or a stop string did). For a
-     * `params.responseFormat` that makes it valid JSON for the schema, or a
-     * match of the regex. An answer cut short (by `maxTokens` or a full
-     * context) is `IncompleteAnswer` with what there is; a cancel is
-     * `Cancelled`. The turn is in the history either way.
-     */
-open func respond(message: String, params: GenerationParams, cancel: CancellationToken? = nil)throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_chatsession_respond(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(message),
-        FfiConverterTypeGenerationParams_lower(params),
-        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
-    )
-})
 }
     
     /**
@@ -3203,7 +3203,7 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     )
     case Cancelled
     /**
-     * `ChatSession.respond` only: the answer was cut short before it was
+     * `ChatSession.answer` (and `respond` in Kotlin and Swift): the answer was cut short before it was
      * complete (`partial` is what there is; also in the history).
      */
     case IncompleteAnswer(stopReason: StopReason, partial: String

@@ -169,6 +169,49 @@ extension ChatSession {
         }
     }
 
+    /// Sends a user message and returns the whole answer once it is complete
+    /// (no streaming; with `params.responseFormat`, in that format), on a
+    /// thread of its own. Cancelling the calling task stops generation within
+    /// one token and throws `CancellationError`. The turn is in the history
+    /// either way. The blocking call is `answer(message:params:cancel:)`.
+    ///
+    /// - Throws: `LlmError.IncompleteAnswer` (with the partial text) when the
+    ///   answer was cut short by `maxTokens` or a full context,
+    ///   `LlmError.InvalidParameter` for a format that does not compile.
+    public func respond(to message: String, params: GenerationParams = GenerationParams()) async throws -> String {
+        let token = CancellationToken()
+        return try await withTaskCancellationHandler {
+            do {
+                return try await runBlocking { try self.answer(message: message, params: params, cancel: token) }
+            } catch LlmError.Cancelled where Task.isCancelled {
+                throw CancellationError()
+            }
+        } onCancel: {
+            token.cancel()
+        }
+    }
+
+    /// Sends a user message and decodes the answer as `type`: the answer is
+    /// guaranteed to be JSON valid for `schema` (a JSON Schema document), so
+    /// a `Decodable` that mirrors the schema decodes it.
+    ///
+    /// ```swift
+    /// struct Person: Decodable { let name: String; let age: Int }
+    /// let person = try await chat.respond(to: "Describe a person", generating: Person.self, schema: personSchema)
+    /// ```
+    ///
+    /// - Throws: as ``respond(to:params:)``; the decoder's `DecodingError`
+    ///   as is.
+    public func respond<T: Decodable>(
+        to message: String, generating type: T.Type, schema: String,
+        params: GenerationParams = GenerationParams(), decoder: JSONDecoder = JSONDecoder()
+    ) async throws -> T {
+        var constrained = params
+        constrained.responseFormat = .jsonSchema(schema: schema)
+        let text = try await respond(to: message, params: constrained)
+        return try decoder.decode(T.self, from: Data(text.utf8))
+    }
+
     /// Writes the conversation and its KV cache to `url` on a thread of its
     /// own, for ``Model/restoreSession(from:)`` after the app is killed. The
     /// file there is replaced only once the new one is complete, so a kill

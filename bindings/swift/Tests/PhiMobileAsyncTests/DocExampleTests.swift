@@ -73,6 +73,20 @@ struct DocExampleTests {
         #expect(chat.history().count == 2, "restored, not new")
     }
 
+    @Test("the structured output example runs")
+    func structuredOutputExample() async throws {
+        let chat = try await Fixtures.model().newSession(history: [])
+        let personSchema = """
+            {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+             "age": {"type": "integer", "minimum": 0, "maximum": 120}}, "required": ["name", "age"], "additionalProperties": false}
+            """
+        // doc-example begin
+        struct Person: Decodable { let name: String; let age: Int }
+        let person = try await chat.respond(to: "Describe a person", generating: Person.self, schema: personSchema)
+        // doc-example end
+        #expect(person.name.count <= 12 && (0...120).contains(person.age))
+    }
+
     @Test("the documented examples are exactly the tested ones")
     func documentedEqualsTested() throws {
         let source = try String(
@@ -81,7 +95,7 @@ struct DocExampleTests {
         let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")
         let tested = blocks(in: tests, begin: "// doc-example" + " begin", end: "// doc-example" + " end", prefix: "")
-        #expect(documented.count == 5)
+        #expect(documented.count == 6)
         #expect(Set(documented) == Set(tested))
     }
 

@@ -322,6 +322,8 @@ struct ImportTests {
         let chat = ChatController(settings: .init(params: .greedy(maxTokens: 24)))
         let recorder = await Recorder(chat)
         await chat.importModel(from: source, into: directory)
+        // The recorder gets the last snapshot a moment after importModel returns.
+        try await recorder.wait { $0.state == .ready }
 
         let states = distinct(recorder.states)
         #expect(states.prefix(2) == [.noModel, .importing(fileName: source.lastPathComponent)])

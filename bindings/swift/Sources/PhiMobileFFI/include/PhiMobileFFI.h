@@ -467,6 +467,11 @@ uint64_t uniffi_phi_mobile_fn_clone_chatsession(uint64_t handle, RustCallStatus 
 void uniffi_phi_mobile_fn_free_chatsession(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_ANSWER
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_ANSWER
+RustBuffer uniffi_phi_mobile_fn_method_chatsession_answer(uint64_t ptr, RustBuffer message, RustBuffer params, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_CANCEL
 void uniffi_phi_mobile_fn_method_chatsession_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -485,11 +490,6 @@ uint64_t uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(uint64_t ptr, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESET
 void uniffi_phi_mobile_fn_method_chatsession_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESPOND
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESPOND
-RustBuffer uniffi_phi_mobile_fn_method_chatsession_respond(uint64_t ptr, RustBuffer message, RustBuffer params, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SAVE
@@ -936,6 +936,12 @@ uint16_t uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_ANSWER
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_ANSWER
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_answer(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_CANCEL
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_cancel(void
@@ -957,12 +963,6 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESET
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_reset(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESPOND
-#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_RESPOND
-uint16_t uniffi_phi_mobile_checksum_method_chatsession_respond(void
     
 );
 #endif

@@ -262,6 +262,46 @@ suspend fun ChatSessionInterface.reply(
 ): GenerationStats = streamEvents(message, params, cancel).collectStats(onText)
 
 /**
+ * Sends [message] and returns the whole answer once it is complete, as [parse] reads it. With
+ * [format] the text is guaranteed to be JSON valid for the schema ([ResponseFormat.JsonSchema]),
+ * a JSON object ([ResponseFormat.Json]) or a match of the regex ([ResponseFormat.Regex]): ready
+ * for a `kotlinx.serialization` decoder.
+ * ```kotlin
+ * @Serializable data class Person(val name: String, val age: Int)
+ * val person = chat.respond("Describe a person", ResponseFormat.JsonSchema(personSchema)) {
+ *     Json.decodeFromString<Person>(it)
+ * }
+ * ```
+ * Failures as [respond] without a format; an exception thrown by [parse] is rethrown as is.
+ */
+suspend fun <T> ChatSessionInterface.respond(
+    message: String,
+    format: ResponseFormat,
+    params: GenerationParams = GenerationParams(),
+    parse: (String) -> T,
+): T = parse(respond(message, params.copy(responseFormat = format)))
+
+/**
+ * Sends [message] and returns the whole answer once it is complete (no streaming; with
+ * [GenerationParams.responseFormat], in that format). Runs on [Dispatchers.IO]; cancelling the
+ * caller stops generation within one token and throws [CancellationException]. Throws
+ * [LlmException.IncompleteAnswer] (with the partial text) when the answer was cut short by
+ * [GenerationParams.maxTokens] or a full context, [LlmException.InvalidParameter] for a format
+ * that does not compile. The turn is in the history either way. The blocking call is
+ * [ChatSession.answer].
+ */
+suspend fun ChatSessionInterface.respond(message: String, params: GenerationParams = GenerationParams()): String =
+    CancellationToken().use { token ->
+        try {
+            runInterruptibly(onCancel = token::cancel) { answer(message, params, token) }
+        } catch (e: LlmException.Cancelled) {
+            // Cancelled by the caller: its CancellationException, not the library's error.
+            currentCoroutineContext().ensureActive()
+            throw e
+        }
+    }
+
+/**
  * Writes the conversation and its KV cache to [file] on [Dispatchers.IO], so it can be called
  * from the main thread; [ModelInterface.restoreSession] brings it back after the app is killed.
  * The file is replaced whole: the new one is written beside it and renamed into place once

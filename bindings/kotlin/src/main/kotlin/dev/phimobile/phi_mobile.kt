@@ -778,6 +778,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_answer(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_cancel(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_history(
@@ -785,8 +787,6 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
-    ): Int
-    external fun uniffi_phi_mobile_checksum_method_chatsession_respond(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_save(
     ): Int
@@ -907,6 +907,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_free_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_phi_mobile_fn_method_chatsession_answer(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -915,8 +917,6 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_method_chatsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_chatsession_respond(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_save(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1840,6 +1840,16 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
 public interface ChatSessionInterface {
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    fun `answer`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken? = null): kotlin.String
+    
+    /**
      * Stops the generation in progress within one token (from any thread).
      */
     fun `cancel`()
@@ -1861,16 +1871,6 @@ public interface ChatSessionInterface {
      * session's own sink it applies when the turn ends (dropping that turn).
      */
     fun `reset`()
-    
-    /**
-     * One turn, whole, without streaming: the answer's text once it is
-     * complete (the model ended it, or a stop string did). For a
-     * `params.responseFormat` that makes it valid JSON for the schema, or a
-     * match of the regex. An answer cut short (by `maxTokens` or a full
-     * context) is `IncompleteAnswer` with what there is; a cancel is
-     * `Cancelled`. The turn is in the history either way.
-     */
-    fun `respond`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken? = null): kotlin.String
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
@@ -2015,6 +2015,31 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 
     
     /**
+     * One turn, whole, without streaming: the answer's text once it is
+     * complete (the model ended it, or a stop string did). For a
+     * `params.responseFormat` that makes it valid JSON for the schema, or a
+     * match of the regex. An answer cut short (by `maxTokens` or a full
+     * context) is `IncompleteAnswer` with what there is; a cancel is
+     * `Cancelled`. The turn is in the history either way.
+     */
+    @Throws(LlmException::class)override fun `answer`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken?): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_answer(
+        it,
+        
+        FfiConverterString.lower(`message`),
+        FfiConverterTypeGenerationParams.lower(`params`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Stops the generation in progress within one token (from any thread).
      */override fun `cancel`()
         = 
@@ -2076,31 +2101,6 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 }
     }
     
-    
-
-    
-    /**
-     * One turn, whole, without streaming: the answer's text once it is
-     * complete (the model ended it, or a stop string did). For a
-     * `params.responseFormat` that makes it valid JSON for the schema, or a
-     * match of the regex. An answer cut short (by `maxTokens` or a full
-     * context) is `IncompleteAnswer` with what there is; a cancel is
-     * `Cancelled`. The turn is in the history either way.
-     */
-    @Throws(LlmException::class)override fun `respond`(`message`: kotlin.String, `params`: GenerationParams, `cancel`: CancellationToken?): kotlin.String {
-            return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_respond(
-        it,
-        
-        FfiConverterString.lower(`message`),
-        FfiConverterTypeGenerationParams.lower(`params`),
-        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
-}
-    }
-    )
-    }
     
 
     
@@ -4938,7 +4938,7 @@ sealed class LlmException: kotlin.Exception() {
     }
     
     /**
-     * `ChatSession.respond` only: the answer was cut short before it was
+     * `ChatSession.answer` (and `respond` in Kotlin and Swift): the answer was cut short before it was
      * complete (`partial` is what there is; also in the history).
      */
     class IncompleteAnswer(

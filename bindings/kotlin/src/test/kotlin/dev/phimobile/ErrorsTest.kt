@@ -35,6 +35,16 @@ class ErrorsTest {
         is LlmException.Busy -> "busy: ${e.reason}"
         is LlmException.InvalidSavedChat -> "saved chat: ${e.reason}"
         is LlmException.Cancelled -> "cancelled"
+        is LlmException.IncompleteAnswer -> "cut short (${e.stopReason}): ${e.partial}"
+    }
+
+    @Test
+    fun `IncompleteAnswer for a respond cut short by maxTokens`() = runBlocking {
+        val e = assertFailsWith<LlmException.IncompleteAnswer> {
+            referenceModel.newSession(emptyList()).respond("Hi", greedy(1u))
+        }
+        assertEquals(StopReason.MAX_TOKENS, e.stopReason)
+        assertEquals("cut short (MAX_TOKENS): ${e.partial}", describe(e))
     }
 
     @Test
