@@ -293,21 +293,24 @@ fn worker(path: &Path, args: &Args) -> Result_ {
     let peak_rss_bytes = vm_hwm(std::process::id()).unwrap_or(0);
     anon_peak_bytes = anon_peak_bytes.max(anon());
 
-    // The same decode under a JSON schema, after its compile times.
-    let schema = ResponseFormat::JsonSchema(BENCH_SCHEMA.into());
-    let (anon_before, at) = (anon(), Instant::now());
-    model.text.check_format(&schema).expect("compile the bench schema");
-    let schema_first_compile_ms = at.elapsed().as_secs_f64() * 1e3;
-    let schema_anon_bytes = anon().saturating_sub(anon_before);
-    let at = Instant::now();
-    model.text.check_format(&schema).expect("compile the bench schema");
-    let schema_compile_ms = at.elapsed().as_secs_f64() * 1e3;
-    let constrained = GenerateOptions { format: schema, ..greedy(args.gen_tokens) };
-    let mut seq = Sequence::new(&model);
-    let under_schema = seq
-        .generate(&model, &prompt_ids(&model, args.prompt_tokens), &constrained, Stop::NEVER, &mut sink)
-        .expect("generate under a schema");
-    assert_eq!(under_schema.token_ids.len(), args.gen_tokens, "the schema's answer ended early");
+    // The same decode under a JSON schema, after its compile times (in a
+    // scope: its sequence must not linger into the memory samples below).
+    let (schema_decode_tps, schema_first_compile_ms, schema_compile_ms, schema_anon_bytes) = {
+        let schema = ResponseFormat::JsonSchema(BENCH_SCHEMA.into());
+        let (anon_before, at) = (anon(), Instant::now());
+        model.text.check_format(&schema).expect("compile the bench schema");
+        let first_ms = at.elapsed().as_secs_f64() * 1e3;
+        let anon_bytes = anon().saturating_sub(anon_before);
+        let at = Instant::now();
+        model.text.check_format(&schema).expect("compile the bench schema");
+        let later_ms = at.elapsed().as_secs_f64() * 1e3;
+        let constrained = GenerateOptions { format: schema, ..greedy(args.gen_tokens) };
+        let under_schema = Sequence::new(&model)
+            .generate(&model, &prompt_ids(&model, args.prompt_tokens), &constrained, Stop::NEVER, &mut sink)
+            .expect("generate under a schema");
+        assert_eq!(under_schema.token_ids.len(), args.gen_tokens, "the schema's answer ended early");
+        (under_schema.decode_tokens_per_second(), first_ms, later_ms, anon_bytes)
+    };
 
     // Turn 2 after a short and after a long first turn: the cache makes the
     // second turn's cost independent of the history.
@@ -396,7 +399,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         restore_ms,
         restored_ttft_ms,
         uninterrupted_ttft_ms,
-        schema_decode_tps: under_schema.decode_tokens_per_second(),
+        schema_decode_tps,
         schema_first_compile_ms,
         schema_compile_ms,
         schema_anon_bytes,
