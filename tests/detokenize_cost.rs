@@ -24,8 +24,7 @@ fn allocations(f: impl FnOnce()) -> u64 {
 
 #[test]
 fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
-    let smollm2 = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(smollm2.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", smollm2.display());
+    let smollm2 = common::smollm2_path();
     let models: [(&str, Arc<Model>); 2] = [
         ("SmolLM2 (GGUF vocabulary)", Model::load(ModelConfig::new(smollm2.display().to_string())).unwrap()),
         ("Phi-3 tokenizer.json", common::reference_model()),

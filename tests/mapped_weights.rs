@@ -38,8 +38,7 @@ fn answer(model: &Model) -> Vec<u32> {
 
 #[test]
 fn weights_are_file_backed_and_a_heap_copy_only_when_asked() {
-    let path = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", path.display());
+    let path = common::smollm2_path();
     let size = std::fs::metadata(&path).unwrap().len();
 
     let before = anonymous_bytes();

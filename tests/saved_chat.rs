@@ -8,19 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::Collect;
-use once_cell::sync::Lazy;
+use common::{smollm2, smollm2_path, Collect};
 use phi_mobile::*;
-
-fn smollm2_path() -> PathBuf {
-    common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn smollm2() -> Arc<Model> {
-    static MODEL: Lazy<Arc<Model>> =
-        Lazy::new(|| Model::load(ModelConfig::new(smollm2_path().display().to_string())).expect("load SmolLM2"));
-    MODEL.clone()
-}
 
 const FIRST: &str = "Name three rivers.";
 const SECOND: &str = "Which of them is the longest?";

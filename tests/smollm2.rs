@@ -5,20 +5,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::Collect;
-use once_cell::sync::Lazy;
+use common::{smollm2, Collect};
 use phi_mobile::*;
-
-fn smollm2() -> Arc<Model> {
-    static MODEL: Lazy<Arc<Model>> = Lazy::new(|| {
-        let path = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(path.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", path.display());
-        Model::load(ModelConfig::new(path.display().to_string())).expect("load SmolLM2")
-    });
-    MODEL.clone()
-}
 
 #[test]
 fn describes_itself_from_metadata() {
@@ -97,7 +85,7 @@ fn greedy_chat_answers_equal_llama_cpp_with_an_f16_cache() {
 
 #[test]
 fn greedy_chat_answers_equal_llama_cpp_with_an_f32_cache() {
-    let path = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = common::smollm2_path();
     let model =
         Model::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(path.display().to_string()) }).unwrap();
     compare_with_llama_cpp(include_str!("data/smollm2_greedy_kv_f32.json"), &model, "KV cache f32");
@@ -110,7 +98,7 @@ fn llama3_rope_scaling_is_applied_as_llama_cpp_applies_it() {
     // implementation that ignored the tensor would answer as plain SmolLM2.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("smollm2-rope-freqs.gguf");
-    let plain = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let plain = common::smollm2_path();
     common::synthetic::with_rope_freqs(&plain, &path, &common::synthetic::smollm2_test_rope_freqs()).unwrap();
     let scaled = Model::load(ModelConfig::new(path.display().to_string())).unwrap();
     let json = include_str!("data/smollm2_rope_freqs_greedy.json");

