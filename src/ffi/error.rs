@@ -7,7 +7,10 @@ use super::records::StopReason;
 use crate::engine::{self, panic_message};
 
 /// The one error type callers see. Each variant is something an app can act on.
+/// Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+/// `description`/`localizedDescription` are these words, written once here.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
 pub enum LlmError {
     /// A model file that is not there, or a repo, file or revision the Hub
     /// does not have (`what` says which, in words).
@@ -21,13 +24,13 @@ pub enum LlmError {
     Tokenizer { reason: String },
     #[error("Invalid parameter {name}: {reason}.")]
     InvalidParameter { name: String, reason: String },
-    #[error("The input needs {needed} tokens but the context holds {available}.")]
+    #[error("The input needs {needed} tokens but the context holds {available}: shorten it, or start a new chat.")]
     ContextOverflow { needed: u32, available: u32 },
     #[error("A callback failed: {reason}.")]
     Callback { reason: String },
     #[error("Inference failed: {reason}.")]
     Inference { reason: String },
-    #[error("Download failed: {reason}.")]
+    #[error("Download failed: {reason}. Try again later; it resumes where it stopped.")]
     Network { reason: String },
     #[error("A file could not be read or written: {reason}.")]
     Storage { reason: String },

@@ -3154,9 +3154,11 @@ public func FfiConverterTypeModelInfo_lower(_ value: ModelInfo) -> RustBuffer {
 
 /**
  * The one error type callers see. Each variant is something an app can act on.
+ * Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+ * `description`/`localizedDescription` are these words, written once here.
  */
 public 
-enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+enum LlmError: Swift.Error, Equatable, Hashable {
 
     
     
@@ -3212,11 +3214,18 @@ enum LlmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     
 
     
+// The local Rust `Display` implementation.
+public var description: String {
+    return try!  FfiConverterString.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_llmerror_uniffi_trait_display(
+            FfiConverterTypeLlmError_lower(self),uniffiCallStatus
+    )
+}
+    )
+}
 
-    
-    public var errorDescription: String? {
-        String(reflecting: self)
-    }
     
 }
 

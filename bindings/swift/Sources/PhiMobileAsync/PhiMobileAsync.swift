@@ -25,6 +25,12 @@ public enum GenerationEvent: Sendable, Equatable {
     case done(GenerationStats)
 }
 
+/// The library's sentence (its Rust `Display`, the generated `description`)
+/// is what `localizedDescription` and string interpolation show.
+extension LlmError: LocalizedError, CustomStringConvertible {
+    public var errorDescription: String? { description }
+}
+
 extension GenerationParams {
     /// Deterministic argmax decoding (temperature 0, no repeat penalty), as
     /// `GenerationParams::greedy` in Rust.

@@ -55,27 +55,8 @@ public enum ChatError: Error, Sendable, Equatable {
         }
     }
 
-    // `if case` rather than `switch`: LlmError grows cases (download errors)
-    // and a `default:` over a currently exhaustive switch is a compiler warning.
-    private static func describe(_ error: LlmError) -> String {
-        if case .ModelNotFound(let what) = error { return "Model not found: \(what)." }
-        if case .InvalidModel(let reason) = error { return "Not a usable GGUF model: \(reason)" }
-        if case .UnsupportedArchitecture(let architecture) = error {
-            return "Models of type “\(architecture)” are not supported (phi3 and llama are)."
-        }
-        if case .Tokenizer(let reason) = error { return "The model's tokenizer could not be loaded: \(reason)" }
-        if case .Network(let reason) = error { return "The download failed (try again later): \(reason)" }
-        if case .Storage(let reason) = error { return "The model could not be stored: \(reason)" }
-        if case .AccessDenied(let reason) = error { return "Access denied: \(reason)." }
-        if case .Busy(let reason) = error { return "This model is already downloading: \(reason)." }
-        if case .ContextOverflow(let needed, let available) = error {
-            return "The conversation is too long for the model (\(needed) tokens, \(available) fit). Start a new chat."
-        }
-        if case .InvalidSavedChat(let reason) = error {
-            return "This saved chat cannot be restored (\(reason)). Start a new chat."
-        }
-        return String(describing: error)
-    }
+    /// The library's own sentence (its Rust `Display`).
+    private static func describe(_ error: LlmError) -> String { error.description }
 
     /// The library's own words for the chat file's errors, to quote in a sentence.
     private static func reason(_ error: LlmError) -> String {

@@ -12,7 +12,9 @@ struct ErrorTests {
         let config = ModelConfig(modelPath: "/nonexistent/model.gguf", tokenizerPath: try Fixtures.tokenizerPath())
         let error = await llmError { try await Model.load(config: config) }
         #expect(error == .ModelNotFound(what: "/nonexistent/model.gguf"))
-        #expect(error?.localizedDescription.contains("/nonexistent/model.gguf") == true)
+        // The Rust sentence, written once in src/ffi/error.rs (tests/bad_input.rs checks the same words).
+        #expect(error?.localizedDescription == "Model not found: /nonexistent/model.gguf.")
+        #expect(error.map { "\($0)" } == "Model not found: /nonexistent/model.gguf.")
     }
 
     @Test("InvalidModel: empty, random, truncated")

@@ -552,6 +552,11 @@ RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(uint64_t ptr, Rus
 RustBuffer uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LLMERROR_UNIFFI_TRAIT_DISPLAY
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LLMERROR_UNIFFI_TRAIT_DISPLAY
+RustBuffer uniffi_phi_mobile_fn_method_llmerror_uniffi_trait_display(RustBuffer ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_DOWNLOAD_MODEL
 RustBuffer uniffi_phi_mobile_fn_func_download_model(RustBuffer request, RustBuffer directory, RustBuffer progress, RustBuffer cancel, RustCallStatus *_Nonnull out_status

@@ -941,6 +941,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_llmerror_uniffi_trait_display(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_func_download_model(`request`: RustBuffer.ByValue,`directory`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_func_estimate_model_memory(`modelPath`: RustBuffer.ByValue,`contextLength`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -4805,6 +4807,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
 
 /**
  * The one error type callers see. Each variant is something an app can act on.
+ * Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+ * `description`/`localizedDescription` are these words, written once here.
  */
 sealed class LlmException: kotlin.Exception() {
     
@@ -4954,6 +4958,15 @@ sealed class LlmException: kotlin.Exception() {
 
     
 
+    // The local Rust `Display`/`Debug` implementation.
+    override fun toString(): String {
+        return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_llmerror_uniffi_trait_display(FfiConverterTypeLlmError.lower(this),
+        _status)
+}
+    )
+    }
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<LlmException> {
         override fun lift(error_buf: RustBuffer.ByValue): LlmException = FfiConverterTypeLlmError.lift(error_buf)

@@ -54,6 +54,8 @@ class ErrorsTest {
         }
         assertEquals("/nonexistent/model.gguf", e.what)
         assertEquals("not found: /nonexistent/model.gguf", describe(e))
+        // The Rust sentence, written once in src/ffi/error.rs (tests/bad_input.rs checks the same words).
+        assertEquals("Model not found: /nonexistent/model.gguf.", e.toString())
     }
 
     @Test

@@ -497,23 +497,14 @@ private fun saveFailure(e: Throwable): String {
     return "The chat could not be saved ($reason). It goes on, but will not be back after a restart."
 }
 
-/** A message for the screen; the typed exception stays in [ChatState.Error.cause]. */
+/**
+ * A message for the screen; the typed exception stays in [ChatState.Error.cause]. The library's
+ * errors say it in its own words (`toString()` is the Rust sentence); a restore that failed is
+ * about what this controller did next.
+ */
 internal fun describe(e: Throwable): String = when (e) {
-    is LlmException.ModelNotFound -> "Model not found: ${e.what}"
-    is LlmException.InvalidModel -> "Not a usable model file: ${e.reason}"
-    is LlmException.UnsupportedArchitecture -> "Unsupported model architecture: ${e.architecture}"
-    is LlmException.Tokenizer -> "The model's tokenizer cannot be used: ${e.reason}"
-    is LlmException.InvalidParameter -> "Invalid setting ${e.name}: ${e.reason}"
-    is LlmException.ContextOverflow ->
-        "The conversation no longer fits the context (${e.needed} tokens needed, ${e.available} available). Start a new chat."
-    is LlmException.Inference -> "Generation failed: ${e.reason}"
-    is LlmException.Callback -> "Generation was interrupted: ${e.reason}"
-    is LlmException.Network -> "Download failed: ${e.reason}. Check the connection and try again; it resumes where it stopped."
-    is LlmException.Storage -> "Cannot store the model: ${e.reason}"
-    is LlmException.AccessDenied -> "Access denied: ${e.reason}"
-    is LlmException.Busy -> "This model is already downloading: ${e.reason}"
     is LlmException.InvalidSavedChat -> "The last chat could not be restored (${e.reason}); a new one starts."
-    is LlmException.Cancelled -> "Cancelled"
+    is LlmException -> e.toString()
     is IOException -> "Could not store the model: ${e.message ?: e.javaClass.simpleName}"
     else -> e.message ?: e.javaClass.simpleName
 }

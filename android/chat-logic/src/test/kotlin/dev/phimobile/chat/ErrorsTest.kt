@@ -49,7 +49,7 @@ class ErrorsTest {
                 val error = h.awaitState<ChatState.Error>()
                 assertIs<LlmException.InvalidModel>(error.cause, "${file.name}: ${error.cause}")
                 assertFalse(error.recoverable)
-                assertTrue(error.message.startsWith("Not a usable model file"), error.message)
+                assertTrue(error.message.startsWith("The file is not a usable model"), error.message)
             }
         }
     }
@@ -65,7 +65,7 @@ class ErrorsTest {
             assertEquals(64u, cause.available)
             assertTrue(error.recoverable)
             assertEquals(ready.model, assertNotNull(error.model), "the model stays loaded")
-            assertTrue(error.message.contains("Start a new chat"), error.message)
+            assertTrue(error.message.contains("start a new chat"), error.message)
 
             // Still usable: a short message right away, and a new chat.
             assertTrue(h.onMain { send("Hi") })
