@@ -85,7 +85,7 @@ impl Grammars {
             },
         )?;
         let matcher = Matcher::new(Ok(parser));
-        Ok(Some(Constraint { matcher, end: text.vocab.end() as u32 }))
+        Ok(Some(Constraint { matcher, end: text.vocab.end() as u32, saved_ends: Vec::new() }))
     }
 }
 
@@ -133,6 +133,9 @@ pub(crate) struct Constraint {
     matcher: Matcher,
     /// The "may end" id.
     end: u32,
+    /// The end tokens' logits while the mask is applied (kept: no
+    /// allocation per token).
+    saved_ends: Vec<(usize, f32)>,
 }
 
 impl Constraint {
@@ -140,8 +143,8 @@ impl Constraint {
     /// -inf; the model's `end_tokens` stay only where the answer may end.
     pub fn mask(&mut self, logits: &mut [f32], end_tokens: &[u32]) -> Result<()> {
         let mask = self.matcher.compute_mask().map_err(|e| self.failed(e))?;
-        let ends: Vec<(usize, f32)> =
-            end_tokens.iter().filter_map(|&id| Some((id as usize, *logits.get(id as usize)?))).collect();
+        self.saved_ends.clear();
+        self.saved_ends.extend(end_tokens.iter().filter_map(|&id| Some((id as usize, *logits.get(id as usize)?))));
         let mut any = false;
         for (id, l) in logits.iter_mut().enumerate() {
             if id < mask.len() && mask.is_allowed(id as u32) {
@@ -152,8 +155,8 @@ impl Constraint {
         }
         // As special tokens no text produces them: the grammar never allows
         // them itself, only says whether the answer may end.
-        if (self.end as usize) < mask.len() && mask.is_allowed(self.end) && !ends.is_empty() {
-            for (id, l) in ends {
+        if (self.end as usize) < mask.len() && mask.is_allowed(self.end) && !self.saved_ends.is_empty() {
+            for &(id, l) in &self.saved_ends {
                 logits[id] = l;
             }
         } else if !any {

@@ -36,7 +36,12 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { sampling: SamplingConfig::default(), max_tokens: 512, stop: Vec::new(), format: ResponseFormat::Text }
+        Self {
+            sampling: SamplingConfig::default(),
+            max_tokens: 512,
+            stop: Vec::new(),
+            format: ResponseFormat::default(),
+        }
     }
 }
 
