@@ -20,7 +20,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
     download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink,
+    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall,
+    ToolChoice,
 };
 use sha2::Digest;
 
@@ -82,6 +83,14 @@ struct Args {
     /// The answer is a JSON object.
     #[arg(long)]
     json_object: bool,
+    /// Tools the model may call: a JSON array of {"name", "description",
+    /// "parameters" (a JSON Schema)}, or OpenAI's {"type": "function",
+    /// "function": {…}}. Calls are printed; interactively you type each result.
+    #[arg(long, value_name = "FILE")]
+    tools: Option<std::path::PathBuf>,
+    /// With --tools: auto (the model decides), required or text-only.
+    #[arg(long, value_name = "CHOICE", requires = "tools")]
+    tool_choice: Option<String>,
     /// Cap the context window (saves memory).
     #[arg(long)]
     context: Option<u32>,
@@ -108,6 +117,42 @@ fn response_format(args: &Args) -> Result<Option<ResponseFormat>, String> {
     } else {
         None
     })
+}
+
+/// `--tools FILE`: the tools declared in it.
+fn read_tools(path: &std::path::Path) -> Result<Vec<Tool>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let list = value.as_array().ok_or_else(|| format!("{} must hold a JSON array of tools", path.display()))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let t = t.get("function").unwrap_or(t);
+            let field = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            Ok(Tool {
+                name: field("name").ok_or_else(|| format!("tool {i} in {} has no \"name\"", path.display()))?,
+                description: field("description").unwrap_or_default(),
+                parameters: t.get("parameters").map_or_else(|| "{}".to_string(), |p| p.to_string()),
+            })
+        })
+        .collect()
+}
+
+fn tool_choice(args: &Args) -> Result<Option<ToolChoice>, String> {
+    Ok(match args.tool_choice.as_deref() {
+        None | Some("auto") => None,
+        Some("required") => Some(ToolChoice::Required),
+        Some("text-only") => Some(ToolChoice::TextOnly),
+        Some(other) => return Err(format!("--tool-choice is auto, required or text-only, not {other:?}")),
+    })
+}
+
+/// Prints the calls an answer ended with.
+fn print_calls(calls: &[ToolCall]) {
+    for c in calls {
+        eprintln!("[tool call] {}({})", c.name, c.arguments);
+    }
 }
 
 struct Stdout;
@@ -240,28 +285,34 @@ fn run(args: Args) -> Result<(), String> {
         seed: args.seed,
         stop: args.stop.clone(),
         response_format: response_format(&args)?,
+        tool_choice: tool_choice(&args)?,
     };
+    let tools = args.tools.as_deref().map(read_tools).transpose()?.unwrap_or_default();
     let history: Vec<ChatMessage> =
-        args.system.iter().map(|s| ChatMessage { role: Role::System, content: s.clone() }).collect();
+        args.system.iter().map(|s| ChatMessage::new(Role::System, s.clone())).collect();
     let sink: Arc<dyn TokenSink> = if args.json { Arc::new(Silent) } else { Arc::new(Stdout) };
+    let new_session = |history: Vec<ChatMessage>| {
+        model.new_session_with_tools(history, tools.clone()).map_err(|e| e.to_string())
+    };
 
     if let Some(prompt) = &args.prompt {
         let stats = if args.raw {
             model.generate(prompt.clone(), params, sink, None)
         } else {
-            model.new_session(history).send(prompt.clone(), params, sink, None)
+            new_session(history.clone())?.send(prompt.clone(), params, sink, None)
         }
         .map_err(|e| e.to_string())?;
         if args.json {
             println!("{}", stats_json(&stats));
         } else {
             println!();
+            print_calls(&stats.tool_calls);
             report(&stats);
         }
         return Ok(());
     }
 
-    let session = model.new_session(history);
+    let session = new_session(history)?;
     eprintln!("type a message; /reset starts over, /quit or end of input exits");
     let stdin = std::io::stdin();
     loop {
@@ -278,10 +329,28 @@ fn run(args: Args) -> Result<(), String> {
                 continue;
             }
             msg => {
-                let stats =
+                let mut stats =
                     session.send(msg.to_string(), params.clone(), sink.clone(), None).map_err(|e| e.to_string())?;
                 println!();
                 report(&stats);
+                // The CLI runs no tool: you answer each call.
+                while !stats.tool_calls.is_empty() {
+                    print_calls(&stats.tool_calls);
+                    let mut results = Vec::new();
+                    for call in &stats.tool_calls {
+                        eprint!("result of {}> ", call.name);
+                        let mut line = String::new();
+                        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                            return Ok(());
+                        }
+                        results.push(line.trim_end().to_string());
+                    }
+                    stats = session
+                        .send_tool_results(results, params.clone(), sink.clone(), None)
+                        .map_err(|e| e.to_string())?;
+                    println!();
+                    report(&stats);
+                }
             }
         }
     }
@@ -308,8 +377,8 @@ fn print_tokens(args: &Args, model_path: String, tokenizer_path: Option<String>)
         tokenizer.tokenize(prompt)
     } else {
         let mut messages: Vec<ChatMessage> =
-            args.system.iter().map(|s| ChatMessage { role: Role::System, content: s.clone() }).collect();
-        messages.push(ChatMessage { role: Role::User, content: prompt });
+            args.system.iter().map(|s| ChatMessage::new(Role::System, s.clone())).collect();
+        messages.push(ChatMessage::new(Role::User, prompt));
         tokenizer.tokenize_chat(messages)
     }
     .map_err(|e| e.to_string())?;
@@ -328,6 +397,11 @@ fn stats_json(s: &GenerationStats) -> serde_json::Value {
         "prefill_tokens_per_second": s.prefill_tokens_per_second,
         "decode_tokens_per_second": s.decode_tokens_per_second,
         "stop_reason": format!("{:?}", s.stop_reason),
+        "tool_calls": s.tool_calls.iter().map(|c| serde_json::json!({
+            "name": c.name,
+            // The model's JSON as an object, not a string of it.
+            "arguments": serde_json::from_str::<serde_json::Value>(&c.arguments).unwrap_or(c.arguments.clone().into()),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -247,7 +247,7 @@ pub fn saved_chat(gguf: &Path, path: &Path) -> Vec<u8> {
     let config =
         ModelConfig { context_length: Some(48), threads: Some(1), ..ModelConfig::new(gguf.display().to_string()) };
     let model = Model::load(config).expect("load the seed model");
-    let chat = model.new_session(vec![ChatMessage { role: Role::System, content: "Be brief.".into() }]);
+    let chat = model.new_session(vec![ChatMessage::new(Role::System, "Be brief.")]);
     chat.send("hi".into(), GenerationParams::greedy(3), std::sync::Arc::new(Discard), None).expect("one turn");
     chat.save(path.display().to_string()).expect("save");
     std::fs::read(path).unwrap()

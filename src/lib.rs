@@ -16,7 +16,8 @@ mod ffi;
 pub use ffi::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use ffi::{
     estimate_model_memory, CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, ModelInfo, ModelTokenizer, ResponseFormat, Role, StopReason, TokenSink,
+    LoadProgress, Model, ModelConfig, ModelInfo, ModelTokenizer, ResponseFormat, Role, StopReason, TokenSink, Tool,
+    ToolCall, ToolChoice,
 };
 
 uniffi::setup_scaffolding!();

@@ -203,14 +203,14 @@ fn chat_turn_two_equals_a_fresh_run_with_quantized_weights() {
 
 fn turn_two_equals_a_fresh_run(model: &Model) {
     for first_turn_tokens in [1, 16] {
-        let session = model.new_session(vec![ChatMessage { role: Role::System, content: "You are terse.".into() }]);
+        let session = model.new_session(vec![ChatMessage::new(Role::System, "You are terse.")]);
         let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new(), None).unwrap();
         let t2 = session.send("Tell me more".into(), greedy(16), Collect::new(), None).unwrap();
 
         let transcript = vec![
-            ChatMessage { role: Role::System, content: "You are terse.".into() },
-            ChatMessage { role: Role::User, content: "Hi there".into() },
-            ChatMessage { role: Role::Assistant, content: t1.text.clone() },
+            ChatMessage::new(Role::System, "You are terse."),
+            ChatMessage::new(Role::User, "Hi there"),
+            ChatMessage::new(Role::Assistant, t1.text.clone()),
         ];
         let fresh = model.new_session(transcript.clone());
         let f2 = fresh.send("Tell me more".into(), greedy(16), Collect::new(), None).unwrap();
@@ -222,14 +222,14 @@ fn turn_two_equals_a_fresh_run(model: &Model) {
         // turn 2's prompt (all of them when turn 1 fed no generated token;
         // the turn-1 prompt at least otherwise).
         let mut history = transcript;
-        history.push(ChatMessage { role: Role::User, content: "Tell me more".into() });
+        history.push(ChatMessage::new(Role::User, "Tell me more"));
         let prompt2 = model.tokenize(model.format_chat(history).unwrap()).unwrap();
         let mut fed = model
             .tokenize(
                 model
                     .format_chat(vec![
-                        ChatMessage { role: Role::System, content: "You are terse.".into() },
-                        ChatMessage { role: Role::User, content: "Hi there".into() },
+                        ChatMessage::new(Role::System, "You are terse."),
+                        ChatMessage::new(Role::User, "Hi there"),
                     ])
                     .unwrap(),
             )
@@ -247,7 +247,7 @@ fn turn_two_equals_a_fresh_run(model: &Model) {
 #[test]
 fn reset_returns_to_the_initial_history() {
     let model = reference_model();
-    let system = ChatMessage { role: Role::System, content: "Sys".into() };
+    let system = ChatMessage::new(Role::System, "Sys");
     let session = model.new_session(vec![system.clone()]);
     let first = session.send("Q".into(), greedy(6), Collect::new(), None).unwrap();
     session.send("Q2".into(), greedy(6), Collect::new(), None).unwrap();
@@ -354,8 +354,8 @@ fn a_chat_template_in_the_gguf_is_used_and_bos_is_not_doubled() {
     let templated = Model::load(common::config(&common::model_file("templated", &spec))).unwrap();
     let builtin = reference_model();
     let messages = vec![
-        ChatMessage { role: Role::System, content: "Be brief.".into() },
-        ChatMessage { role: Role::User, content: "Hi".into() },
+        ChatMessage::new(Role::System, "Be brief."),
+        ChatMessage::new(Role::User, "Hi"),
     ];
     let rendered = templated.format_chat(messages.clone()).unwrap();
     assert_eq!(rendered, format!("<s>{}", builtin.format_chat(messages.clone()).unwrap()));
@@ -372,7 +372,7 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     let spec = common::synthetic::Phi3Spec::reference()
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
     let model = Model::load(common::config(&common::model_file("rejecting-template", &spec))).unwrap();
-    let session = model.new_session(vec![ChatMessage { role: Role::System, content: "x".into() }]);
+    let session = model.new_session(vec![ChatMessage::new(Role::System, "x")]);
     match session.send("Hi".into(), greedy(4), Collect::new(), None) {
         Err(LlmError::InvalidParameter { name, reason }) => {
             assert_eq!(name, "messages");
@@ -441,11 +441,11 @@ fn token_counts_equal_what_generation_feeds() {
     assert_eq!(model.count_tokens(text.into()).unwrap(), stats.prompt_tokens);
     assert_eq!(model.count_tokens(text.into()).unwrap() as usize, model.tokenize(text.into()).unwrap().len());
 
-    let system = ChatMessage { role: Role::System, content: "You are terse.".into() };
+    let system = ChatMessage::new(Role::System, "You are terse.");
     let session = model.new_session(vec![system.clone()]);
     let first = session.send("Hi there".into(), greedy(4), Collect::new(), None).unwrap();
     let mut next = session.history();
-    next.push(ChatMessage { role: Role::User, content: "And <|user|> then?".into() });
+    next.push(ChatMessage::new(Role::User, "And <|user|> then?"));
     let counted = model.count_chat_tokens(next.clone()).unwrap();
     let second = session.send("And <|user|> then?".into(), greedy(4), Collect::new(), None).unwrap();
     assert_eq!(counted, second.prompt_tokens);
@@ -462,8 +462,8 @@ fn a_model_tokenizer_needs_no_weights() {
     let tok = common::tokenizer_path().display().to_string();
     let alone = ModelTokenizer::load(path, Some(tok)).unwrap();
     let messages = vec![
-        ChatMessage { role: Role::System, content: "You are terse.".into() },
-        ChatMessage { role: Role::User, content: "Hi <|end|> there".into() },
+        ChatMessage::new(Role::System, "You are terse."),
+        ChatMessage::new(Role::User, "Hi <|end|> there"),
     ];
     for text in ["Hello, world", "naïve café 👩‍💻", ""] {
         assert_eq!(alone.tokenize(text.into()).unwrap(), model.tokenize(text.into()).unwrap(), "{text:?}");
@@ -488,8 +488,8 @@ fn a_model_tokenizer_needs_no_weights() {
     let phi4 = ModelTokenizer::load(phi4, None).unwrap();
     let chat = |user: &str| {
         vec![
-            ChatMessage { role: Role::System, content: "Be brief.".into() },
-            ChatMessage { role: Role::User, content: user.into() },
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, user),
         ]
     };
     assert_eq!(

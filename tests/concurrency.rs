@@ -166,7 +166,7 @@ fn calling_back_into_the_library_from_a_sink() {
         // A session's own sink: history answers (the turn is not in it yet),
         // a nested send is refused, reset applies when the turn ends, cancel
         // stops the turn.
-        let system = ChatMessage { role: Role::System, content: "Sys".into() };
+        let system = ChatMessage::new(Role::System, "Sys");
         let session = model.new_session(vec![system.clone()]);
         session.send("first".into(), GenerationParams::greedy(2), Collect::new(), None).unwrap();
         assert_eq!(session.history().len(), 3);

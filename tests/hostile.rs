@@ -407,7 +407,7 @@ fn more_invalid_parameters() {
         other => panic!("{other:?}"),
     }
     let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
-    match llama.format_chat(vec![ChatMessage { role: Role::User, content: "hi".into() }]) {
+    match llama.format_chat(vec![ChatMessage::new(Role::User, "hi")]) {
         Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, "messages"),
         other => panic!("{other:?}"),
     }
@@ -453,7 +453,7 @@ fn a_sixteen_megabyte_prompt_or_message_overflows_at_once() {
     overflow(model.generate(huge.clone(), GenerationParams::greedy(3), Collect::new(), None).map(|_| ()));
     let session = model.new_session(vec![]);
     overflow(session.send(huge.clone(), GenerationParams::greedy(3), Collect::new(), None).map(|_| ()));
-    overflow(model.format_chat(vec![ChatMessage { role: Role::User, content: huge }]).map(|_| ()));
+    overflow(model.format_chat(vec![ChatMessage::new(Role::User, huge)]).map(|_| ()));
     assert!(session.history().is_empty());
     // Tokenizing alone takes seconds on this machine; three refusals far less.
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());

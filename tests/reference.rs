@@ -97,7 +97,7 @@ fn a_context_within_the_original_keeps_the_short_factors() {
 fn longrope_chat_turns_equal_a_fresh_run() {
     let (spec, _) = family("phi4-like");
     let model = load("phi4-like", &spec, false, None);
-    let system = ChatMessage { role: Role::System, content: "You are terse.".into() };
+    let system = ChatMessage::new(Role::System, "You are terse.");
     let mut crossed = (false, false);
     let next = "Tell me more about the quick brown fox and the lazy dog, please.";
     for first in [4, 16, 40] {
@@ -109,8 +109,8 @@ fn longrope_chat_turns_equal_a_fresh_run() {
         crossed.1 |= after_one > 48;
         let fresh = model.new_session(vec![
             system.clone(),
-            ChatMessage { role: Role::User, content: "Hi there".into() },
-            ChatMessage { role: Role::Assistant, content: t1.text.clone() },
+            ChatMessage::new(Role::User, "Hi there"),
+            ChatMessage::new(Role::Assistant, t1.text.clone()),
         ]);
         let f2 = fresh.send(next.into(), GenerationParams::greedy(16), Collect::new(), None).unwrap();
         assert_eq!(t2.token_ids, f2.token_ids, "first turn of {first} tokens");

@@ -15,7 +15,7 @@ const FIRST: &str = "Name three rivers.";
 const SECOND: &str = "Which of them is the longest?";
 
 fn system() -> Vec<ChatMessage> {
-    vec![ChatMessage { role: Role::System, content: "You answer in one short sentence.".into() }]
+    vec![ChatMessage::new(Role::System, "You answer in one short sentence.")]
 }
 
 fn send(session: &ChatSession, text: &str) -> GenerationStats {

@@ -33,7 +33,7 @@ fn chat_answer_streams_and_stops_at_im_end() {
     assert!(!stats.text.contains("<|im_"), "{}", stats.text);
     assert!(stats.text.to_lowercase().contains("ice"), "{}", stats.text);
     // The template's default system prompt and the generation cue are there.
-    let prompt = model.format_chat(vec![ChatMessage { role: Role::User, content: "Hi".into() }]).unwrap();
+    let prompt = model.format_chat(vec![ChatMessage::new(Role::User, "Hi")]).unwrap();
     assert_eq!(
         prompt,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -123,7 +123,7 @@ fn compare_with_llama_cpp(json: &str, model: &Model, cache: &str) {
             |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let margins: Vec<f64> = case["top2_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let prompt = model
-            .tokenize(model.format_chat(vec![ChatMessage { role: Role::User, content: user.into() }]).unwrap())
+            .tokenize(model.format_chat(vec![ChatMessage::new(Role::User, user)]).unwrap())
             .unwrap();
         assert_eq!(prompt, ids("prompt_ids"), "{name}: prompt ids");
         let (expected, runner_up) = (ids("expected_ids"), ids("runner_up_ids"));

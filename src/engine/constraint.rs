@@ -51,10 +51,6 @@ pub(crate) struct Grammars {
 }
 
 impl Grammars {
-    fn factory(&self, text: &Text) -> Result<Arc<ParserFactory>> {
-        self.factory.get_or_init(|| build_factory(text)).clone().map_err(|e| Error::param("response_format", e))
-    }
-
     /// The constraint for one answer; `None` for plain text. A format that
     /// does not compile is `InvalidParameter` saying why.
     pub fn compile(&self, text: &Text, format: &ResponseFormat) -> Result<Option<Constraint>> {
@@ -75,17 +71,20 @@ impl Grammars {
                 TopLevelGrammar::from_regex(regex)
             }
         };
-        let factory = self.factory(text)?;
-        let parser = catch_panic(
-            |m| Error::param("response_format", format!("cannot compile the format: {m}")),
-            || {
-                factory
-                    .create_parser(grammar)
-                    .map_err(|e| Error::param("response_format", format!("cannot compile the format: {e}")))
-            },
-        )?;
+        self.compile_grammar(text, grammar, "response_format").map(Some)
+    }
+
+    /// The constraint of a Lark grammar (tool calls); errors name `param`.
+    pub fn compile_lark(&self, text: &Text, lark: &str, param: &'static str) -> Result<Constraint> {
+        self.compile_grammar(text, TopLevelGrammar::from_lark(lark.to_string()), param)
+    }
+
+    fn compile_grammar(&self, text: &Text, grammar: TopLevelGrammar, param: &'static str) -> Result<Constraint> {
+        let factory = self.factory.get_or_init(|| build_factory(text)).clone().map_err(|e| Error::param(param, e))?;
+        let failed = |m: String| Error::param(param, format!("cannot compile the format: {m}"));
+        let parser = catch_panic(failed, || factory.create_parser(grammar).map_err(|e| failed(e.to_string())))?;
         let matcher = Matcher::new(Ok(parser));
-        Ok(Some(Constraint { matcher, end: text.vocab.end() as u32, saved_ends: Vec::new() }))
+        Ok(Constraint { matcher, end: text.vocab.end() as u32, saved_ends: Vec::new(), param })
     }
 }
 
@@ -136,6 +135,8 @@ pub(crate) struct Constraint {
     /// The end tokens' logits while the mask is applied (kept: no
     /// allocation per token).
     saved_ends: Vec<(usize, f32)>,
+    /// The parameter its errors name.
+    param: &'static str,
 }
 
 impl Constraint {
@@ -160,7 +161,7 @@ impl Constraint {
                 logits[id] = l;
             }
         } else if !any {
-            return Err(Error::param("response_format", "no token of this model can continue the answer"));
+            return Err(Error::param(self.param, "no token of this model can continue the answer"));
         }
         Ok(())
     }
@@ -176,6 +177,6 @@ impl Constraint {
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> Error {
-        Error::param("response_format", format!("the format cannot be continued with this vocabulary: {e}"))
+        Error::param(self.param, format!("the format cannot be continued with this vocabulary: {e}"))
     }
 }

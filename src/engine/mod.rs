@@ -14,10 +14,11 @@ mod model;
 mod sampler;
 mod text;
 mod threads;
+mod tools;
 mod tokenizer;
 mod weights;
 
-pub use chat::{phi3_prompt, render_untrusted_template, Message, Role};
+pub use chat::{phi3_prompt, render_untrusted_template, Message, Role, ToolCall};
 pub use constraint::ResponseFormat;
 pub(crate) use error::panic_message;
 pub use error::{Error, Result};
@@ -28,6 +29,7 @@ pub use kv_cache::KvPrecision;
 pub use model::{memory_estimate_of_file, LoadConfig, LoadedModel, ModelInfo};
 pub use sampler::SamplingConfig;
 pub use text::Text;
+pub use tools::{Tool, ToolChoice, Toolset};
 
 /// A fixture from scripts/fetch-fixtures.sh (in `$PHI_MOBILE_CACHE`, default
 /// `~/.cache/phi-mobile`).

@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use super::arch::Family;
 use super::chat::prompt::{self, FormatConfig, PromptFormat};
 use super::chat::Message;
+use super::tools::Toolset;
 use super::constraint::{Grammars, ResponseFormat};
 use super::error::{catch_panic, Error, Result};
 use super::tokenizer::vocab::VocabIndex;
@@ -25,7 +26,7 @@ pub struct Text {
     /// The ids `tokenizer` knows (the embedding may have more rows).
     pub(crate) vocab: VocabIndex,
     /// `tokenizer.chat_template` or the architecture's format.
-    chat: PromptFormat,
+    pub(crate) chat: PromptFormat,
     /// Constrained output over this vocabulary, built when first asked for.
     pub(crate) grammars: Grammars,
 }
@@ -122,13 +123,23 @@ impl Text {
     /// the assistant's answer: the GGUF's own chat template when it has one
     /// (and it was not refused), else the architecture's known format.
     pub fn format_chat(&self, messages: &[Message]) -> Result<String> {
-        Ok(self.chat.render(messages)?.text)
+        Ok(self.chat.render(messages, None)?.text)
     }
 
     /// Token ids of a chat prompt; contents are encoded as text (see
     /// `chat/spans.rs`).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.chat.encode(&self.tokenizer, messages)
+        self.chat.encode(&self.tokenizer, messages, None)
+    }
+
+    /// `encode_chat` with the session's tools in the prompt.
+    pub fn encode_chat_with(&self, messages: &[Message], tools: Option<&Toolset>) -> Result<Vec<u32>> {
+        self.chat.encode(&self.tokenizer, messages, tools)
+    }
+
+    /// `format_chat` with the session's tools in the prompt.
+    pub fn format_chat_with(&self, messages: &[Message], tools: Option<&Toolset>) -> Result<String> {
+        Ok(self.chat.render(messages, tools)?.text)
     }
 
     /// Encodes a raw prompt (special tokens parsed: the app wrote it), after

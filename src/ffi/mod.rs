@@ -28,7 +28,8 @@ pub use download::{download_model, DownloadProgress, DownloadRequest, Downloaded
 pub use error::LlmError;
 pub use model::{estimate_model_memory, Model};
 pub use records::{
-    ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason,
+    ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason, Tool,
+    ToolCall, ToolChoice,
 };
 pub use session::ChatSession;
 pub use tokenizer::ModelTokenizer;

@@ -134,6 +134,23 @@ impl Model {
     pub fn new_session(&self, history: Vec<ChatMessage>) -> Arc<ChatSession> {
         ChatSession::start(&self.inner, history.into_iter().map(Into::into).collect())
     }
+
+    /// A chat session whose turns may call `tools`: they are in every
+    /// prompt (through the model's chat template, or described in the system
+    /// message when the template has no place for them), and an answer that
+    /// calls them ends with `StopReason.ToolCalls` and the calls in
+    /// `GenerationStats.toolCalls`, each naming a tool with arguments valid
+    /// against its schema. Run them and answer with `sendToolResults`.
+    /// A tool with a bad name, a duplicate name or a schema that is not a
+    /// JSON object or does not compile is `InvalidParameter` naming it.
+    pub fn new_session_with_tools(&self, history: Vec<ChatMessage>, tools: Vec<Tool>) -> Result<Arc<ChatSession>> {
+        guard(inference_error, || {
+            let tools = engine::Toolset::new(&self.inner.text, tools.into_iter().map(Into::into).collect())?;
+            let conversation = engine::Conversation::new(&self.inner, history.into_iter().map(Into::into).collect())
+                .with_tools(tools.map(Arc::new));
+            Ok(ChatSession::resume(&self.inner, conversation))
+        })
+    }
 }
 
 impl Model {

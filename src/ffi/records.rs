@@ -87,9 +87,76 @@ pub struct GenerationParams {
     /// Generation stops before any of these; they are never streamed.
     #[uniffi(default = [])]
     pub stop: Vec<String>,
-    /// What the answer must be; `None` is plain text.
+    /// What the answer must be; `None` is plain text. Not with tools that
+    /// may be called (`toolChoice` `TextOnly` for a formatted answer).
     #[uniffi(default = None)]
     pub response_format: Option<ResponseFormat>,
+    /// Whether a turn of a session with tools may call them; `None` is
+    /// `Auto`.
+    #[uniffi(default = None)]
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// Whether a chat turn may, must or must not call the session's tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ToolChoice {
+    /// The model answers in text or calls tools, as it decides.
+    Auto,
+    /// The answer is one or more tool calls.
+    Required,
+    /// A text answer; the tools stay declared.
+    TextOnly,
+}
+
+impl From<ToolChoice> for engine::ToolChoice {
+    fn from(c: ToolChoice) -> Self {
+        match c {
+            ToolChoice::Auto => engine::ToolChoice::Auto,
+            ToolChoice::Required => engine::ToolChoice::Required,
+            ToolChoice::TextOnly => engine::ToolChoice::TextOnly,
+        }
+    }
+}
+
+/// A function the model may call in a session (`Model.newSessionWithTools`).
+/// The library never runs it: a call comes back in
+/// `GenerationStats.toolCalls` and the app answers with
+/// `ChatSession.sendToolResults`.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Tool {
+    /// 1 to 64 of `A-Z a-z 0-9 _ -`, unique in the session.
+    pub name: String,
+    /// What it does, for the model to decide when to call it.
+    pub description: String,
+    /// A JSON Schema of its arguments (an object); `{}` for none.
+    pub parameters: String,
+}
+
+impl From<Tool> for engine::Tool {
+    fn from(t: Tool) -> Self {
+        engine::Tool { name: t.name, description: t.description, parameters: t.parameters }
+    }
+}
+
+/// A call the model made.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ToolCall {
+    /// One of the session's tools.
+    pub name: String,
+    /// A JSON object valid against the tool's `parameters`.
+    pub arguments: String,
+}
+
+impl From<engine::ToolCall> for ToolCall {
+    fn from(c: engine::ToolCall) -> Self {
+        ToolCall { name: c.name, arguments: c.arguments }
+    }
+}
+
+impl From<ToolCall> for engine::ToolCall {
+    fn from(c: ToolCall) -> Self {
+        engine::ToolCall { name: c.name, arguments: c.arguments }
+    }
 }
 
 /// An answer guaranteed to have a shape: every token that cannot continue a
@@ -136,6 +203,7 @@ impl Default for GenerationParams {
             seed: d.sampling.seed,
             stop: d.stop,
             response_format: None,
+            tool_choice: None,
         }
     }
 }
@@ -162,6 +230,7 @@ impl From<GenerationParams> for engine::GenerateOptions {
             max_tokens: p.max_tokens as usize,
             stop: p.stop,
             format: p.response_format.map(Into::into).unwrap_or_default(),
+            tool_choice: p.tool_choice.map(Into::into).unwrap_or_default(),
         }
     }
 }
@@ -176,6 +245,9 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full; start a new session to go on.
     ContextFull,
+    /// The answer ended with tool calls (`GenerationStats.toolCalls`): run
+    /// them and answer with `ChatSession.sendToolResults`.
+    ToolCalls,
 }
 
 impl From<engine::StopReason> for StopReason {
@@ -186,6 +258,7 @@ impl From<engine::StopReason> for StopReason {
             engine::StopReason::StopString => StopReason::StopString,
             engine::StopReason::Cancelled => StopReason::Cancelled,
             engine::StopReason::ContextFull => StopReason::ContextFull,
+            engine::StopReason::ToolCalls => StopReason::ToolCalls,
         }
     }
 }
@@ -204,6 +277,8 @@ pub struct GenerationStats {
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
     pub stop_reason: StopReason,
+    /// The tool calls the answer ended with (`text` is what came before).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl From<engine::Outcome> for GenerationStats {
@@ -216,6 +291,7 @@ impl From<engine::Outcome> for GenerationStats {
             cached_prompt_tokens: saturating_u32(o.cached_prompt_tokens),
             generated_tokens: saturating_u32(o.token_ids.len()),
             stop_reason: o.stop_reason.into(),
+            tool_calls: o.tool_calls.into_iter().map(Into::into).collect(),
             token_ids: o.token_ids,
             text: o.text,
         }
@@ -276,12 +352,23 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result (`ChatSession.sendToolResults`).
+    Tool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// An assistant message's tool calls.
+    #[uniffi(default = [])]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), tool_calls: Vec::new() }
+    }
 }
 
 impl From<ChatMessage> for engine::Message {
@@ -290,8 +377,11 @@ impl From<ChatMessage> for engine::Message {
             Role::System => engine::Role::System,
             Role::User => engine::Role::User,
             Role::Assistant => engine::Role::Assistant,
+            Role::Tool => engine::Role::Tool,
         };
-        engine::Message::new(role, m.content)
+        let mut message = engine::Message::new(role, m.content);
+        message.tool_calls = m.tool_calls.into_iter().map(Into::into).collect();
+        message
     }
 }
 
@@ -301,7 +391,9 @@ impl From<&engine::Message> for ChatMessage {
             engine::Role::System => Role::System,
             engine::Role::User => Role::User,
             engine::Role::Assistant => Role::Assistant,
+            engine::Role::Tool => Role::Tool,
         };
-        ChatMessage { role, content: m.content.clone() }
+        let tool_calls = m.tool_calls.iter().cloned().map(Into::into).collect();
+        ChatMessage { role, content: m.content.clone(), tool_calls }
     }
 }

@@ -46,7 +46,7 @@ impl ChatSession {
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<GenerationStats> {
-        self.turn(message, params, &mut call_sink(sink.as_ref()), cancel)
+        self.run(Input::User(message), params, &mut call_sink(sink.as_ref()), cancel)
     }
 
     /// One turn, whole, without streaming: the answer's text once it is
@@ -62,7 +62,23 @@ impl ChatSession {
         params: GenerationParams,
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<String> {
-        complete_answer(self.turn(message, params, &mut |_| Ok(true), cancel)?)
+        complete_answer(self.run(Input::User(message), params, &mut |_| Ok(true), cancel)?)
+    }
+
+    /// Answers the last turn's tool calls with their `results` (one per
+    /// call, in call order; each what the app wants the model to read, e.g.
+    /// JSON) and streams the next answer, which may call tools again. As
+    /// `send` otherwise; a count that does not match the calls, or no calls
+    /// to answer, is `InvalidParameter`.
+    #[uniffi::method(default(cancel = None))]
+    pub fn send_tool_results(
+        &self,
+        results: Vec<String>,
+        params: GenerationParams,
+        sink: Arc<dyn TokenSink>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<GenerationStats> {
+        self.run(Input::ToolResults(results), params, &mut call_sink(sink.as_ref()), cancel)
     }
 
     /// Stops the generation in progress within one token (from any thread).
@@ -183,9 +199,9 @@ impl Drop for TurnGuard<'_> {
 }
 
 impl ChatSession {
-    fn turn(
+    fn run(
         &self,
-        message: String,
+        input: Input,
         params: GenerationParams,
         sink: &mut engine::Sink<'_>,
         cancel: Option<Arc<CancellationToken>>,
@@ -199,7 +215,12 @@ impl ChatSession {
             let mut flags = vec![&self.cancel];
             flags.extend(cancel.iter().map(|c| &*c.flag));
             let stop = engine::Stop(&flags);
-            Ok(conversation.send(&self.model, message, &params.into(), stop, sink)?.into())
+            let opts = params.into();
+            Ok(match input {
+                Input::User(message) => conversation.send(&self.model, message, &opts, stop, sink)?,
+                Input::ToolResults(results) => conversation.send_tool_results(&self.model, results, &opts, stop, sink)?,
+            }
+            .into())
         });
         if self.reset_pending.swap(false, Ordering::SeqCst) {
             conversation.reset();
@@ -209,12 +230,19 @@ impl ChatSession {
     }
 }
 
-/// The text of an answer that ended by itself; otherwise why it did not.
+/// What a turn answers.
+enum Input {
+    User(String),
+    ToolResults(Vec<String>),
+}
+
+/// The text of an answer that ended by itself; otherwise why it did not
+/// (tool calls included: `send` returns them).
 fn complete_answer(stats: GenerationStats) -> Result<String> {
     match stats.stop_reason {
         StopReason::EndOfSequence | StopReason::StopString => Ok(stats.text),
         StopReason::Cancelled => Err(LlmError::Cancelled),
-        StopReason::MaxTokens | StopReason::ContextFull => {
+        StopReason::MaxTokens | StopReason::ContextFull | StopReason::ToolCalls => {
             Err(LlmError::IncompleteAnswer { stop_reason: stats.stop_reason, partial: stats.text })
         }
     }

@@ -19,7 +19,7 @@ const CHILD_REASONS: &str = "PHI_MOBILE_HOSTILE_REASONS";
 const CHILD_ADDRESS_SPACE: u64 = 1 << 30;
 
 fn msg(role: Role, content: &str) -> ChatMessage {
-    ChatMessage { role, content: content.into() }
+    ChatMessage::new(role, content)
 }
 
 /// Loads a Phi-3 with `template` and renders a two-turn chat, on a 512 KiB

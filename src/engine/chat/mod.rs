@@ -14,17 +14,30 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering the assistant's call (in call order).
+    Tool,
+}
+
+/// A call the model made to one of the session's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object valid against
+    /// the tool's parameter schema.
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// An assistant message's calls (after its `content`, if any).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self { role, content: content.into(), tool_calls: Vec::new() }
     }
 }
 
@@ -39,6 +52,9 @@ pub fn phi3_prompt(messages: &[Message]) -> String {
             Role::System => "<|system|>",
             Role::User => "<|user|>",
             Role::Assistant => "<|assistant|>",
+            // Phi-3 has no tool role: results come back as the user's turn
+            // (wrapped by `tools.rs` before they get here).
+            Role::Tool => "<|user|>",
         };
         out.push_str(tag);
         out.push('\n');

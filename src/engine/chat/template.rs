@@ -54,7 +54,41 @@ impl From<Error> for RenderError {
     }
 }
 
+/// One message as the template sees it.
+pub(crate) struct Turn {
+    pub role: Role,
+    pub plain: String,
+    /// `plain` with the message-written parts marked (`spans.rs`).
+    pub marked: String,
+    /// Phi-4-mini's `tools` on the system message (a JSON array's text).
+    pub tools: Option<String>,
+    /// An assistant's calls in Hugging Face's shape, for templates that
+    /// render them.
+    pub tool_calls: Option<serde_json::Value>,
+}
+
+impl Turn {
+    pub fn of(m: &Message) -> Self {
+        Self::new(m.role, spans::clean(&m.content).into_owned(), spans::mark(&m.content))
+    }
+
+    pub fn new(role: Role, plain: String, marked: String) -> Self {
+        Self { role, plain, marked, tools: None, tool_calls: None }
+    }
+}
+
+/// What a template does with tools, found by rendering a probe chat.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ToolSupport {
+    /// It shows the tools declared (in `tools` or on the system message).
+    pub tools: bool,
+    /// It renders an assistant message's `tool_calls`.
+    pub calls: bool,
+}
+
 pub(crate) struct ChatTemplate {
+    /// Filled in by `new`.
+    pub tool_support: ToolSupport,
     env: Environment<'static>,
     bos: String,
     eos: String,
@@ -88,12 +122,40 @@ impl ChatTemplate {
             Ok(env)
         })
         .map_err(|e| e.to_string())?;
-        let template = Self { env, bos, eos, max_output, format_budget: FORMAT_BUDGET_FACTOR * budget as u64 };
+        let mut template = Self {
+            tool_support: ToolSupport::default(),
+            env,
+            bos,
+            eos,
+            max_output,
+            format_budget: FORMAT_BUDGET_FACTOR * budget as u64,
+        };
         match template.render(&[Message::new(Role::User, "Hi")], true) {
-            Ok(_) => Ok(template),
+            Ok(_) => {
+                template.tool_support = template.probe_tools();
+                Ok(template)
+            }
             Err(RenderError::TooLong) => Err("it renders a one-word chat longer than the context".into()),
             Err(RenderError::Failed(e)) => Err(format!("it fails on a one-word chat: {e}")),
         }
+    }
+
+    /// Renders a chat declaring a tool and one calling it: a template that
+    /// shows neither has no place for tools (a failure counts as no).
+    fn probe_tools(&self) -> ToolSupport {
+        const NAME: &str = "phi_mobile_probe_tool";
+        let function = serde_json::json!({ "name": NAME, "description": "", "parameters": { "type": "object" } });
+        let tools = serde_json::json!([{ "type": "function", "function": function }]);
+        let mut system = Turn::new(Role::System, String::new(), String::new());
+        system.tools = Some(serde_json::json!([function]).to_string());
+        let user = || Turn::new(Role::User, "Hi".into(), "Hi".into());
+        let shows = |turns: &[Turn], tools| {
+            self.render_turns(turns, tools, false).is_ok_and(|r| r.text.contains(NAME))
+        };
+        let mut call = Turn::new(Role::Assistant, String::new(), String::new());
+        call.tool_calls =
+            Some(serde_json::json!([{ "type": "function", "function": { "name": NAME, "arguments": {} } }]));
+        ToolSupport { tools: shows(&[system, user()], Some(&tools)), calls: shows(&[user(), call], Some(&tools)) }
     }
 
     /// Renders on the template thread, twice: plainly, and with contents
@@ -103,10 +165,23 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> std::result::Result<Rendered, RenderError> {
-        let plain: Vec<_> = messages.iter().map(|m| (m.role, spans::clean(&m.content).into_owned())).collect();
-        let marked: Vec<_> = messages.iter().map(|m| (m.role, spans::mark(&m.content))).collect();
+        let turns: Vec<Turn> = messages.iter().map(Turn::of).collect();
+        self.render_turns(&turns, None, add_generation_prompt)
+    }
+
+    /// `render` of turns prepared for tools (`prompt.rs`): `tools` is
+    /// Hugging Face's context variable.
+    pub fn render_turns(
+        &self,
+        turns: &[Turn],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> std::result::Result<Rendered, RenderError> {
         limits::on_template_thread(|| {
-            Ok((self.render_once(&plain, add_generation_prompt), self.render_once(&marked, add_generation_prompt)))
+            Ok((
+                self.render_once(turns, false, tools, add_generation_prompt),
+                self.render_once(turns, true, tools, add_generation_prompt),
+            ))
         })
         .map_err(RenderError::Failed)
         .and_then(|(plain, marked)| {
@@ -118,18 +193,30 @@ impl ChatTemplate {
 
     fn render_once(
         &self,
-        messages: &[(Role, String)],
+        turns: &[Turn],
+        marked: bool,
+        tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> std::result::Result<String, RenderError> {
-        let messages: Vec<Value> = messages
+        let messages: Vec<Value> = turns
             .iter()
-            .map(|(role, content)| {
-                let role = match role {
+            .map(|t| {
+                let role = match t.role {
                     Role::System => "system",
                     Role::User => "user",
                     Role::Assistant => "assistant",
+                    Role::Tool => "tool",
                 };
-                context! { role => role, content => content.as_str() }
+                let mut m = serde_json::Map::new();
+                m.insert("role".into(), role.into());
+                m.insert("content".into(), if marked { t.marked.as_str() } else { t.plain.as_str() }.into());
+                if let Some(tools) = &t.tools {
+                    m.insert("tools".into(), tools.as_str().into());
+                }
+                if let Some(calls) = &t.tool_calls {
+                    m.insert("tool_calls".into(), calls.clone());
+                }
+                Value::from(minijinja::value::Serde(&m))
             })
             .collect();
         let template =
@@ -140,6 +227,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
+            tools => tools.map(|t| Value::from(minijinja::value::Serde(t))),
         };
         // Formatting past the budget, or a value nested past minijinja's depth
         // bound (our patch), fails inside minijinja, as an error or, where it

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::chat::ToolCall;
 use super::constraint::{Constraint, ResponseFormat};
+use super::tools::{ToolChoice, Toolset, Trigger};
 use super::error::{catch_panic, Error, Result};
 use super::model::LoadedModel;
 use super::sampler::{Sampler, SamplingConfig};
@@ -32,6 +34,8 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// What the answer must be (JSON, a schema, a regex); plain text by default.
     pub format: ResponseFormat,
+    /// Whether a chat turn may call its session's tools.
+    pub tool_choice: ToolChoice,
 }
 
 impl Default for GenerateOptions {
@@ -41,6 +45,7 @@ impl Default for GenerateOptions {
             max_tokens: 512,
             stop: Vec::new(),
             format: ResponseFormat::default(),
+            tool_choice: ToolChoice::default(),
         }
     }
 }
@@ -74,6 +79,9 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full.
     ContextFull,
+    /// The answer ended with tool calls (`Outcome::tool_calls`), for the
+    /// app to run and answer.
+    ToolCalls,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,6 +103,8 @@ pub struct Outcome {
     /// Prompt tokens whose KV cache was reused from an earlier call.
     pub cached_prompt_tokens: usize,
     pub stop_reason: StopReason,
+    /// The calls the answer ended with (`text` is what came before them).
+    pub tool_calls: Vec<ToolCall>,
     pub timings: Timings,
 }
 
@@ -222,6 +232,21 @@ impl Sequence {
         cancel: Stop<'_>,
         sink: &mut Sink<'_>,
     ) -> Result<Outcome> {
+        self.generate_turn(model, prompt, opts, None, cancel, sink)
+    }
+
+    /// `generate` for a chat turn whose answer may call `tools` (with
+    /// `opts.tool_choice`): the calls are constrained to the tools' schemas,
+    /// not streamed, and parsed into `Outcome::tool_calls`.
+    pub(crate) fn generate_turn(
+        &mut self,
+        model: &LoadedModel,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        tools: Option<&Toolset>,
+        cancel: Stop<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Outcome> {
         opts.validate()?;
         let ctx = model.context_length();
         if prompt.is_empty() {
@@ -231,7 +256,19 @@ impl Sequence {
             return Err(Error::ContextOverflow { needed: prompt.len(), available: ctx });
         }
         // A format that does not compile fails before any work.
-        let mut constraint = model.text.grammars.compile(&model.text, &opts.format)?;
+        let tools = tools.filter(|_| opts.tool_choice != ToolChoice::TextOnly);
+        let mut constraint = match tools {
+            None => model.text.grammars.compile(&model.text, &opts.format)?,
+            Some(_) if opts.format != ResponseFormat::Text => {
+                return Err(Error::param(
+                    "response_format",
+                    "a turn that may call tools cannot also have a response format; set toolChoice to TextOnly for it",
+                ))
+            }
+            Some(set) => {
+                Some(model.text.grammars.compile_lark(&model.text, &set.grammar(opts.tool_choice), "tools")?)
+            }
+        };
         let started = Instant::now();
         let mut timings = Timings::default();
 
@@ -263,6 +300,7 @@ impl Sequence {
                         prompt_tokens: prompt.len(),
                         cached_prompt_tokens: start,
                         stop_reason: StopReason::Cancelled,
+                        tool_calls: Vec::new(),
                         timings,
                     });
                 }
@@ -273,7 +311,15 @@ impl Sequence {
 
         let mut sampler =
             Sampler::for_vocabulary(opts.sampling.clone(), model.text.vocab.end(), model.text.vocab.gaps());
-        let mut pieces = PieceStream::new(model.text.tokenizer(), opts.stop.clone());
+        let trigger = tools.map(Toolset::trigger);
+        let mut stops = opts.stop.clone();
+        if let Some(Trigger::Text(t)) = trigger {
+            // Text is streamed up to the calls, never into them.
+            stops.push(t.to_string());
+        }
+        let mut pieces = PieceStream::new(model.text.tokenizer(), stops);
+        // In the calls: nothing more is streamed.
+        let mut calling = false;
         let mut context = prompt.to_vec();
         let mut generated = Vec::new();
         let mut text = String::new();
@@ -310,11 +356,23 @@ impl Sequence {
             }
             generated.push(token);
             context.push(token);
-            match pieces.push(token)? {
-                Filtered::Continue(piece) => emit(piece, &mut text, &mut sink_stopped)?,
-                Filtered::Stop(piece) => {
-                    emit(piece, &mut text, &mut sink_stopped)?;
+            if !calling && trigger == Some(Trigger::Token(token)) {
+                calling = true;
+                let (Filtered::Stop(piece) | Filtered::Continue(piece)) = pieces.finish()?;
+                emit(piece, &mut text, &mut sink_stopped)?;
+                if pieces.matched_stop().is_some() {
                     break StopReason::StopString;
+                }
+            } else if !calling {
+                match pieces.push(token)? {
+                    Filtered::Continue(piece) => emit(piece, &mut text, &mut sink_stopped)?,
+                    Filtered::Stop(piece) => {
+                        emit(piece, &mut text, &mut sink_stopped)?;
+                        match (pieces.matched_stop(), trigger) {
+                            (Some(stop), Some(Trigger::Text(t))) if stop == t => calling = true,
+                            _ => break StopReason::StopString,
+                        }
+                    }
                 }
             }
             if sink_stopped {
@@ -338,7 +396,7 @@ impl Sequence {
         };
 
         let mut reason = reason;
-        if reason != StopReason::StopString {
+        if reason != StopReason::StopString && !calling {
             // Release what is held back (also on cancel: the text of every
             // generated token goes out).
             match pieces.finish()? {
@@ -352,12 +410,24 @@ impl Sequence {
         if let Some(t) = first_token_at {
             timings.decode = t.elapsed();
         }
+        let mut tool_calls = Vec::new();
+        if let (true, Some(set)) = (calling, tools) {
+            // Complete calls only: one cut short is not a call.
+            let raw = catch_panic(Error::Tokenizer, || Ok(model.text.tokenizer().decode(&generated, false)?))?;
+            if let Some((_, calls)) = set.parse(&raw) {
+                tool_calls = calls;
+                if reason == StopReason::EndOfSequence {
+                    reason = StopReason::ToolCalls;
+                }
+            }
+        }
         Ok(Outcome {
             text,
             token_ids: generated,
             prompt_tokens: prompt.len(),
             cached_prompt_tokens: start,
             stop_reason: reason,
+            tool_calls,
             timings,
         })
     }

@@ -8,7 +8,9 @@
 //!   the cache's kind (u8: bit 0 f32 rather than f16, bit 1 rotated by
 //!   LongRoPE's long factors), layers, KV heads, head size (u32 each);
 //! - the session's first messages, then its history: a count (u32), then per
-//!   message its role (u8) and UTF-8 text (u32 length, bytes);
+//!   message its role (u8: system, user, assistant, tool) and UTF-8 text
+//!   (u32 length, bytes), then (since version 2) its tool calls: a count
+//!   (u32), then per call its name and its arguments (UTF-8, as the text);
 //! - the tokens in the cache: a count (u32), then the ids (u32 each);
 //! - the cache: every layer's keys then values, per KV head, those positions;
 //! - a CRC-32 of everything before it.
@@ -23,14 +25,16 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::super::chat::{Message, Role};
+use super::super::chat::{Message, Role, ToolCall};
 use super::super::error::{Error, Result};
 use super::super::kv_cache::{self, KvPrecision};
 use super::super::model::LoadedModel;
 use super::Sequence;
 
 const MAGIC: &[u8; 8] = b"PHICHAT\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Version 1 files (no tool calls) still restore.
+const OLDEST_VERSION: u32 = 1;
 /// Magic, version, identity, context, precision, layers, heads, head size.
 const HEADER: usize = 8 + 4 + 32 + 4 + 1 + 3 * 4;
 
@@ -84,10 +88,20 @@ fn put_messages(out: &mut Vec<u8>, messages: &[Message]) {
             Role::System => 0,
             Role::User => 1,
             Role::Assistant => 2,
+            Role::Tool => 3,
         });
-        out.extend_from_slice(&(m.content.len() as u32).to_le_bytes());
-        out.extend_from_slice(m.content.as_bytes());
+        put_text(out, &m.content);
+        out.extend_from_slice(&(m.tool_calls.len() as u32).to_le_bytes());
+        for call in &m.tool_calls {
+            put_text(out, &call.name);
+            put_text(out, &call.arguments);
+        }
     }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// Writes the chat to `path` through a file beside it, renamed into place
@@ -165,7 +179,12 @@ impl<R: Read> Source<R> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn messages(&mut self) -> Result<Vec<Message>> {
+    fn text(&mut self, what: &str) -> Result<String> {
+        let len = self.u32(what)? as usize;
+        String::from_utf8(self.field(len, what)?).map_err(|_| corrupt(what))
+    }
+
+    fn messages(&mut self, version: u32) -> Result<Vec<Message>> {
         let count = self.u32("message count")?;
         // Each message takes at least five bytes: a lying count fails here.
         if u64::from(count) * 5 > self.left {
@@ -177,11 +196,22 @@ impl<R: Read> Source<R> {
                     0 => Role::System,
                     1 => Role::User,
                     2 => Role::Assistant,
+                    3 => Role::Tool,
                     _ => return Err(corrupt("role")),
                 };
-                let len = self.u32("message length")? as usize;
-                let text = String::from_utf8(self.field(len, "message")?).map_err(|_| corrupt("message text"))?;
-                Ok(Message::new(role, text))
+                let mut message = Message::new(role, self.text("message text")?);
+                if version >= 2 {
+                    let calls = self.u32("tool call count")?;
+                    // Each call takes at least eight bytes.
+                    if u64::from(calls) * 8 > self.left {
+                        return Err(corrupt("tool call count"));
+                    }
+                    for _ in 0..calls {
+                        let name = self.text("tool call name")?;
+                        message.tool_calls.push(ToolCall { name, arguments: self.text("tool call arguments")? });
+                    }
+                }
+                Ok(message)
             })
             .collect()
     }
@@ -202,9 +232,9 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
         return Err(Error::SavedChat("the file is not a saved chat".into()));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(Error::SavedChat(format!(
-            "it is in format version {version}; this library reads version {VERSION}"
+            "it is in format version {version}; this library reads versions {OLDEST_VERSION} to {VERSION}"
         )));
     }
     let precision = match head[48] & 1 {
@@ -221,8 +251,8 @@ pub(crate) fn restore(model: &LoadedModel, sequence: &mut Sequence, path: &Path)
         return Err(Error::SavedChat("it was saved by another model".into()));
     }
 
-    let initial = src.messages()?;
-    let history = src.messages()?;
+    let initial = src.messages(version)?;
+    let history = src.messages(version)?;
     let count = src.u32("token count")? as usize;
     if count > model.context_length() {
         return Err(Error::SavedChat(format!(

@@ -30,6 +30,11 @@ impl<'a> PieceStream<'a> {
         Self { text: TextStream::new(tokenizer), stops: StopFilter::new(stops), graphemes: GraphemeBuffer::default() }
     }
 
+    /// The stop string that ended the stream, once one has.
+    pub fn matched_stop(&self) -> Option<&str> {
+        self.stops.matched.map(|i| self.stops.stops[i].as_str())
+    }
+
     /// Adds one token. On `Stop` the text is everything left to stream.
     pub fn push(&mut self, id: u32) -> Result<Filtered> {
         Ok(match self.stops.push(&self.text.push(id)?) {
@@ -115,6 +120,8 @@ pub(crate) struct StopFilter {
     stops: Vec<String>,
     text: String,
     emitted: usize,
+    /// Which stop string matched.
+    matched: Option<usize>,
 }
 
 pub(crate) enum Filtered {
@@ -126,7 +133,7 @@ pub(crate) enum Filtered {
 
 impl StopFilter {
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops, text: String::new(), emitted: 0 }
+        Self { stops, text: String::new(), emitted: 0, matched: None }
     }
 
     pub fn push(&mut self, piece: &str) -> Filtered {
@@ -134,8 +141,9 @@ impl StopFilter {
         // A match cannot start in emitted text: any suffix that could begin a
         // stop string was held back.
         let pending = &self.text[self.emitted..];
-        let earliest = self.stops.iter().filter_map(|s| pending.find(s.as_str())).min();
-        if let Some(pos) = earliest {
+        let earliest = self.stops.iter().enumerate().filter_map(|(i, s)| Some((pending.find(s.as_str())?, i))).min();
+        if let Some((pos, i)) = earliest {
+            self.matched = Some(i);
             let cut = self.emitted + pos;
             let out = self.text[self.emitted..cut].to_string();
             self.text.truncate(cut);
