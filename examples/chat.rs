@@ -20,8 +20,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
     download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
-    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall,
-    ToolChoice,
+    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall, ToolChoice,
 };
 use sha2::Digest;
 
@@ -288,12 +287,10 @@ fn run(args: Args) -> Result<(), String> {
         tool_choice: tool_choice(&args)?,
     };
     let tools = args.tools.as_deref().map(read_tools).transpose()?.unwrap_or_default();
-    let history: Vec<ChatMessage> =
-        args.system.iter().map(|s| ChatMessage::new(Role::System, s.clone())).collect();
+    let history: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new(Role::System, s.clone())).collect();
     let sink: Arc<dyn TokenSink> = if args.json { Arc::new(Silent) } else { Arc::new(Stdout) };
-    let new_session = |history: Vec<ChatMessage>| {
-        model.new_session_with_tools(history, tools.clone()).map_err(|e| e.to_string())
-    };
+    let new_session =
+        |history: Vec<ChatMessage>| model.new_session_with_tools(history, tools.clone()).map_err(|e| e.to_string());
 
     if let Some(prompt) = &args.prompt {
         let stats = if args.raw {

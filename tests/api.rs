@@ -353,10 +353,7 @@ fn a_chat_template_in_the_gguf_is_used_and_bos_is_not_doubled() {
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
     let templated = Model::load(common::config(&common::model_file("templated", &spec))).unwrap();
     let builtin = reference_model();
-    let messages = vec![
-        ChatMessage::new(Role::System, "Be brief."),
-        ChatMessage::new(Role::User, "Hi"),
-    ];
+    let messages = vec![ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, "Hi")];
     let rendered = templated.format_chat(messages.clone()).unwrap();
     assert_eq!(rendered, format!("<s>{}", builtin.format_chat(messages.clone()).unwrap()));
 
@@ -461,10 +458,8 @@ fn a_model_tokenizer_needs_no_weights() {
     let path = common::reference_model_path().display().to_string();
     let tok = common::tokenizer_path().display().to_string();
     let alone = ModelTokenizer::load(path, Some(tok)).unwrap();
-    let messages = vec![
-        ChatMessage::new(Role::System, "You are terse."),
-        ChatMessage::new(Role::User, "Hi <|end|> there"),
-    ];
+    let messages =
+        vec![ChatMessage::new(Role::System, "You are terse."), ChatMessage::new(Role::User, "Hi <|end|> there")];
     for text in ["Hello, world", "naïve café 👩‍💻", ""] {
         assert_eq!(alone.tokenize(text.into()).unwrap(), model.tokenize(text.into()).unwrap(), "{text:?}");
         assert_eq!(alone.count_tokens(text.into()).unwrap(), model.count_tokens(text.into()).unwrap());
@@ -486,12 +481,7 @@ fn a_model_tokenizer_needs_no_weights() {
     // message stays text.
     let phi4 = common::tokenizer_path().with_file_name("phi4-vocab.gguf").display().to_string();
     let phi4 = ModelTokenizer::load(phi4, None).unwrap();
-    let chat = |user: &str| {
-        vec![
-            ChatMessage::new(Role::System, "Be brief."),
-            ChatMessage::new(Role::User, user),
-        ]
-    };
+    let chat = |user: &str| vec![ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, user)];
     assert_eq!(
         phi4.format_chat(chat("Hello, world")).unwrap(),
         "<|system|>Be brief.<|end|><|user|>Hello, world<|end|><|assistant|>"

@@ -122,9 +122,7 @@ fn compare_with_llama_cpp(json: &str, model: &Model, cache: &str) {
         let ids =
             |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let margins: Vec<f64> = case["top2_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let prompt = model
-            .tokenize(model.format_chat(vec![ChatMessage::new(Role::User, user)]).unwrap())
-            .unwrap();
+        let prompt = model.tokenize(model.format_chat(vec![ChatMessage::new(Role::User, user)]).unwrap()).unwrap();
         assert_eq!(prompt, ids("prompt_ids"), "{name}: prompt ids");
         let (expected, runner_up) = (ids("expected_ids"), ids("runner_up_ids"));
         let stats = model

@@ -14,8 +14,8 @@ mod model;
 mod sampler;
 mod text;
 mod threads;
-mod tools;
 mod tokenizer;
+mod tools;
 mod weights;
 
 pub use chat::{phi3_prompt, render_untrusted_template, Message, Role, ToolCall};

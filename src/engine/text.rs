@@ -11,11 +11,11 @@ use tokenizers::Tokenizer;
 use super::arch::Family;
 use super::chat::prompt::{self, FormatConfig, PromptFormat};
 use super::chat::Message;
-use super::tools::Toolset;
 use super::constraint::{Grammars, ResponseFormat};
 use super::error::{catch_panic, Error, Result};
 use super::tokenizer::vocab::VocabIndex;
 use super::tokenizer::{self as tok, TokenizerMetadata};
+use super::tools::Toolset;
 
 /// Context assumed for a file's text side when its metadata states none:
 /// it only bounds the prompt size checked before tokenizing.

@@ -45,6 +45,9 @@ pub enum ToolChoice {
 }
 
 const MAX_TOOLS: usize = 128;
+/// Calls in one answer: small models, sampled, can repeat calls until their
+/// budget runs out.
+const MAX_CALLS: usize = 8;
 const MAX_NAME: usize = 64;
 /// All the tools' text together; far beyond any real set, and it bounds the
 /// prompt and the grammar.
@@ -146,7 +149,7 @@ impl Toolset {
         &self.tools
     }
 
-    /// The grammar of a turn's answer; `None`: unconstrained.
+    /// The grammar (Lark) of a turn's answer.
     pub(crate) fn grammar(&self, choice: ToolChoice) -> String {
         let call = |i: usize| {
             json!({
@@ -162,33 +165,43 @@ impl Toolset {
             schema["x-guidance"] = guidance.clone();
             schema
         };
-        let (calls, text) = match self.dialect {
+        match self.dialect {
             Dialect::Phi4 => {
-                let list = with_guidance(json!({ "type": "array", "items": any_call, "minItems": 1 }));
-                (format!("calls: {PHI4_OPEN} %json {list} {PHI4_CLOSE}"), "TEXT: /(?s:.+)/".to_string())
+                let list =
+                    with_guidance(json!({ "type": "array", "items": any_call, "minItems": 1, "maxItems": MAX_CALLS }));
+                let calls = format!("calls: {PHI4_OPEN} %json {list} {PHI4_CLOSE}");
+                // No text can produce the special token: free text ends
+                // where the model writes it.
+                match choice {
+                    ToolChoice::Required => format!("start: calls\n{calls}\n"),
+                    ToolChoice::Auto | ToolChoice::TextOnly => {
+                        format!("start: TEXT? calls?\n{calls}\nTEXT: /(?s:.+)/\n")
+                    }
+                }
             }
-            Dialect::Tagged => (
-                format!(
-                    "calls: call (\"\\n\" call)*\ncall: {} %json {} {}",
-                    lark_string(TAG_OPEN),
-                    with_guidance(any_call),
-                    lark_string(TAG_CLOSE)
-                ),
-                // Free text cannot hold the opening tag: once written, a call
-                // follows.
-                format!("TEXT: /(?s:.+)/ & ~/(?s:.*){TAG_TEXT}(?s:.*)/"),
-            ),
-        };
-        let start = match choice {
-            ToolChoice::Required => "start: calls",
-            ToolChoice::Auto | ToolChoice::TextOnly => "start: TEXT? calls?",
-        };
-        format!("{start}\n{calls}\n{text}\n")
+            Dialect::Tagged => {
+                let body = format!("body: %json {}\n", with_guidance(any_call));
+                let close = lark_string(TAG_CLOSE);
+                let more = format!("more: (\"\\n\" {} body {close}){{0,{}}}\n", lark_string(TAG_OPEN), MAX_CALLS - 1);
+                match choice {
+                    ToolChoice::Required => format!("start: {} body {close} more\n{body}{more}", lark_string(TAG_OPEN)),
+                    // Text, or text up to the first `<tool_call>` (lazy: it
+                    // ends there) and calls. Plain text cannot hold the tag,
+                    // so once it is written a call follows.
+                    ToolChoice::Auto | ToolChoice::TextOnly => format!(
+                        "start: TEXT | head \"\\n\" body {close} more\nhead[lazy]: ANY {tag}\n{body}{more}\
+                         ANY: /(?s:.*)/\nTEXT: /(?s:.+)/ & ~/(?s:.*){TAG_TEXT}(?s:.*)/\n",
+                        tag = lark_string(TAG_TEXT)
+                    ),
+                }
+            }
+        }
     }
 
     /// Where the calls start in `raw` (generated text, special tokens kept)
-    /// and the calls, when `raw` ends with complete ones.
-    pub(crate) fn parse(&self, raw: &str) -> Option<(usize, Vec<ToolCall>)> {
+    /// and the complete calls (an answer cut short keeps those before the
+    /// cut), with whether all of `raw` was complete calls.
+    pub(crate) fn parse(&self, raw: &str) -> Option<(usize, Vec<ToolCall>, bool)> {
         let (open, close) = match self.dialect {
             Dialect::Phi4 => (PHI4_OPEN, PHI4_CLOSE),
             Dialect::Tagged => (TAG_OPEN, TAG_CLOSE),
@@ -197,20 +210,22 @@ impl Toolset {
         let mut rest = &raw[start..];
         let mut calls = Vec::new();
         loop {
-            rest = rest.strip_prefix(open)?;
-            let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Box<RawValue>>();
-            let value = values.next()?.ok()?;
-            rest = rest[values.byte_offset()..].strip_prefix(close)?;
-            match self.dialect {
-                Dialect::Phi4 => calls.extend(parse_calls(value.get(), true)?),
-                Dialect::Tagged => calls.extend(parse_calls(value.get(), false)?),
-            }
-            rest = match rest.strip_prefix('\n') {
-                Some(more) if self.dialect == Dialect::Tagged && more.starts_with(open) => more,
-                _ if rest.trim().is_empty() => return Some((start, calls)),
-                _ => return None,
+            let Some((parsed, after)) = self.parse_one(rest, open, close) else { return Some((start, calls, false)) };
+            calls.extend(parsed);
+            rest = match after.strip_prefix('\n') {
+                Some(more) if self.dialect == Dialect::Tagged && !more.is_empty() => more,
+                _ => return Some((start, calls, after.trim().is_empty())),
             };
         }
+    }
+
+    /// The calls of one block at the start of `rest`, and what follows it.
+    fn parse_one<'a>(&self, rest: &'a str, open: &str, close: &str) -> Option<(Vec<ToolCall>, &'a str)> {
+        let rest = rest.strip_prefix(open)?;
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Box<RawValue>>();
+        let value = values.next()?.ok()?;
+        let after = rest[values.byte_offset()..].strip_prefix(close)?;
+        Some((parse_calls(value.get(), self.dialect == Dialect::Phi4)?, after))
     }
 
     /// `calls` as the model writes them; `mark` wraps the model-written
@@ -225,7 +240,9 @@ impl Toolset {
             }
         };
         match self.dialect {
-            Dialect::Phi4 => format!("{PHI4_OPEN}[{}]{PHI4_CLOSE}", calls.iter().map(one).collect::<Vec<_>>().join(", ")),
+            Dialect::Phi4 => {
+                format!("{PHI4_OPEN}[{}]{PHI4_CLOSE}", calls.iter().map(one).collect::<Vec<_>>().join(", "))
+            }
             Dialect::Tagged => {
                 calls.iter().map(|c| format!("{TAG_OPEN}{}{TAG_CLOSE}", one(c))).collect::<Vec<_>>().join("\n")
             }
@@ -279,7 +296,8 @@ impl Toolset {
             calls
                 .iter()
                 .map(|c| {
-                    let arguments: Value = serde_json::from_str(&c.arguments).unwrap_or(Value::String(c.arguments.clone()));
+                    let arguments: Value =
+                        serde_json::from_str(&c.arguments).unwrap_or(Value::String(c.arguments.clone()));
                     json!({ "type": "function", "function": { "name": c.name, "arguments": arguments } })
                 })
                 .collect(),
@@ -305,7 +323,10 @@ fn parameter_schema(tool: &Tool) -> Result<Value> {
         }
         Some(Value::String(t)) if t == "object" => {}
         Some(other) => {
-            return Err(bad(format!("tool {:?}'s arguments must be an object, its schema says type {other}", tool.name)))
+            return Err(bad(format!(
+                "tool {:?}'s arguments must be an object, its schema says type {other}",
+                tool.name
+            )))
         }
     }
     Ok(schema)
@@ -329,4 +350,143 @@ fn parse_calls(json: &str, list: bool) -> Option<Vec<ToolCall>> {
 fn lark_string(s: &str) -> String {
     // JSON's escapes are a subset Lark reads.
     json!(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chat::{Message, Role};
+    use super::*;
+
+    fn text(fixture: &str) -> Text {
+        Text::load(&crate::engine::test_fixture(fixture), None).unwrap()
+    }
+
+    fn weather() -> Vec<Tool> {
+        let parameters = r#"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#;
+        vec![Tool { name: "get_weather".into(), description: "Weather now.".into(), parameters: parameters.into() }]
+    }
+
+    fn round_trip() -> Vec<Message> {
+        let mut call = Message::new(Role::Assistant, "");
+        call.tool_calls = vec![ToolCall { name: "get_weather".into(), arguments: r#"{"city": "Paris"}"#.into() }];
+        vec![Message::new(Role::User, "Weather in Paris?"), call, Message::new(Role::Tool, r#"{"t": 21}"#)]
+    }
+
+    /// Phi-4-mini's own template shows the tools on the system message; the
+    /// call is written back with its special tokens, the result in its
+    /// `<|tool|>` turn.
+    #[test]
+    fn phi4_mini_renders_tools_its_way() {
+        let text = text("phi4-vocab.gguf");
+        let tools = Toolset::new(&text, weather()).unwrap().unwrap();
+        assert_eq!((tools.dialect, tools.trigger), (Dialect::Phi4, Trigger::Token(200_025)));
+        let prompt = text.format_chat_with(&round_trip(), Some(&tools)).unwrap();
+        assert_eq!(
+            prompt,
+            format!(
+                "<|system|><|tool|>{}<|/tool|><|end|><|user|>Weather in Paris?<|end|><|assistant|><|tool_call|>\
+                 [{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}]<|/tool_call|><|end|>\
+                 <|tool|>{{\"t\": 21}}<|end|><|assistant|>",
+                tools.system_attribute()
+            )
+        );
+        let ids = text.encode_chat_with(&round_trip(), Some(&tools)).unwrap();
+        for special in [200_023, 200_024, 200_025, 200_026] {
+            assert_eq!(ids.iter().filter(|&&i| i == special).count(), 1 + usize::from(special == 200_023), "{special}");
+        }
+    }
+
+    /// A template with no place for tools (SmolLM2's ChatML): they are
+    /// described in the system message, calls written into the assistant's
+    /// text, results wrapped in one user turn.
+    #[test]
+    fn templates_without_tools_get_them_described() {
+        let text = text("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let tools = Toolset::new(&text, weather()).unwrap().unwrap();
+        assert_eq!(tools.dialect, Dialect::Tagged);
+        let mut messages = round_trip();
+        messages[1].tool_calls.push(ToolCall { name: "get_weather".into(), arguments: r#"{"city": "Oslo"}"#.into() });
+        messages.push(Message::new(Role::Tool, "snow"));
+        let prompt = text.format_chat_with(&messages, Some(&tools)).unwrap();
+        let expected = format!(
+            "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n\
+             <tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}\n</tool_call>\n\
+             <tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Oslo\"}}}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\n{{\"t\": 21}}\n</tool_response>\n<tool_response>\nsnow\n</tool_response>\
+             <|im_end|>\n<|im_start|>assistant\n",
+            tools.instructions()
+        );
+        assert_eq!(prompt, expected);
+        assert!(tools.instructions().contains(r#"{"name":"get_weather","description":"Weather now.""#));
+    }
+
+    #[test]
+    fn markup_parses_back() {
+        for fixture in ["phi4-vocab.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"] {
+            let text = text(fixture);
+            let tools = Toolset::new(&text, weather()).unwrap().unwrap();
+            let calls = vec![
+                ToolCall { name: "get_weather".into(), arguments: r#"{"city": "Zürich \"Nord\""}"#.into() },
+                ToolCall { name: "get_weather".into(), arguments: r#"{"city": "東京"}"#.into() },
+            ];
+            let raw = format!("Let me check. {}", tools.markup(&calls, false));
+            assert_eq!(tools.parse(&raw), Some((14, calls.clone(), true)), "{fixture}");
+            // Cut short: the complete calls before the cut, not whole.
+            let cut = &raw[..raw.len() - 12];
+            let (_, kept, whole) = tools.parse(cut).unwrap();
+            assert!(!whole && kept.len() < 2, "{fixture}: {kept:?}");
+            assert_eq!(tools.parse("no calls here"), None);
+        }
+    }
+
+    /// Auto: free text, and once `<tool_call>` is written only a call of a
+    /// declared tool may follow.
+    #[test]
+    fn auto_text_then_a_call_is_forced() {
+        let text = text("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let tools = Toolset::new(&text, weather()).unwrap().unwrap();
+        let mut c = text.grammars.compile_lark(&text, &tools.grammar(ToolChoice::Auto), "tools").unwrap();
+        let vocab = text.vocab.end();
+        let allowed = |c: &mut crate::engine::constraint::Constraint| {
+            let mut logits = vec![0.0f32; vocab];
+            c.mask(&mut logits, &[2]).unwrap();
+            logits.iter().filter(|l| l.is_finite()).count()
+        };
+        assert!(allowed(&mut c) > vocab / 2, "free text allows nearly everything");
+        let mut plain = text.grammars.compile_lark(&text, &tools.grammar(ToolChoice::Auto), "tools").unwrap();
+        for &id in text.tokenizer().encode("Hello there.", false).unwrap().get_ids() {
+            plain.accept(id).unwrap();
+        }
+        let mut logits = vec![0.0f32; vocab];
+        plain.mask(&mut logits, &[2]).unwrap();
+        assert!(logits[2].is_finite(), "a text answer may end");
+        for &id in text.tokenizer().encode("Sure. <tool_call>\n{\"name\": \"", false).unwrap().get_ids() {
+            c.accept(id).unwrap();
+        }
+        let mut logits = vec![0.0f32; vocab];
+        c.mask(&mut logits, &[2]).unwrap();
+        let ok: Vec<String> =
+            (0..vocab).filter(|&i| logits[i].is_finite()).map(|i| text.decode(&[i as u32]).unwrap()).collect();
+        assert!(!ok.is_empty() && ok.iter().all(|t| "get_weather\"".starts_with(t.as_str())), "{ok:?}");
+    }
+
+    /// Phi-4-mini: after free text, its `<|tool_call|>` token starts a list
+    /// of calls.
+    #[test]
+    fn phi4_auto_call_starts_at_its_token() {
+        let text = text("phi4-vocab.gguf");
+        let tools = Toolset::new(&text, weather()).unwrap().unwrap();
+        let mut c = text.grammars.compile_lark(&text, &tools.grammar(ToolChoice::Auto), "tools").unwrap();
+        let ids: Vec<u32> = text.tokenizer().encode("Sure.", false).unwrap().get_ids().to_vec();
+        for id in ids.into_iter().chain([200_025]) {
+            c.accept(id).unwrap();
+        }
+        let vocab = text.vocab.end();
+        let mut logits = vec![0.0f32; vocab];
+        c.mask(&mut logits, &[200_020]).unwrap();
+        let ok: Vec<String> =
+            (0..vocab).filter(|&i| logits[i].is_finite()).map(|i| text.decode(&[i as u32]).unwrap()).collect();
+        assert!(!ok.is_empty() && ok.iter().all(|t| t.starts_with('[')), "{ok:?}");
+        assert!(!logits[200_020].is_finite(), "no end inside a call");
+    }
 }

@@ -218,7 +218,9 @@ impl ChatSession {
             let opts = params.into();
             Ok(match input {
                 Input::User(message) => conversation.send(&self.model, message, &opts, stop, sink)?,
-                Input::ToolResults(results) => conversation.send_tool_results(&self.model, results, &opts, stop, sink)?,
+                Input::ToolResults(results) => {
+                    conversation.send_tool_results(&self.model, results, &opts, stop, sink)?
+                }
             }
             .into())
         });

@@ -149,9 +149,7 @@ impl ChatTemplate {
         let mut system = Turn::new(Role::System, String::new(), String::new());
         system.tools = Some(serde_json::json!([function]).to_string());
         let user = || Turn::new(Role::User, "Hi".into(), "Hi".into());
-        let shows = |turns: &[Turn], tools| {
-            self.render_turns(turns, tools, false).is_ok_and(|r| r.text.contains(NAME))
-        };
+        let shows = |turns: &[Turn], tools| self.render_turns(turns, tools, false).is_ok_and(|r| r.text.contains(NAME));
         let mut call = Turn::new(Role::Assistant, String::new(), String::new());
         call.tool_calls =
             Some(serde_json::json!([{ "type": "function", "function": { "name": NAME, "arguments": {} } }]));

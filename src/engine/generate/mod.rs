@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::chat::ToolCall;
 use super::constraint::{Constraint, ResponseFormat};
-use super::tools::{ToolChoice, Toolset, Trigger};
 use super::error::{catch_panic, Error, Result};
 use super::model::LoadedModel;
 use super::sampler::{Sampler, SamplingConfig};
 use super::tokenizer::stream::{Filtered, PieceStream};
+use super::tools::{ToolChoice, Toolset, Trigger};
 use super::weights::{State, Weights};
 
 /// Prompt tokens per forward call: bounds the forward pass's buffers (a
@@ -257,18 +257,17 @@ impl Sequence {
         }
         // A format that does not compile fails before any work.
         let tools = tools.filter(|_| opts.tool_choice != ToolChoice::TextOnly);
-        let mut constraint = match tools {
-            None => model.text.grammars.compile(&model.text, &opts.format)?,
-            Some(_) if opts.format != ResponseFormat::Text => {
-                return Err(Error::param(
+        let mut constraint =
+            match tools {
+                None => model.text.grammars.compile(&model.text, &opts.format)?,
+                Some(_) if opts.format != ResponseFormat::Text => return Err(Error::param(
                     "response_format",
                     "a turn that may call tools cannot also have a response format; set toolChoice to TextOnly for it",
-                ))
-            }
-            Some(set) => {
-                Some(model.text.grammars.compile_lark(&model.text, &set.grammar(opts.tool_choice), "tools")?)
-            }
-        };
+                )),
+                Some(set) => {
+                    Some(model.text.grammars.compile_lark(&model.text, &set.grammar(opts.tool_choice), "tools")?)
+                }
+            };
         let started = Instant::now();
         let mut timings = Timings::default();
 
@@ -414,11 +413,11 @@ impl Sequence {
         if let (true, Some(set)) = (calling, tools) {
             // Complete calls only: one cut short is not a call.
             let raw = catch_panic(Error::Tokenizer, || Ok(model.text.tokenizer().decode(&generated, false)?))?;
-            if let Some((_, calls)) = set.parse(&raw) {
-                tool_calls = calls;
-                if reason == StopReason::EndOfSequence {
+            if let Some((_, calls, whole)) = set.parse(&raw) {
+                if whole && reason == StopReason::EndOfSequence && !calls.is_empty() {
                     reason = StopReason::ToolCalls;
                 }
+                tool_calls = calls;
             }
         }
         Ok(Outcome {
