@@ -251,8 +251,12 @@ fn saved_chats_keep_tool_calls() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chat.bin").display().to_string();
     session.save(path.clone()).unwrap();
-    let restored = model.restore_session(path).unwrap();
+    let restored = model.restore_session_with_tools(path, tools()).unwrap();
     assert_eq!(restored.history(), session.history());
     assert!(restored.history().iter().any(|m| m.role == Role::Tool));
     assert_eq!(restored.history()[1].tool_calls, first.tool_calls);
+    // With its tools declared again, the next turn's prompt extends the
+    // saved cache.
+    let next = send(&restored, "And in Oslo?", params(Some(ToolChoice::TextOnly), 0.0, 0));
+    assert!(next.cached_prompt_tokens as usize > first.prompt_tokens as usize, "{next:?}");
 }

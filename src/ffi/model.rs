@@ -113,6 +113,17 @@ impl Model {
         })
     }
 
+    /// `restoreSession` for a chat saved from a session with tools: the same
+    /// `tools` declared again (as `newSessionWithTools` checks them), so the
+    /// next turn's prompt matches the saved cache.
+    pub fn restore_session_with_tools(&self, path: String, tools: Vec<Tool>) -> Result<Arc<ChatSession>> {
+        guard(inference_error, || {
+            let tools = engine::Toolset::new(&self.inner.text, tools.into_iter().map(Into::into).collect())?;
+            let conversation = engine::Conversation::restore(&self.inner, std::path::Path::new(&path))?;
+            Ok(ChatSession::resume(&self.inner, conversation.with_tools(tools.map(Arc::new))))
+        })
+    }
+
     /// Bytes of the weights in memory now: with mapped weights, the pages of
     /// the file the OS holds (it reads them on use and may drop them under
     /// pressure); with weights in the heap, all of them. `None` where the OS

@@ -830,6 +830,15 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
     
     /**
+     * Answers the last turn's tool calls with their `results` (one per
+     * call, in call order; each what the app wants the model to read, e.g.
+     * JSON) and streams the next answer, which may call tools again. As
+     * `send` otherwise; a count that does not match the calls, or no calls
+     * to answer, is `InvalidParameter`.
+     */
+    func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
+    
+    /**
      * Releases the KV-cache memory beyond what the conversation holds (the
      * room it grew for ahead; after `reset()`, the old chat past the first
      * messages), for `onTrimMemory` or a memory warning. The next turn
@@ -1000,6 +1009,26 @@ open func send(message: String, params: GenerationParams, sink: TokenSink, cance
     uniffi_phi_mobile_fn_method_chatsession_send(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(message),
+        FfiConverterTypeGenerationParams_lower(params),
+        FfiConverterTypeTokenSink_lower(sink),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Answers the last turn's tool calls with their `results` (one per
+     * call, in call order; each what the app wants the model to read, e.g.
+     * JSON) and streams the next answer, which may call tools again. As
+     * `send` otherwise; a count that does not match the calls, or no calls
+     * to answer, is `InvalidParameter`.
+     */
+open func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
+    return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_send_tool_results(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(results),
         FfiConverterTypeGenerationParams_lower(params),
         FfiConverterTypeTokenSink_lower(sink),
         FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
@@ -1553,6 +1582,18 @@ public protocol ModelProtocol: AnyObject, Sendable {
     func newSession(history: [ChatMessage])  -> ChatSession
     
     /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    func newSessionWithTools(history: [ChatMessage], tools: [Tool]) throws  -> ChatSession
+    
+    /**
      * A chat that `ChatSession.save` wrote, with its KV cache as it was:
      * the next turn's first token comes as fast as in the chat that never
      * stopped (its history is not run through the model again). The file
@@ -1562,6 +1603,13 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * read is `Storage`.
      */
     func restoreSession(path: String) throws  -> ChatSession
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    func restoreSessionWithTools(path: String, tools: [Tool]) throws  -> ChatSession
     
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
@@ -1781,6 +1829,27 @@ open func newSession(history: [ChatMessage]) -> ChatSession  {
 }
     
     /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+open func newSessionWithTools(history: [ChatMessage], tools: [Tool])throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_new_session_with_tools(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(history),
+        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * A chat that `ChatSession.save` wrote, with its KV cache as it was:
      * the next turn's first token comes as fast as in the chat that never
      * stopped (its history is not run through the model again). The file
@@ -1795,6 +1864,22 @@ open func restoreSession(path: String)throws  -> ChatSession  {
     uniffi_phi_mobile_fn_method_model_restore_session(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+open func restoreSessionWithTools(path: String, tools: [Tool])throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_model_restore_session_with_tools(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),
+        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
     )
 })
 }
@@ -2355,12 +2440,20 @@ public func FfiConverterTypeTokenSink_lower(_ value: TokenSink) -> UInt64 {
 public struct ChatMessage: Equatable, Hashable {
     public var role: Role
     public var content: String
+    /**
+     * An assistant message's tool calls.
+     */
+    public var toolCalls: [ToolCall]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(role: Role, content: String) {
+    public init(role: Role, content: String, 
+        /**
+         * An assistant message's tool calls.
+         */toolCalls: [ToolCall] = []) {
         self.role = role
         self.content = content
+        self.toolCalls = toolCalls
     }
 
     
@@ -2380,13 +2473,15 @@ public struct FfiConverterTypeChatMessage: FfiConverterRustBuffer {
         return
             try ChatMessage(
                 role: FfiConverterTypeRole.read(from: &buf), 
-                content: FfiConverterString.read(from: &buf)
+                content: FfiConverterString.read(from: &buf), 
+                toolCalls: FfiConverterSequenceTypeToolCall.read(from: &buf)
         )
     }
 
     public static func write(_ value: ChatMessage, into buf: inout [UInt8]) {
         FfiConverterTypeRole.write(value.role, into: &buf)
         FfiConverterString.write(value.content, into: &buf)
+        FfiConverterSequenceTypeToolCall.write(value.toolCalls, into: &buf)
     }
 }
 
@@ -2658,9 +2753,15 @@ public struct GenerationParams: Equatable, Hashable {
      */
     public var stop: [String]
     /**
-     * What the answer must be; `None` is plain text.
+     * What the answer must be; `None` is plain text. Not with tools that
+     * may be called (`toolChoice` `TextOnly` for a formatted answer).
      */
     public var responseFormat: ResponseFormat?
+    /**
+     * Whether a turn of a session with tools may call them; `None` is
+     * `Auto`.
+     */
+    public var toolChoice: ToolChoice?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2687,8 +2788,13 @@ public struct GenerationParams: Equatable, Hashable {
          * Generation stops before any of these; they are never streamed.
          */stop: [String] = [], 
         /**
-         * What the answer must be; `None` is plain text.
-         */responseFormat: ResponseFormat? = nil) {
+         * What the answer must be; `None` is plain text. Not with tools that
+         * may be called (`toolChoice` `TextOnly` for a formatted answer).
+         */responseFormat: ResponseFormat? = nil, 
+        /**
+         * Whether a turn of a session with tools may call them; `None` is
+         * `Auto`.
+         */toolChoice: ToolChoice? = nil) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -2699,6 +2805,7 @@ public struct GenerationParams: Equatable, Hashable {
         self.seed = seed
         self.stop = stop
         self.responseFormat = responseFormat
+        self.toolChoice = toolChoice
     }
 
     
@@ -2726,7 +2833,8 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
                 repeatLastN: FfiConverterUInt32.read(from: &buf), 
                 seed: FfiConverterOptionUInt64.read(from: &buf), 
                 stop: FfiConverterSequenceString.read(from: &buf), 
-                responseFormat: FfiConverterOptionTypeResponseFormat.read(from: &buf)
+                responseFormat: FfiConverterOptionTypeResponseFormat.read(from: &buf), 
+                toolChoice: FfiConverterOptionTypeToolChoice.read(from: &buf)
         )
     }
 
@@ -2741,6 +2849,7 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.seed, into: &buf)
         FfiConverterSequenceString.write(value.stop, into: &buf)
         FfiConverterOptionTypeResponseFormat.write(value.responseFormat, into: &buf)
+        FfiConverterOptionTypeToolChoice.write(value.toolChoice, into: &buf)
     }
 }
 
@@ -2779,6 +2888,10 @@ public struct GenerationStats: Equatable, Hashable {
     public var prefillTokensPerSecond: Double
     public var decodeTokensPerSecond: Double
     public var stopReason: StopReason
+    /**
+     * The tool calls the answer ended with (`text` is what came before).
+     */
+    public var toolCalls: [ToolCall]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2788,7 +2901,10 @@ public struct GenerationStats: Equatable, Hashable {
          */text: String, tokenIds: [UInt32], promptTokens: UInt32, 
         /**
          * Prompt tokens served from the session's cache instead of recomputed.
-         */cachedPromptTokens: UInt32, generatedTokens: UInt32, timeToFirstTokenMs: Double, prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, stopReason: StopReason) {
+         */cachedPromptTokens: UInt32, generatedTokens: UInt32, timeToFirstTokenMs: Double, prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, stopReason: StopReason, 
+        /**
+         * The tool calls the answer ended with (`text` is what came before).
+         */toolCalls: [ToolCall]) {
         self.text = text
         self.tokenIds = tokenIds
         self.promptTokens = promptTokens
@@ -2798,6 +2914,7 @@ public struct GenerationStats: Equatable, Hashable {
         self.prefillTokensPerSecond = prefillTokensPerSecond
         self.decodeTokensPerSecond = decodeTokensPerSecond
         self.stopReason = stopReason
+        self.toolCalls = toolCalls
     }
 
     
@@ -2824,7 +2941,8 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
                 timeToFirstTokenMs: FfiConverterDouble.read(from: &buf), 
                 prefillTokensPerSecond: FfiConverterDouble.read(from: &buf), 
                 decodeTokensPerSecond: FfiConverterDouble.read(from: &buf), 
-                stopReason: FfiConverterTypeStopReason.read(from: &buf)
+                stopReason: FfiConverterTypeStopReason.read(from: &buf), 
+                toolCalls: FfiConverterSequenceTypeToolCall.read(from: &buf)
         )
     }
 
@@ -2838,6 +2956,7 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.prefillTokensPerSecond, into: &buf)
         FfiConverterDouble.write(value.decodeTokensPerSecond, into: &buf)
         FfiConverterTypeStopReason.write(value.stopReason, into: &buf)
+        FfiConverterSequenceTypeToolCall.write(value.toolCalls, into: &buf)
     }
 }
 
@@ -3149,6 +3268,157 @@ public func FfiConverterTypeModelInfo_lift(_ buf: RustBuffer) throws -> ModelInf
 #endif
 public func FfiConverterTypeModelInfo_lower(_ value: ModelInfo) -> RustBuffer {
     return FfiConverterTypeModelInfo.lower(value)
+}
+
+
+/**
+ * A function the model may call in a session (`Model.newSessionWithTools`).
+ * The library never runs it: a call comes back in
+ * `GenerationStats.toolCalls` and the app answers with
+ * `ChatSession.sendToolResults`.
+ */
+public struct Tool: Equatable, Hashable {
+    /**
+     * 1 to 64 of `A-Z a-z 0-9 _ -`, unique in the session.
+     */
+    public var name: String
+    /**
+     * What it does, for the model to decide when to call it.
+     */
+    public var description: String
+    /**
+     * A JSON Schema of its arguments (an object); `{}` for none.
+     */
+    public var parameters: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * 1 to 64 of `A-Z a-z 0-9 _ -`, unique in the session.
+         */name: String, 
+        /**
+         * What it does, for the model to decide when to call it.
+         */description: String, 
+        /**
+         * A JSON Schema of its arguments (an object); `{}` for none.
+         */parameters: String) {
+        self.name = name
+        self.description = description
+        self.parameters = parameters
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Tool: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTool: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Tool {
+        return
+            try Tool(
+                name: FfiConverterString.read(from: &buf), 
+                description: FfiConverterString.read(from: &buf), 
+                parameters: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Tool, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.description, into: &buf)
+        FfiConverterString.write(value.parameters, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTool_lift(_ buf: RustBuffer) throws -> Tool {
+    return try FfiConverterTypeTool.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTool_lower(_ value: Tool) -> RustBuffer {
+    return FfiConverterTypeTool.lower(value)
+}
+
+
+/**
+ * A call the model made.
+ */
+public struct ToolCall: Equatable, Hashable {
+    /**
+     * One of the session's tools.
+     */
+    public var name: String
+    /**
+     * A JSON object valid against the tool's `parameters`.
+     */
+    public var arguments: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * One of the session's tools.
+         */name: String, 
+        /**
+         * A JSON object valid against the tool's `parameters`.
+         */arguments: String) {
+        self.name = name
+        self.arguments = arguments
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ToolCall: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeToolCall: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ToolCall {
+        return
+            try ToolCall(
+                name: FfiConverterString.read(from: &buf), 
+                arguments: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ToolCall, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.arguments, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeToolCall_lift(_ buf: RustBuffer) throws -> ToolCall {
+    return try FfiConverterTypeToolCall.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeToolCall_lower(_ value: ToolCall) -> RustBuffer {
+    return FfiConverterTypeToolCall.lower(value)
 }
 
 
@@ -3513,6 +3783,10 @@ public enum Role: Equatable, Hashable {
     case system
     case user
     case assistant
+    /**
+     * A tool's result (`ChatSession.sendToolResults`).
+     */
+    case tool
 
 
 
@@ -3540,6 +3814,8 @@ public struct FfiConverterTypeRole: FfiConverterRustBuffer {
         
         case 3: return .assistant
         
+        case 4: return .tool
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3558,6 +3834,10 @@ public struct FfiConverterTypeRole: FfiConverterRustBuffer {
         
         case .assistant:
             writeInt(&buf, Int32(3))
+        
+        
+        case .tool:
+            writeInt(&buf, Int32(4))
         
         }
     }
@@ -3597,6 +3877,11 @@ public enum StopReason: Equatable, Hashable {
      * The context window is full; start a new session to go on.
      */
     case contextFull
+    /**
+     * The answer ended with tool calls (`GenerationStats.toolCalls`): run
+     * them and answer with `ChatSession.sendToolResults`.
+     */
+    case toolCalls
 
 
 
@@ -3628,6 +3913,8 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case 5: return .contextFull
         
+        case 6: return .toolCalls
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3655,6 +3942,10 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         case .contextFull:
             writeInt(&buf, Int32(5))
         
+        
+        case .toolCalls:
+            writeInt(&buf, Int32(6))
+        
         }
     }
 }
@@ -3672,6 +3963,91 @@ public func FfiConverterTypeStopReason_lift(_ buf: RustBuffer) throws -> StopRea
 #endif
 public func FfiConverterTypeStopReason_lower(_ value: StopReason) -> RustBuffer {
     return FfiConverterTypeStopReason.lower(value)
+}
+
+
+
+/**
+ * Whether a chat turn may, must or must not call the session's tools.
+ */
+
+public enum ToolChoice: Equatable, Hashable {
+    
+    /**
+     * The model answers in text or calls tools, as it decides.
+     */
+    case auto
+    /**
+     * The answer is one or more tool calls.
+     */
+    case required
+    /**
+     * A text answer; the tools stay declared.
+     */
+    case textOnly
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ToolChoice: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeToolChoice: FfiConverterRustBuffer {
+    typealias SwiftType = ToolChoice
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ToolChoice {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .auto
+        
+        case 2: return .required
+        
+        case 3: return .textOnly
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ToolChoice, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .auto:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .required:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .textOnly:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeToolChoice_lift(_ buf: RustBuffer) throws -> ToolChoice {
+    return try FfiConverterTypeToolChoice.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeToolChoice_lower(_ value: ToolChoice) -> RustBuffer {
+    return FfiConverterTypeToolChoice.lower(value)
 }
 
 
@@ -3846,6 +4222,30 @@ fileprivate struct FfiConverterOptionTypeResponseFormat: FfiConverterRustBuffer 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeToolChoice: FfiConverterRustBuffer {
+    typealias SwiftType = ToolChoice?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeToolChoice.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeToolChoice.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
     typealias SwiftType = [UInt32]
 
@@ -3913,6 +4313,56 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeChatMessage.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTool: FfiConverterRustBuffer {
+    typealias SwiftType = [Tool]
+
+    public static func write(_ value: [Tool], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTool.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Tool] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Tool]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTool.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeToolCall: FfiConverterRustBuffer {
+    typealias SwiftType = [ToolCall]
+
+    public static func write(_ value: [ToolCall], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeToolCall.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ToolCall] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ToolCall]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeToolCall.read(from: &buf))
         }
         return seq
     }

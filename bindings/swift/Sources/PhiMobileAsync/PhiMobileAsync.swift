@@ -13,6 +13,7 @@ import Foundation
 /// for try await event in model.events(prompt: "Once upon a time", params: GenerationParams(maxTokens: 16)) {
 ///     switch event {
 ///     case .text(let piece): print(piece, terminator: "")
+///     case .toolCalls(let calls): print(calls.map(\.name))
 ///     case .done(let stats): print("\n\(stats.decodeTokensPerSecond) tokens/s")
 ///     }
 /// }
@@ -20,6 +21,9 @@ import Foundation
 public enum GenerationEvent: Sendable, Equatable {
     /// The text added since the previous event (whole characters only).
     case text(String)
+    /// The answer called tools (a session with tools only), just before
+    /// `.done`: run them and answer with ``ChatSession/events(toolResults:params:cancel:)``.
+    case toolCalls([ToolCall])
     /// Generation ended: the last event of every stream that was not
     /// cancelled. `stats.text` is the concatenation of all `.text` pieces.
     case done(GenerationStats)
@@ -104,6 +108,32 @@ extension Model {
         }
     }
 
+    /// A chat session whose turns may call `tools`, made on a thread of its
+    /// own (it compiles the tools' schemas; the first time also indexes the
+    /// vocabulary, about 0.1 s). A turn that calls tools streams
+    /// `.toolCalls` before `.done` (stop reason `.toolCalls`); the app runs
+    /// them and answers with ``ChatSession/events(toolResults:params:cancel:)``.
+    /// The library never runs a tool.
+    ///
+    /// ```swift
+    /// let weather = Tool(name: "get_weather", description: "The weather in a city now.",
+    ///                    parameters: #"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}"#)
+    /// let chat = try await model.newSession(history: [], tools: [weather])
+    /// var calls: [ToolCall] = []
+    /// for try await event in chat.events(message: "Weather in Paris?", params: GenerationParams(toolChoice: .required)) {
+    ///     if case .toolCalls(let made) = event { calls = made }
+    /// }
+    /// let results = calls.map { _ in #"{"temperature": 21}"# } // run each tool here
+    /// for try await piece in chat.stream(toolResults: results, params: GenerationParams(maxTokens: 32)) { print(piece) }
+    /// ```
+    ///
+    /// - Throws: `LlmError.InvalidParameter` (name "tools") for a bad name,
+    ///   a duplicate, or a schema that is not a JSON object or does not
+    ///   compile.
+    public func newSession(history: [ChatMessage], tools: [Tool]) async throws -> ChatSession {
+        try await runBlocking { try self.newSessionWithTools(history: history, tools: tools) }
+    }
+
     /// Brings back a chat that ``ChatSession/save(to:)`` wrote, with its KV
     /// cache, on a thread of its own: the next turn does not run the history
     /// through the model again, and answers as the chat that never stopped.
@@ -172,6 +202,31 @@ extension ChatSession {
         let token = cancel ?? CancellationToken()
         return generationStream(state: state, element: { $0 }, cancelAction: { token.cancel() }) { sink in
             try self.send(message: message, params: params, sink: sink, cancel: token)
+        }
+    }
+
+    /// Answers the last turn's tool calls with their `results` (one per call,
+    /// in call order) and streams the next answer as events (which may call
+    /// tools again), as ``events(message:params:cancel:)``.
+    ///
+    /// - Throws: `LlmError.InvalidParameter` (name "results") when the count
+    ///   does not match the calls, or the last answer called no tool.
+    public func events(
+        toolResults results: [String], params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
+    ) -> AsyncThrowingStream<GenerationEvent, Error> {
+        let token = cancel ?? CancellationToken()
+        return generationStream(state: GenerationState(), element: { $0 }, cancelAction: { token.cancel() }) { sink in
+            try self.sendToolResults(results: results, params: params, sink: sink, cancel: token)
+        }
+    }
+
+    /// ``events(toolResults:params:cancel:)``'s text pieces.
+    public func stream(
+        toolResults results: [String], params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
+    ) -> AsyncThrowingStream<String, Error> {
+        let token = cancel ?? CancellationToken()
+        return generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { token.cancel() }) { sink in
+            try self.sendToolResults(results: results, params: params, sink: sink, cancel: token)
         }
     }
 
@@ -465,6 +520,9 @@ func generationStream<Element: Sendable>(
             do {
                 let stats = try run(sink)
                 state.finish(.success(stats))
+                if !stats.toolCalls.isEmpty, let value = element(.toolCalls(stats.toolCalls)) {
+                    continuation.yield(value)
+                }
                 if let value = element(.done(stats)) { continuation.yield(value) }
                 continuation.finish()
             } catch {

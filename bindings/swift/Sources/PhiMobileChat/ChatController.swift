@@ -373,6 +373,9 @@ public actor ChatController {
                 case .text(let piece):
                     partial += piece
                     publish(.generating(partial: partial))
+                case .toolCalls:
+                    // The controller's sessions declare no tools.
+                    break
                 case .done(let stats):
                     outcome = .success(stats)
                 }

@@ -21,6 +21,8 @@ func consume(
             case .text:
                 pieces += 1
                 report.yield(pieces)
+            case .toolCalls:
+                break
             case .done(let final):
                 stats = final
             }

@@ -31,6 +31,7 @@ struct DocExampleTests {
         for try await event in model.events(prompt: "Once upon a time", params: GenerationParams(maxTokens: 16)) {
             switch event {
             case .text(let piece): print(piece, terminator: "")
+            case .toolCalls(let calls): print(calls.map(\.name))
             case .done(let stats): print("\n\(stats.decodeTokensPerSecond) tokens/s")
             }
         }
@@ -87,6 +88,24 @@ struct DocExampleTests {
         #expect(person.name.count <= 12 && (0...120).contains(person.age))
     }
 
+    @Test("the tool calling example runs")
+    func toolCallingExample() async throws {
+        let model = try await Fixtures.model()
+        // doc-example begin
+        let weather = Tool(name: "get_weather", description: "The weather in a city now.",
+                           parameters: #"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}"#)
+        let chat = try await model.newSession(history: [], tools: [weather])
+        var calls: [ToolCall] = []
+        for try await event in chat.events(message: "Weather in Paris?", params: GenerationParams(toolChoice: .required)) {
+            if case .toolCalls(let made) = event { calls = made }
+        }
+        let results = calls.map { _ in #"{"temperature": 21}"# } // run each tool here
+        for try await piece in chat.stream(toolResults: results, params: GenerationParams(maxTokens: 32)) { print(piece) }
+        // doc-example end
+        #expect(!calls.isEmpty && calls.allSatisfy { $0.name == "get_weather" })
+        #expect(chat.history().map(\.role) == [.user, .assistant] + calls.map { _ in .tool } + [.assistant])
+    }
+
     @Test("the documented examples are exactly the tested ones")
     func documentedEqualsTested() throws {
         let source = try String(
@@ -95,7 +114,7 @@ struct DocExampleTests {
         let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")
         let tested = blocks(in: tests, begin: "// doc-example" + " begin", end: "// doc-example" + " end", prefix: "")
-        #expect(documented.count == 6)
+        #expect(documented.count == 7)
         #expect(Set(documented) == Set(tested))
     }
 

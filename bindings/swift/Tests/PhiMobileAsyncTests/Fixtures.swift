@@ -91,6 +91,8 @@ func collect(_ events: AsyncThrowingStream<GenerationEvent, Error>) async throws
         case .text(let piece):
             #expect(stats == nil, "text after .done")
             text += piece
+        case .toolCalls(let calls):
+            #expect(stats == nil && !calls.isEmpty, "calls after .done")
         case .done(let final):
             stats = final
         }

@@ -437,9 +437,19 @@ uint64_t uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(uint64_t ptr, u
 uint64_t uniffi_phi_mobile_fn_method_model_new_session(uint64_t ptr, RustBuffer history, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_NEW_SESSION_WITH_TOOLS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_NEW_SESSION_WITH_TOOLS
+uint64_t uniffi_phi_mobile_fn_method_model_new_session_with_tools(uint64_t ptr, RustBuffer history, RustBuffer tools, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION
 uint64_t uniffi_phi_mobile_fn_method_model_restore_session(uint64_t ptr, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION_WITH_TOOLS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_RESTORE_SESSION_WITH_TOOLS
+uint64_t uniffi_phi_mobile_fn_method_model_restore_session_with_tools(uint64_t ptr, RustBuffer path, RustBuffer tools, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_TOKENIZE
@@ -500,6 +510,11 @@ void uniffi_phi_mobile_fn_method_chatsession_save(uint64_t ptr, RustBuffer path,
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_send(uint64_t ptr, RustBuffer message, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND_TOOL_RESULTS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_SEND_TOOL_RESULTS
+RustBuffer uniffi_phi_mobile_fn_method_chatsession_send_tool_results(uint64_t ptr, RustBuffer results, RustBuffer params, uint64_t sink, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_TRIM
@@ -917,9 +932,21 @@ uint16_t uniffi_phi_mobile_checksum_method_model_new_session(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_NEW_SESSION_WITH_TOOLS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_NEW_SESSION_WITH_TOOLS
+uint16_t uniffi_phi_mobile_checksum_method_model_new_session_with_tools(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION
 uint16_t uniffi_phi_mobile_checksum_method_model_restore_session(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION_WITH_TOOLS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_MODEL_RESTORE_SESSION_WITH_TOOLS
+uint16_t uniffi_phi_mobile_checksum_method_model_restore_session_with_tools(void
     
 );
 #endif
@@ -980,6 +1007,12 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_save(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND_TOOL_RESULTS
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_SEND_TOOL_RESULTS
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_send_tool_results(void
     
 );
 #endif

@@ -175,10 +175,19 @@ suspend fun downloadModel(
 /** The downloaded file. */
 val DownloadedModel.file: File get() = File(path)
 
-/** One step of a streamed generation: text pieces, then exactly one [Done] as the last event. */
+/**
+ * One step of a streamed generation: text pieces, then [ToolCalls] if the answer called tools,
+ * then exactly one [Done] as the last event.
+ */
 sealed interface GenerationEvent {
     /** Text added since the previous piece (whole characters; never part of a stop string). */
     data class Text(val piece: String) : GenerationEvent
+
+    /**
+     * The answer called the session's tools (a session from [newToolSession] only), each with
+     * arguments valid for the tool's schema: run them and answer with [streamToolResults].
+     */
+    data class ToolCalls(val calls: List<ToolCall>) : GenerationEvent
 
     /** The generation finished; [GenerationStats.text] is the concatenation of all [Text] pieces. */
     data class Done(val stats: GenerationStats) : GenerationEvent
@@ -236,13 +245,50 @@ fun ChatSessionInterface.streamEvents(
     message: String,
     params: GenerationParams = GenerationParams(),
     cancel: CancellationToken? = null,
+): Flow<GenerationEvent> = turnEvents(cancel) { sink, token -> send(message, params, sink, token) }
+
+/**
+ * Answers the last turn's tool calls with their [results] (one per call, in call order; whatever
+ * the model should read, e.g. JSON) and streams the next answer as [streamEvents] does; it may
+ * call tools again. Throws [LlmException.InvalidParameter] (name "results") when the count does
+ * not match the calls, or the last answer called no tool.
+ * ```kotlin
+ * val weather = Tool("get_weather", "The weather in a city now.",
+ *     """{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}""")
+ * val chat = model.newToolSession(tools = listOf(weather))
+ * val calls = chat.streamEvents("Weather in Paris?").filterIsInstance<GenerationEvent.ToolCalls>()
+ *     .firstOrNull()?.calls.orEmpty()
+ * val results = calls.map { runMyTool(it.name, it.arguments) }
+ * chat.streamToolResults(results).filterIsInstance<GenerationEvent.Text>().collect { show(it.piece) }
+ * ```
+ */
+fun ChatSessionInterface.streamToolResults(
+    results: List<String>,
+    params: GenerationParams = GenerationParams(),
+    cancel: CancellationToken? = null,
+): Flow<GenerationEvent> = turnEvents(cancel) { sink, token -> sendToolResults(results, params, sink, token) }
+
+/**
+ * A chat session whose turns may call [tools], made on [Dispatchers.IO] (it compiles the tools'
+ * schemas; the first time also indexes the vocabulary, about 0.1 s). Turns that call tools end
+ * with [GenerationEvent.ToolCalls] and [StopReason.TOOL_CALLS]; the library never runs a tool.
+ * Throws [LlmException.InvalidParameter] (name "tools") for a bad or duplicate name or a schema
+ * that is not a JSON object or does not compile. The blocking call is
+ * [Model.newSessionWithTools]. Close it when done, as any session.
+ */
+suspend fun ModelInterface.newToolSession(history: List<ChatMessage> = emptyList(), tools: List<Tool>): ChatSession =
+    withContext(Dispatchers.IO) { newSessionWithTools(history, tools) }
+
+private fun turnEvents(
+    cancel: CancellationToken?,
+    call: (TokenSink, CancellationToken) -> GenerationStats,
 ): Flow<GenerationEvent> = flow {
     // One token per collection (a cancelled token stays cancelled), unless the caller brings one:
     // a cancel that lands before the library starts the turn still stops it.
     val own = if (cancel == null) CancellationToken() else null
     val token = cancel ?: own!!
     try {
-        emitAll(generationEvents(onCancel = token::cancel) { sink -> send(message, params, sink, token) })
+        emitAll(generationEvents(onCancel = token::cancel) { sink -> call(sink, token) })
     } finally {
         own?.close()
     }
@@ -352,6 +398,7 @@ private suspend fun Flow<GenerationEvent>.collectStats(onText: suspend (String) 
     collect { event ->
         when (event) {
             is GenerationEvent.Text -> onText(event.piece)
+            is GenerationEvent.ToolCalls -> {}
             is GenerationEvent.Done -> stats = event.stats
         }
     }
@@ -373,6 +420,7 @@ internal fun generationEvents(
 ): Flow<GenerationEvent> = channelFlow {
     val sink = ChannelSink(this)
     val stats = runInterruptibly(onCancel) { call(sink) }
+    if (stats.toolCalls.isNotEmpty()) send(GenerationEvent.ToolCalls(stats.toolCalls))
     send(GenerationEvent.Done(stats))
 }.buffer(Channel.RENDEZVOUS)
 

@@ -770,7 +770,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_new_session(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_new_session_with_tools(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_model_restore_session(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_model_restore_session_with_tools(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_model_tokenize(
     ): Int
@@ -791,6 +795,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_phi_mobile_checksum_method_chatsession_save(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_send(
+    ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_send_tool_results(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_trim(
     ): Int
@@ -895,7 +901,11 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_phi_mobile_fn_method_model_new_session(`ptr`: Long,`history`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_phi_mobile_fn_method_model_new_session_with_tools(`ptr`: Long,`history`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_phi_mobile_fn_method_model_restore_session(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_phi_mobile_fn_method_model_restore_session_with_tools(`ptr`: Long,`path`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -920,6 +930,8 @@ internal object UniffiLib {
     external fun uniffi_phi_mobile_fn_method_chatsession_save(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_send(`ptr`: Long,`message`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_chatsession_send_tool_results(`ptr`: Long,`results`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_trim(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1893,6 +1905,15 @@ public interface ChatSessionInterface {
     fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
     
     /**
+     * Answers the last turn's tool calls with their `results` (one per
+     * call, in call order; each what the app wants the model to read, e.g.
+     * JSON) and streams the next answer, which may call tools again. As
+     * `send` otherwise; a count that does not match the calls, or no calls
+     * to answer, is `InvalidParameter`.
+     */
+    fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
+    
+    /**
      * Releases the KV-cache memory beyond what the conversation holds (the
      * room it grew for ahead; after `reset()`, the old chat past the first
      * messages), for `onTrimMemory` or a memory warning. The next turn
@@ -2142,6 +2163,31 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
         it,
         
         FfiConverterString.lower(`message`),
+        FfiConverterTypeGenerationParams.lower(`params`),
+        FfiConverterTypeTokenSink.lower(`sink`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Answers the last turn's tool calls with their `results` (one per
+     * call, in call order; each what the app wants the model to read, e.g.
+     * JSON) and streams the next answer, which may call tools again. As
+     * `send` otherwise; a count that does not match the calls, or no calls
+     * to answer, is `InvalidParameter`.
+     */
+    @Throws(LlmException::class)override fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationStats {
+            return FfiConverterTypeGenerationStats.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_send_tool_results(
+        it,
+        
+        FfiConverterSequenceString.lower(`results`),
         FfiConverterTypeGenerationParams.lower(`params`),
         FfiConverterTypeTokenSink.lower(`sink`),
         FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
@@ -3014,6 +3060,18 @@ public interface ModelInterface {
     fun `newSession`(`history`: List<ChatMessage>): ChatSession
     
     /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession
+    
+    /**
      * A chat that `ChatSession.save` wrote, with its KV cache as it was:
      * the next turn's first token comes as fast as in the chat that never
      * stopped (its history is not run through the model again). The file
@@ -3023,6 +3081,13 @@ public interface ModelInterface {
      * read is `Storage`.
      */
     fun `restoreSession`(`path`: kotlin.String): ChatSession
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession
     
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
@@ -3305,6 +3370,32 @@ open class Model: Disposable, AutoCloseable, ModelInterface
 
     
     /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    @Throws(LlmException::class)override fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_new_session_with_tools(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`history`),
+        FfiConverterSequenceTypeTool.lower(`tools`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * A chat that `ChatSession.save` wrote, with its KV cache as it was:
      * the next turn's first token comes as fast as in the chat that never
      * stopped (its history is not run through the model again). The file
@@ -3321,6 +3412,27 @@ open class Model: Disposable, AutoCloseable, ModelInterface
         it,
         
         FfiConverterString.lower(`path`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    @Throws(LlmException::class)override fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_model_restore_session_with_tools(
+        it,
+        
+        FfiConverterString.lower(`path`),
+        FfiConverterSequenceTypeTool.lower(`tools`),_status)
 }
     }
     )
@@ -4205,6 +4317,11 @@ data class ChatMessage (
     var `role`: Role
     , 
     var `content`: kotlin.String
+    , 
+    /**
+     * An assistant message's tool calls.
+     */
+    var `toolCalls`: List<ToolCall> = listOf() 
     
 ){
     
@@ -4223,17 +4340,20 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
         return ChatMessage(
             FfiConverterTypeRole.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterSequenceTypeToolCall.read(buf),
         )
     }
 
     override fun allocationSize(value: ChatMessage) = (
             FfiConverterTypeRole.allocationSize(value.`role`) +
-            FfiConverterString.allocationSize(value.`content`)
+            FfiConverterString.allocationSize(value.`content`) +
+            FfiConverterSequenceTypeToolCall.allocationSize(value.`toolCalls`)
     )
 
     override fun write(value: ChatMessage, buf: ByteBuffer) {
             FfiConverterTypeRole.write(value.`role`, buf)
             FfiConverterString.write(value.`content`, buf)
+            FfiConverterSequenceTypeToolCall.write(value.`toolCalls`, buf)
     }
 }
 
@@ -4441,9 +4561,16 @@ data class GenerationParams (
     var `stop`: List<kotlin.String> = listOf() 
     , 
     /**
-     * What the answer must be; `None` is plain text.
+     * What the answer must be; `None` is plain text. Not with tools that
+     * may be called (`toolChoice` `TextOnly` for a formatted answer).
      */
     var `responseFormat`: ResponseFormat? = null 
+    , 
+    /**
+     * Whether a turn of a session with tools may call them; `None` is
+     * `Auto`.
+     */
+    var `toolChoice`: ToolChoice? = null 
     
 ){
     
@@ -4470,6 +4597,7 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterOptionalULong.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterOptionalTypeResponseFormat.read(buf),
+            FfiConverterOptionalTypeToolChoice.read(buf),
         )
     }
 
@@ -4483,7 +4611,8 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterUInt.allocationSize(value.`repeatLastN`) +
             FfiConverterOptionalULong.allocationSize(value.`seed`) +
             FfiConverterSequenceString.allocationSize(value.`stop`) +
-            FfiConverterOptionalTypeResponseFormat.allocationSize(value.`responseFormat`)
+            FfiConverterOptionalTypeResponseFormat.allocationSize(value.`responseFormat`) +
+            FfiConverterOptionalTypeToolChoice.allocationSize(value.`toolChoice`)
     )
 
     override fun write(value: GenerationParams, buf: ByteBuffer) {
@@ -4497,6 +4626,7 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
             FfiConverterOptionalULong.write(value.`seed`, buf)
             FfiConverterSequenceString.write(value.`stop`, buf)
             FfiConverterOptionalTypeResponseFormat.write(value.`responseFormat`, buf)
+            FfiConverterOptionalTypeToolChoice.write(value.`toolChoice`, buf)
     }
 }
 
@@ -4529,6 +4659,11 @@ data class GenerationStats (
     var `decodeTokensPerSecond`: kotlin.Double
     , 
     var `stopReason`: StopReason
+    , 
+    /**
+     * The tool calls the answer ended with (`text` is what came before).
+     */
+    var `toolCalls`: List<ToolCall>
     
 ){
     
@@ -4554,6 +4689,7 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterDouble.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterTypeStopReason.read(buf),
+            FfiConverterSequenceTypeToolCall.read(buf),
         )
     }
 
@@ -4566,7 +4702,8 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterDouble.allocationSize(value.`timeToFirstTokenMs`) +
             FfiConverterDouble.allocationSize(value.`prefillTokensPerSecond`) +
             FfiConverterDouble.allocationSize(value.`decodeTokensPerSecond`) +
-            FfiConverterTypeStopReason.allocationSize(value.`stopReason`)
+            FfiConverterTypeStopReason.allocationSize(value.`stopReason`) +
+            FfiConverterSequenceTypeToolCall.allocationSize(value.`toolCalls`)
     )
 
     override fun write(value: GenerationStats, buf: ByteBuffer) {
@@ -4579,6 +4716,7 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterDouble.write(value.`prefillTokensPerSecond`, buf)
             FfiConverterDouble.write(value.`decodeTokensPerSecond`, buf)
             FfiConverterTypeStopReason.write(value.`stopReason`, buf)
+            FfiConverterSequenceTypeToolCall.write(value.`toolCalls`, buf)
     }
 }
 
@@ -4798,6 +4936,111 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterSequenceUInt.write(value.`cores`, buf)
             FfiConverterULong.write(value.`kvBytesPerToken`, buf)
             FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
+    }
+}
+
+
+
+/**
+ * A function the model may call in a session (`Model.newSessionWithTools`).
+ * The library never runs it: a call comes back in
+ * `GenerationStats.toolCalls` and the app answers with
+ * `ChatSession.sendToolResults`.
+ */
+data class Tool (
+    /**
+     * 1 to 64 of `A-Z a-z 0-9 _ -`, unique in the session.
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * What it does, for the model to decide when to call it.
+     */
+    var `description`: kotlin.String
+    , 
+    /**
+     * A JSON Schema of its arguments (an object); `{}` for none.
+     */
+    var `parameters`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTool: FfiConverterRustBuffer<Tool> {
+    override fun read(buf: ByteBuffer): Tool {
+        return Tool(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Tool) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`description`) +
+            FfiConverterString.allocationSize(value.`parameters`)
+    )
+
+    override fun write(value: Tool, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`description`, buf)
+            FfiConverterString.write(value.`parameters`, buf)
+    }
+}
+
+
+
+/**
+ * A call the model made.
+ */
+data class ToolCall (
+    /**
+     * One of the session's tools.
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * A JSON object valid against the tool's `parameters`.
+     */
+    var `arguments`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeToolCall: FfiConverterRustBuffer<ToolCall> {
+    override fun read(buf: ByteBuffer): ToolCall {
+        return ToolCall(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ToolCall) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`arguments`)
+    )
+
+    override fun write(value: ToolCall, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`arguments`, buf)
     }
 }
 
@@ -5338,7 +5581,11 @@ enum class Role {
     
     SYSTEM,
     USER,
-    ASSISTANT;
+    ASSISTANT,
+    /**
+     * A tool's result (`ChatSession.sendToolResults`).
+     */
+    TOOL;
 
     
 
@@ -5384,7 +5631,12 @@ enum class StopReason {
     /**
      * The context window is full; start a new session to go on.
      */
-    CONTEXT_FULL;
+    CONTEXT_FULL,
+    /**
+     * The answer ended with tool calls (`GenerationStats.toolCalls`): run
+     * them and answer with `ChatSession.sendToolResults`.
+     */
+    TOOL_CALLS;
 
     
 
@@ -5406,6 +5658,53 @@ public object FfiConverterTypeStopReason: FfiConverterRustBuffer<StopReason> {
     override fun allocationSize(value: StopReason) = 4UL
 
     override fun write(value: StopReason, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Whether a chat turn may, must or must not call the session's tools.
+ */
+
+enum class ToolChoice {
+    
+    /**
+     * The model answers in text or calls tools, as it decides.
+     */
+    AUTO,
+    /**
+     * The answer is one or more tool calls.
+     */
+    REQUIRED,
+    /**
+     * A text answer; the tools stay declared.
+     */
+    TEXT_ONLY;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeToolChoice: FfiConverterRustBuffer<ToolChoice> {
+    override fun read(buf: ByteBuffer) = try {
+        ToolChoice.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ToolChoice) = 4UL
+
+    override fun write(value: ToolChoice, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5642,6 +5941,38 @@ public object FfiConverterOptionalTypeResponseFormat: FfiConverterRustBuffer<Res
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeToolChoice: FfiConverterRustBuffer<ToolChoice?> {
+    override fun read(buf: ByteBuffer): ToolChoice? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeToolChoice.read(buf)
+    }
+
+    override fun allocationSize(value: ToolChoice?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeToolChoice.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ToolChoice?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeToolChoice.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>> {
     override fun read(buf: ByteBuffer): List<kotlin.UInt> {
         val len = buf.getInt()
@@ -5716,6 +6047,62 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeChatMessage.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeTool: FfiConverterRustBuffer<List<Tool>> {
+    override fun read(buf: ByteBuffer): List<Tool> {
+        val len = buf.getInt()
+        return List<Tool>(len) {
+            FfiConverterTypeTool.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Tool>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTool.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Tool>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTool.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeToolCall: FfiConverterRustBuffer<List<ToolCall>> {
+    override fun read(buf: ByteBuffer): List<ToolCall> {
+        val len = buf.getInt()
+        return List<ToolCall>(len) {
+            FfiConverterTypeToolCall.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ToolCall>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeToolCall.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ToolCall>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeToolCall.write(it, buf)
         }
     }
 }
