@@ -93,7 +93,7 @@ struct DocExampleTests {
         let model = try await Fixtures.model()
         // doc-example begin
         let weather = Tool(name: "get_weather", description: "The weather in a city now.",
-                           parameters: #"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}"#)
+                           parameters: #"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"], "additionalProperties": false}"#)
         let chat = try await model.newSession(history: [], tools: [weather])
         var calls: [ToolCall] = []
         for try await event in chat.events(message: "Weather in Paris?", params: GenerationParams(toolChoice: .required)) {

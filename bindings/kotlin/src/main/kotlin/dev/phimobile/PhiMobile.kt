@@ -254,7 +254,7 @@ fun ChatSessionInterface.streamEvents(
  * not match the calls, or the last answer called no tool.
  * ```kotlin
  * val weather = Tool("get_weather", "The weather in a city now.",
- *     """{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}""")
+ *     """{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}""")
  * val chat = model.newToolSession(tools = listOf(weather))
  * val calls = chat.streamEvents("Weather in Paris?").filterIsInstance<GenerationEvent.ToolCalls>()
  *     .firstOrNull()?.calls.orEmpty()
