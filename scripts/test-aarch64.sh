@@ -48,7 +48,8 @@ cargo test "${T[@]}" --test reference --test llama "$@"
 cargo test "${T[@]}" --test smollm2 "$@" -- greedy_chat_answers_equal_llama_cpp
 cargo test "${T[@]}" --test api "$@" -- quantized_model_runs
 QEMU_CPU=a64fx PHI_MOBILE_EXPECT_KERNELS=scalar,neon cargo test "${T[@]}" --lib "$@" -- \
-  kernels::tests::every_variant kernels::tests::the_variants_offered kernels::tests::the_choice
+  kernels::tests::every_variant kernels::tests::low_bits::q2k_and_q3k_variants kernels::tests::the_variants_offered \
+  kernels::tests::the_choice
 QEMU_CPU=max PHI_MOBILE_EXPECT_KERNELS=scalar,neon,dotprod cargo test "${T[@]}" --lib "$@" -- kernels
 QEMU_CPU=a64fx PHI_MOBILE_KERNELS=neon cargo test "${T[@]}" --test api "$@" -- quantized
 QEMU_CPU=max PHI_MOBILE_KERNELS=dotprod cargo test "${T[@]}" --test api "$@" -- quantized

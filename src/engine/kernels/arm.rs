@@ -13,7 +13,8 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::blocks::{
-    f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy, Packing,
+    f16_to_f32, q3k_scales, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1,
+    KQuant45, Legacy, Packing,
 };
 
 /// Sixteen signed byte products summed into four i32 lanes, lane `l`
@@ -189,6 +190,137 @@ pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
     }
 }
 
+/// `Σ w·x[r]` over one row of Q2_K or Q3_K blocks (`W`), for `R` activation
+/// rows: their 2-bit fields share a layout; Q3_K adds a high bit and signed
+/// scales, Q2_K has mins.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `h` also offsets the loads
+pub unsafe fn dot_low_bits<W: LowBits, D: Dot4, const R: usize>(w: &[W], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    // SAFETY (the whole body): as in `dot_q4k`.
+    unsafe {
+        let (low2, one) = (vdupq_n_u8(3), vdupq_n_u8(1));
+        let zero = vdupq_n_s32(0);
+        let mut acc = [vdupq_n_f32(0.0); R];
+        let mut accm = [vdupq_n_f32(0.0); R];
+        for (b, w) in w.iter().enumerate() {
+            let scales = w.scales();
+            let mut sumi = [[zero; 2]; R];
+            for h in 0..2 {
+                // hmask: 32 bytes at 16h; bit 0 of each byte is then bit 4n + j.
+                let mut hm = if W::HIGH_BIT { vld1q_u8(w.hmask().as_ptr().add(16 * h)) } else { vdupq_n_u8(0) };
+                for n in 0..2 {
+                    // qs: 64 bytes at 32n + 16h.
+                    let mut q = vld1q_u8(w.qs().as_ptr().add(32 * n + 16 * h));
+                    for j in 0..4 {
+                        let mut v = vandq_u8(q, low2);
+                        if W::HIGH_BIT {
+                            v = vorrq_u8(v, vshlq_n_u8::<2>(vandq_u8(hm, one)));
+                            hm = vshrq_n_u8::<1>(hm);
+                        }
+                        q = vshrq_n_u8::<2>(q);
+                        let v = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(W::OFFSET));
+                        let e = 128 * n + 32 * j + 16 * h;
+                        let scale = scales[e / 16] as i32;
+                        for r in 0..R {
+                            // x.qs: 256 bytes, read at e.
+                            let p = D::dot4(zero, v, load(x[r][b].qs.as_ptr().add(e)));
+                            sumi[r][h] = vmlaq_n_s32(sumi[r][h], p, scale);
+                        }
+                    }
+                }
+            }
+            let wd = f16_to_f32(w.d());
+            // Q2_K's sixteen mins, as two i16 halves.
+            let mins = W::HAS_MINS.then(|| {
+                let m = vld1q_u8(w.mins().as_ptr());
+                [vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m))), vreinterpretq_s16_u16(vmovl_high_u8(m))]
+            });
+            for r in 0..R {
+                let y = &x[r][b];
+                let sum = vcvtq_f32_s32(vpaddq_s32(sumi[r][0], sumi[r][1]));
+                acc[r] = vfmaq_f32(acc[r], sum, vdupq_n_f32(y.d * wd));
+                if let Some([m0, m1]) = mins {
+                    // Groups 4i..4i + 4 in lane i, as the oracle's.
+                    let (b0, b1) = (vld1q_s16(y.bsums.as_ptr()), vld1q_s16(y.bsums.as_ptr().add(8)));
+                    let lo = vpaddq_s32(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), vmull_high_s16(m0, b0));
+                    let hi = vpaddq_s32(vmull_s16(vget_low_s16(m1), vget_low_s16(b1)), vmull_high_s16(m1, b1));
+                    let dmin = -y.d * f16_to_f32(w.dmin());
+                    accm[r] = vfmaq_f32(accm[r], vcvtq_f32_s32(vpaddq_s32(lo, hi)), vdupq_n_f32(dmin));
+                }
+            }
+        }
+        // (Q3_K adds nothing: `+ 0.0` would turn a −0.0 into the oracle's unequal +0.0.)
+        std::array::from_fn(|r| if W::HAS_MINS { reduce4(acc[r]) + reduce4(accm[r]) } else { reduce4(acc[r]) })
+    }
+}
+
+/// What [`dot_low_bits`] reads of a Q2_K or Q3_K block.
+pub trait LowBits {
+    const HIGH_BIT: bool;
+    /// Subtracted from the stored value (Q3_K: 4, as its high bit clear means −4).
+    const OFFSET: i8;
+    const HAS_MINS: bool;
+    fn qs(&self) -> &[u8; 64];
+    fn hmask(&self) -> &[u8; 32];
+    /// The sixteen groups' scales as the oracle multiplies them.
+    fn scales(&self) -> [i8; 16];
+    fn d(&self) -> u16;
+    fn dmin(&self) -> u16;
+    /// The sixteen 4-bit mins (Q2_K; zero without them).
+    fn mins(&self) -> [u8; 16];
+}
+
+impl LowBits for BlockQ2K {
+    const HIGH_BIT: bool = false;
+    const OFFSET: i8 = 0;
+    const HAS_MINS: bool = true;
+    fn qs(&self) -> &[u8; 64] {
+        &self.qs
+    }
+    fn hmask(&self) -> &[u8; 32] {
+        &[0; 32]
+    }
+    fn scales(&self) -> [i8; 16] {
+        self.scales.map(|s| (s & 0xF) as i8)
+    }
+    fn d(&self) -> u16 {
+        self.d
+    }
+    fn dmin(&self) -> u16 {
+        self.dmin
+    }
+    fn mins(&self) -> [u8; 16] {
+        self.scales.map(|s| s >> 4)
+    }
+}
+
+impl LowBits for BlockQ3K {
+    const HIGH_BIT: bool = true;
+    const OFFSET: i8 = 4;
+    const HAS_MINS: bool = false;
+    fn qs(&self) -> &[u8; 64] {
+        &self.qs
+    }
+    fn hmask(&self) -> &[u8; 32] {
+        &self.hmask
+    }
+    fn scales(&self) -> [i8; 16] {
+        q3k_scales(&self.scales)
+    }
+    fn d(&self) -> u16 {
+        self.d
+    }
+    fn dmin(&self) -> u16 {
+        0
+    }
+    fn mins(&self) -> [u8; 16] {
+        [0; 16]
+    }
+}
+
 /// A 32-element block's values `stored − OFFSET`: elements 0..16, 16..32.
 ///
 /// # Safety
@@ -265,6 +397,10 @@ entry!(dot_q4k_neon, dot_q4k::<BlockQ4K, Neon, R>, BlockQ4K, "neon");
 entry!(dot_q4k_dotprod, dot_q4k::<BlockQ4K, Dotprod, R>, BlockQ4K, "neon,dotprod");
 entry!(dot_q5k_neon, dot_q4k::<BlockQ5K, Neon, R>, BlockQ5K, "neon");
 entry!(dot_q5k_dotprod, dot_q4k::<BlockQ5K, Dotprod, R>, BlockQ5K, "neon,dotprod");
+entry!(dot_q2k_neon, dot_low_bits::<BlockQ2K, Neon, R>, BlockQ2K, "neon");
+entry!(dot_q2k_dotprod, dot_low_bits::<BlockQ2K, Dotprod, R>, BlockQ2K, "neon,dotprod");
+entry!(dot_q3k_neon, dot_low_bits::<BlockQ3K, Neon, R>, BlockQ3K, "neon");
+entry!(dot_q3k_dotprod, dot_low_bits::<BlockQ3K, Dotprod, R>, BlockQ3K, "neon,dotprod");
 entry!(dot_q6k_neon, dot_q6k::<Neon, R>, BlockQ6K, "neon");
 entry!(dot_q6k_dotprod, dot_q6k::<Dotprod, R>, BlockQ6K, "neon,dotprod");
 

@@ -1,5 +1,5 @@
 //! The GGUF block layouts the kernels read, byte for byte as in the file
-//! (ggml's `block_q4_K`, `block_q5_K`, `block_q6_K`, `block_q8_K`, and the 32-element
+//! (ggml's `block_q2_K` … `block_q6_K`, `block_q8_K`, and the 32-element
 //! `block_q4_0` … `block_q8_1`), and the quantization of activations (Q8_K
 //! for the K-quants, Q8_1 for the 32-element types).
 
@@ -73,6 +73,36 @@ macro_rules! kquant45 {
 kquant45!(BlockQ4K, false, |_b| &[0; 32]);
 kquant45!(BlockQ5K, true, |b| &b.qh);
 
+/// 2.625 bits per weight: 16 groups of 16, each `d · s · q − dmin · m`
+/// with 4-bit `s` and `m`, 2-bit `q`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ2K {
+    /// Group `g`'s scale (low nibble) and min (high nibble).
+    pub scales: [u8; 16],
+    /// Byte `32n + l` holds, in bits `2j, 2j + 1`, element `128n + 32j + l`.
+    pub qs: [u8; 64],
+    /// f16 bits of the super-block scale, and of the scale of the mins.
+    pub d: u16,
+    pub dmin: u16,
+}
+
+/// 3.4375 bits per weight: 16 groups of 16, `d · (s − 32) · q` with 6-bit
+/// `s` and 3-bit `q` in -4..=3.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ3K {
+    /// Bit `4n + j` of byte `l`: the high bit of element `128n + 32j + l`
+    /// (set: `q` as stored; clear: `q − 4`).
+    pub hmask: [u8; 32],
+    /// Low two bits, in Q2_K's layout.
+    pub qs: [u8; 64],
+    /// Sixteen 6-bit scales, packed.
+    pub scales: [u8; 12],
+    /// f16 bits of the super-block scale.
+    pub d: u16,
+}
+
 /// 6.5625 bits per weight: 16 groups of 16 with 8-bit scales.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +125,8 @@ pub struct BlockQ8K {
     pub bsums: [i16; 16],
 }
 
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
@@ -250,6 +282,8 @@ pub fn legacy_values<W: Legacy>(w: &W) -> [i8; QK] {
 /// Blocks a marker trait allows to be read from any bytes: plain integers
 /// and arrays of them, no padding, every bit pattern valid.
 pub trait Plain: Copy {}
+impl Plain for BlockQ2K {}
+impl Plain for BlockQ3K {}
 impl Plain for BlockQ4K {}
 impl Plain for BlockQ5K {}
 impl Plain for BlockQ6K {}
@@ -342,6 +376,29 @@ pub fn q4k_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (o, w) in out.chunks_exact_mut(4).zip(words) {
         o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// A Q3_K block's sixteen scales, `s − 32`, unpacked from their 12 packed
+/// bytes: the low four bits of scales 0..8 and 8..16 are the nibbles of
+/// bytes 0..8, their high two bits the bit pairs of bytes 8..12.
+#[inline]
+pub fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a, b, high) = (word(0), word(1), word(2));
+    let (low4, low2) = (0x0f0f_0f0f, 0x0303_0303);
+    let words = [
+        (a & low4) | ((high & low2) << 4),
+        (b & low4) | (((high >> 2) & low2) << 4),
+        ((a >> 4) & low4) | (((high >> 4) & low2) << 4),
+        ((b >> 4) & low4) | (((high >> 6) & low2) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        for (o, byte) in o.iter_mut().zip(w.to_le_bytes()) {
+            *o = byte as i8 - 32;
+        }
     }
     out
 }

@@ -20,9 +20,12 @@
 //!
 //! Weights are read in their GGUF block layout ([`blocks`]); activations are
 //! quantized once per input row as ggml does (Q8_K for the K-quants, Q8_1
-//! for the 32-element types). Covered: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
-//! Q5_K, Q6_K, and the float types ([`dense`]); other weight types go to candle's
-//! (`matmul` returns `None`).
+//! for the 32-element types). Covered: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
+//! Q3_K, Q4_K, Q5_K, Q6_K, and the float types ([`dense`]); other weight
+//! types go to candle's (`matmul` returns `None`). Q2_K and Q3_K run their
+//! AVX2 kernels on AVX-512 CPUs too (same lanes, so the same bits): their
+//! blocks are small enough that a 512-bit version is left for when a
+//! benchmark on such a file asks for it.
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -41,8 +44,8 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 
 use blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Legacy,
-    QK, QK_K,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1, Legacy, QK, QK_K,
 };
 
 /// A kernel family, in order of preference on its architecture.
@@ -89,7 +92,9 @@ impl Variant {
             }
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512 => {
-                std::arch::is_x86_feature_detected!("avx512f")
+                // AVX2 too: the Q2_K and Q3_K kernels are AVX2's.
+                Variant::Avx2.supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -148,6 +153,36 @@ impl Variant {
             avx512::dot_q5k_vnni,
             arm::dot_q5k_neon,
             arm::dot_q5k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q2_K blocks, for `R` activation rows.
+    pub fn dot_q2k<const R: usize>(self, w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q2k,
+            x86::dot_q2k,
+            x86::dot_q2k,
+            x86::dot_q2k,
+            arm::dot_q2k_neon,
+            arm::dot_q2k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q3_K blocks, for `R` activation rows.
+    pub fn dot_q3k<const R: usize>(self, w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q3k,
+            x86::dot_q3k,
+            x86::dot_q3k,
+            x86::dot_q3k,
+            arm::dot_q3k_neon,
+            arm::dot_q3k_dotprod
         )
     }
 
@@ -318,6 +353,20 @@ trait Weights: blocks::Plain + Sync {
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[Self::Act]; R]) -> [f32; R];
 }
 
+impl Weights for BlockQ2K {
+    type Act = BlockQ8K;
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        variant.dot_q2k(w, x)
+    }
+}
+
+impl Weights for BlockQ3K {
+    type Act = BlockQ8K;
+    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        variant.dot_q3k(w, x)
+    }
+}
+
 impl Weights for BlockQ4K {
     type Act = BlockQ8K;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
@@ -381,7 +430,7 @@ pub fn matmul_until(
 /// Whether [`matmul_shared_until`] covers the type.
 pub fn shares_input(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
-    matches!(dtype, Q4K | Q5K | Q6K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+    matches!(dtype, Q2K | Q3K | Q4K | Q5K | Q6K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
 }
 
 /// `P` quantized matrices of one type applied to the same input (q, k and
@@ -399,6 +448,8 @@ pub fn matmul_shared_until<const P: usize>(
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Option<()> {
     match dtype {
+        GgmlDType::Q2K => run::<BlockQ2K, P>(variant, mk, lhs, weights, dsts, stop),
+        GgmlDType::Q3K => run::<BlockQ3K, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q4K => run::<BlockQ4K, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q5K => run::<BlockQ5K, P>(variant, mk, lhs, weights, dsts, stop),
         GgmlDType::Q6K => run::<BlockQ6K, P>(variant, mk, lhs, weights, dsts, stop),

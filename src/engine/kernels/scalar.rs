@@ -20,7 +20,10 @@
 //! instead of one long one, and the products come from the same vector
 //! multiply as the blocks' scales.
 
-use super::blocks::{f16_to_f32, legacy_values, q4k_scales_mins, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy};
+use super::blocks::{
+    f16_to_f32, legacy_values, q3k_scales, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K, BlockQ8_1,
+    KQuant45, Legacy, QK_K,
+};
 
 /// Float accumulators per row.
 pub const LANES: usize = 4;
@@ -101,6 +104,68 @@ pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     let mut acc = [0f32; LANES];
     for (w, x) in w.iter().zip(x) {
         q6k_block(w, x, &mut acc);
+    }
+    reduce4(acc)
+}
+
+/// Element `e`'s two low bits in Q2_K's and Q3_K's `qs`, and its bit in Q3_K's
+/// `hmask`: byte `l`, bit `4n + j` for element `128n + 32j + l`.
+#[inline]
+fn low_bits(qs: &[u8; 64], hmask: &[u8; 32], e: usize) -> (u8, u8) {
+    let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+    ((qs[32 * n + l] >> (2 * j)) & 3, (hmask[l] >> (4 * n + j)) & 1)
+}
+
+/// Q2_K: four lanes of `s · q · x`, four of `m · bsum` (lane `i`: groups
+/// `4i..4i + 4`, what a `madd` of sixteen mins with `bsums` then one `hadd`
+/// leave).
+fn q2k_block(w: &BlockQ2K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32; 4]) {
+    let mut sumi = [0i32; LANES];
+    for e in 0..QK_K {
+        let (q, _) = low_bits(&w.qs, &[0; 32], e);
+        sumi[lane(e)] += (w.scales[e / 16] & 0xF) as i32 * q as i32 * x.qs[e] as i32;
+    }
+    let mut summ = [0i32; 4];
+    for (g, (&s, &bsum)) in w.scales.iter().zip(&x.bsums).enumerate() {
+        summ[g / 4] += (s >> 4) as i32 * bsum as i32;
+    }
+    let d = x.d * f16_to_f32(w.d);
+    let dmin = -x.d * f16_to_f32(w.dmin);
+    for (a, s) in acc.iter_mut().zip(sumi) {
+        *a = d.mul_add(s as f32, *a);
+    }
+    for (m, s) in accm.iter_mut().zip(summ) {
+        *m = dmin.mul_add(s as f32, *m);
+    }
+}
+
+pub fn dot_q2k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    let (mut acc, mut accm) = ([0f32; LANES], [0f32; 4]);
+    for (w, x) in w.iter().zip(x) {
+        q2k_block(w, x, &mut acc, &mut accm);
+    }
+    reduce4(acc) + reduce4(accm)
+}
+
+/// Q3_K: four lanes of `(s − 32) · q · x`, `q` in -4..=3.
+fn q3k_block(w: &BlockQ3K, x: &BlockQ8K, acc: &mut [f32; LANES]) {
+    let scales = q3k_scales(&w.scales);
+    let mut sumi = [0i32; LANES];
+    for e in 0..QK_K {
+        let (low, high) = low_bits(&w.qs, &w.hmask, e);
+        let q = (low | high << 2) as i32 - 4;
+        sumi[lane(e)] += scales[e / 16] as i32 * q * x.qs[e] as i32;
+    }
+    let d = x.d * f16_to_f32(w.d);
+    for (a, s) in acc.iter_mut().zip(sumi) {
+        *a = d.mul_add(s as f32, *a);
+    }
+}
+
+pub fn dot_q3k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (w, x) in w.iter().zip(x) {
+        q3k_block(w, x, &mut acc);
     }
     reduce4(acc)
 }

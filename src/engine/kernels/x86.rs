@@ -10,7 +10,10 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy, Packing};
+use super::blocks::{
+    f16_to_f32, q3k_scales, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy,
+    Packing,
+};
 
 /// Eight i32 lanes of 4 bytes each, as the model's four lanes of 8 bytes.
 #[inline]
@@ -128,11 +131,7 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), high(_mm256_srli_epi16::<6>(qh))),
             ];
             for (part, q) in quants.into_iter().enumerate() {
-                // Groups g and g + 1 (16 elements each) are the two 128-bit
-                // halves: scale g in the low eight i16 lanes, g + 1 in the high.
-                let g = (8 * half + 2 * part) as i64;
-                let pick = _mm_set_epi64x((g + 1) * 0x0101_0101_0101_0101, g * 0x0101_0101_0101_0101);
-                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                let scale = group_scales(scales, 8 * half + 2 * part);
                 for r in 0..R {
                     // SAFETY: x.qs holds 256 bytes; 128h + 32p + 32 ≤ 256.
                     let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * half + 32 * part) as _) };
@@ -140,6 +139,104 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
                     // ±8 192, so their difference fits i16; × an i8 scale and
                     // paired: < 2^23 per lane.
                     let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(offset, y));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                }
+            }
+        }
+        let wd = f16_to_f32(w.d);
+        for r in 0..R {
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(x[r][b].d * wd), pair_lanes(sumi[r]), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| reduce4(acc[r]))
+}
+
+/// The i8 scales of groups `g` and `g + 1` (16 elements each: the two
+/// 128-bit halves of 32 elements) as i16: `g`'s in the low eight lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn group_scales(scales: __m128i, g: usize) -> __m256i {
+    let g = g as i64;
+    let pick = _mm_set_epi64x((g + 1) * 0x0101_0101_0101_0101, g * 0x0101_0101_0101_0101);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick))
+}
+
+/// `Σ w·x[r]` over one row of Q2_K blocks, for `R` activation rows.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let (low2, low4) = (_mm256_set1_epi8(3), _mm_set1_epi8(0xF));
+    let mut acc = [_mm_setzero_ps(); R];
+    let mut accm = [_mm_setzero_ps(); R];
+    for (b, w) in w.iter().enumerate() {
+        // SAFETY: scales is 16 bytes.
+        let sm = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
+        let scales = _mm_and_si128(sm, low4);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), low4));
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for n in 0..2 {
+            // SAFETY: qs holds 64 bytes; 32n + 32 ≤ 64.
+            let mut q = unsafe { load(w.qs.as_ptr().add(32 * n)) };
+            for j in 0..4 {
+                // Bits 2j, 2j + 1 of each byte (a 16-bit shift moves none
+                // across bytes that the mask keeps).
+                let v = _mm256_and_si256(q, low2);
+                q = _mm256_srli_epi16::<2>(q);
+                let scale = group_scales(scales, 8 * n + 2 * j);
+                for r in 0..R {
+                    // SAFETY: x.qs holds 256 bytes; 128n + 32j + 32 ≤ 256.
+                    let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * n + 32 * j) as _) };
+                    // q ≤ 3: a pair is within ±768; × a 4-bit scale: < 2^14.
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), scale));
+                }
+            }
+        }
+        let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
+        for r in 0..R {
+            let y = &x[r][b];
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), pair_lanes(sumi[r]), acc[r]);
+            // SAFETY: bsums is 16 i16, 32 bytes.
+            let bsums = unsafe { load(y.bsums.as_ptr() as *const u8) };
+            // m ≤ 15 and |bsum| ≤ 2 048: exact in i32; one hadd leaves groups 4i..4i + 4 in lane i.
+            let prod = _mm256_madd_epi16(mins, bsums);
+            let lanes = _mm_hadd_epi32(_mm256_castsi256_si128(prod), _mm256_extracti128_si256::<1>(prod));
+            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * wdmin), _mm_cvtepi32_ps(lanes), accm[r]);
+        }
+    }
+    std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+}
+
+/// `Σ w·x[r]` over one row of Q3_K blocks, for `R` activation rows: the
+/// stored `q + 4` (0..=7) through `maddubs`, less `4 · y`, as Q6_K does.
+///
+/// # Safety
+/// As for [`dot_q4k`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+    let (low2, one, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1), _mm256_set1_epi8(4));
+    let mut acc = [_mm_setzero_ps(); R];
+    for (b, w) in w.iter().enumerate() {
+        let scales = q3k_scales(&w.scales);
+        // SAFETY: a 16-byte array; hmask is 32 bytes.
+        let (scales, mut hm) = unsafe { (_mm_loadu_si128(scales.as_ptr() as *const __m128i), load(w.hmask.as_ptr())) };
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for n in 0..2 {
+            // SAFETY: qs holds 64 bytes; 32n + 32 ≤ 64.
+            let mut q = unsafe { load(w.qs.as_ptr().add(32 * n)) };
+            for j in 0..4 {
+                // Bit 0 of each byte of hm is now bit 4n + j of the stored one.
+                let v = _mm256_or_si256(_mm256_and_si256(q, low2), _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one)));
+                q = _mm256_srli_epi16::<2>(q);
+                hm = _mm256_srli_epi16::<1>(hm);
+                let scale = group_scales(scales, 8 * n + 2 * j);
+                for r in 0..R {
+                    // SAFETY: x.qs holds 256 bytes; 128n + 32j + 32 ≤ 256.
+                    let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * n + 32 * j) as _) };
+                    // Pairs of (q + 4)·y within ±1 792, of 4·y within ±1 024;
+                    // × a 6-bit scale and paired: < 2^18 per lane.
+                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(v, y), _mm256_maddubs_epi16(four, y));
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
                 }
             }
