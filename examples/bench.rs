@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use candle_core::quantized::GgmlDType;
 use clap::Parser;
 use phi_mobile::engine::{
     Conversation, GenerateOptions, KvPrecision, LoadConfig, LoadedModel, ResponseFormat, SamplingConfig, Sequence, Stop,
@@ -38,7 +39,7 @@ const BENCH_SCHEMA: &str = r#"{"type": "object", "properties": {
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// phi3-mini, phi4-mini, smollm2, all, or a path to a GGUF.
+    /// phi3-mini, phi3-mini-q3k, phi3-mini-q2k, phi4-mini, smollm2, all, or a path to a GGUF.
     #[arg(long, default_value = "all")]
     model: String,
     #[arg(long, default_value_t = 2)]
@@ -94,6 +95,20 @@ fn main() {
             phi3_mini_spec(&cache).write(&path).expect("write synthetic Phi-3-mini");
         }
         models.push(("synthetic Phi-3-mini-4k (Q4_K, Q6_K output)".into(), path, None));
+    }
+    // Phi-3-mini's layout in the low-bit K-quants (as Q3_K_S and Q2_K files
+    // are, but every matrix in the one type; output Q6_K).
+    for (name, dtype) in [("phi3-mini-q3k", GgmlDType::Q3K), ("phi3-mini-q2k", GgmlDType::Q2K)] {
+        if args.model == name {
+            let path = cache.join(format!("synthetic-{name}.gguf"));
+            if !path.is_file() {
+                eprintln!("writing the synthetic Phi-3-mini ({dtype:?}) to {} (once; a few minutes)", path.display());
+                synthetic::Phi3Spec { dtype, ..phi3_mini_spec(&cache) }
+                    .write(&path)
+                    .expect("write synthetic Phi-3-mini");
+            }
+            models.push((format!("synthetic Phi-3-mini-4k ({dtype:?}, Q6_K output)"), path, None));
+        }
     }
     if args.model == "all" || args.model == "phi4-mini" {
         let path = cache.join("synthetic-phi4-mini-q4.gguf");

@@ -191,8 +191,9 @@ pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
 }
 
 /// `Σ w·x[r]` over one row of Q2_K or Q3_K blocks (`W`), for `R` activation
-/// rows: their 2-bit fields share a layout; Q3_K adds a high bit and signed
-/// scales, Q2_K has mins.
+/// rows: their 2-bit fields share a layout, and both have a per-group term
+/// times the activations' block sums (Q2_K's mins; Q3_K's `− 4`, see the
+/// oracle); Q3_K adds a high bit and signed scales.
 ///
 /// # Safety
 /// As for [`dot_q4k`].
@@ -221,62 +222,52 @@ pub unsafe fn dot_low_bits<W: LowBits, D: Dot4, const R: usize>(w: &[W], x: [&[B
                             hm = vshrq_n_u8::<1>(hm);
                         }
                         q = vshrq_n_u8::<2>(q);
-                        let v = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(W::OFFSET));
                         let e = 128 * n + 32 * j + 16 * h;
                         let scale = scales[e / 16] as i32;
                         for r in 0..R {
                             // x.qs: 256 bytes, read at e.
-                            let p = D::dot4(zero, v, load(x[r][b].qs.as_ptr().add(e)));
+                            let p = D::dot4(zero, vreinterpretq_s8_u8(v), load(x[r][b].qs.as_ptr().add(e)));
                             sumi[r][h] = vmlaq_n_s32(sumi[r][h], p, scale);
                         }
                     }
                 }
             }
+            // The per-group terms' factors, as two i16 halves.
+            let m = vld1q_s8(w.mins().as_ptr());
+            let (m0, m1) = (vmovl_s8(vget_low_s8(m)), vmovl_high_s8(m));
             let wd = f16_to_f32(w.d());
-            // Q2_K's sixteen mins, as two i16 halves.
-            let mins = W::HAS_MINS.then(|| {
-                let m = vld1q_u8(w.mins().as_ptr());
-                [vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m))), vreinterpretq_s16_u16(vmovl_high_u8(m))]
-            });
             for r in 0..R {
                 let y = &x[r][b];
+                let d = y.d * wd;
                 let sum = vcvtq_f32_s32(vpaddq_s32(sumi[r][0], sumi[r][1]));
-                acc[r] = vfmaq_f32(acc[r], sum, vdupq_n_f32(y.d * wd));
-                if let Some([m0, m1]) = mins {
-                    // Groups 4i..4i + 4 in lane i, as the oracle's.
-                    let (b0, b1) = (vld1q_s16(y.bsums.as_ptr()), vld1q_s16(y.bsums.as_ptr().add(8)));
-                    let lo = vpaddq_s32(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), vmull_high_s16(m0, b0));
-                    let hi = vpaddq_s32(vmull_s16(vget_low_s16(m1), vget_low_s16(b1)), vmull_high_s16(m1, b1));
-                    let dmin = -y.d * f16_to_f32(w.dmin());
-                    accm[r] = vfmaq_f32(accm[r], vcvtq_f32_s32(vpaddq_s32(lo, hi)), vdupq_n_f32(dmin));
-                }
+                acc[r] = vfmaq_f32(acc[r], sum, vdupq_n_f32(d));
+                // Groups 4i..4i + 4 in lane i, as the oracle's.
+                let (b0, b1) = (vld1q_s16(y.bsums.as_ptr()), vld1q_s16(y.bsums.as_ptr().add(8)));
+                let lo = vpaddq_s32(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), vmull_high_s16(m0, b0));
+                let hi = vpaddq_s32(vmull_s16(vget_low_s16(m1), vget_low_s16(b1)), vmull_high_s16(m1, b1));
+                accm[r] = vfmaq_f32(accm[r], vcvtq_f32_s32(vpaddq_s32(lo, hi)), vdupq_n_f32(w.min_scale(y.d, d)));
             }
         }
-        // (Q3_K adds nothing: `+ 0.0` would turn a −0.0 into the oracle's unequal +0.0.)
-        std::array::from_fn(|r| if W::HAS_MINS { reduce4(acc[r]) + reduce4(accm[r]) } else { reduce4(acc[r]) })
+        std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
     }
 }
 
 /// What [`dot_low_bits`] reads of a Q2_K or Q3_K block.
 pub trait LowBits {
     const HIGH_BIT: bool;
-    /// Subtracted from the stored value (Q3_K: 4, as its high bit clear means −4).
-    const OFFSET: i8;
-    const HAS_MINS: bool;
     fn qs(&self) -> &[u8; 64];
     fn hmask(&self) -> &[u8; 32];
     /// The sixteen groups' scales as the oracle multiplies them.
     fn scales(&self) -> [i8; 16];
     fn d(&self) -> u16;
-    fn dmin(&self) -> u16;
-    /// The sixteen 4-bit mins (Q2_K; zero without them).
-    fn mins(&self) -> [u8; 16];
+    /// The sixteen per-group factors of the block sums.
+    fn mins(&self) -> [i8; 16];
+    /// Their float factor, given the activations' `yd` and `d = yd · d(w)`.
+    fn min_scale(&self, yd: f32, d: f32) -> f32;
 }
 
 impl LowBits for BlockQ2K {
     const HIGH_BIT: bool = false;
-    const OFFSET: i8 = 0;
-    const HAS_MINS: bool = true;
     fn qs(&self) -> &[u8; 64] {
         &self.qs
     }
@@ -289,18 +280,16 @@ impl LowBits for BlockQ2K {
     fn d(&self) -> u16 {
         self.d
     }
-    fn dmin(&self) -> u16 {
-        self.dmin
+    fn mins(&self) -> [i8; 16] {
+        self.scales.map(|s| (s >> 4) as i8)
     }
-    fn mins(&self) -> [u8; 16] {
-        self.scales.map(|s| s >> 4)
+    fn min_scale(&self, yd: f32, _: f32) -> f32 {
+        -yd * f16_to_f32(self.dmin)
     }
 }
 
 impl LowBits for BlockQ3K {
     const HIGH_BIT: bool = true;
-    const OFFSET: i8 = 4;
-    const HAS_MINS: bool = false;
     fn qs(&self) -> &[u8; 64] {
         &self.qs
     }
@@ -313,11 +302,11 @@ impl LowBits for BlockQ3K {
     fn d(&self) -> u16 {
         self.d
     }
-    fn dmin(&self) -> u16 {
-        0
+    fn mins(&self) -> [i8; 16] {
+        q3k_scales(&self.scales)
     }
-    fn mins(&self) -> [u8; 16] {
-        [0; 16]
+    fn min_scale(&self, _: f32, d: f32) -> f32 {
+        -4.0 * d
     }
 }
 

@@ -380,22 +380,28 @@ pub fn q4k_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// A Q3_K block's sixteen scales, `s − 32`, unpacked from their 12 packed
-/// bytes: the low four bits of scales 0..8 and 8..16 are the nibbles of
-/// bytes 0..8, their high two bits the bit pairs of bytes 8..12.
+/// A Q3_K block's sixteen 6-bit scales (as stored: `s`, not `s − 32`),
+/// four per little-endian word, unpacked from their 12 packed bytes: the
+/// low four bits of scales 0..8 and 8..16 are the nibbles of bytes 0..8,
+/// their high two bits the bit pairs of bytes 8..12.
 #[inline]
-pub fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
+pub fn q3k_scale_words(s: &[u8; 12]) -> [u32; 4] {
     let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
     let (a, b, high) = (word(0), word(1), word(2));
     let (low4, low2) = (0x0f0f_0f0f, 0x0303_0303);
-    let words = [
+    [
         (a & low4) | ((high & low2) << 4),
         (b & low4) | (((high >> 2) & low2) << 4),
         ((a >> 4) & low4) | (((high >> 4) & low2) << 4),
         ((b >> 4) & low4) | (((high >> 6) & low2) << 4),
-    ];
+    ]
+}
+
+/// A Q3_K block's sixteen scales as multiplied: `s − 32`.
+#[inline]
+pub fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
-    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+    for (o, w) in out.chunks_exact_mut(4).zip(q3k_scale_words(s)) {
         for (o, byte) in o.iter_mut().zip(w.to_le_bytes()) {
             *o = byte as i8 - 32;
         }

@@ -147,27 +147,36 @@ pub fn dot_q2k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
     reduce4(acc) + reduce4(accm)
 }
 
-/// Q3_K: four lanes of `(s − 32) · q · x`, `q` in -4..=3.
-fn q3k_block(w: &BlockQ3K, x: &BlockQ8K, acc: &mut [f32; LANES]) {
+/// Q3_K: four lanes of `(s − 32) · q · x` with `q` as stored (0..=7), and
+/// the `− 4` of every value as Q2_K's mins are: four lanes of
+/// `(s − 32) · bsum` (groups `4i..4i + 4` in lane `i`), times `−4 d`. The
+/// activations' block sums stand in for a second product per element.
+fn q3k_block(w: &BlockQ3K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32; 4]) {
     let scales = q3k_scales(&w.scales);
     let mut sumi = [0i32; LANES];
     for e in 0..QK_K {
         let (low, high) = low_bits(&w.qs, &w.hmask, e);
-        let q = (low | high << 2) as i32 - 4;
-        sumi[lane(e)] += scales[e / 16] as i32 * q * x.qs[e] as i32;
+        sumi[lane(e)] += scales[e / 16] as i32 * (low | high << 2) as i32 * x.qs[e] as i32;
+    }
+    let mut summ = [0i32; 4];
+    for (g, (&s, &bsum)) in scales.iter().zip(&x.bsums).enumerate() {
+        summ[g / 4] += s as i32 * bsum as i32;
     }
     let d = x.d * f16_to_f32(w.d);
     for (a, s) in acc.iter_mut().zip(sumi) {
         *a = d.mul_add(s as f32, *a);
     }
+    for (m, s) in accm.iter_mut().zip(summ) {
+        *m = (-4.0 * d).mul_add(s as f32, *m);
+    }
 }
 
 pub fn dot_q3k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; LANES];
+    let (mut acc, mut accm) = ([0f32; LANES], [0f32; 4]);
     for (w, x) in w.iter().zip(x) {
-        q3k_block(w, x, &mut acc);
+        q3k_block(w, x, &mut acc, &mut accm);
     }
-    reduce4(acc)
+    reduce4(acc) + reduce4(accm)
 }
 
 /// A 32-element type: eight lanes (see the module doc), and the min's chain.

@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{
-    f16_to_f32, q3k_scales, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy,
+    f16_to_f32, q3k_scale_words, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy,
     Packing,
 };
 
@@ -112,7 +112,7 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
     let mut acc = [_mm_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
         // SAFETY: scales is 16 bytes.
-        let scales = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
+        let scales = widen_scales(unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) });
         let mut sumi = [_mm256_setzero_si256(); R];
         for half in 0..2 {
             // SAFETY: ql (128 bytes) at 64h and 64h + 32, qh (64) at 32h.
@@ -131,7 +131,7 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), high(_mm256_srli_epi16::<6>(qh))),
             ];
             for (part, q) in quants.into_iter().enumerate() {
-                let scale = group_scales(scales, 8 * half + 2 * part);
+                let scale = group_scales(&scales, 8 * half + 2 * part);
                 for r in 0..R {
                     // SAFETY: x.qs holds 256 bytes; 128h + 32p + 32 ≤ 256.
                     let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * half + 32 * part) as _) };
@@ -151,14 +151,24 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
     std::array::from_fn(|r| reduce4(acc[r]))
 }
 
-/// The i8 scales of groups `g` and `g + 1` (16 elements each: the two
-/// 128-bit halves of 32 elements) as i16: `g`'s in the low eight lanes.
+/// Sixteen i8 group scales widened to i16 once per block: groups 0..8 in
+/// both 128-bit halves of the first register, 8..16 of the second.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn group_scales(scales: __m128i, g: usize) -> __m256i {
-    let g = g as i64;
-    let pick = _mm_set_epi64x((g + 1) * 0x0101_0101_0101_0101, g * 0x0101_0101_0101_0101);
-    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick))
+fn widen_scales(scales: __m128i) -> [__m256i; 2] {
+    let all = _mm256_cvtepi8_epi16(scales);
+    [_mm256_permute2x128_si256::<0x00>(all, all), _mm256_permute2x128_si256::<0x11>(all, all)]
+}
+
+/// The scales of groups `g` (even) and `g + 1`, 16 elements each (the two
+/// 128-bit halves of 32 elements), from [`widen_scales`]: `g`'s in the low
+/// eight i16 lanes. One in-lane shuffle.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn group_scales(wide: &[__m256i; 2], g: usize) -> __m256i {
+    let lane = |i: usize| (((2 * i + 1) << 8) | (2 * i)) as i16;
+    let i = g % 8;
+    _mm256_shuffle_epi8(wide[g / 8], _mm256_set_m128i(_mm_set1_epi16(lane(i + 1)), _mm_set1_epi16(lane(i))))
 }
 
 /// `Σ w·x[r]` over one row of Q2_K blocks, for `R` activation rows.
@@ -173,7 +183,7 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
     for (b, w) in w.iter().enumerate() {
         // SAFETY: scales is 16 bytes.
         let sm = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
-        let scales = _mm_and_si128(sm, low4);
+        let scales = widen_scales(_mm_and_si128(sm, low4));
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), low4));
         let mut sumi = [_mm256_setzero_si256(); R];
         for n in 0..2 {
@@ -184,7 +194,7 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
                 // across bytes that the mask keeps).
                 let v = _mm256_and_si256(q, low2);
                 q = _mm256_srli_epi16::<2>(q);
-                let scale = group_scales(scales, 8 * n + 2 * j);
+                let scale = group_scales(&scales, 8 * n + 2 * j);
                 for r in 0..R {
                     // SAFETY: x.qs holds 256 bytes; 128n + 32j + 32 ≤ 256.
                     let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * n + 32 * j) as _) };
@@ -209,18 +219,22 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
 }
 
 /// `Σ w·x[r]` over one row of Q3_K blocks, for `R` activation rows: the
-/// stored `q + 4` (0..=7) through `maddubs`, less `4 · y`, as Q6_K does.
+/// stored `q + 4` (0..=7) through `maddubs`, and the `− 4` from the
+/// activations' block sums once per block (the oracle's min-like lanes).
 ///
 /// # Safety
 /// As for [`dot_q4k`].
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    let (low2, one, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1), _mm256_set1_epi8(4));
+    let (low2, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
     let mut acc = [_mm_setzero_ps(); R];
+    let mut accm = [_mm_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
-        let scales = q3k_scales(&w.scales);
-        // SAFETY: a 16-byte array; hmask is 32 bytes.
-        let (scales, mut hm) = unsafe { (_mm_loadu_si128(scales.as_ptr() as *const __m128i), load(w.hmask.as_ptr())) };
+        let [s0, s1, s2, s3] = q3k_scale_words(&w.scales).map(|s| s as i32);
+        let signed = _mm_sub_epi8(_mm_setr_epi32(s0, s1, s2, s3), _mm_set1_epi8(32));
+        let (scales, all) = (widen_scales(signed), _mm256_cvtepi8_epi16(signed));
+        // SAFETY: hmask is 32 bytes.
+        let mut hm = unsafe { load(w.hmask.as_ptr()) };
         let mut sumi = [_mm256_setzero_si256(); R];
         for n in 0..2 {
             // SAFETY: qs holds 64 bytes; 32n + 32 ≤ 64.
@@ -230,23 +244,29 @@ pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f
                 let v = _mm256_or_si256(_mm256_and_si256(q, low2), _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one)));
                 q = _mm256_srli_epi16::<2>(q);
                 hm = _mm256_srli_epi16::<1>(hm);
-                let scale = group_scales(scales, 8 * n + 2 * j);
+                let scale = group_scales(&scales, 8 * n + 2 * j);
                 for r in 0..R {
                     // SAFETY: x.qs holds 256 bytes; 128n + 32j + 32 ≤ 256.
                     let y = unsafe { load(x[r][b].qs.as_ptr().add(128 * n + 32 * j) as _) };
-                    // Pairs of (q + 4)·y within ±1 792, of 4·y within ±1 024;
-                    // × a 6-bit scale and paired: < 2^18 per lane.
-                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(v, y), _mm256_maddubs_epi16(four, y));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                    // Pairs of q·y within ±1 792; × a 6-bit scale and paired: < 2^18 per lane.
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(v, y), scale));
                 }
             }
         }
         let wd = f16_to_f32(w.d);
         for r in 0..R {
-            acc[r] = _mm_fmadd_ps(_mm_set1_ps(x[r][b].d * wd), pair_lanes(sumi[r]), acc[r]);
+            let y = &x[r][b];
+            let d = y.d * wd;
+            acc[r] = _mm_fmadd_ps(_mm_set1_ps(d), pair_lanes(sumi[r]), acc[r]);
+            // SAFETY: bsums is 16 i16, 32 bytes.
+            let bsums = unsafe { load(y.bsums.as_ptr() as *const u8) };
+            // |s| ≤ 32 and |bsum| ≤ 2 048: exact; one hadd leaves groups 4i..4i + 4 in lane i.
+            let prod = _mm256_madd_epi16(all, bsums);
+            let lanes = _mm_hadd_epi32(_mm256_castsi256_si128(prod), _mm256_extracti128_si256::<1>(prod));
+            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-4.0 * d), _mm_cvtepi32_ps(lanes), accm[r]);
         }
     }
-    std::array::from_fn(|r| reduce4(acc[r]))
+    std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
 }
 
 /// A 32-element block's values `stored − OFFSET` as 32 bytes, element order.
