@@ -171,6 +171,27 @@ fn group_scales(wide: &[__m256i; 2], g: usize) -> __m256i {
     _mm256_shuffle_epi8(wide[g / 8], _mm256_set_m128i(_mm_set1_epi16(lane(i + 1)), _mm_set1_epi16(lane(i))))
 }
 
+/// A block's integer sums (`sumi`: eight i32 lanes of 4 bytes) and its
+/// block-sum term (`prod`: eight lanes of two groups) as the oracle's lanes
+/// in one register, `[S0 S1 M0 M1 | S2 S3 M2 M3]` from one `hadd`, times
+/// `d` and `dm`, added to `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fold_with_sums(acc: __m256, sumi: __m256i, prod: __m256i, d: f32, dm: f32) -> __m256 {
+    let factors = _mm256_blend_ps::<0b1100_1100>(_mm256_set1_ps(d), _mm256_set1_ps(dm));
+    _mm256_fmadd_ps(factors, _mm256_cvtepi32_ps(_mm256_hadd_epi32(sumi, prod)), acc)
+}
+
+/// The oracle's `reduce4(S) + reduce4(M)` of a [`fold_with_sums`] accumulator.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce_with_sums(acc: __m256) -> f32 {
+    // [S0+S2, S1+S3, M0+M2, M1+M3], then (t0 + t1) + (t2 + t3).
+    let t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+    let pairs = _mm_add_ps(t, _mm_movehdup_ps(t));
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehl_ps(pairs, pairs)))
+}
+
 /// `Σ w·x[r]` over one row of Q2_K blocks, for `R` activation rows.
 ///
 /// # Safety
@@ -178,8 +199,7 @@ fn group_scales(wide: &[__m256i; 2], g: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     let (low2, low4) = (_mm256_set1_epi8(3), _mm_set1_epi8(0xF));
-    let mut acc = [_mm_setzero_ps(); R];
-    let mut accm = [_mm_setzero_ps(); R];
+    let mut acc = [_mm256_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
         // SAFETY: scales is 16 bytes.
         let sm = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
@@ -206,16 +226,14 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
         let (wd, wdmin) = (f16_to_f32(w.d), f16_to_f32(w.dmin));
         for r in 0..R {
             let y = &x[r][b];
-            acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), pair_lanes(sumi[r]), acc[r]);
             // SAFETY: bsums is 16 i16, 32 bytes.
             let bsums = unsafe { load(y.bsums.as_ptr() as *const u8) };
-            // m ≤ 15 and |bsum| ≤ 2 048: exact in i32; one hadd leaves groups 4i..4i + 4 in lane i.
+            // m ≤ 15 and |bsum| ≤ 2 048: exact in i32.
             let prod = _mm256_madd_epi16(mins, bsums);
-            let lanes = _mm_hadd_epi32(_mm256_castsi256_si128(prod), _mm256_extracti128_si256::<1>(prod));
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * wdmin), _mm_cvtepi32_ps(lanes), accm[r]);
+            acc[r] = fold_with_sums(acc[r], sumi[r], prod, y.d * wd, -y.d * wdmin);
         }
     }
-    std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+    std::array::from_fn(|r| reduce_with_sums(acc[r]))
 }
 
 /// `Σ w·x[r]` over one row of Q3_K blocks, for `R` activation rows: the
@@ -227,8 +245,7 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     let (low2, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
-    let mut acc = [_mm_setzero_ps(); R];
-    let mut accm = [_mm_setzero_ps(); R];
+    let mut acc = [_mm256_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
         let [s0, s1, s2, s3] = q3k_scale_words(&w.scales).map(|s| s as i32);
         let signed = _mm_sub_epi8(_mm_setr_epi32(s0, s1, s2, s3), _mm_set1_epi8(32));
@@ -257,16 +274,14 @@ pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f
         for r in 0..R {
             let y = &x[r][b];
             let d = y.d * wd;
-            acc[r] = _mm_fmadd_ps(_mm_set1_ps(d), pair_lanes(sumi[r]), acc[r]);
             // SAFETY: bsums is 16 i16, 32 bytes.
             let bsums = unsafe { load(y.bsums.as_ptr() as *const u8) };
-            // |s| ≤ 32 and |bsum| ≤ 2 048: exact; one hadd leaves groups 4i..4i + 4 in lane i.
+            // |s| ≤ 32 and |bsum| ≤ 2 048: exact in i32.
             let prod = _mm256_madd_epi16(all, bsums);
-            let lanes = _mm_hadd_epi32(_mm256_castsi256_si128(prod), _mm256_extracti128_si256::<1>(prod));
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-4.0 * d), _mm_cvtepi32_ps(lanes), accm[r]);
+            acc[r] = fold_with_sums(acc[r], sumi[r], prod, d, -4.0 * d);
         }
     }
-    std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
+    std::array::from_fn(|r| reduce_with_sums(acc[r]))
 }
 
 /// A 32-element block's values `stored − OFFSET` as 32 bytes, element order.
