@@ -14,7 +14,8 @@ fn load(path: &Path) -> Result<std::sync::Arc<Model>, LlmError> {
 }
 
 fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("phi-mobile-bad-input-{}", std::process::id()));
+    // Cargo's scratch directory for test files, reused run after run (nothing left in the system's temp dir).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-input");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();

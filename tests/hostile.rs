@@ -21,7 +21,8 @@ use common::Collect;
 use phi_mobile::*;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("phi-mobile-hostile-{}", std::process::id()));
+    // Cargo's scratch directory for test files, reused run after run (nothing left in the system's temp dir).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
