@@ -233,7 +233,7 @@ pub unsafe fn dot_low_bits<W: LowBits, D: Dot4, const R: usize>(w: &[W], x: [&[B
                 }
             }
             // The per-group terms' factors, as two i16 halves.
-            let m = vld1q_s8(w.mins().as_ptr());
+            let m = vld1q_s8(w.mins(&scales).as_ptr());
             let (m0, m1) = (vmovl_s8(vget_low_s8(m)), vmovl_high_s8(m));
             let wd = f16_to_f32(w.d());
             for r in 0..R {
@@ -260,8 +260,8 @@ pub trait LowBits {
     /// The sixteen groups' scales as the oracle multiplies them.
     fn scales(&self) -> [i8; 16];
     fn d(&self) -> u16;
-    /// The sixteen per-group factors of the block sums.
-    fn mins(&self) -> [i8; 16];
+    /// The sixteen per-group factors of the block sums, given `scales()`.
+    fn mins(&self, scales: &[i8; 16]) -> [i8; 16];
     /// Their float factor, given the activations' `yd` and `d = yd · d(w)`.
     fn min_scale(&self, yd: f32, d: f32) -> f32;
 }
@@ -280,7 +280,7 @@ impl LowBits for BlockQ2K {
     fn d(&self) -> u16 {
         self.d
     }
-    fn mins(&self) -> [i8; 16] {
+    fn mins(&self, _: &[i8; 16]) -> [i8; 16] {
         self.scales.map(|s| (s >> 4) as i8)
     }
     fn min_scale(&self, yd: f32, _: f32) -> f32 {
@@ -302,8 +302,9 @@ impl LowBits for BlockQ3K {
     fn d(&self) -> u16 {
         self.d
     }
-    fn mins(&self) -> [i8; 16] {
-        q3k_scales(&self.scales)
+    fn mins(&self, scales: &[i8; 16]) -> [i8; 16] {
+        // Q3_K's `− 4` is weighted by the group scales themselves.
+        *scales
     }
     fn min_scale(&self, _: f32, d: f32) -> f32 {
         -4.0 * d

@@ -129,13 +129,16 @@ fn q2k_block(w: &BlockQ2K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32
     for (g, (&s, &bsum)) in w.scales.iter().zip(&x.bsums).enumerate() {
         summ[g / 4] += (s >> 4) as i32 * bsum as i32;
     }
-    let d = x.d * f16_to_f32(w.d);
-    let dmin = -x.d * f16_to_f32(w.dmin);
+    fold_block(acc, accm, sumi, summ, x.d * f16_to_f32(w.d), -x.d * f16_to_f32(w.dmin));
+}
+
+/// Q2_K's and Q3_K's per-block float step: `acc += d · sumi`, `accm += dm · summ`, lane by lane.
+fn fold_block(acc: &mut [f32; LANES], accm: &mut [f32; 4], sumi: [i32; LANES], summ: [i32; 4], d: f32, dm: f32) {
     for (a, s) in acc.iter_mut().zip(sumi) {
         *a = d.mul_add(s as f32, *a);
     }
     for (m, s) in accm.iter_mut().zip(summ) {
-        *m = dmin.mul_add(s as f32, *m);
+        *m = dm.mul_add(s as f32, *m);
     }
 }
 
@@ -163,12 +166,7 @@ fn q3k_block(w: &BlockQ3K, x: &BlockQ8K, acc: &mut [f32; LANES], accm: &mut [f32
         summ[g / 4] += s as i32 * bsum as i32;
     }
     let d = x.d * f16_to_f32(w.d);
-    for (a, s) in acc.iter_mut().zip(sumi) {
-        *a = d.mul_add(s as f32, *a);
-    }
-    for (m, s) in accm.iter_mut().zip(summ) {
-        *m = (-4.0 * d).mul_add(s as f32, *m);
-    }
+    fold_block(acc, accm, sumi, summ, d, -4.0 * d);
 }
 
 pub fn dot_q3k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {

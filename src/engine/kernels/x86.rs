@@ -112,7 +112,8 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
     let mut acc = [_mm_setzero_ps(); R];
     for (b, w) in w.iter().enumerate() {
         // SAFETY: scales is 16 bytes.
-        let scales = widen_scales(unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) });
+        let scales =
+            widen_scales(_mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) }));
         let mut sumi = [_mm256_setzero_si256(); R];
         for half in 0..2 {
             // SAFETY: ql (128 bytes) at 64h and 64h + 32, qh (64) at 32h.
@@ -151,12 +152,11 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f
     std::array::from_fn(|r| reduce4(acc[r]))
 }
 
-/// Sixteen i8 group scales widened to i16 once per block: groups 0..8 in
-/// both 128-bit halves of the first register, 8..16 of the second.
+/// Sixteen group scales, already widened to i16 (`all`), as two registers:
+/// groups 0..8 in both 128-bit halves of the first, 8..16 of the second.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn widen_scales(scales: __m128i) -> [__m256i; 2] {
-    let all = _mm256_cvtepi8_epi16(scales);
+fn widen_scales(all: __m256i) -> [__m256i; 2] {
     [_mm256_permute2x128_si256::<0x00>(all, all), _mm256_permute2x128_si256::<0x11>(all, all)]
 }
 
@@ -203,7 +203,7 @@ pub unsafe fn dot_q2k<const R: usize>(w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f
     for (b, w) in w.iter().enumerate() {
         // SAFETY: scales is 16 bytes.
         let sm = unsafe { _mm_loadu_si128(w.scales.as_ptr() as *const __m128i) };
-        let scales = widen_scales(_mm_and_si128(sm, low4));
+        let scales = widen_scales(_mm256_cvtepu8_epi16(_mm_and_si128(sm, low4)));
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), low4));
         let mut sumi = [_mm256_setzero_si256(); R];
         for n in 0..2 {
@@ -249,7 +249,8 @@ pub unsafe fn dot_q3k<const R: usize>(w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f
     for (b, w) in w.iter().enumerate() {
         let [s0, s1, s2, s3] = q3k_scale_words(&w.scales).map(|s| s as i32);
         let signed = _mm_sub_epi8(_mm_setr_epi32(s0, s1, s2, s3), _mm_set1_epi8(32));
-        let (scales, all) = (widen_scales(signed), _mm256_cvtepi8_epi16(signed));
+        let all = _mm256_cvtepi8_epi16(signed);
+        let scales = widen_scales(all);
         // SAFETY: hmask is 32 bytes.
         let mut hm = unsafe { load(w.hmask.as_ptr()) };
         let mut sumi = [_mm256_setzero_si256(); R];
