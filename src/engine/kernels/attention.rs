@@ -13,7 +13,7 @@
 //! (`dense::dot`). An f16 cache is widened a row at a time as it is read.
 
 use super::dense::{dot, Float};
-use super::Output;
+use super::parallel::Output;
 
 /// The shapes of one attention call.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::Output;
+use super::parallel::Output;
 
 /// `Σ a·b` in eight lanes `i % 8`, reduced in a fixed tree.
 #[inline]

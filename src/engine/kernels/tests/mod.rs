@@ -10,6 +10,7 @@ use super::blocks::{
     self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     Legacy, QK, QK_K,
 };
+use super::variant::choose;
 use super::*;
 
 /// [`matmul_until`] never stopped.

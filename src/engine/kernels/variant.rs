@@ -1,0 +1,254 @@
+//! The kernel variants, which of them this CPU runs, and the one place a
+//! variant becomes its kernel ([`dispatch`]).
+
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "aarch64")]
+use super::arm;
+use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
+use super::scalar;
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, x86};
+
+/// A kernel family, in order of preference on its architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Portable Rust: the oracle every other variant must equal.
+    Scalar,
+    /// x86-64 AVX2 (+FMA, F16C: every AVX2 CPU has them).
+    Avx2,
+    /// x86-64 AVX-512 F + BW (+VL, FMA): Skylake-X and later.
+    Avx512,
+    /// AVX-512 with VNNI's fused `vpdpwssd`: Ice Lake, Zen 4 and later.
+    Avx512Vnni,
+    /// aarch64 NEON, which every ARMv8 core has.
+    Neon,
+    /// aarch64 NEON with ARMv8.2's `sdot`.
+    Dotprod,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 6] =
+        [Variant::Scalar, Variant::Avx2, Variant::Avx512, Variant::Avx512Vnni, Variant::Neon, Variant::Dotprod];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Scalar => "scalar",
+            Variant::Avx2 => "avx2",
+            Variant::Avx512 => "avx512",
+            Variant::Avx512Vnni => "avx512vnni",
+            Variant::Neon => "neon",
+            Variant::Dotprod => "dotprod",
+        }
+    }
+
+    /// Whether this CPU can run the variant.
+    pub fn supported(self) -> bool {
+        match self {
+            Variant::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => {
+                // AVX2 too: the Q2_K and Q3_K kernels are AVX2's.
+                Variant::Avx2.supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => Variant::Avx512.supported() && std::arch::is_x86_feature_detected!("avx512vnni"),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Dotprod => {
+                std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)] // each architecture matches its own above
+            _ => false,
+        }
+    }
+
+    /// The fastest variant this CPU runs.
+    pub fn best() -> Self {
+        [Variant::Dotprod, Variant::Neon, Variant::Avx512Vnni, Variant::Avx512, Variant::Avx2]
+            .into_iter()
+            .find(|v| v.supported())
+            .unwrap_or(Variant::Scalar)
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows of
+    /// Q8_K blocks.
+    pub fn dot_q4k<const R: usize>(self, w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q4k,
+            x86::dot_q4k::<BlockQ4K, R>,
+            avx512::dot_q4k_bw,
+            avx512::dot_q4k_vnni,
+            arm::dot_q4k_neon,
+            arm::dot_q4k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q5_K blocks, for `R` activation rows.
+    pub fn dot_q5k<const R: usize>(self, w: &[BlockQ5K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q4k,
+            x86::dot_q4k::<BlockQ5K, R>,
+            avx512::dot_q5k_bw,
+            avx512::dot_q5k_vnni,
+            arm::dot_q5k_neon,
+            arm::dot_q5k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q2_K blocks, for `R` activation rows.
+    pub fn dot_q2k<const R: usize>(self, w: &[BlockQ2K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q2k,
+            x86::dot_q2k,
+            x86::dot_q2k,
+            x86::dot_q2k,
+            arm::dot_q2k_neon,
+            arm::dot_q2k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q3_K blocks, for `R` activation rows.
+    pub fn dot_q3k<const R: usize>(self, w: &[BlockQ3K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q3k,
+            x86::dot_q3k,
+            x86::dot_q3k,
+            x86::dot_q3k,
+            arm::dot_q3k_neon,
+            arm::dot_q3k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
+    pub fn dot_q6k<const R: usize>(self, w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_q6k,
+            x86::dot_q6k,
+            avx512::dot_q6k_bw,
+            avx512::dot_q6k_vnni,
+            arm::dot_q6k_neon,
+            arm::dot_q6k_dotprod
+        )
+    }
+
+    /// `Σ w·x[r]` over one row of a 32-element type's blocks, for `R`
+    /// activation rows of Q8_1 blocks (from `quantize_q8_1`: within ±127).
+    pub fn dot_legacy<W: Legacy, const R: usize>(self, w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+        dispatch!(
+            self,
+            w,
+            x,
+            scalar::dot_legacy::<W>,
+            x86::dot_legacy::<W, R>,
+            avx512::dot_legacy_bw::<W, R>,
+            avx512::dot_legacy_vnni::<W, R>,
+            arm::dot_legacy_neon::<W, R>,
+            arm::dot_legacy_dotprod::<W, R>
+        )
+    }
+}
+
+/// The one place a variant becomes its kernel: checks the lengths the
+/// kernels rely on, then calls the variant's entry point.
+macro_rules! dispatch {
+    ($v:expr, $w:expr, $x:expr, $scalar:path, $avx2:path, $avx512:path, $vnni:path, $neon:path, $dotprod:path) => {{
+        let (w, x) = ($w, $x);
+        assert!(x.iter().all(|x| x.len() == w.len()));
+        // SAFETY (each arm): a Variant other than Scalar is only used once
+        // `supported()` said the CPU has its features (see `choose`); the
+        // lengths are checked above.
+        match $v {
+            Variant::Scalar => x.map(|x| $scalar(w, x)),
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => unsafe { $avx2(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => unsafe { $avx512(w, x) },
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512Vnni => unsafe { $vnni(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => unsafe { $neon(w, x) },
+            #[cfg(target_arch = "aarch64")]
+            Variant::Dotprod => unsafe { $dotprod(w, x) },
+            #[allow(unreachable_patterns)]
+            v => unreachable!("{} is never selected on this architecture", v.name()),
+        }
+    }};
+}
+use dispatch;
+
+/// Why a requested variant cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedKernels(pub String);
+
+impl std::fmt::Display for UnsupportedKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What `PHI_MOBILE_KERNELS` asks for: one of our variants, or `candle` (its
+/// kernels for every type: the baseline the benchmark compares against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Ours(Variant),
+    Candle,
+}
+
+/// The kernels `requested` names; by default ours, the best variant this CPU
+/// runs (docs/PERFORMANCE.md: on Phi-3-mini our AVX2 is 1.45× candle's
+/// prefill and 1.06× its decode). `candle` stays selectable as the baseline.
+pub fn choose(requested: Option<&str>) -> Result<Kernels, UnsupportedKernels> {
+    match requested.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(Kernels::Ours(Variant::best())),
+        Some("candle") => Ok(Kernels::Candle),
+        Some(name) => {
+            let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).chain(["candle"]).collect();
+            let v = Variant::from_name(name).ok_or_else(|| {
+                UnsupportedKernels(format!("PHI_MOBILE_KERNELS={name} is not one of {}", names.join(", ")))
+            })?;
+            if v.supported() {
+                Ok(Kernels::Ours(v))
+            } else {
+                Err(UnsupportedKernels(format!("PHI_MOBILE_KERNELS={name}: this CPU cannot run the {name} kernels")))
+            }
+        }
+    }
+}
+
+/// The process's kernels, chosen once.
+pub fn selected() -> Result<Kernels, UnsupportedKernels> {
+    static SELECTED: OnceLock<Result<Kernels, UnsupportedKernels>> = OnceLock::new();
+    SELECTED.get_or_init(|| choose(std::env::var("PHI_MOBILE_KERNELS").ok().as_deref())).clone()
+}
