@@ -14,9 +14,9 @@
 # - tests/api.rs `quantized_model_runs`: Q4_K, deterministic;
 # - our kernels (src/engine/kernels/): the lib's kernel tests on an emulated
 #   core without dotprod (a64fx: this test target enables +fp16, which
-#   cortex-a53 lacks) and one with it (max), each checking that run-time
-#   dispatch offers exactly that CPU's variants; and the Q4_K model's tests
-#   on each variant. Without dotprod only the tests that leave candle's
+#   cortex-a53 lacks), one with dotprod but not i8mm (cortex-a76) and one
+#   with both (max), each checking that run-time dispatch offers exactly
+#   that CPU's variants; and the Q4_K model's tests on each variant. Without dotprod only the tests that leave candle's
 #   kernels alone run: candle 0.11's NEON Q4_K/Q6_K kernels execute `sdot`
 #   without checking the CPU (SIGILL there), which ours do not.
 # Installs its tools once (apt, rustup); build outputs go to CARGO_TARGET_DIR.
@@ -50,7 +50,10 @@ cargo test "${T[@]}" --test api "$@" -- quantized_model_runs
 QEMU_CPU=a64fx PHI_MOBILE_EXPECT_KERNELS=scalar,neon cargo test "${T[@]}" --lib "$@" -- \
   kernels::tests::every_variant kernels::tests::low_bits::q2k_and_q3k_variants kernels::tests::the_variants_offered \
   kernels::tests::the_choice
-QEMU_CPU=max PHI_MOBILE_EXPECT_KERNELS=scalar,neon,dotprod cargo test "${T[@]}" --lib "$@" -- kernels
+QEMU_CPU=cortex-a76 PHI_MOBILE_EXPECT_KERNELS=scalar,neon,dotprod cargo test "${T[@]}" --lib "$@" -- \
+  kernels::tests::the_variants_offered
+QEMU_CPU=max PHI_MOBILE_EXPECT_KERNELS=scalar,neon,dotprod,i8mm cargo test "${T[@]}" --lib "$@" -- kernels
 QEMU_CPU=a64fx PHI_MOBILE_KERNELS=neon cargo test "${T[@]}" --test api "$@" -- quantized
-QEMU_CPU=max PHI_MOBILE_KERNELS=dotprod cargo test "${T[@]}" --test api "$@" -- quantized
+QEMU_CPU=cortex-a76 PHI_MOBILE_KERNELS=dotprod cargo test "${T[@]}" --test api "$@" -- quantized
+QEMU_CPU=max PHI_MOBILE_KERNELS=i8mm cargo test "${T[@]}" --test api "$@" -- quantized
 echo "== aarch64 tests under qemu: $((SECONDS - START)) s"

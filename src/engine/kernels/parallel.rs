@@ -16,9 +16,6 @@ const ROWS_PER_TILE: usize = 16;
 /// Runs of weight rows each thread takes in a decode matmul (see `run`).
 const DECODE_RUNS_PER_THREAD: usize = 2;
 
-/// Activation rows per kernel call: the weights' unpacking is shared by them.
-const ROWS_PER_CALL: usize = 4;
-
 /// Activation blocks: how a row is quantized, and a per-thread buffer of
 /// them reused across calls (no allocation per matmul).
 pub(super) trait Activations: blocks::Plain + Sync + 'static {
@@ -65,58 +62,38 @@ impl Activations for BlockQ8_1 {
 }
 
 /// A weight type our kernels cover: its block, its activations' block (of
-/// the same length) and its dot product.
+/// the same length), its dot product, and two weight rows' at once.
 pub(super) trait Weights: blocks::Plain + Sync {
     type Act: Activations;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[Self::Act]; R]) -> [f32; R];
+    fn dot_pair<const R: usize>(variant: Variant, w: [&[Self]; 2], x: [&[Self::Act]; R]) -> [[f32; R]; 2];
 }
 
-impl Weights for BlockQ2K {
-    type Act = BlockQ8K;
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        variant.dot_q2k(w, x)
-    }
-}
-
-impl Weights for BlockQ3K {
-    type Act = BlockQ8K;
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        variant.dot_q3k(w, x)
-    }
-}
-
-impl Weights for BlockQ4K {
-    type Act = BlockQ8K;
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        variant.dot_q4k(w, x)
-    }
-}
-
-impl Weights for BlockQ5K {
-    type Act = BlockQ8K;
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        variant.dot_q5k(w, x)
-    }
-}
-
-impl Weights for BlockQ6K {
-    type Act = BlockQ8K;
-    fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        variant.dot_q6k(w, x)
-    }
-}
-
-macro_rules! legacy_weights {
-    ($($t:ty),*) => {$(
+macro_rules! weights {
+    ($($t:ty, $act:ty, $dot:ident, $pair:ident;)*) => {$(
         impl Weights for $t {
-            type Act = BlockQ8_1;
-            fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[BlockQ8_1]; R]) -> [f32; R] {
-                variant.dot_legacy(w, x)
+            type Act = $act;
+            fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[$act]; R]) -> [f32; R] {
+                variant.$dot(w, x)
+            }
+            fn dot_pair<const R: usize>(variant: Variant, w: [&[Self]; 2], x: [&[$act]; R]) -> [[f32; R]; 2] {
+                variant.$pair(w, x)
             }
         }
     )*};
 }
-legacy_weights!(BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0);
+weights! {
+    BlockQ2K, BlockQ8K, dot_q2k, dot_pair_q2k;
+    BlockQ3K, BlockQ8K, dot_q3k, dot_pair_q3k;
+    BlockQ4K, BlockQ8K, dot_q4k, dot_pair_q4k;
+    BlockQ5K, BlockQ8K, dot_q5k, dot_pair_q5k;
+    BlockQ6K, BlockQ8K, dot_q6k, dot_pair_q6k;
+    BlockQ4_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
+    BlockQ4_1, BlockQ8_1, dot_legacy, dot_pair_legacy;
+    BlockQ5_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
+    BlockQ5_1, BlockQ8_1, dot_legacy, dot_pair_legacy;
+    BlockQ8_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
+}
 
 /// `dst`, written from several threads at elements no two work items share.
 pub(super) struct Output {
@@ -221,26 +198,56 @@ pub(super) fn run<W: Weights, const P: usize>(
                 let p = part(tile, &tile_start);
                 let (n, out, tile) = (ns[p], &outs[p], tile - tile_start[p]);
                 let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
+                let weights = |j: usize| weight_row(p, j);
                 let mut i = 0;
-                while i + ROWS_PER_CALL <= m {
-                    let rows: [&[W::Act]; ROWS_PER_CALL] = std::array::from_fn(|r| act_row(i + r));
-                    for j in cols.clone() {
-                        for (r, v) in W::dot(variant, weight_row(p, j), rows).into_iter().enumerate() {
-                            // SAFETY: the columns of this tile belong to this item.
-                            unsafe { out.set((i + r) * n + j, v) };
+                while i < m {
+                    // Four activation rows at a time, then a pair (which i8mm
+                    // still pairs with pairs of weight rows), then one.
+                    i += match m - i {
+                        4.. => tile_rows::<W, 4>(variant, &weights, act_row, i, cols.clone(), (n, out)),
+                        2.. if variant.pairs_weight_rows() => {
+                            tile_rows::<W, 2>(variant, &weights, act_row, i, cols.clone(), (n, out))
                         }
-                    }
-                    i += ROWS_PER_CALL;
-                }
-                for i in i..m {
-                    for j in cols.clone() {
-                        let [v] = W::dot(variant, weight_row(p, j), [act_row(i)]);
-                        // SAFETY: as above.
-                        unsafe { out.set(i * n + j, v) };
-                    }
+                        _ => tile_rows::<W, 1>(variant, &weights, act_row, i, cols.clone(), (n, out)),
+                    };
                 }
             }
         });
     });
     Some(())
+}
+
+/// Activation rows `i..i + R` against the weight rows `cols` of one tile
+/// (`n` outputs per activation row), in pairs of weight rows where the
+/// variant pairs them; returns `R`. One kernel call takes all `R` rows: the
+/// weights' unpacking is shared by them.
+fn tile_rows<'a, W: Weights + 'a, const R: usize>(
+    variant: Variant,
+    weights: &impl Fn(usize) -> &'a [W],
+    act_row: impl Fn(usize) -> &'a [W::Act],
+    i: usize,
+    cols: std::ops::Range<usize>,
+    (n, out): (usize, &Output),
+) -> usize {
+    let rows: [&[W::Act]; R] = std::array::from_fn(|r| act_row(i + r));
+    let mut j = cols.start;
+    if variant.pairs_weight_rows() && R.is_multiple_of(2) {
+        while j + 2 <= cols.end {
+            let v = W::dot_pair(variant, [weights(j), weights(j + 1)], rows);
+            for (dj, v) in v.into_iter().enumerate() {
+                for (r, v) in v.into_iter().enumerate() {
+                    // SAFETY: the columns of this tile belong to this work item.
+                    unsafe { out.set((i + r) * n + j + dj, v) };
+                }
+            }
+            j += 2;
+        }
+    }
+    for j in j..cols.end {
+        for (r, v) in W::dot(variant, weights(j), rows).into_iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { out.set((i + r) * n + j, v) };
+        }
+    }
+    R
 }

@@ -1,5 +1,6 @@
-//! The kernel variants, which of them this CPU runs, and the one place a
-//! variant becomes its kernel ([`dispatch`]).
+//! The kernel variants, which of them this CPU runs, and where a variant
+//! becomes its kernel: [`dispatch`], and the `dot_pair_*` methods for
+//! two weight rows at once.
 
 use std::sync::OnceLock;
 
@@ -25,11 +26,21 @@ pub enum Variant {
     Neon,
     /// aarch64 NEON with ARMv8.2's `sdot`.
     Dotprod,
+    /// dotprod with ARMv8.6's `smmla` (i8mm) for a prompt's pairs of
+    /// weight rows: Cortex-A510/A710/X2 and later, Apple M2/A15 and later.
+    I8mm,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] =
-        [Variant::Scalar, Variant::Avx2, Variant::Avx512, Variant::Avx512Vnni, Variant::Neon, Variant::Dotprod];
+    pub const ALL: [Variant; 7] = [
+        Variant::Scalar,
+        Variant::Avx2,
+        Variant::Avx512,
+        Variant::Avx512Vnni,
+        Variant::Neon,
+        Variant::Dotprod,
+        Variant::I8mm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +50,7 @@ impl Variant {
             Variant::Avx512Vnni => "avx512vnni",
             Variant::Neon => "neon",
             Variant::Dotprod => "dotprod",
+            Variant::I8mm => "i8mm",
         }
     }
 
@@ -70,6 +82,8 @@ impl Variant {
             Variant::Dotprod => {
                 std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
             }
+            #[cfg(target_arch = "aarch64")]
+            Variant::I8mm => Variant::Dotprod.supported() && std::arch::is_aarch64_feature_detected!("i8mm"),
             #[allow(unreachable_patterns)] // each architecture matches its own above
             _ => false,
         }
@@ -77,7 +91,7 @@ impl Variant {
 
     /// The fastest variant this CPU runs.
     pub fn best() -> Self {
-        [Variant::Dotprod, Variant::Neon, Variant::Avx512Vnni, Variant::Avx512, Variant::Avx2]
+        [Variant::I8mm, Variant::Dotprod, Variant::Neon, Variant::Avx512Vnni, Variant::Avx512, Variant::Avx2]
             .into_iter()
             .find(|v| v.supported())
             .unwrap_or(Variant::Scalar)
@@ -180,6 +194,60 @@ impl Variant {
     }
 }
 
+/// Two weight rows against `R` activation rows: `[row 0's dots, row 1's]`,
+/// exactly the two rows' [`Variant`] `dot_*` calls. i8mm computes them
+/// together when `R` is even (a prompt's tile); every other variant is the
+/// two calls.
+macro_rules! pair_methods {
+    ($($(#[$doc:meta])* $name:ident, $single:ident, $block:ty, $act:ty, $mmla:path;)*) => {
+        impl Variant {
+            /// Whether [`Variant`]'s `dot_pair_*` computes two weight rows at once.
+            pub fn pairs_weight_rows(self) -> bool {
+                self == Variant::I8mm
+            }
+            $(
+                $(#[$doc])*
+                pub fn $name<const R: usize>(self, w: [&[$block]; 2], x: [&[$act]; R]) -> [[f32; R]; 2] {
+                    match self {
+                        #[cfg(target_arch = "aarch64")]
+                        Variant::I8mm if R.is_multiple_of(2) => {
+                            let n = w[0].len();
+                            assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
+                            // SAFETY: I8mm is only used once `supported()` said the CPU
+                            // has i8mm; R is even and the lengths are checked above.
+                            unsafe { $mmla(w, x) }
+                        }
+                        v => w.map(|w| v.$single(w, x)),
+                    }
+                }
+            )*
+        }
+    };
+}
+pair_methods! {
+    dot_pair_q2k, dot_q2k, BlockQ2K, BlockQ8K, arm::mmla::dot_pair_q2k;
+    dot_pair_q3k, dot_q3k, BlockQ3K, BlockQ8K, arm::mmla::dot_pair_q3k;
+    dot_pair_q4k, dot_q4k, BlockQ4K, BlockQ8K, arm::mmla::dot_pair_q4k;
+    dot_pair_q5k, dot_q5k, BlockQ5K, BlockQ8K, arm::mmla::dot_pair_q5k;
+    dot_pair_q6k, dot_q6k, BlockQ6K, BlockQ8K, arm::mmla::dot_pair_q6k;
+}
+
+impl Variant {
+    /// [`Variant::dot_pair_q4k`] for a 32-element type.
+    pub fn dot_pair_legacy<W: Legacy, const R: usize>(self, w: [&[W]; 2], x: [&[BlockQ8_1]; R]) -> [[f32; R]; 2] {
+        match self {
+            #[cfg(target_arch = "aarch64")]
+            Variant::I8mm if R.is_multiple_of(2) => {
+                let n = w[0].len();
+                assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
+                // SAFETY: as in the K-quants' `dot_pair_*`.
+                unsafe { arm::mmla::dot_pair_legacy(w, x) }
+            }
+            v => w.map(|w| v.dot_legacy(w, x)),
+        }
+    }
+}
+
 /// The one place a variant becomes its kernel: checks the lengths the
 /// kernels rely on, then calls the variant's entry point.
 macro_rules! dispatch {
@@ -199,8 +267,9 @@ macro_rules! dispatch {
             Variant::Avx512Vnni => unsafe { $vnni(w, x) },
             #[cfg(target_arch = "aarch64")]
             Variant::Neon => unsafe { $neon(w, x) },
+            // One activation row at a time, i8mm has nothing to pair: `sdot`.
             #[cfg(target_arch = "aarch64")]
-            Variant::Dotprod => unsafe { $dotprod(w, x) },
+            Variant::Dotprod | Variant::I8mm => unsafe { $dotprod(w, x) },
             #[allow(unreachable_patterns)]
             v => unreachable!("{} is never selected on this architecture", v.name()),
         }

@@ -237,7 +237,7 @@ fn the_choice_of_kernels_is_checked() {
     assert!(choose(Some("sse9"))
         .unwrap_err()
         .0
-        .contains("not one of scalar, avx2, avx512, avx512vnni, neon, dotprod, candle"));
+        .contains("not one of scalar, avx2, avx512, avx512vnni, neon, dotprod, i8mm, candle"));
     for v in Variant::ALL {
         match choose(Some(v.name())) {
             Ok(k) => assert!(v.supported() && k == Kernels::Ours(v)),
@@ -474,3 +474,4 @@ fn matrices_sharing_an_input_equal_each_alone() {
 }
 
 mod low_bits;
+mod pairs;

@@ -7,7 +7,10 @@
 //!
 //! Two such registers (32 bytes) pair into the model's four 8-byte lanes
 //! with one `addp`. Like the x86 kernels, each takes `R` activation rows per
-//! weight row and unpacks the weights once for all of them.
+//! weight row and unpacks the weights once for all of them. i8mm's kernels,
+//! which take two weight rows, are in [`mmla`].
+
+pub mod mmla;
 
 use std::arch::aarch64::*;
 use std::arch::asm;
