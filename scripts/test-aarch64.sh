@@ -31,12 +31,14 @@ scripts/fetch-fixtures.sh >/dev/null
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-# ring (hf-hub's TLS) compiles C for the target.
+# Any C the dependencies compile for the target.
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 # Two emulated threads: the machine's cores are shared with qemu's own work.
 export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
 
-T=(--release --target aarch64-unknown-linux-gnu)
+# No downloads: none of these tests uses them, and the TLS stack (ring compiles C
+# for the target) is a cold build's minutes.
+T=(--release --target aarch64-unknown-linux-gnu --no-default-features)
 cargo test "${T[@]}" --lib --test reference --test llama --test smollm2 --test api --no-run
 echo "== aarch64 build: $((SECONDS - START)) s"
 # The test binaries must really be ARM64 (not a host build by mistake).

@@ -34,13 +34,40 @@ pub fn smollm2() -> Arc<Model> {
     MODEL.clone()
 }
 
-/// Writes each synthetic model once per test binary.
-static DIR: Lazy<tempfile::TempDir> = Lazy::new(|| tempfile::tempdir().expect("tempdir"));
+/// This process's synthetic models, each written once: in Cargo's scratch
+/// directory for tests (not the system's temp dir), removed when the process
+/// exits. A static is never dropped, so a `TempDir` here left every run's
+/// models behind (gigabytes after a few days of test runs).
+static DIR: Lazy<PathBuf> = Lazy::new(|| {
+    let all = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("models");
+    // What processes that were killed before their exit left behind (and a
+    // dead process that had this id).
+    for entry in std::fs::read_dir(&all).into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+        let gone = |pid: i32| {
+            // SAFETY: signal 0 only asks whether the process exists.
+            let rc = unsafe { libc::kill(pid, 0) };
+            rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        };
+        if pid.is_some_and(|pid| gone(pid) || pid == std::process::id() as i32) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = all.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).expect("the tests' scratch directory");
+    extern "C" fn remove_models() {
+        let _ = std::fs::remove_dir_all(&*DIR);
+    }
+    // SAFETY: registers a function without arguments that only removes a
+    // directory; it runs after the test harness returns.
+    unsafe { libc::atexit(remove_models) };
+    dir
+});
 
 pub fn model_file(name: &str, spec: &synthetic::Phi3Spec) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let p = DIR.path().join(format!("{name}.gguf"));
+    let p = DIR.join(format!("{name}.gguf"));
     if !p.exists() {
         spec.write(&p).expect("write synthetic gguf");
     }
