@@ -74,6 +74,29 @@ pub fn model_file(name: &str, spec: &synthetic::Phi3Spec) -> PathBuf {
     p
 }
 
+/// `Model::load` with the tests' configuration (their tokenizer).
+pub fn load(path: &std::path::Path) -> Result<Arc<Model>, LlmError> {
+    Model::load(config(path))
+}
+
+/// The reason of the `InvalidModel` error `r` must be; anything else fails
+/// the test, naming `what`.
+pub fn invalid_model(what: &str, r: Result<Arc<Model>, LlmError>) -> String {
+    match r {
+        Err(LlmError::InvalidModel { reason }) => reason,
+        Err(e) => panic!("{what}: expected InvalidModel, got {e:?}"),
+        Ok(_) => panic!("{what}: expected InvalidModel, got a model"),
+    }
+}
+
+/// A path for a test's file `name` in Cargo's scratch directory for tests,
+/// under `group` (reused run after run; nothing goes to the system's temp dir).
+pub fn scratch(group: &str, name: &str) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(group);
+    std::fs::create_dir_all(&dir).expect("the tests' scratch directory");
+    dir.join(name)
+}
+
 pub fn reference_model_path() -> PathBuf {
     model_file("reference", &synthetic::Phi3Spec::reference())
 }
