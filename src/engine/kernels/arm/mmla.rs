@@ -13,13 +13,12 @@
 //! instruction's intrinsic is not stable in Rust, so it is inline `asm!`.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
 use super::super::blocks::{
     f16_to_f32, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45,
     Legacy,
 };
-use super::{legacy_values, load, LowBits};
+use super::{accumulate, legacy_values, load, LowBits};
 
 /// `acc + a·bᵀ` for `a` two rows of 8 weights and `b` two rows of 8
 /// activations: `[a0·b0, a0·b1, a1·b0, a1·b1]` added to `acc`.
@@ -28,14 +27,8 @@ use super::{legacy_values, load, LowBits};
 /// The CPU must have i8mm.
 #[inline(always)]
 unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: `smmla` reads and writes registers only; the caller promises
-    // the CPU has i8mm.
-    unsafe {
-        asm!("smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
-            options(pure, nomem, nostack));
-    }
-    acc
+    // SAFETY: the caller's promise.
+    unsafe { accumulate::<true>(acc, a, b) }
 }
 
 /// Sixteen bytes of two rows as `smmla`'s operands: bytes 0..8 of both

@@ -46,17 +46,33 @@ impl Dot4 for Neon {
     }
 }
 
-impl Dot4 for Dotprod {
-    #[inline(always)]
-    unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let mut acc = acc;
-        // SAFETY: `sdot` reads and writes registers only; the caller promises
-        // the CPU has dotprod.
-        unsafe {
+/// `acc` after `op acc.4s, a.16b, b.16b`, an i8 → i32 accumulating
+/// instruction whose intrinsic is not stable in Rust (`sdot`, `smmla`).
+///
+/// # Safety
+/// The CPU must have the instruction's feature.
+#[inline(always)]
+unsafe fn accumulate<const SMMLA: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: the instruction reads and writes registers only; the caller
+    // promises the CPU has it.
+    unsafe {
+        if SMMLA {
+            asm!("smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+                options(pure, nomem, nostack));
+        } else {
             asm!("sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
                 options(pure, nomem, nostack));
         }
-        acc
+    }
+    acc
+}
+
+impl Dot4 for Dotprod {
+    #[inline(always)]
+    unsafe fn dot4(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // SAFETY: the caller promises dotprod.
+        unsafe { accumulate::<false>(acc, a, b) }
     }
 }
 
