@@ -18,7 +18,7 @@ use super::super::blocks::{
     f16_to_f32, q4k_scales_mins, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45,
     Legacy,
 };
-use super::{accumulate, legacy_values, load, LowBits};
+use super::{accumulate, legacy_values, load, q6k_values, LowBits};
 
 /// `acc + a·bᵀ` for `a` two rows of 8 weights and `b` two rows of 8
 /// activations: `[a0·b0, a0·b1, a1·b0, a1·b1]` added to `acc`.
@@ -137,25 +137,14 @@ impl KBlock for BlockQ6K {
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn unpack(&self, q: &mut [int8x16_t; 16], scales: &mut [i32; 16]) -> int8x16_t {
-        // SAFETY: loads stay inside ql (128 bytes) and qh (64).
+        // SAFETY: NEON; half and h are 0 or 1.
         unsafe {
-            let (low4, low2, offset) = (vdupq_n_u8(0xF), vdupq_n_u8(3), vdupq_n_s8(32));
             for half in 0..2 {
                 for h in 0..2 {
-                    let ql0 = vld1q_u8(self.ql.as_ptr().add(64 * half + 16 * h));
-                    let ql1 = vld1q_u8(self.ql.as_ptr().add(64 * half + 32 + 16 * h));
-                    let qh = vld1q_u8(self.qh.as_ptr().add(32 * half + 16 * h));
-                    let high = |qh: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(qh, low2));
-                    let quants = [
-                        vorrq_u8(vandq_u8(ql0, low4), high(qh)),
-                        vorrq_u8(vandq_u8(ql1, low4), high(vshrq_n_u8::<2>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql0), high(vshrq_n_u8::<4>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql1), high(vshrq_n_u8::<6>(qh))),
-                    ];
-                    for (part, v) in quants.into_iter().enumerate() {
+                    for (part, v) in q6k_values(self, half, h).into_iter().enumerate() {
                         // Elements 128·half + 32·part + 16h: chunk and scale group alike.
                         let c = 8 * half + 2 * part + h;
-                        q[c] = vsubq_s8(vreinterpretq_s8_u8(v), offset);
+                        q[c] = v;
                         scales[c] = self.scales[c] as i32;
                     }
                 }

@@ -159,6 +159,30 @@ pub unsafe fn dot_q4k<W: KQuant45, D: Dot4, const R: usize>(w: &[W], x: [&[Block
     }
 }
 
+/// A Q6_K block's values `q − 32` at elements `128·half + 32·part + 16h`
+/// (sixteen each) for `part` 0..4.
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `half` and `h` are 0 or 1.
+#[inline(always)]
+unsafe fn q6k_values(w: &BlockQ6K, half: usize, h: usize) -> [int8x16_t; 4] {
+    // SAFETY: ql is 128 bytes, read at 64·half + 16h (+ 32); qh 64, read at 32·half + 16h.
+    unsafe {
+        let (low4, low2) = (vdupq_n_u8(0xF), vdupq_n_u8(3));
+        let ql0 = vld1q_u8(w.ql.as_ptr().add(64 * half + 16 * h));
+        let ql1 = vld1q_u8(w.ql.as_ptr().add(64 * half + 32 + 16 * h));
+        let qh = vld1q_u8(w.qh.as_ptr().add(32 * half + 16 * h));
+        let high = |qh: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(qh, low2));
+        [
+            vorrq_u8(vandq_u8(ql0, low4), high(qh)),
+            vorrq_u8(vandq_u8(ql1, low4), high(vshrq_n_u8::<2>(qh))),
+            vorrq_u8(vshrq_n_u8::<4>(ql0), high(vshrq_n_u8::<4>(qh))),
+            vorrq_u8(vshrq_n_u8::<4>(ql1), high(vshrq_n_u8::<6>(qh))),
+        ]
+        .map(|q| vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(32)))
+    }
+}
+
 /// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
 ///
 /// # Safety
@@ -168,27 +192,14 @@ pub unsafe fn dot_q4k<W: KQuant45, D: Dot4, const R: usize>(w: &[W], x: [&[Block
 pub unsafe fn dot_q6k<D: Dot4, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY (the whole body): as in `dot_q4k`.
     unsafe {
-        let (low4, low2, offset) = (vdupq_n_u8(0xF), vdupq_n_u8(3), vdupq_n_s8(32));
         let zero = vdupq_n_s32(0);
         let mut acc = [vdupq_n_f32(0.0); R];
         for (b, w) in w.iter().enumerate() {
             let mut sumi = [[zero; 2]; R];
             for half in 0..2 {
                 for h in 0..2 {
-                    // ql: 128 bytes at 64·half + 16h (+ 32); qh: 64 at 32·half + 16h.
-                    let ql0 = vld1q_u8(w.ql.as_ptr().add(64 * half + 16 * h));
-                    let ql1 = vld1q_u8(w.ql.as_ptr().add(64 * half + 32 + 16 * h));
-                    let qh = vld1q_u8(w.qh.as_ptr().add(32 * half + 16 * h));
-                    let high = |qh: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(qh, low2));
-                    let quants = [
-                        vorrq_u8(vandq_u8(ql0, low4), high(qh)),
-                        vorrq_u8(vandq_u8(ql1, low4), high(vshrq_n_u8::<2>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql0), high(vshrq_n_u8::<4>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql1), high(vshrq_n_u8::<6>(qh))),
-                    ];
-                    for (part, q) in quants.into_iter().enumerate() {
+                    for (part, q) in q6k_values(w, half, h).into_iter().enumerate() {
                         // The 16 elements from 128·half + 32·part + 16h: one scale group.
-                        let q = vsubq_s8(vreinterpretq_s8_u8(q), offset);
                         let e = 128 * half + 32 * part + 16 * h;
                         let scale = w.scales[e / 16] as i32;
                         for r in 0..R {
