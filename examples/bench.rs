@@ -283,7 +283,7 @@ fn worker(path: &Path, args: &Args) -> Result_ {
         kv_precision: if args.kv_f32 { KvPrecision::F32 } else { KvPrecision::F16 },
         ..LoadConfig::default()
     };
-    let model = LoadedModel::load(&cfg, &mut |_, _| {}).expect("load");
+    let model = LoadedModel::load(&cfg, &mut |_, _| Ok(true)).expect("load");
     let load_s = started.elapsed().as_secs_f64();
     assert_eq!(model.info.weights_mapped, !args.no_map, "the weights are mapped unless --no-map");
     let anon = || status_bytes(std::process::id(), "RssAnon:").unwrap_or(0);

@@ -223,8 +223,9 @@ static DOWNLOAD_PROGRESS: ProgressLine = ProgressLine::new("downloading");
 struct LoadBar;
 
 impl LoadProgress for LoadBar {
-    fn on_progress(&self, done: u64, total: u64) {
+    fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
         LOAD_PROGRESS.update(done, total);
+        Ok(true)
     }
 }
 
@@ -260,7 +261,7 @@ fn run(args: Args) -> Result<(), String> {
         ..ModelConfig::new(model_path)
     };
     let started = std::time::Instant::now();
-    let model = Model::load_with_progress(config, Arc::new(LoadBar)).map_err(|e| e.to_string())?;
+    let model = Model::load_with_progress(config, Some(Arc::new(LoadBar)), None).map_err(|e| e.to_string())?;
     let info = model.info();
     eprintln!(
         "{} ({}, {:.2} B parameters, {}, context {}, {} threads) loaded in {:.2} s",

@@ -318,13 +318,14 @@ fn prompt_past_the_context_is_an_error() {
 fn load_progress_is_monotonic_and_complete() {
     struct Progress(std::sync::Mutex<Vec<(u64, u64)>>);
     impl LoadProgress for Progress {
-        fn on_progress(&self, done: u64, total: u64) {
+        fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
             self.0.lock().unwrap().push((done, total));
+            Ok(true)
         }
     }
     let p = Arc::new(Progress(Default::default()));
     let path = common::reference_model_path();
-    let model = Model::load_with_progress(common::config(&path), p.clone()).unwrap();
+    let model = Model::load_with_progress(common::config(&path), Some(p.clone()), None).unwrap();
     let seen = p.0.lock().unwrap().clone();
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(seen.len() > 3, "{seen:?}");
@@ -332,6 +333,42 @@ fn load_progress_is_monotonic_and_complete() {
     assert!(seen.iter().all(|&(_, t)| t == size));
     assert_eq!(*seen.last().unwrap(), (size, size));
     assert_eq!(model.info().file_size_bytes, size);
+}
+
+/// A load stops when its progress callback says so (at its third report,
+/// mapped and read into the heap), when it throws, or when its token was
+/// cancelled before the call: `Cancelled` or `Callback`, and the model
+/// loads normally afterwards.
+#[test]
+fn a_load_stops_when_its_progress_or_token_says_so() {
+    struct StopAt(std::sync::atomic::AtomicUsize, Result<bool, LlmError>);
+    impl LoadProgress for StopAt {
+        fn on_progress(&self, _: u64, _: u64) -> Result<bool, LlmError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 2 {
+                self.1.clone()
+            } else {
+                Ok(true)
+            }
+        }
+    }
+    let path = common::reference_model_path();
+    for map_weights in [true, false] {
+        let cfg = || ModelConfig { map_weights, ..common::config(&path) };
+        let stop = Arc::new(StopAt(Default::default(), Ok(false)));
+        let e = Model::load_with_progress(cfg(), Some(stop.clone()), None).err();
+        assert_eq!(e, Some(LlmError::Cancelled), "map_weights {map_weights}");
+        assert_eq!(stop.0.load(std::sync::atomic::Ordering::SeqCst), 3, "no report after the stop");
+        let failing = Arc::new(StopAt(Default::default(), Err(LlmError::Callback { reason: "app says no".into() })));
+        match Model::load_with_progress(cfg(), Some(failing), None) {
+            Err(LlmError::Callback { reason }) => assert_eq!(reason, "app says no"),
+            other => panic!("{:?}", other.err()),
+        }
+        let token = CancellationToken::new();
+        token.cancel();
+        assert_eq!(Model::load_with_progress(cfg(), None, Some(token)).err(), Some(LlmError::Cancelled));
+        assert!(Model::load_with_progress(cfg(), None, Some(CancellationToken::new())).is_ok());
+    }
 }
 
 #[test]

@@ -183,7 +183,7 @@ impl TokenSink for PanickingSink {
 struct PanickingProgress;
 
 impl LoadProgress for PanickingProgress {
-    fn on_progress(&self, _done: u64, _total: u64) {
+    fn on_progress(&self, _done: u64, _total: u64) -> Result<bool, LlmError> {
         panic!("progress bug");
     }
 }
@@ -210,10 +210,12 @@ fn panicking_callbacks_are_callback_errors() {
     session.send("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
     model.generate("Hi".into(), GenerationParams::greedy(4), Collect::new(), None).unwrap();
 
-    // A broken progress callback only loses its reports.
+    // A panicking progress callback stops the load with a typed error.
     let path = common::reference_model_path();
-    let loaded = catch_unwind(|| Model::load_with_progress(common::config(&path), Arc::new(PanickingProgress)));
-    assert!(loaded.expect("a panic reached the FFI boundary").is_ok());
+    let e = typed_error("load_with_progress", || {
+        Model::load_with_progress(common::config(&path), Some(Arc::new(PanickingProgress)), None)
+    });
+    assert!(matches!(&e, LlmError::Callback { reason } if reason.contains("progress bug")), "{e:?}");
 
     let server = HubServer::start("org/repo", &[("f.gguf", vec![7u8; 100_000])]);
     let dir = tempfile::tempdir().unwrap();
@@ -252,7 +254,7 @@ fn every_error_path_is_a_typed_error() {
     for (what, cfg, is_expected) in load_cases {
         let e = typed_error(what, || Model::load(cfg.clone()));
         assert!(is_expected(&e), "load {what}: {e:?}");
-        let e = typed_error(what, || Model::load_with_progress(cfg, Arc::new(PanickingProgress)));
+        let e = typed_error(what, || Model::load_with_progress(cfg, Some(Arc::new(PanickingProgress)), None));
         assert!(is_expected(&e), "load_with_progress {what}: {e:?}");
     }
 

@@ -26,7 +26,7 @@ pub use generate::{
     Conversation, GenerateOptions, Outcome, Sequence, Sink, Stop, StopReason, Timings, MAX_STOP_STRINGS,
 };
 pub use kv_cache::KvPrecision;
-pub use model::{memory_estimate_of_file, LoadConfig, LoadedModel, ModelInfo};
+pub use model::{memory_estimate_of_file, LoadConfig, LoadedModel, ModelInfo, Progress};
 pub use sampler::SamplingConfig;
 pub use text::Text;
 pub use tools::{Tool, ToolChoice, Toolset};

@@ -86,7 +86,7 @@ fn file_bytes(
     path: &std::path::Path,
     size: u64,
     no_map: bool,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut Progress<'_>,
 ) -> Result<FileBytes> {
     let len = usize::try_from(size)
         .map_err(|_| Error::invalid_model("the model file is larger than this device's address space"))?;
@@ -96,20 +96,30 @@ fn file_bytes(
             return Ok(map);
         }
     }
-    match FileBytes::read(&mut file, len, progress) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(Error::invalid_model("the model file is shorter than its header says (truncated while loading?)"))
+    FileBytes::read(&mut file, len, progress, &|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            Error::invalid_model("the model file is shorter than its header says (truncated while loading?)")
         }
-        r => r.map_err(io),
+        _ => io(e),
+    })
+}
+
+/// Load progress, `(bytes done, bytes total)`: `Ok(false)` stops the load
+/// with `Cancelled`, an error stops it with that error.
+pub type Progress<'a> = dyn FnMut(u64, u64) -> Result<bool> + 'a;
+
+/// Reports to `progress`; `Err` if it stops the load.
+pub(crate) fn report(progress: &mut Progress<'_>, done: u64, total: u64) -> Result<()> {
+    if progress(done, total)? {
+        Ok(())
+    } else {
+        Err(Error::Cancelled)
     }
 }
 
 /// The GGUF's header and tensor table, checked, with the file's size and
 /// the reader positioned after them.
-pub(crate) fn read_header(
-    path: &std::path::Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Content, u64, BufReader<std::fs::File>)> {
+pub(crate) fn read_header(path: &std::path::Path) -> Result<(Content, u64, BufReader<std::fs::File>)> {
     let file = gguf::open(path)?;
     let metadata = file.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     if !metadata.is_file() {
@@ -119,7 +129,6 @@ pub(crate) fn read_header(
     if file_size == 0 {
         return Err(Error::invalid_model("the model file is empty"));
     }
-    progress(0, file_size);
     let mut buffered = BufReader::new(file);
     gguf::scan::check(&mut buffered, file_size)?;
     let content = catch_panic(Error::invalid_model, || {
@@ -143,7 +152,7 @@ pub(crate) fn architecture(content: &Content) -> Result<String> {
 /// alone (no weights read): what `LoadedModel::memory_estimate` gives once
 /// loaded, for deciding before a load whether it fits.
 pub fn memory_estimate_of_file(path: &std::path::Path, context: Option<usize>, precision: KvPrecision) -> Result<u64> {
-    let (content, file_size, _) = read_header(path, &mut |_, _| {})?;
+    let (content, file_size, _) = read_header(path)?;
     let arch = architecture(&content)?;
     let family = Family::of(&arch)?;
     let hp = Hyper::read(&content, &arch, family)?;
@@ -167,7 +176,8 @@ fn estimate(file_size: u64, context: usize, kv_per_token: usize, scratch: usize)
 }
 
 impl LoadedModel {
-    pub fn load(cfg: &LoadConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
+    /// Loads the model, reporting to `progress` (which may stop it).
+    pub fn load(cfg: &LoadConfig, progress: &mut Progress<'_>) -> Result<Self> {
         if cfg.context_length == Some(0) {
             return Err(Error::param("context_length", "must be at least 1"));
         }
@@ -181,7 +191,7 @@ impl LoadedModel {
         let parse_special_in_messages = cfg.parse_special_in_messages;
 
         let path = &cfg.model_path;
-        let (content, file_size, buffered) = read_header(path, progress)?;
+        let (content, file_size, buffered) = read_header(path)?;
         let arch = architecture(&content)?;
         let name = content.metadata.get("general.name").and_then(|v| v.to_string().ok()).cloned();
         let (parameter_count, quantization) = gguf::summarize_weights(&content);
@@ -196,16 +206,18 @@ impl LoadedModel {
         let trained_ctx = hp.context_length;
         let context_length = cfg.context_length.unwrap_or(trained_ctx).min(trained_ctx).min(implementation_max);
         let rows = hp.vocab_rows;
+        // The first report once the file checks out: what fails fast fails first.
+        report(progress, 0, file_size)?;
         let bytes = Arc::new(file_bytes(buffered.into_inner(), path, file_size, cfg.no_map, progress)?);
         let weights_mapped = bytes.is_mapped();
         let file = bytes.clone();
         let cfg = family.weights_config(&hp, context_length, cfg.kv_precision);
         let weights = catch_panic(Error::invalid_model, || {
-            let progress: Option<&mut dyn FnMut(u64, u64)> = if weights_mapped { Some(&mut *progress) } else { None };
+            let progress: Option<&mut Progress<'_>> = if weights_mapped { Some(&mut *progress) } else { None };
             let mut source = FileTensors { content: &content, file: bytes, progress, done: 0 };
             Weights::load(cfg, hp.layers, &mut source).map(Arc::new)
         })?;
-        progress(file_size, file_size);
+        report(progress, file_size, file_size)?;
 
         let vocab_size = tokenizer.get_vocab_size(true);
         let end_tokens = tok::end_tokens(&tokenizer, &tok_meta, rows);

@@ -91,7 +91,7 @@ impl Text {
     /// The text side of the model file at `path`, from its header (a
     /// vocabulary-only GGUF will do); `tokenizer_path` as in `LoadConfig`.
     pub fn load(path: &Path, tokenizer_path: Option<&Path>) -> Result<Self> {
-        let (content, _, _) = super::model::read_header(path, &mut |_, _| {})?;
+        let (content, _, _) = super::model::read_header(path)?;
         let arch = super::model::architecture(&content)?;
         let family = Family::of(&arch)?;
         let meta = TokenizerMetadata::read(&content);

@@ -290,7 +290,7 @@ mod tests {
             model_path: crate::engine::test_fixture("SmolLM2-135M-Instruct.Q4_1.gguf"),
             ..Default::default()
         };
-        LoadedModel::load(&cfg, &mut |_, _| {}).unwrap()
+        LoadedModel::load(&cfg, &mut |_, _| Ok(true)).unwrap()
     }
 
     /// A stop that says yes from its `n`th question on, counting them.

@@ -15,10 +15,23 @@ pub trait TokenSink: Send + Sync {
     fn on_text(&self, piece: String) -> Result<bool, LlmError>;
 }
 
-/// Receives model-loading progress.
+/// Receives model-loading progress on the loading thread, as
+/// `DownloadProgress` receives a download's.
 #[uniffi::export(foreign)]
 pub trait LoadProgress: Send + Sync {
-    fn on_progress(&self, bytes_read: u64, total_bytes: u64);
+    /// `bytes_done` of the file's `bytes_total` read (or, when the file is
+    /// mapped, its tensors checked). Return `false` to cancel (the load then
+    /// fails with `LlmError.Cancelled`); throwing cancels it with
+    /// `LlmError.Callback`.
+    fn on_progress(&self, bytes_done: u64, bytes_total: u64) -> Result<bool, LlmError>;
+}
+
+/// A progress callback's answer (load or download) as the engine takes it:
+/// its error, or a panic, stops the work with a `Callback` error.
+pub(crate) fn call_progress(report: impl FnOnce() -> Result<bool, LlmError>) -> engine::Result<bool> {
+    catch_unwind(AssertUnwindSafe(report))
+        .map_err(|e| engine::Error::Callback(format!("the progress callback panicked: {}", panic_message(&*e))))?
+        .map_err(callback_error)
 }
 
 /// A foreign callback's failure, without wrapping its message twice.

@@ -1,14 +1,13 @@
 //! `download_model` and its records: convert, call `crate::download`, map.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{callback_error, guard, CancellationToken, LlmError, Result};
+use super::{call_progress, guard, CancellationToken, LlmError, Result};
 use crate::download;
-use crate::engine::{self, panic_message};
+use crate::engine;
 
 /// A model file to download from a Hugging Face repo (or a mirror).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -122,9 +121,7 @@ fn download_inner(
     };
     let flag = cancel.map_or_else(|| Arc::new(AtomicBool::new(false)), |c| c.flag.clone());
     let mut report = |done: u64, total: u64| match &progress {
-        Some(p) => catch_unwind(AssertUnwindSafe(|| p.on_progress(done, total)))
-            .map_err(|e| engine::Error::Callback(format!("the progress callback panicked: {}", panic_message(&*e))))?
-            .map_err(callback_error),
+        Some(p) => call_progress(|| p.on_progress(done, total)),
         None => Ok(true),
     };
     let done = download::download(&spec, &mut report, flag)?;

@@ -34,7 +34,5 @@ pub use records::{
 pub use session::ChatSession;
 pub use tokenizer::ModelTokenizer;
 
-use callbacks::call_sink;
-#[cfg(feature = "download")]
-use callbacks::callback_error;
+use callbacks::{call_progress, call_sink};
 use error::{guard, inference_error, invalid_model, saturating_u32, tokenizer_error, Result};

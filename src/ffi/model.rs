@@ -1,6 +1,5 @@
 //! `Model`: load a GGUF, tokenize, format a chat, generate, start sessions.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -20,19 +19,24 @@ impl Model {
     /// Loads a GGUF model (blocking; call it off the UI thread).
     #[uniffi::constructor]
     pub fn load(config: ModelConfig) -> Result<Arc<Self>> {
-        Self::load_inner(config, &mut |_, _| {})
+        Self::load_inner(config, &mut |_, _| Ok(true))
     }
 
-    /// Like `load`, reporting bytes read as it goes.
-    #[uniffi::constructor]
-    pub fn load_with_progress(config: ModelConfig, progress: Arc<dyn LoadProgress>) -> Result<Arc<Self>> {
-        // A panicking progress callback must not abort the load half-way
-        // through candle; it only loses its reports.
-        let mut broken = false;
+    /// Like `load`, reporting progress as it goes; `progress` (returning
+    /// `false` or throwing) or `cancel` stops the load, with
+    /// `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
+    /// that came before the call stops it at once.
+    #[uniffi::constructor(default(cancel = None))]
+    pub fn load_with_progress(
+        config: ModelConfig,
+        progress: Option<Arc<dyn LoadProgress>>,
+        cancel: Option<Arc<CancellationToken>>,
+    ) -> Result<Arc<Self>> {
         Self::load_inner(config, &mut |done, total| {
-            if !broken {
-                broken = catch_unwind(AssertUnwindSafe(|| progress.on_progress(done, total))).is_err();
+            if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return Ok(false);
             }
+            progress.as_ref().map_or(Ok(true), |p| call_progress(|| p.on_progress(done, total)))
         })
     }
 
@@ -165,7 +169,7 @@ impl Model {
 }
 
 impl Model {
-    fn load_inner(config: ModelConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Arc<Self>> {
+    fn load_inner(config: ModelConfig, progress: &mut engine::Progress<'_>) -> Result<Arc<Self>> {
         guard(invalid_model, || {
             let cfg = engine::LoadConfig {
                 model_path: PathBuf::from(config.model_path),

@@ -22,6 +22,7 @@ use candle_core::quantized::GgmlDType;
 use memmap2::Mmap;
 
 use super::super::error::{Error, Result};
+use super::super::model::{report, Progress};
 
 /// The whole model file, mapped or read.
 pub(crate) struct FileBytes {
@@ -55,18 +56,24 @@ impl FileBytes {
         Ok(Self { inner: Inner::Mapped(map) })
     }
 
-    /// Reads `len` bytes of `file` into the heap, reporting the bytes read.
-    pub fn read(file: &mut File, len: usize, progress: &mut dyn FnMut(u64, u64)) -> std::io::Result<Self> {
-        file.rewind()?;
+    /// Reads `len` bytes of `file` into the heap, reporting the bytes read
+    /// (which may stop it); `io` names a read failure.
+    pub fn read(
+        file: &mut File,
+        len: usize,
+        progress: &mut Progress<'_>,
+        io: &dyn Fn(std::io::Error) -> Error,
+    ) -> Result<Self> {
+        file.rewind().map_err(io)?;
         let mut words = vec![0u64; len.div_ceil(8)];
         let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len];
         // About a hundred reports per load.
         let chunk = (len / 100).max(1 << 20);
         let mut done = 0;
         for part in bytes.chunks_mut(chunk) {
-            file.read_exact(part)?;
+            file.read_exact(part).map_err(io)?;
             done += part.len();
-            progress(done as u64, len as u64);
+            report(progress, done as u64, len as u64)?;
         }
         Ok(Self { inner: Inner::Read { words, len } })
     }

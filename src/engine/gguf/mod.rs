@@ -126,7 +126,7 @@ pub(crate) struct FileTensors<'a, 'p> {
     pub file: Arc<FileBytes>,
     /// Load progress as the bytes of the tensors viewed so far (a mapped
     /// file has no reading to report); `None` when reading reported it.
-    pub progress: Option<&'p mut dyn FnMut(u64, u64)>,
+    pub progress: Option<&'p mut super::model::Progress<'p>>,
     pub done: u64,
 }
 
@@ -148,7 +148,7 @@ impl TensorSource for FileTensors<'_, '_> {
         if let Some(report) = self.progress.as_mut() {
             let total = self.file.bytes().len() as u64;
             self.done = (self.done.max(self.content.tensor_data_offset) + range.len() as u64).min(total);
-            report(self.done, total);
+            super::model::report(report, self.done, total)?;
         }
         TensorBytes::new(self.file.clone(), range, t.ggml_dtype, t.shape.dims().to_vec())
     }

@@ -1321,15 +1321,23 @@ public func FfiConverterTypeDownloadProgress_lower(_ value: DownloadProgress) ->
 
 
 /**
- * Receives model-loading progress.
+ * Receives model-loading progress on the loading thread, as
+ * `DownloadProgress` receives a download's.
  */
 public protocol LoadProgress: AnyObject, Sendable {
     
-    func onProgress(bytesRead: UInt64, totalBytes: UInt64) 
+    /**
+     * `bytes_done` of the file's `bytes_total` read (or, when the file is
+     * mapped, its tensors checked). Return `false` to cancel (the load then
+     * fails with `LlmError.Cancelled`); throwing cancels it with
+     * `LlmError.Callback`.
+     */
+    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws  -> Bool
     
 }
 /**
- * Receives model-loading progress.
+ * Receives model-loading progress on the loading thread, as
+ * `DownloadProgress` receives a download's.
  */
 open class LoadProgressImpl: LoadProgress, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1384,14 +1392,21 @@ open class LoadProgressImpl: LoadProgress, @unchecked Sendable {
     
 
     
-open func onProgress(bytesRead: UInt64, totalBytes: UInt64)  {try! rustCall() {
+    /**
+     * `bytes_done` of the file's `bytes_total` read (or, when the file is
+     * mapped, its tensors checked). Return `false` to cancel (the load then
+     * fails with `LlmError.Cancelled`); throwing cancels it with
+     * `LlmError.Callback`.
+     */
+open func onProgress(bytesDone: UInt64, bytesTotal: UInt64)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_loadprogress_on_progress(
             self.uniffiCloneHandle(),
-        FfiConverterUInt64.lower(bytesRead),
-        FfiConverterUInt64.lower(totalBytes),uniffiCallStatus
+        FfiConverterUInt64.lower(bytesDone),
+        FfiConverterUInt64.lower(bytesTotal),uniffiCallStatus
     )
-}
+})
 }
     
 
@@ -1424,28 +1439,29 @@ fileprivate struct UniffiCallbackInterfaceLoadProgress {
         },
         onProgress: { (
             uniffiHandle: UInt64,
-            bytesRead: UInt64,
-            totalBytes: UInt64,
-            uniffiOutReturn: UnsafeMutableRawPointer,
+            bytesDone: UInt64,
+            bytesTotal: UInt64,
+            uniffiOutReturn: UnsafeMutablePointer<Int8>,
             uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
         ) in
             let makeCall = {
-                () throws -> () in
+                () throws -> Bool in
                 guard let uniffiObj = try? FfiConverterTypeLoadProgress.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return uniffiObj.onProgress(
-                     bytesRead: try FfiConverterUInt64.lift(bytesRead),
-                     totalBytes: try FfiConverterUInt64.lift(totalBytes)
+                return try uniffiObj.onProgress(
+                     bytesDone: try FfiConverterUInt64.lift(bytesDone),
+                     bytesTotal: try FfiConverterUInt64.lift(bytesTotal)
                 )
             }
 
             
-            let writeReturn = { () }
-            uniffiTraitInterfaceCall(
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterBool.lower($0) }
+            uniffiTraitInterfaceCallWithError(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                writeReturn: writeReturn
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeLlmError_lower
             )
         }
     )
@@ -1700,14 +1716,18 @@ public static func load(config: ModelConfig)throws  -> Model  {
 }
     
     /**
-     * Like `load`, reporting bytes read as it goes.
+     * Like `load`, reporting progress as it goes; `progress` (returning
+     * `false` or throwing) or `cancel` stops the load, with
+     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
+     * that came before the call stops it at once.
      */
-public static func loadWithProgress(config: ModelConfig, progress: LoadProgress)throws  -> Model  {
+public static func loadWithProgress(config: ModelConfig, progress: LoadProgress?, cancel: CancellationToken? = nil)throws  -> Model  {
     return try  FfiConverterTypeModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_constructor_model_load_with_progress(
         FfiConverterTypeModelConfig_lower(config),
-        FfiConverterTypeLoadProgress_lower(progress),uniffiCallStatus
+        FfiConverterOptionTypeLoadProgress.lower(progress),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
     )
 })
 }
@@ -4190,6 +4210,30 @@ fileprivate struct FfiConverterOptionTypeDownloadProgress: FfiConverterRustBuffe
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeDownloadProgress.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeLoadProgress: FfiConverterRustBuffer {
+    typealias SwiftType = LoadProgress?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLoadProgress.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLoadProgress.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

@@ -59,27 +59,20 @@ extension Model {
     ///
     /// - Parameters:
     ///   - config: the model file, tokenizer and limits.
-    ///   - progress: called on the loading thread with bytes read so far and
+    ///   - progress: called on the loading thread with bytes done so far and
     ///     the file size.
     /// - Throws: `LlmError` (`ModelNotFound`, `InvalidModel`,
-    ///   `UnsupportedArchitecture`, `Tokenizer`, `InvalidParameter`).
+    ///   `UnsupportedArchitecture`, `Tokenizer`, `InvalidParameter`);
+    ///   `CancellationError` when the task was cancelled.
     ///
-    /// Loading is not cancellable: it runs to completion even if the calling
-    /// task is cancelled.
+    /// Cancelling the calling task stops the load at its next progress point
+    /// (a mapped file's next tensor, a read file's next 1 %).
     public static func load(
         config: ModelConfig,
-        progress: (@Sendable (_ bytesRead: UInt64, _ totalBytes: UInt64) -> Void)? = nil
+        progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
     ) async throws -> Model {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Model, Error>) in
-            runOnOwnThread {
-                continuation.resume(with: Result {
-                    if let progress {
-                        return try Model.loadWithProgress(config: config, progress: ProgressRelay(report: progress))
-                    }
-                    return try Model.load(config: config)
-                })
-            }
-        }
+        let relay = progress.map(ProgressRelay.init(report:))
+        return try await stoppable { token in try Model.loadWithProgress(config: config, progress: relay, cancel: token) }
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming events and
@@ -331,17 +324,20 @@ public func downloadModel(
     to directory: String,
     progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
 ) async throws -> DownloadedModel {
+    let relay = progress.map(ProgressRelay.init(report:))
+    return try await stoppable { token in
+        try PhiMobile.downloadModel(request: request, directory: directory, progress: relay, cancel: token)
+    }
+}
+
+/// Runs blocking `call` (a load or a download) on a thread of its own with a
+/// token that the calling task's cancellation triggers; the `Cancelled` it
+/// then throws becomes `CancellationError`.
+func stoppable<T: Sendable>(_ call: @escaping @Sendable (CancellationToken) throws -> T) async throws -> T {
     let token = CancellationToken()
-    let relay = progress.map(DownloadProgressRelay.init(report:))
     do {
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<DownloadedModel, Error>) in
-                runOnOwnThread {
-                    continuation.resume(with: Result {
-                        try PhiMobile.downloadModel(request: request, directory: directory, progress: relay, cancel: token)
-                    })
-                }
-            }
+            try await runBlocking { try call(token) }
         } onCancel: {
             token.cancel()
         }
@@ -350,7 +346,9 @@ public func downloadModel(
     }
 }
 
-final class DownloadProgressRelay: DownloadProgress {
+/// A load's or a download's progress closure as the library calls it (the
+/// two callbacks have one signature).
+final class ProgressRelay: LoadProgress, DownloadProgress {
     let report: @Sendable (UInt64, UInt64) -> Void
 
     init(report: @escaping @Sendable (UInt64, UInt64) -> Void) {
@@ -387,18 +385,6 @@ func runOnOwnThread(_ body: @escaping @Sendable () -> Void) {
 func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
         runOnOwnThread { continuation.resume(with: Result { try body() }) }
-    }
-}
-
-final class ProgressRelay: LoadProgress {
-    let report: @Sendable (UInt64, UInt64) -> Void
-
-    init(report: @escaping @Sendable (UInt64, UInt64) -> Void) {
-        self.report = report
-    }
-
-    func onProgress(bytesRead: UInt64, totalBytes: UInt64) {
-        report(bytesRead, totalBytes)
     }
 }
 

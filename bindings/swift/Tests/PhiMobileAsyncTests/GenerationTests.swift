@@ -79,6 +79,27 @@ struct GenerationTests {
         #expect(model.info().architecture == "phi3")
     }
 
+    @Test("cancelling the task stops the load at its next progress point")
+    func cancelledLoad() async throws {
+        let seen = RecordingProgress()
+        let (firstReport, signal) = AsyncStream.makeStream(of: Void.self)
+        let task = Task {
+            try await Model.load(config: Fixtures.config()) { done, total in
+                seen.record(done, total)
+                if seen.calls.count == 1 {
+                    signal.yield()
+                    // Time for the cancel to reach the load's token.
+                    Thread.sleep(forTimeInterval: 0.3)
+                }
+            }
+        }
+        for await _ in firstReport { break }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        // A whole load of this model reports once per tensor (more than 10 times).
+        #expect(seen.calls.count == 1)
+    }
+
     @Test("two tasks with their own sessions on one model")
     func twoSessionsOnOneModel() async throws {
         let model = try await Fixtures.model()

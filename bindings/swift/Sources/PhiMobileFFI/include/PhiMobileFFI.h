@@ -245,7 +245,7 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
-typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, uint64_t, void* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -308,7 +308,7 @@ void uniffi_phi_mobile_fn_init_callback_vtable_loadprogress(const UniffiVTableCa
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LOADPROGRESS_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LOADPROGRESS_ON_PROGRESS
-void uniffi_phi_mobile_fn_method_loadprogress_on_progress(uint64_t ptr, uint64_t bytes_read, uint64_t total_bytes, RustCallStatus *_Nonnull out_status
+int8_t uniffi_phi_mobile_fn_method_loadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_TOKENSINK
@@ -394,7 +394,7 @@ uint64_t uniffi_phi_mobile_fn_constructor_model_load(RustBuffer config, RustCall
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_MODEL_LOAD_WITH_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CONSTRUCTOR_MODEL_LOAD_WITH_PROGRESS
-uint64_t uniffi_phi_mobile_fn_constructor_model_load_with_progress(RustBuffer config, uint64_t progress, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_phi_mobile_fn_constructor_model_load_with_progress(RustBuffer config, RustBuffer progress, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_CHAT_TOKENS

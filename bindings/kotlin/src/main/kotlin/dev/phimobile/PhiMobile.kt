@@ -37,8 +37,8 @@ import kotlinx.coroutines.withContext
  * [LlmException.InvalidModel], [LlmException.UnsupportedArchitecture], [LlmException.Tokenizer],
  * [LlmException.InvalidParameter], ...).
  *
- * Loading itself cannot be interrupted; if the caller is cancelled meanwhile, the model is closed
- * as soon as it is loaded and the cancellation is rethrown.
+ * Cancelling the calling coroutine stops the load at its next progress point (a mapped file's
+ * next tensor, a read file's next 1 %) and throws [CancellationException]; nothing stays loaded.
  *
  * Usage (this exact code runs in the test suite, `UsageExampleTest`):
  * ```kotlin
@@ -58,38 +58,61 @@ import kotlinx.coroutines.withContext
  *     }
  * ```
  *
- * @param onProgress called with (bytes read, file size) as loading goes, on the loading thread.
- *   If it throws, the model is closed after loading and the exception is rethrown.
+* @param onProgress called with (bytes done, file size) as loading goes, on the loading thread.
+ *   If it throws, loading stops and that exception is rethrown.
  */
 suspend fun loadModel(
     config: ModelConfig,
-    onProgress: ((bytesRead: ULong, totalBytes: ULong) -> Unit)? = null,
+    onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
 ): Model {
-    val progressFailure = AtomicReference<Throwable?>(null)
-    val model = buildOnIo {
-        if (onProgress == null) {
-            Model.load(config)
-        } else {
-            Model.loadWithProgress(config, object : LoadProgress {
-                override fun onProgress(bytesRead: ULong, totalBytes: ULong) {
-                    // An exception must not cross into Rust (the callback is infallible
-                    // there); keep the first and rethrow it once loading has finished.
-                    if (progressFailure.get() != null) return
-                    try {
-                        onProgress(bytesRead, totalBytes)
-                    } catch (t: Throwable) {
-                        progressFailure.compareAndSet(null, t)
-                    }
-                }
-            })
+    val failure = AtomicReference<Throwable?>(null)
+    val progress = onProgress?.let { relay(it, failure) }?.let { report ->
+        object : LoadProgress {
+            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean = report(bytesDone, bytesTotal)
         }
     }
-    progressFailure.get()?.let {
-        model.close()
-        throw it
+    val built = AtomicReference<Model?>(null)
+    try {
+        stoppable(failure) { token -> built.set(Model.loadWithProgress(config, progress, token)) }
+    } catch (t: Throwable) {
+        // Cancelled after the load finished: the model is closed, not leaked.
+        built.getAndSet(null)?.close()
+        throw t
     }
-    return model
+    return checkNotNull(built.get())
 }
+
+/**
+ * A progress callback for Rust around [report]: true (go on) while [report] returns; its first
+ * exception is kept in [failure] and stops the work.
+ */
+private fun relay(report: (ULong, ULong) -> Unit, failure: AtomicReference<Throwable?>): (ULong, ULong) -> Boolean =
+    { done, total ->
+        try {
+            report(done, total)
+            true
+        } catch (t: Throwable) {
+            // Keep the caller's exception itself rather than the Cancelled error it becomes.
+            failure.compareAndSet(null, t)
+            false
+        }
+    }
+
+/**
+ * Runs blocking [call] (a load or a download) on [Dispatchers.IO] with a [CancellationToken] that
+ * the caller's cancellation triggers. Its `Cancelled` becomes what caused it: the progress
+ * callback's exception in [failure], or the caller's [CancellationException].
+ */
+private suspend fun <T> stoppable(failure: AtomicReference<Throwable?>, call: (CancellationToken) -> T): T =
+    CancellationToken().use { token ->
+        try {
+            runInterruptibly(onCancel = token::cancel) { call(token) }
+        } catch (e: LlmException.Cancelled) {
+            failure.get()?.let { throw it }
+            currentCoroutineContext().ensureActive()
+            throw e
+        }
+    }
 
 /**
  * Reads a model's tokenizer and chat format from the GGUF's header (or the Hugging Face
@@ -148,28 +171,14 @@ suspend fun downloadModel(
     request: DownloadRequest,
     directory: File,
     onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
-): DownloadedModel = CancellationToken().use { token ->
-    val progressFailure = AtomicReference<Throwable?>(null)
-    val progress = onProgress?.let { report ->
+): DownloadedModel {
+    val failure = AtomicReference<Throwable?>(null)
+    val progress = onProgress?.let { relay(it, failure) }?.let { report ->
         object : DownloadProgress {
-            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean =
-                try {
-                    report(bytesDone, bytesTotal)
-                    true
-                } catch (t: Throwable) {
-                    // Keep the caller's exception itself rather than the Callback error it becomes.
-                    progressFailure.compareAndSet(null, t)
-                    false
-                }
+            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean = report(bytesDone, bytesTotal)
         }
     }
-    try {
-        runInterruptibly(onCancel = token::cancel) { downloadModel(request, directory.path, progress, token) }
-    } catch (e: LlmException.Cancelled) {
-        progressFailure.get()?.let { throw it }
-        currentCoroutineContext().ensureActive()
-        throw e
-    }
+    return stoppable(failure) { token -> downloadModel(request, directory.path, progress, token) }
 }
 
 /** The downloaded file. */

@@ -651,7 +651,7 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceLoadProgressMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`bytesRead`: Long,`totalBytes`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+    fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceTokenSinkMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`piece`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
@@ -849,8 +849,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_init_callback_vtable_loadprogress(`vtable`: UniffiVTableCallbackInterfaceLoadProgress,
     ): Unit
-    external fun uniffi_phi_mobile_fn_method_loadprogress_on_progress(`ptr`: Long,`bytesRead`: Long,`totalBytes`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
+    external fun uniffi_phi_mobile_fn_method_loadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_phi_mobile_fn_clone_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_free_tokensink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -883,7 +883,7 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_constructor_model_load(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_phi_mobile_fn_method_model_count_chat_tokens(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
@@ -2687,17 +2687,25 @@ public object FfiConverterTypeDownloadProgress: FfiConverter<DownloadProgress, L
 
 
 /**
- * Receives model-loading progress.
+ * Receives model-loading progress on the loading thread, as
+ * `DownloadProgress` receives a download's.
  */
 public interface LoadProgress {
     
-    fun `onProgress`(`bytesRead`: kotlin.ULong, `totalBytes`: kotlin.ULong)
+    /**
+     * `bytes_done` of the file's `bytes_total` read (or, when the file is
+     * mapped, its tensors checked). Return `false` to cancel (the load then
+     * fails with `LlmError.Cancelled`); throwing cancels it with
+     * `LlmError.Callback`.
+     */
+    fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean
     
     companion object
 }
 
 /**
- * Receives model-loading progress.
+ * Receives model-loading progress on the loading thread, as
+ * `DownloadProgress` receives a download's.
  */
 open class LoadProgressImpl: Disposable, AutoCloseable, LoadProgress
 {
@@ -2800,18 +2808,26 @@ open class LoadProgressImpl: Disposable, AutoCloseable, LoadProgress
         }
     }
 
-    override fun `onProgress`(`bytesRead`: kotlin.ULong, `totalBytes`: kotlin.ULong)
-        = 
+    
+    /**
+     * `bytes_done` of the file's `bytes_total` read (or, when the file is
+     * mapped, its tensors checked). Return `false` to cancel (the load then
+     * fails with `LlmError.Cancelled`); throwing cancels it with
+     * `LlmError.Callback`.
+     */
+    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_loadprogress_on_progress(
         it,
         
-        FfiConverterULong.lower(`bytesRead`),
-        FfiConverterULong.lower(`totalBytes`),_status)
+        FfiConverterULong.lower(`bytesDone`),
+        FfiConverterULong.lower(`bytesTotal`),_status)
 }
     }
-    
+    )
+    }
     
 
     
@@ -2833,16 +2849,21 @@ open class LoadProgressImpl: Disposable, AutoCloseable, LoadProgress
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceLoadProgress {
     internal object `onProgress`: UniffiCallbackInterfaceLoadProgressMethod0 {
-        override fun callback(`uniffiHandle`: Long,`bytesRead`: Long,`totalBytes`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+        override fun callback(`uniffiHandle`: Long,`bytesDone`: Long,`bytesTotal`: Long,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeLoadProgress.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`onProgress`(
-                    FfiConverterULong.lift(`bytesRead`),
-                    FfiConverterULong.lift(`totalBytes`),
+                    FfiConverterULong.lift(`bytesDone`),
+                    FfiConverterULong.lift(`bytesTotal`),
                 )
             }
-            val writeReturn = { _: Unit -> Unit }
-            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+            val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: LlmException -> FfiConverterTypeLlmError.lower(e) }
+            )
         }
     }
 
@@ -3521,16 +3542,20 @@ open class Model: Disposable, AutoCloseable, ModelInterface
 
         
     /**
-     * Like `load`, reporting bytes read as it goes.
+     * Like `load`, reporting progress as it goes; `progress` (returning
+     * `false` or throwing) or `cancel` stops the load, with
+     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
+     * that came before the call stops it at once.
      */
-    @Throws(LlmException::class) fun `loadWithProgress`(`config`: ModelConfig, `progress`: LoadProgress): Model {
+    @Throws(LlmException::class) fun `loadWithProgress`(`config`: ModelConfig, `progress`: LoadProgress?, `cancel`: CancellationToken? = null): Model {
             return FfiConverterTypeModel.lift(
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_constructor_model_load_with_progress(
     
         
         FfiConverterTypeModelConfig.lower(`config`),
-        FfiConverterTypeLoadProgress.lower(`progress`),_status)
+        FfiConverterOptionalTypeLoadProgress.lower(`progress`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
 }
     )
     }
@@ -5899,6 +5924,38 @@ public object FfiConverterOptionalTypeDownloadProgress: FfiConverterRustBuffer<D
         } else {
             buf.put(1)
             FfiConverterTypeDownloadProgress.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLoadProgress: FfiConverterRustBuffer<LoadProgress?> {
+    override fun read(buf: ByteBuffer): LoadProgress? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLoadProgress.read(buf)
+    }
+
+    override fun allocationSize(value: LoadProgress?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLoadProgress.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LoadProgress?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLoadProgress.write(value, buf)
         }
     }
 }

@@ -7,6 +7,8 @@ import kotlin.test.assertEquals
 import kotlin.test.assertIs
 import kotlin.test.assertNotEquals
 import kotlin.test.assertTrue
+import kotlin.test.fail
+import kotlinx.coroutines.Job
 import kotlinx.coroutines.asCoroutineDispatcher
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.filterIsInstance
@@ -97,11 +99,33 @@ class GenerationTest {
     }
 
     @Test
-    fun `a throwing progress callback is rethrown after loading`() {
+    fun `a throwing progress callback stops loading and is rethrown`() {
         class Boom : RuntimeException("boom")
+        var reports = 0
         kotlin.test.assertFailsWith<Boom> {
-            runBlocking { loadModel(Fixtures.referenceConfig()) { _, _ -> throw Boom() } }
+            runBlocking { loadModel(Fixtures.referenceConfig()) { _, _ -> reports++; throw Boom() } }
         }
+        assertEquals(1, reports, "no report after the one that threw")
+    }
+
+    @Test
+    fun `cancelling the caller stops the load`() = runBlocking {
+        var reports = 0
+        val job = launch {
+            val self = checkNotNull(coroutineContext[Job])
+            loadModel(Fixtures.referenceConfig()) { _, _ ->
+                if (++reports == 1) {
+                    self.cancel()
+                    // Time for the cancellation to reach the load's token.
+                    Thread.sleep(200)
+                }
+            }.close()
+            fail("the load was not stopped")
+        }
+        job.join()
+        assertTrue(job.isCancelled)
+        // A whole load of this model reports once per tensor (more than 10 times).
+        assertTrue(reports in 1..2, "$reports reports")
     }
 
     @Test
