@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
-    download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationStats, LlmError,
+    download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationResult, LlmError,
     LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall, ToolChoice,
 };
 use sha2::Digest;
@@ -354,7 +354,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 }
 
-fn report(s: &GenerationStats) {
+fn report(s: &GenerationResult) {
     eprintln!(
         "[{} prompt tokens ({} cached), {} generated, first token {:.0} ms, prefill {:.1} tok/s, decode {:.1} tok/s, stop: {:?}]",
         s.prompt_tokens,
@@ -384,7 +384,7 @@ fn print_tokens(args: &Args, model_path: String, tokenizer_path: Option<String>)
     Ok(())
 }
 
-fn stats_json(s: &GenerationStats) -> serde_json::Value {
+fn stats_json(s: &GenerationResult) -> serde_json::Value {
     serde_json::json!({
         "text": s.text,
         "token_ids": s.token_ids,

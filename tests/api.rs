@@ -420,7 +420,7 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
 /// `ChatSession.send` alike: cancelled before the call, it stops it before
 /// its first token; cancelled from another thread mid-call, within one.
 fn check_token_contract(
-    call: impl Fn(Arc<dyn TokenSink>, Arc<CancellationToken>) -> GenerationStats + Send + Sync + 'static,
+    call: impl Fn(Arc<dyn TokenSink>, Arc<CancellationToken>) -> GenerationResult + Send + Sync + 'static,
 ) {
     let call = Arc::new(call);
     let token = CancellationToken::new();

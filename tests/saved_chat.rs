@@ -18,7 +18,7 @@ fn system() -> Vec<ChatMessage> {
     vec![ChatMessage::new(Role::System, "You answer in one short sentence.")]
 }
 
-fn send(session: &ChatSession, text: &str) -> GenerationStats {
+fn send(session: &ChatSession, text: &str) -> GenerationResult {
     session.send(text.into(), GenerationParams::greedy(24), Collect::new(), None).unwrap()
 }
 

@@ -22,7 +22,7 @@ fn params(format: ResponseFormat, temperature: f32, seed: u64, max_tokens: u32) 
 /// (temperature, seed) pairs every format is tried with.
 const RUNS: [(f32, u64); 4] = [(0.0, 0), (1.0, 1), (1.0, 2), (1.0, 3)];
 
-fn ask(model: &Model, prompt: &str, p: GenerationParams) -> GenerationStats {
+fn ask(model: &Model, prompt: &str, p: GenerationParams) -> GenerationResult {
     let sink = Collect::new();
     let stats = model.new_session(vec![]).send(prompt.into(), p, sink.clone(), None).expect("constrained turn");
     assert_eq!(sink.text(), stats.text);
@@ -56,7 +56,7 @@ const SCHEMAS: [&str; 4] = [
     r##"{"$defs": {"leaf": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["id"], "additionalProperties": false}}, "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/leaf"}, "maxItems": 2}}, "required": ["items"], "additionalProperties": false}"##,
 ];
 
-fn assert_valid(schema: &str, stats: &GenerationStats, what: &str) {
+fn assert_valid(schema: &str, stats: &GenerationResult, what: &str) {
     assert_eq!(stats.stop_reason, StopReason::EndOfSequence, "{what}: {stats:?}");
     let value: serde_json::Value =
         serde_json::from_str(&stats.text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", stats.text));

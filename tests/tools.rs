@@ -40,7 +40,7 @@ fn params(choice: Option<ToolChoice>, temperature: f32, seed: u64) -> Generation
 
 /// Every call names a declared tool, with arguments valid against its
 /// schema; an answer cut short keeps the calls before the cut.
-fn assert_calls_valid(stats: &GenerationStats, what: &str) {
+fn assert_calls_valid(stats: &GenerationResult, what: &str) {
     assert!(matches!(stats.stop_reason, StopReason::ToolCalls | StopReason::MaxTokens), "{what}: {stats:?}");
     assert!(!stats.tool_calls.is_empty(), "{what}");
     for call in &stats.tool_calls {
@@ -57,7 +57,7 @@ fn assert_calls_valid(stats: &GenerationStats, what: &str) {
     }
 }
 
-fn send(session: &ChatSession, message: &str, p: GenerationParams) -> GenerationStats {
+fn send(session: &ChatSession, message: &str, p: GenerationParams) -> GenerationResult {
     let sink = Collect::new();
     let stats = session.send(message.into(), p, sink.clone(), None).expect("turn");
     // The calls are never streamed: the sink saw the text before them.
@@ -217,7 +217,7 @@ fn bad_tools_are_typed_errors() {
 fn tool_results_and_formats_are_checked() {
     let model = smollm2();
     let session = model.new_session_with_tools(vec![], tools()).unwrap();
-    let expect_param = |r: Result<GenerationStats, LlmError>, param: &str| match r {
+    let expect_param = |r: Result<GenerationResult, LlmError>, param: &str| match r {
         Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, param),
         other => panic!("{other:?}"),
     };

@@ -3,7 +3,7 @@
 //! `LlmError`. No logic lives here.
 //!
 //! - `error`: `LlmError` and `guard` (every fallible export runs inside it)
-//! - `records`: `ModelConfig`, `GenerationParams`, `GenerationStats`, `ModelInfo`, `ChatMessage`, …
+//! - `records`: `ModelConfig`, `GenerationParams`, `GenerationResult`, `ModelInfo`, `ChatMessage`, …
 //! - `callbacks`: `TokenSink`, `LoadProgress` (implemented in Kotlin, Swift or Rust)
 //! - `cancel`: `CancellationToken`
 //! - `model`: `Model`, `estimate_model_memory`
@@ -28,7 +28,7 @@ pub use download::{download_model, DownloadProgress, DownloadRequest, Downloaded
 pub use error::LlmError;
 pub use model::{estimate_model_memory, Model};
 pub use records::{
-    ChatMessage, GenerationParams, GenerationStats, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason, Tool,
+    ChatMessage, GenerationParams, GenerationResult, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason, Tool,
     ToolCall, ToolChoice,
 };
 pub use session::ChatSession;

@@ -91,7 +91,7 @@ impl Model {
         params: GenerationParams,
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
-    ) -> Result<GenerationStats> {
+    ) -> Result<GenerationResult> {
         guard(inference_error, || {
             let opts = params.into();
             let ids = self.inner.text.encode_prompt(&prompt)?;
@@ -154,7 +154,7 @@ impl Model {
     /// prompt (through the model's chat template, or described in the system
     /// message when the template has no place for them), and an answer that
     /// calls them ends with `StopReason.ToolCalls` and the calls in
-    /// `GenerationStats.toolCalls`, each naming a tool with arguments valid
+    /// `GenerationResult.toolCalls`, each naming a tool with arguments valid
     /// against its schema. Run them and answer with `sendToolResults`.
     /// A tool with a bad name, a duplicate name or a schema that is not a
     /// JSON object or does not compile is `InvalidParameter` naming it.

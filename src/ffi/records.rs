@@ -120,7 +120,7 @@ impl From<ToolChoice> for engine::ToolChoice {
 
 /// A function the model may call in a session (`Model.newSessionWithTools`).
 /// The library never runs it: a call comes back in
-/// `GenerationStats.toolCalls` and the app answers with
+/// `GenerationResult.toolCalls` and the app answers with
 /// `ChatSession.sendToolResults`.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Tool {
@@ -245,7 +245,7 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full; start a new session to go on.
     ContextFull,
-    /// The answer ended with tool calls (`GenerationStats.toolCalls`): run
+    /// The answer ended with tool calls (`GenerationResult.toolCalls`): run
     /// them and answer with `ChatSession.sendToolResults`.
     ToolCalls,
 }
@@ -263,9 +263,10 @@ impl From<engine::StopReason> for StopReason {
     }
 }
 
-/// The result of one generation call.
+/// What one generation call answered (its text, ids and tool calls) and
+/// what it took: a result, with its statistics.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct GenerationStats {
+pub struct GenerationResult {
     /// Exactly the concatenation of the pieces the sink received.
     pub text: String,
     pub token_ids: Vec<u32>,
@@ -281,7 +282,7 @@ pub struct GenerationStats {
     pub tool_calls: Vec<ToolCall>,
 }
 
-impl From<engine::Outcome> for GenerationStats {
+impl From<engine::Outcome> for GenerationResult {
     fn from(o: engine::Outcome) -> Self {
         Self {
             prefill_tokens_per_second: o.prefill_tokens_per_second(),

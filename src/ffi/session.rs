@@ -45,7 +45,7 @@ impl ChatSession {
         params: GenerationParams,
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
-    ) -> Result<GenerationStats> {
+    ) -> Result<GenerationResult> {
         self.run(Input::User(message), params, &mut call_sink(sink.as_ref()), cancel)
     }
 
@@ -77,7 +77,7 @@ impl ChatSession {
         params: GenerationParams,
         sink: Arc<dyn TokenSink>,
         cancel: Option<Arc<CancellationToken>>,
-    ) -> Result<GenerationStats> {
+    ) -> Result<GenerationResult> {
         self.run(Input::ToolResults(results), params, &mut call_sink(sink.as_ref()), cancel)
     }
 
@@ -205,7 +205,7 @@ impl ChatSession {
         params: GenerationParams,
         sink: &mut engine::Sink<'_>,
         cancel: Option<Arc<CancellationToken>>,
-    ) -> Result<GenerationStats> {
+    ) -> Result<GenerationResult> {
         self.refuse_in_own_turn("send()")?;
         let mut conversation = self.lock();
         let _turn = TurnGuard::enter(&self.turn_thread);
@@ -240,7 +240,7 @@ enum Input {
 
 /// The text of an answer that ended by itself; otherwise why it did not
 /// (tool calls included: `send` returns them).
-fn complete_answer(stats: GenerationStats) -> Result<String> {
+fn complete_answer(stats: GenerationResult) -> Result<String> {
     match stats.stop_reason {
         StopReason::EndOfSequence | StopReason::StopString => Ok(stats.text),
         StopReason::Cancelled => Err(LlmError::Cancelled),

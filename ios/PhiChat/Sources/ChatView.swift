@@ -91,7 +91,7 @@ struct ChatView: View {
         .padding(.top, 6)
     }
 
-    private func summary(_ stats: GenerationStats) -> String {
+    private func summary(_ stats: GenerationResult) -> String {
         let ttft = String(format: "%.0f ms to first token", stats.timeToFirstTokenMs)
         let speed = String(format: "%.1f tokens/s", stats.decodeTokensPerSecond)
         let stopped = stats.stopReason == .cancelled ? " · stopped" : ""

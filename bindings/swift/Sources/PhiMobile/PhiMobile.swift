@@ -827,7 +827,7 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      * contract of `Model.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
-    func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
+    func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
     
     /**
      * Answers the last turn's tool calls with their `results` (one per
@@ -836,7 +836,7 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      * `send` otherwise; a count that does not match the calls, or no calls
      * to answer, is `InvalidParameter`.
      */
-    func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
+    func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
@@ -1003,8 +1003,8 @@ open func save(path: String)throws   {try rustCallWithError(FfiConverterTypeLlmE
      * contract of `Model.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
-open func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
-    return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
+    return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_chatsession_send(
             self.uniffiCloneHandle(),
@@ -1023,8 +1023,8 @@ open func send(message: String, params: GenerationParams, sink: TokenSink, cance
      * `send` otherwise; a count that does not match the calls, or no calls
      * to answer, is `InvalidParameter`.
      */
-open func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
-    return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func sendToolResults(results: [String], params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
+    return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_chatsession_send_tool_results(
             self.uniffiCloneHandle(),
@@ -1579,7 +1579,7 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * Blocks the calling thread. `cancel`, if given, stops it within one
      * token (or one prefill chunk) from any thread.
      */
-    func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationStats
+    func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
     
     func info()  -> ModelInfo
     
@@ -1602,7 +1602,7 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * prompt (through the model's chat template, or described in the system
      * message when the template has no place for them), and an answer that
      * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
      * against its schema. Run them and answer with `sendToolResults`.
      * A tool with a bad name, a duplicate name or a schema that is not a
      * JSON object or does not compile is `InvalidParameter` naming it.
@@ -1796,8 +1796,8 @@ open func formatChat(messages: [ChatMessage])throws  -> String  {
      * Blocks the calling thread. `cancel`, if given, stops it within one
      * token (or one prefill chunk) from any thread.
      */
-open func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationStats  {
-    return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
+    return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_generate(
             self.uniffiCloneHandle(),
@@ -1853,7 +1853,7 @@ open func newSession(history: [ChatMessage]) -> ChatSession  {
      * prompt (through the model's chat template, or described in the system
      * message when the template has no place for them), and an answer that
      * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
      * against its schema. Run them and answer with `sendToolResults`.
      * A tool with a bad name, a duplicate name or a schema that is not a
      * JSON object or does not compile is `InvalidParameter` naming it.
@@ -2890,9 +2890,10 @@ public func FfiConverterTypeGenerationParams_lower(_ value: GenerationParams) ->
 
 
 /**
- * The result of one generation call.
+ * What one generation call answered (its text, ids and tool calls) and
+ * what it took: a result, with its statistics.
  */
-public struct GenerationStats: Equatable, Hashable {
+public struct GenerationResult: Equatable, Hashable {
     /**
      * Exactly the concatenation of the pieces the sink received.
      */
@@ -2943,16 +2944,16 @@ public struct GenerationStats: Equatable, Hashable {
 }
 
 #if compiler(>=6)
-extension GenerationStats: Sendable {}
+extension GenerationResult: Sendable {}
 #endif
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerationStats {
+public struct FfiConverterTypeGenerationResult: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerationResult {
         return
-            try GenerationStats(
+            try GenerationResult(
                 text: FfiConverterString.read(from: &buf), 
                 tokenIds: FfiConverterSequenceUInt32.read(from: &buf), 
                 promptTokens: FfiConverterUInt32.read(from: &buf), 
@@ -2966,7 +2967,7 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
         )
     }
 
-    public static func write(_ value: GenerationStats, into buf: inout [UInt8]) {
+    public static func write(_ value: GenerationResult, into buf: inout [UInt8]) {
         FfiConverterString.write(value.text, into: &buf)
         FfiConverterSequenceUInt32.write(value.tokenIds, into: &buf)
         FfiConverterUInt32.write(value.promptTokens, into: &buf)
@@ -2984,15 +2985,15 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeGenerationStats_lift(_ buf: RustBuffer) throws -> GenerationStats {
-    return try FfiConverterTypeGenerationStats.lift(buf)
+public func FfiConverterTypeGenerationResult_lift(_ buf: RustBuffer) throws -> GenerationResult {
+    return try FfiConverterTypeGenerationResult.lift(buf)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeGenerationStats_lower(_ value: GenerationStats) -> RustBuffer {
-    return FfiConverterTypeGenerationStats.lower(value)
+public func FfiConverterTypeGenerationResult_lower(_ value: GenerationResult) -> RustBuffer {
+    return FfiConverterTypeGenerationResult.lower(value)
 }
 
 
@@ -3294,7 +3295,7 @@ public func FfiConverterTypeModelInfo_lower(_ value: ModelInfo) -> RustBuffer {
 /**
  * A function the model may call in a session (`Model.newSessionWithTools`).
  * The library never runs it: a call comes back in
- * `GenerationStats.toolCalls` and the app answers with
+ * `GenerationResult.toolCalls` and the app answers with
  * `ChatSession.sendToolResults`.
  */
 public struct Tool: Equatable, Hashable {
@@ -3898,7 +3899,7 @@ public enum StopReason: Equatable, Hashable {
      */
     case contextFull
     /**
-     * The answer ended with tool calls (`GenerationStats.toolCalls`): run
+     * The answer ended with tool calls (`GenerationResult.toolCalls`): run
      * them and answer with `ChatSession.sendToolResults`.
      */
     case toolCalls

@@ -26,7 +26,7 @@ public enum GenerationEvent: Sendable, Equatable {
     case toolCalls([ToolCall])
     /// Generation ended: the last event of every stream that was not
     /// cancelled. `stats.text` is the concatenation of all `.text` pieces.
-    case done(GenerationStats)
+    case done(GenerationResult)
 }
 
 /// The library's sentence (its Rust `Display`, the generated `description`)
@@ -86,7 +86,7 @@ extension Model {
     }
 
     /// Completes `prompt` as raw text, streaming the text pieces. Use
-    /// ``events(prompt:params:)`` to also get the final `GenerationStats`.
+    /// ``events(prompt:params:)`` to also get the final `GenerationResult`.
     public func stream(prompt: String, params: GenerationParams = GenerationParams()) -> AsyncThrowingStream<String, Error> {
         let token = CancellationToken()
         return generationStream(state: GenerationState(), element: GenerationEvent.textPiece, cancelAction: { token.cancel() }) { sink in
@@ -163,7 +163,7 @@ extension ChatSession {
     /// Generation runs on its own thread. Cancelling the consuming task (or
     /// leaving the `for try await` loop) stops it within one token and ends
     /// the stream. Use ``events(message:params:)`` to also get the final
-    /// `GenerationStats`.
+    /// `GenerationResult`.
     public func stream(
         message: String, params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
     ) -> AsyncThrowingStream<String, Error> {
@@ -397,8 +397,8 @@ final class GenerationState: @unchecked Sendable {
     private var running = false
     private var sinkCalls = 0
     private var sinkCallsAtCancel: Int?
-    private var outcome: Result<GenerationStats, Error>?
-    private var waiters: [CheckedContinuation<Result<GenerationStats, Error>, Never>] = []
+    private var outcome: Result<GenerationResult, Error>?
+    private var waiters: [CheckedContinuation<Result<GenerationResult, Error>, Never>] = []
 
     /// Marks the generation cancelled; runs `action` (e.g. the session's
     /// `cancel()`) only while the generation is still running, so it cannot
@@ -428,7 +428,7 @@ final class GenerationState: @unchecked Sendable {
         }
     }
 
-    func finish(_ result: Result<GenerationStats, Error>) {
+    func finish(_ result: Result<GenerationResult, Error>) {
         let waiting = lock.locked {
             running = false
             outcome = result
@@ -439,9 +439,9 @@ final class GenerationState: @unchecked Sendable {
     }
 
     /// How the generation ended, once it has (nil stats if it never started).
-    func finished() async -> Result<GenerationStats, Error> {
+    func finished() async -> Result<GenerationResult, Error> {
         await withCheckedContinuation { continuation in
-            let done: Result<GenerationStats, Error>? = lock.locked {
+            let done: Result<GenerationResult, Error>? = lock.locked {
                 if outcome == nil { waiters.append(continuation) }
                 return outcome
             }
@@ -486,7 +486,7 @@ func generationStream<Element: Sendable>(
     state: GenerationState,
     element: @escaping @Sendable (GenerationEvent) -> Element?,
     cancelAction: (@Sendable () -> Void)?,
-    run: @escaping @Sendable (TokenSink) throws -> GenerationStats
+    run: @escaping @Sendable (TokenSink) throws -> GenerationResult
 ) -> AsyncThrowingStream<Element, Error> {
     AsyncThrowingStream { continuation in
         continuation.onTermination = { termination in

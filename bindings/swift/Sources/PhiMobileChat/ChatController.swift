@@ -136,7 +136,7 @@ public actor ChatController {
     /// before it began) or it failed. With a ``chatFile``, returns once the
     /// turn is saved there (the state is `ready` already while it saves).
     @discardableResult
-    public func send(_ message: String) async -> GenerationStats? {
+    public func send(_ message: String) async -> GenerationResult? {
         guard snapshot.canSend, let session else { return nil }
         // Synchronously, before any suspension: a second send now sees a busy chat.
         publish(.generating(partial: ""))
@@ -364,9 +364,9 @@ public actor ChatController {
 
     private func performSend(
         _ message: String, params: GenerationParams, session: ChatSession, stop: CancellationToken
-    ) async -> GenerationStats? {
+    ) async -> GenerationResult? {
         var partial = ""
-        var outcome: Result<GenerationStats, Error>?
+        var outcome: Result<GenerationResult, Error>?
         do {
             for try await event in session.events(message: message, params: params, cancel: stop) {
                 switch event {
@@ -386,7 +386,7 @@ public actor ChatController {
         // The session's history is the transcript: a stopped turn keeps its
         // partial answer, a failed one leaves no trace.
         let history = await offActor { session.history() }
-        var stats: GenerationStats?
+        var stats: GenerationResult?
         var failure: Error?
         switch outcome {
         case .success(let final)?: stats = final

@@ -74,7 +74,7 @@ public struct ChatSnapshot: Sendable, Equatable {
     /// `state`, not here.
     public var transcript: [ChatMessage]
     /// The last finished (or stopped) turn's numbers: tokens/s, time to first token.
-    public var lastStats: GenerationStats?
+    public var lastStats: GenerationResult?
     /// The loaded model, nil if none.
     public var model: ModelInfo?
     /// The loaded model's file.
@@ -84,7 +84,7 @@ public struct ChatSnapshot: Sendable, Equatable {
     /// succeeds. Not a `state`: the chat itself works on.
     public var chatFileError: ChatError?
 
-    public init(state: ChatState = .noModel, transcript: [ChatMessage] = [], lastStats: GenerationStats? = nil,
+    public init(state: ChatState = .noModel, transcript: [ChatMessage] = [], lastStats: GenerationResult? = nil,
                 model: ModelInfo? = nil, modelPath: String? = nil, chatFileError: ChatError? = nil) {
         self.state = state
         self.transcript = transcript

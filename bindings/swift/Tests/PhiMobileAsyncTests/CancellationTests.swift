@@ -10,12 +10,12 @@ let longRun = GenerationParams(maxTokens: 480, seed: 3)
 /// pieces; returns that task and the counts.
 func consume(
     _ events: AsyncThrowingStream<GenerationEvent, Error>
-) -> (task: Task<(pieces: Int, stats: GenerationStats?), Error>, progress: AsyncStream<Int>) {
+) -> (task: Task<(pieces: Int, stats: GenerationResult?), Error>, progress: AsyncStream<Int>) {
     let (progress, report) = AsyncStream.makeStream(of: Int.self)
     let task = Task {
         defer { report.finish() }
         var pieces = 0
-        var stats: GenerationStats?
+        var stats: GenerationResult?
         for try await event in events {
             switch event {
             case .text:

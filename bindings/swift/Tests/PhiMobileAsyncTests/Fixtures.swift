@@ -83,9 +83,9 @@ func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async th
 }
 
 /// Collects an event stream: the concatenated text pieces and the final stats.
-func collect(_ events: AsyncThrowingStream<GenerationEvent, Error>) async throws -> (text: String, stats: GenerationStats?) {
+func collect(_ events: AsyncThrowingStream<GenerationEvent, Error>) async throws -> (text: String, stats: GenerationResult?) {
     var text = ""
-    var stats: GenerationStats?
+    var stats: GenerationResult?
     for try await event in events {
         switch event {
         case .text(let piece):

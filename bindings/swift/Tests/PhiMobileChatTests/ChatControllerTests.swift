@@ -69,7 +69,7 @@ struct ChatControllerTests {
     func multiTurn() async throws {
         let chat = try await ChatFixtures.loaded(greedy)
         let questions = ["What is the capital of France?", "And of Italy?", "Thanks."]
-        var answers: [GenerationStats] = []
+        var answers: [GenerationResult] = []
         for question in questions {
             answers.append(try #require(await chat.send(question)))
         }
@@ -81,7 +81,7 @@ struct ChatControllerTests {
         let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
         let session = model.newSession(history: [system])
         for (question, answer) in zip(questions, answers) {
-            var final: GenerationStats?
+            var final: GenerationResult?
             for try await event in session.events(message: question, params: greedy.params) {
                 if case .done(let stats) = event { final = stats }
             }

@@ -198,15 +198,15 @@ sealed interface GenerationEvent {
      */
     data class ToolCalls(val calls: List<ToolCall>) : GenerationEvent
 
-    /** The generation finished; [GenerationStats.text] is the concatenation of all [Text] pieces. */
-    data class Done(val stats: GenerationStats) : GenerationEvent
+    /** The generation finished; [GenerationResult.text] is the concatenation of all [Text] pieces. */
+    data class Done(val stats: GenerationResult) : GenerationEvent
 }
 
 /**
  * Completes [prompt] as raw text (no chat template): a cold [Flow] of text pieces. Each collection
  * runs one generation on [Dispatchers.IO]; cancelling the collector stops it within one token
  * (or one chunk of prompt processing), through a [CancellationToken]. Errors ([LlmException])
- * are thrown from `collect`. Use [streamEvents] or [complete] for the [GenerationStats].
+ * are thrown from `collect`. Use [streamEvents] or [complete] for the [GenerationResult].
  */
 fun ModelInterface.stream(prompt: String, params: GenerationParams = GenerationParams()): Flow<String> =
     streamEvents(prompt, params).textPieces()
@@ -229,7 +229,7 @@ suspend fun ModelInterface.complete(
     prompt: String,
     params: GenerationParams = GenerationParams(),
     onText: suspend (String) -> Unit = {},
-): GenerationStats = streamEvents(prompt, params).collectStats(onText)
+): GenerationResult = streamEvents(prompt, params).collectStats(onText)
 
 /**
  * Sends [message] as the next user turn and streams the answer: a cold [Flow] of text pieces.
@@ -290,7 +290,7 @@ suspend fun ModelInterface.newToolSession(history: List<ChatMessage> = emptyList
 
 private fun turnEvents(
     cancel: CancellationToken?,
-    call: (TokenSink, CancellationToken) -> GenerationStats,
+    call: (TokenSink, CancellationToken) -> GenerationResult,
 ): Flow<GenerationEvent> = flow {
     // One token per collection (a cancelled token stays cancelled), unless the caller brings one:
     // a cancel that lands before the library starts the turn still stops it.
@@ -314,7 +314,7 @@ suspend fun ChatSessionInterface.reply(
     params: GenerationParams = GenerationParams(),
     cancel: CancellationToken? = null,
     onText: suspend (String) -> Unit = {},
-): GenerationStats = streamEvents(message, params, cancel).collectStats(onText)
+): GenerationResult = streamEvents(message, params, cancel).collectStats(onText)
 
 /**
  * Sends [message] and returns the whole answer once it is complete, as [parse] reads it. With
@@ -402,8 +402,8 @@ private fun Flow<GenerationEvent>.textPieces(): Flow<String> = transform { event
     if (event is GenerationEvent.Text) emit(event.piece)
 }
 
-private suspend fun Flow<GenerationEvent>.collectStats(onText: suspend (String) -> Unit): GenerationStats {
-    var stats: GenerationStats? = null
+private suspend fun Flow<GenerationEvent>.collectStats(onText: suspend (String) -> Unit): GenerationResult {
+    var stats: GenerationResult? = null
     collect { event ->
         when (event) {
             is GenerationEvent.Text -> onText(event.piece)
@@ -425,7 +425,7 @@ private suspend fun Flow<GenerationEvent>.collectStats(onText: suspend (String) 
  */
 internal fun generationEvents(
     onCancel: (() -> Unit)?,
-    call: (TokenSink) -> GenerationStats,
+    call: (TokenSink) -> GenerationResult,
 ): Flow<GenerationEvent> = channelFlow {
     val sink = ChannelSink(this)
     val stats = runInterruptibly(onCancel) { call(sink) }

@@ -1902,7 +1902,7 @@ public interface ChatSessionInterface {
      * contract of `Model.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
-    fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
+    fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
     
     /**
      * Answers the last turn's tool calls with their `results` (one per
@@ -1911,7 +1911,7 @@ public interface ChatSessionInterface {
      * `send` otherwise; a count that does not match the calls, or no calls
      * to answer, is `InvalidParameter`.
      */
-    fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
+    fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
     
     /**
      * Releases the KV-cache memory beyond what the conversation holds (the
@@ -2155,8 +2155,8 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
      * contract of `Model.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
-    @Throws(LlmException::class)override fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationStats {
-            return FfiConverterTypeGenerationStats.lift(
+    @Throws(LlmException::class)override fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
+            return FfiConverterTypeGenerationResult.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_chatsession_send(
@@ -2180,8 +2180,8 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
      * `send` otherwise; a count that does not match the calls, or no calls
      * to answer, is `InvalidParameter`.
      */
-    @Throws(LlmException::class)override fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationStats {
-            return FfiConverterTypeGenerationStats.lift(
+    @Throws(LlmException::class)override fun `sendToolResults`(`results`: List<kotlin.String>, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
+            return FfiConverterTypeGenerationResult.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_chatsession_send_tool_results(
@@ -3062,7 +3062,7 @@ public interface ModelInterface {
      * Blocks the calling thread. `cancel`, if given, stops it within one
      * token (or one prefill chunk) from any thread.
      */
-    fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationStats
+    fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
     
     fun `info`(): ModelInfo
     
@@ -3085,7 +3085,7 @@ public interface ModelInterface {
      * prompt (through the model's chat template, or described in the system
      * message when the template has no place for them), and an answer that
      * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
      * against its schema. Run them and answer with `sendToolResults`.
      * A tool with a bad name, a duplicate name or a schema that is not a
      * JSON object or does not compile is `InvalidParameter` naming it.
@@ -3321,8 +3321,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * Blocks the calling thread. `cancel`, if given, stops it within one
      * token (or one prefill chunk) from any thread.
      */
-    @Throws(LlmException::class)override fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationStats {
-            return FfiConverterTypeGenerationStats.lift(
+    @Throws(LlmException::class)override fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
+            return FfiConverterTypeGenerationResult.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_generate(
@@ -3395,7 +3395,7 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * prompt (through the model's chat template, or described in the system
      * message when the template has no place for them), and an answer that
      * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationStats.toolCalls`, each naming a tool with arguments valid
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
      * against its schema. Run them and answer with `sendToolResults`.
      * A tool with a bad name, a duplicate name or a schema that is not a
      * JSON object or does not compile is `InvalidParameter` naming it.
@@ -4658,9 +4658,10 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
 
 
 /**
- * The result of one generation call.
+ * What one generation call answered (its text, ids and tool calls) and
+ * what it took: a result, with its statistics.
  */
-data class GenerationStats (
+data class GenerationResult (
     /**
      * Exactly the concatenation of the pieces the sink received.
      */
@@ -4702,9 +4703,9 @@ data class GenerationStats (
 /**
  * @suppress
  */
-public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<GenerationStats> {
-    override fun read(buf: ByteBuffer): GenerationStats {
-        return GenerationStats(
+public object FfiConverterTypeGenerationResult: FfiConverterRustBuffer<GenerationResult> {
+    override fun read(buf: ByteBuffer): GenerationResult {
+        return GenerationResult(
             FfiConverterString.read(buf),
             FfiConverterSequenceUInt.read(buf),
             FfiConverterUInt.read(buf),
@@ -4718,7 +4719,7 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
         )
     }
 
-    override fun allocationSize(value: GenerationStats) = (
+    override fun allocationSize(value: GenerationResult) = (
             FfiConverterString.allocationSize(value.`text`) +
             FfiConverterSequenceUInt.allocationSize(value.`tokenIds`) +
             FfiConverterUInt.allocationSize(value.`promptTokens`) +
@@ -4731,7 +4732,7 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterSequenceTypeToolCall.allocationSize(value.`toolCalls`)
     )
 
-    override fun write(value: GenerationStats, buf: ByteBuffer) {
+    override fun write(value: GenerationResult, buf: ByteBuffer) {
             FfiConverterString.write(value.`text`, buf)
             FfiConverterSequenceUInt.write(value.`tokenIds`, buf)
             FfiConverterUInt.write(value.`promptTokens`, buf)
@@ -4969,7 +4970,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
 /**
  * A function the model may call in a session (`Model.newSessionWithTools`).
  * The library never runs it: a call comes back in
- * `GenerationStats.toolCalls` and the app answers with
+ * `GenerationResult.toolCalls` and the app answers with
  * `ChatSession.sendToolResults`.
  */
 data class Tool (
@@ -5658,7 +5659,7 @@ enum class StopReason {
      */
     CONTEXT_FULL,
     /**
-     * The answer ended with tool calls (`GenerationStats.toolCalls`): run
+     * The answer ended with tool calls (`GenerationResult.toolCalls`): run
      * them and answer with `ChatSession.sendToolResults`.
      */
     TOOL_CALLS;

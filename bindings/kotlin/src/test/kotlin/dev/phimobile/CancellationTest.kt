@@ -49,7 +49,7 @@ class CancellationTest {
         assertTrue(full.size > 20, "baseline too short: ${full.size} pieces")
         // The public flow, observed from the Rust side through the same bridge.
         val calls = AtomicInteger()
-        val rustStats = AtomicReference<GenerationStats>()
+        val rustStats = AtomicReference<GenerationResult>()
         val got = generationEvents(onCancel = null) { sink ->
             referenceModel.generate(prompt, long, CountingSink(sink, calls)).also(rustStats::set)
         }.filterIsInstance<GenerationEvent.Text>().map { it.piece }.take(3).toList()
@@ -69,7 +69,7 @@ class CancellationTest {
         // handing over the 4th; cancelling the collector must release it (no session.cancel()
         // to help here: one-shot generation has none).
         val calls = AtomicInteger()
-        val rustStats = AtomicReference<GenerationStats>()
+        val rustStats = AtomicReference<GenerationResult>()
         val third = CompletableDeferred<Unit>()
         val job = outside.launch {
             var n = 0

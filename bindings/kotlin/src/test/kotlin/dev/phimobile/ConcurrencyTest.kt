@@ -19,7 +19,7 @@ class ConcurrencyTest {
     )
 
     /** Two greedy turns in a fresh session; [onFirstPiece] runs at the first piece of the first turn. */
-    private suspend fun converse(turns: List<String>, onFirstPiece: suspend () -> Unit = {}): List<GenerationStats> =
+    private suspend fun converse(turns: List<String>, onFirstPiece: suspend () -> Unit = {}): List<GenerationResult> =
         referenceModel.newSession(listOf(ChatMessage(Role.SYSTEM, "You are a helpful assistant."))).use { chat ->
             var first = true
             turns.map { turn ->

@@ -1,6 +1,6 @@
 package dev.phimobile.chat
 
-import dev.phimobile.GenerationStats
+import dev.phimobile.GenerationResult
 import dev.phimobile.ModelInfo
 import dev.phimobile.StopReason
 
@@ -64,7 +64,7 @@ data class LoadedModel(val path: String, val info: ModelInfo)
  */
 data class Turn(val user: String, val assistant: String, val stats: TurnStats?)
 
-/** The numbers the screen shows under an answer, from the library's [GenerationStats]. */
+/** The numbers the screen shows under an answer, from the library's [GenerationResult]. */
 data class TurnStats(
     val timeToFirstTokenMs: Double,
     val tokensPerSecond: Double,
@@ -74,7 +74,7 @@ data class TurnStats(
     val stopReason: StopReason,
 ) {
     companion object {
-        fun of(stats: GenerationStats) = TurnStats(
+        fun of(stats: GenerationResult) = TurnStats(
             timeToFirstTokenMs = stats.timeToFirstTokenMs,
             tokensPerSecond = stats.decodeTokensPerSecond,
             promptTokens = stats.promptTokens.toInt(),

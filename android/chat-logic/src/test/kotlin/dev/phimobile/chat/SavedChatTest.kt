@@ -1,7 +1,7 @@
 package dev.phimobile.chat
 
 import dev.phimobile.ChatMessage
-import dev.phimobile.GenerationStats
+import dev.phimobile.GenerationResult
 import dev.phimobile.LlmException
 import dev.phimobile.ModelConfig
 import dev.phimobile.Role
@@ -37,7 +37,7 @@ class SavedChatTest {
     private fun smolLm2Config() = ModelConfig(modelPath = Fixtures.smolLm2, contextLength = settings.contextLength)
 
     /** What the library answers to [prompts] in one uninterrupted session. */
-    private fun direct(prompts: List<String>): List<GenerationStats> = runBlocking {
+    private fun direct(prompts: List<String>): List<GenerationResult> = runBlocking {
         loadModel(smolLm2Config()).use { model ->
             model.newSession(system).use { session -> prompts.map { session.reply(it, params) } }
         }
