@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds bindings/swift/PhiMobileFFI.xcframework: the Rust library as static
+# Builds bindings/PhiMobile/PhiMobileFFI.xcframework: the Rust library as static
 # libraries for iOS devices and the iOS Simulator, with the generated C header
 # and a module map, in the layout Package.swift's binaryTarget expects.
 # Runs on macOS with Xcode (xcodebuild, lipo) and rustup.
@@ -10,15 +10,15 @@
 #                                     # that every file states the same minimum
 #                                     # iOS version (runs anywhere, also Linux)
 #
-# Output (gitignored): bindings/swift/PhiMobileFFI.xcframework
+# Output (gitignored): bindings/PhiMobile/PhiMobileFFI.xcframework
 #   ios-arm64/                    libphi_mobile.a  Headers/PhiMobileFFI/{PhiMobileFFI.h,module.modulemap}
 #   ios-arm64_x86_64-simulator/   libphi_mobile.a  Headers/PhiMobileFFI/...
-# Then an app adds the package at bindings/swift (Xcode: File > Add Package
+# Then an app adds the package at bindings/PhiMobile (Xcode: File > Add Package
 # Dependencies > Add Local...) and links the product PhiMobile (and
 # PhiMobileChat); see README.md "iOS".
 #
 # Publishing a release instead of a local path: run with --release, upload
-# bindings/swift/PhiMobileFFI.xcframework.zip as a release asset, and in
+# bindings/PhiMobile/PhiMobileFFI.xcframework.zip as a release asset, and in
 # Package.swift replace the local binaryTarget with
 #     .binaryTarget(name: "PhiMobileFFI",
 #                   url: "https://github.com/OWNER/phi-mobile/releases/download/vX.Y.Z/PhiMobileFFI.xcframework.zip",
@@ -30,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The one minimum iOS version of the project. The same version is in
-# bindings/swift/Package.swift (.iOS(.v16)), .cargo/config.toml ([env]) and
+# bindings/PhiMobile/Package.swift (.iOS(.v16)), .cargo/config.toml ([env]) and
 # ios/project.yml (deploymentTarget); --check fails if they disagree. rustc
 # stamps it into every object file, and Xcode warns when linking objects built
 # for a newer iOS than the app's minimum. Why 16: the devices iOS 16 dropped
@@ -44,7 +44,7 @@ DEVICE=aarch64-apple-ios
 SIMULATORS=(aarch64-apple-ios-sim x86_64-apple-ios) # Apple silicon and Intel Macs
 PROFILE=dist # fat LTO, one codegen unit (Cargo.toml)
 LIB=libphi_mobile.a
-PACKAGE=bindings/swift
+PACKAGE=bindings/PhiMobile
 INCLUDE="$PACKAGE/Sources/PhiMobileFFI/include" # kept in sync by scripts/generate-bindings.sh
 OUT="$PACKAGE/PhiMobileFFI.xcframework"
 TARGET="${CARGO_TARGET_DIR:-target}"

@@ -65,7 +65,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = ios ]; then
   cargo check --release --lib --quiet --target "$ios"
   host_library
   step "every function in PhiMobileFFI.h is defined in $(basename "$HOST_LIB")"
-  header=bindings/swift/Sources/PhiMobileFFI/include/PhiMobileFFI.h
+  header=bindings/PhiMobile/Sources/PhiMobileFFI/include/PhiMobileFFI.h
   declared="$(grep -oE '\b(uniffi|ffi)_phi_mobile_[A-Za-z0-9_]+\(' "$header" | tr -d '(' | sort -u)"
   defined="$(llvm-nm --defined-only --extern-only --dynamic "$HOST_LIB" | awk '$2 == "T" {print $3}' | sort -u)"
   missing="$(comm -23 <(echo "$declared") <(echo "$defined"))"

@@ -3,7 +3,7 @@
 # library mode, unformatted so the output never depends on ktlint/swiftformat
 # being installed).
 #
-#   scripts/generate-bindings.sh            # write bindings/kotlin, bindings/swift
+#   scripts/generate-bindings.sh            # write bindings/kotlin, bindings/PhiMobile
 #   scripts/generate-bindings.sh --check    # fail if the committed ones differ
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +23,10 @@ gen swift
 # Hand-written layers live beside the generated files; only generated paths
 # are replaced or compared.
 KT_GEN=bindings/kotlin/src/main/kotlin/dev/phimobile/phi_mobile.kt
-SW_DIR=bindings/swift/Sources
+SW_DIR=bindings/PhiMobile/Sources
 pairs=(
   "$OUT/kotlin/dev/phimobile/phi_mobile.kt:$KT_GEN"
-  "$OUT/swift/PhiMobile.swift:$SW_DIR/PhiMobile/PhiMobile.swift"
+  "$OUT/swift/PhiMobileCore.swift:$SW_DIR/PhiMobileCore/PhiMobileCore.swift"
   "$OUT/swift/PhiMobileFFI.h:$SW_DIR/PhiMobileFFI/include/PhiMobileFFI.h"
   "$OUT/swift/PhiMobileFFI.modulemap:$SW_DIR/PhiMobileFFI/include/module.modulemap"
 )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the Swift package's tests (bindings/swift: generated bindings + the
+# Runs the Swift package's tests (bindings/PhiMobile: generated bindings + the
 # async layer) against the host-built library.
 #
 #   scripts/test-swift.sh
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd -P)"
 source scripts/lib.sh
-PACKAGE=bindings/swift
+PACKAGE=bindings/PhiMobile
 
 echo "== fixtures"
 scripts/fetch-fixtures.sh
@@ -48,7 +48,7 @@ mkdir "$DATA/tmp" # the tests' and SwiftPM's scratch files, gone with $DATA
 
 # Compiler warnings in our hand-written code (not the generated file) fail the run.
 check_warnings() {
-  if grep -E "(Sources/PhiMobileAsync|Sources/PhiMobileChat|Tests)/[^:]*:[0-9]+:[0-9]+: warning:" "$1"; then
+  if grep -E "(Sources/PhiMobile|Sources/PhiMobileChat|Tests)/[^:]*:[0-9]+:[0-9]+: warning:" "$1"; then
     echo "test-swift: warnings in hand-written Swift (listed above)" >&2
     return 1
   fi
@@ -137,9 +137,11 @@ flock -u 9
 KEY="$(printf %s "$REPO" | sha256sum | cut -c1-16)"
 IN="/phi/$KEY"
 # SwiftPM does not always rebuild after the C header of the FFI changes (a
-# stale build crashed in Model.info()), so the cache is also keyed by it;
-# older caches of this clone go once the clone's lock is held.
-FFI_KEY="$(cat "$PACKAGE"/Sources/PhiMobileFFI/include/* | sha256sum | cut -c1-12)"
+# stale build crashed in Model.info()) or after targets are renamed (a stale
+# module of the old name was imported), so the cache is also keyed by the
+# header and the manifest; older caches of this clone go once the clone's
+# lock is held.
+FFI_KEY="$(cat "$PACKAGE"/Sources/PhiMobileFFI/include/* "$PACKAGE"/Package.swift | sha256sum | cut -c1-12)"
 SCRATCH="/var/cache/phi-mobile-swift/$KEY-$FFI_KEY"
 mkdir -p "$ROOT$IN/repo" "$ROOT$IN/data"
 exec 8>"$CACHE/swift-run-$KEY.lock"

@@ -1,5 +1,5 @@
 import Foundation
-import PhiMobileAsync
+import PhiMobile
 
 /// Where a chat is: what a UI shows and which operations make sense.
 ///

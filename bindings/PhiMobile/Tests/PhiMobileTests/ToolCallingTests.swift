@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// Tool calls in the event stream, on the synthetic Phi-3 (random weights:
 /// the calls are forced with `.required`, their arguments by the schema).

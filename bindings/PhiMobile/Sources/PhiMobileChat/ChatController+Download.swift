@@ -1,7 +1,7 @@
 import Foundation
-import PhiMobileAsync
+import PhiMobile
 
-// Downloading a model, on PhiMobileAsync's downloadModel (Rust `download_model`).
+// Downloading a model, on PhiMobile's downloadModel (Rust `download_model`).
 extension ChatController {
     /// Downloads a model from the Hugging Face Hub (or a mirror) into
     /// `directory` and loads it. States: `downloading(done, total)`, then as

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// A fresh directory for one test's chat files.
 func chatDirectory(_ name: String) throws -> URL {

@@ -1,8 +1,8 @@
 import Foundation
 import Testing
-import PhiMobileAsync
+import PhiMobile
 
-/// The usage examples in PhiMobileAsync's DocC comments, run as tests. The
+/// The usage examples in PhiMobile's DocC comments, run as tests. The
 /// last test checks that the documented code and the code between the
 /// `doc-example` markers here are the same, so neither drifts.
 @Suite("Documentation examples")
@@ -109,7 +109,7 @@ struct DocExampleTests {
     @Test("the documented examples are exactly the tested ones")
     func documentedEqualsTested() throws {
         let source = try String(
-            contentsOf: Fixtures.repoRoot.appendingPathComponent("bindings/swift/Sources/PhiMobileAsync/PhiMobileAsync.swift"),
+            contentsOf: Fixtures.repoRoot.appendingPathComponent("bindings/PhiMobile/Sources/PhiMobile/PhiMobile.swift"),
             encoding: .utf8)
         let tests = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let documented = blocks(in: source, begin: "/// ```swift", end: "/// ```", prefix: "/// ")

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// Token counts are what the calls that feed the model feed (the generated calls, from Swift).
 @Suite("Token counts")

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// Every `LlmError` variant a Swift caller can meet, through the async layer
 /// and the generated API. (`Inference` needs a failure inside candle that no

@@ -77,7 +77,7 @@ struct ChatControllerTests {
         #expect(transcript.count == 1 + 2 * questions.count)
         #expect(transcript.filter { $0.role == .assistant }.map(\.content) == answers.map(\.text))
 
-        // The same conversation straight on PhiMobileAsync gives the same answers.
+        // The same conversation straight on PhiMobile gives the same answers.
         let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
         let session = model.newSession(history: [system])
         for (question, answer) in zip(questions, answers) {
@@ -107,7 +107,7 @@ struct ChatControllerTests {
         #expect(stats.generatedTokens >= UInt32(seenAtStop))
         // The whole 400-token answer takes over a second here; a stop ends the
         // turn at once. (That it ends within one token is the session's
-        // contract, tested in Rust and in PhiMobileAsyncTests; the recorder
+        // contract, tested in Rust and in PhiMobileTests; the recorder
         // here lags the generating thread by a few pieces.)
         #expect(stopTime < 0.5, "stop took \(stopTime) s")
         let snapshot = await chat.snapshot
@@ -297,7 +297,7 @@ struct ChatControllerTests {
 
 /// Whether `isReleased` holds within a second. A model loaded a moment ago
 /// can still be referenced by the exiting thread that loaded it
-/// (PhiMobileAsync's Model.load), so "released" means "released soon".
+/// (PhiMobile's Model.load), so "released" means "released soon".
 func released(_ isReleased: () -> Bool) async -> Bool {
     for _ in 0..<100 {
         if isReleased() { return true }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// The async `downloadModel`'s errors and cancellation. The transfer itself
 /// (resolve protocol, resume, integrity) is covered by the Rust tests against
@@ -76,7 +76,7 @@ struct DownloadTests {
         let token = CancellationToken()
         token.cancel()
         #expect(throws: LlmError.Cancelled) {
-            try PhiMobile.downloadModel(request: Self.request(), directory: try Self.directory(), cancel: token)
+            try PhiMobileCore.downloadModel(request: Self.request(), directory: try Self.directory(), cancel: token)
         }
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-@_exported import PhiMobileAsync
+@_exported import PhiMobile
 
 /// A chat with one on-device model, as a state machine a UI can drive: load
 /// (or import, or download) a model, send messages, stop, reset, close.

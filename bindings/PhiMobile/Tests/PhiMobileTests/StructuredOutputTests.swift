@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// `respond` with a response format, from Swift. The reference model's
 /// weights are random, so whatever it prefers, only the mask makes its

@@ -1,5 +1,5 @@
 import Foundation
-@_exported import PhiMobile
+@_exported import PhiMobileCore
 
 // The idiomatic Swift layer over the generated bindings: async loading and
 // `AsyncThrowingStream`s of text. The generated calls block their thread for
@@ -326,7 +326,7 @@ public func downloadModel(
 ) async throws -> DownloadedModel {
     let relay = progress.map(ProgressRelay.init(report:))
     return try await stoppable { token in
-        try PhiMobile.downloadModel(request: request, directory: directory, progress: relay, cancel: token)
+        try PhiMobileCore.downloadModel(request: request, directory: directory, progress: relay, cancel: token)
     }
 }
 

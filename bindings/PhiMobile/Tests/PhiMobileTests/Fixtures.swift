@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// Paths from scripts/test-swift.sh: the synthetic reference model (written by
 /// `cargo run --release --example synthetic_gguf -- reference`) and the Phi-3
@@ -30,7 +30,7 @@ enum Fixtures {
 
     /// The repo's root, found from this file's path.
     static let repoRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent() // PhiMobileAsyncTests
+        .deletingLastPathComponent() // PhiMobileTests
         .deletingLastPathComponent() // Tests
         .deletingLastPathComponent() // swift
         .deletingLastPathComponent() // bindings

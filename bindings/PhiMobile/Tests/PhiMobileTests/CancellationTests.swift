@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PhiMobileAsync
+@testable import PhiMobile
 
 /// Long enough that generation is still running when the test cancels it
 /// (the reference model's context is 512 tokens).
