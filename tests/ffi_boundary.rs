@@ -232,7 +232,7 @@ fn panicking_callbacks_are_callback_errors() {
 fn every_error_path_is_a_typed_error() {
     let model = reference_model();
     let path = common::reference_model_path();
-    let garbage = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ffi-garbage.gguf");
+    let garbage = common::scratch("ffi-boundary", "garbage.gguf");
     std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00garbage").unwrap();
     let gemma = common::model_file(
         "ffi-gemma",

@@ -1,6 +1,5 @@
 //! The kernel variants, which of them this CPU runs, and where a variant
-//! becomes its kernel: [`dispatch`], and the `dot_pair_*` methods for
-//! two weight rows at once.
+//! becomes its kernel: [`dispatch`] for one weight row, `pair` for two.
 
 use std::sync::OnceLock;
 
@@ -195,56 +194,55 @@ impl Variant {
 }
 
 /// Two weight rows against `R` activation rows: `[row 0's dots, row 1's]`,
-/// exactly the two rows' [`Variant`] `dot_*` calls. i8mm computes them
-/// together when `R` is even (a prompt's tile); every other variant is the
-/// two calls.
-macro_rules! pair_methods {
-    ($($(#[$doc:meta])* $name:ident, $single:ident, $block:ty, $act:ty, $mmla:path;)*) => {
-        impl Variant {
-            /// Whether [`Variant`]'s `dot_pair_*` computes two weight rows at once.
-            pub fn pairs_weight_rows(self) -> bool {
-                self == Variant::I8mm
+/// exactly the two rows' single-row `dot_*` calls. The one place a pair
+/// becomes a kernel: i8mm computes them together when `R` is even (a
+/// prompt's tile); every other variant makes the two calls.
+macro_rules! pair {
+    ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident) => {{
+        let (w, x) = ($w, $x);
+        match $v {
+            #[cfg(target_arch = "aarch64")]
+            Variant::I8mm if x.len().is_multiple_of(2) => {
+                let n = w[0].len();
+                assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
+                // SAFETY: I8mm is only used once `supported()` said the CPU
+                // has i8mm; R is even and the lengths are checked above.
+                unsafe { $mmla(w, x) }
             }
-            $(
-                $(#[$doc])*
-                pub fn $name<const R: usize>(self, w: [&[$block]; 2], x: [&[$act]; R]) -> [[f32; R]; 2] {
-                    match self {
-                        #[cfg(target_arch = "aarch64")]
-                        Variant::I8mm if R.is_multiple_of(2) => {
-                            let n = w[0].len();
-                            assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
-                            // SAFETY: I8mm is only used once `supported()` said the CPU
-                            // has i8mm; R is even and the lengths are checked above.
-                            unsafe { $mmla(w, x) }
-                        }
-                        v => w.map(|w| v.$single(w, x)),
-                    }
-                }
-            )*
+            v => w.map(|w| v.$single(w, x)),
         }
-    };
-}
-pair_methods! {
-    dot_pair_q2k, dot_q2k, BlockQ2K, BlockQ8K, arm::mmla::dot_pair_q2k;
-    dot_pair_q3k, dot_q3k, BlockQ3K, BlockQ8K, arm::mmla::dot_pair_q3k;
-    dot_pair_q4k, dot_q4k, BlockQ4K, BlockQ8K, arm::mmla::dot_pair_q4k;
-    dot_pair_q5k, dot_q5k, BlockQ5K, BlockQ8K, arm::mmla::dot_pair_q5k;
-    dot_pair_q6k, dot_q6k, BlockQ6K, BlockQ8K, arm::mmla::dot_pair_q6k;
+    }};
 }
 
 impl Variant {
-    /// [`Variant::dot_pair_q4k`] for a 32-element type.
+    /// Whether the `dot_pair_*` methods compute two weight rows at once.
+    pub fn pairs_weight_rows(self) -> bool {
+        self == Variant::I8mm
+    }
+
+    pub fn dot_pair_q2k<const R: usize>(self, w: [&[BlockQ2K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+        pair!(self, w, x, arm::mmla::dot_pair_q2k, dot_q2k)
+    }
+
+    pub fn dot_pair_q3k<const R: usize>(self, w: [&[BlockQ3K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+        pair!(self, w, x, arm::mmla::dot_pair_q3k, dot_q3k)
+    }
+
+    pub fn dot_pair_q4k<const R: usize>(self, w: [&[BlockQ4K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+        pair!(self, w, x, arm::mmla::dot_pair_q4k, dot_q4k)
+    }
+
+    pub fn dot_pair_q5k<const R: usize>(self, w: [&[BlockQ5K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+        pair!(self, w, x, arm::mmla::dot_pair_q5k, dot_q5k)
+    }
+
+    pub fn dot_pair_q6k<const R: usize>(self, w: [&[BlockQ6K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+        pair!(self, w, x, arm::mmla::dot_pair_q6k, dot_q6k)
+    }
+
+    /// A 32-element type's two rows, against Q8_1 activations.
     pub fn dot_pair_legacy<W: Legacy, const R: usize>(self, w: [&[W]; 2], x: [&[BlockQ8_1]; R]) -> [[f32; R]; 2] {
-        match self {
-            #[cfg(target_arch = "aarch64")]
-            Variant::I8mm if R.is_multiple_of(2) => {
-                let n = w[0].len();
-                assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
-                // SAFETY: as in the K-quants' `dot_pair_*`.
-                unsafe { arm::mmla::dot_pair_legacy(w, x) }
-            }
-            v => w.map(|w| v.dot_legacy(w, x)),
-        }
+        pair!(self, w, x, arm::mmla::dot_pair_legacy, dot_legacy)
     }
 }
 

@@ -268,8 +268,7 @@ unsafe fn dot_kquant<W: KBlock, const R: usize>(w: [&[W]; 2], x: [&[BlockQ8K]; R
         let mut out = [[0f32; R]; 2];
         for p in 0..R / 2 {
             for (k, v) in lanes(reduce4(&acc[p])).into_iter().enumerate() {
-                let m = if W::MINS { super::reduce4(accm[p][k]) } else { 0.0 };
-                out[k / 2][2 * p + k % 2] = if W::MINS { v + m } else { v };
+                out[k / 2][2 * p + k % 2] = if W::MINS { v + super::reduce4(accm[p][k]) } else { v };
             }
         }
         out

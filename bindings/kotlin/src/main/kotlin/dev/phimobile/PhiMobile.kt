@@ -58,7 +58,7 @@ import kotlinx.coroutines.withContext
  *     }
  * ```
  *
-* @param onProgress called with (bytes done, file size) as loading goes, on the loading thread.
+ * @param onProgress called with (bytes done, file size) as loading goes, on the loading thread.
  *   If it throws, loading stops and that exception is rethrown.
  */
 suspend fun loadModel(
