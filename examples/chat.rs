@@ -54,12 +54,12 @@ struct Args {
     #[arg(long)]
     system: Option<String>,
     #[arg(long, default_value_t = 512)]
-    max_tokens: u32,
+    max_tokens: i32,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
     #[arg(long, default_value_t = 40)]
-    top_k: u32,
+    top_k: i32,
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
     #[arg(long, default_value_t = 0.05)]
@@ -67,9 +67,9 @@ struct Args {
     #[arg(long, default_value_t = 1.1)]
     repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
-    repeat_last_n: u32,
+    repeat_last_n: i32,
     #[arg(long)]
-    seed: Option<u64>,
+    seed: Option<i64>,
     /// Stop before this string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
@@ -92,9 +92,9 @@ struct Args {
     tool_choice: Option<String>,
     /// Cap the context window (saves memory).
     #[arg(long)]
-    context: Option<u32>,
+    context: Option<i32>,
     #[arg(long)]
-    threads: Option<u32>,
+    threads: Option<i32>,
     /// Print the generated token ids and the stats as JSON instead of streaming text.
     #[arg(long, requires = "prompt")]
     json: bool,
@@ -223,8 +223,8 @@ static DOWNLOAD_PROGRESS: ProgressLine = ProgressLine::new("downloading");
 struct LoadBar;
 
 impl LoadProgress for LoadBar {
-    fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
-        LOAD_PROGRESS.update(done, total);
+    fn on_progress(&self, done: i64, total: i64) -> Result<bool, LlmError> {
+        LOAD_PROGRESS.update(bytes(done), bytes(total));
         Ok(true)
     }
 }
@@ -232,10 +232,15 @@ impl LoadProgress for LoadBar {
 struct DownloadBar;
 
 impl DownloadProgress for DownloadBar {
-    fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
-        DOWNLOAD_PROGRESS.update(done, total);
+    fn on_progress(&self, done: i64, total: i64) -> Result<bool, LlmError> {
+        DOWNLOAD_PROGRESS.update(bytes(done), bytes(total));
         Ok(true)
     }
+}
+
+/// A byte count from the library (never negative).
+fn bytes(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
 fn main() -> ExitCode {

@@ -14,7 +14,7 @@ fn tokenizer() -> Tokenizer {
     Tokenizer::from_file(common::tokenizer_path()).unwrap()
 }
 
-fn greedy(n: u32) -> GenerationParams {
+fn greedy(n: i32) -> GenerationParams {
     GenerationParams::greedy(n)
 }
 
@@ -30,7 +30,7 @@ fn info_describes_the_file() {
     let per_layer =
         spec.hidden * 2 + 3 * spec.hidden * spec.hidden + spec.hidden * spec.hidden + 3 * spec.hidden * spec.ff;
     let expected = 2 * spec.vocab * spec.hidden + spec.hidden + spec.layers * per_layer;
-    assert_eq!(info.parameter_count, expected as u64);
+    assert_eq!(info.parameter_count, expected as i64);
     assert!(info.threads >= 1);
 }
 
@@ -43,9 +43,9 @@ fn streamed_pieces_concatenate_to_the_decoded_text() {
     assert_eq!(stats.generated_tokens, 48);
     assert_eq!(stats.token_ids.len(), 48);
     assert_eq!(sink.text(), stats.text);
-    assert_eq!(stats.text, tokenizer().decode(&stats.token_ids, true).unwrap());
+    assert_eq!(stats.text, tokenizer().decode(&common::unsigned(&stats.token_ids), true).unwrap());
     assert!(sink.pieces().iter().all(|p| !p.is_empty()));
-    assert_eq!(stats.prompt_tokens, model.tokenize("Once upon a time".into()).unwrap().len() as u32);
+    assert_eq!(stats.prompt_tokens, model.tokenize("Once upon a time".into()).unwrap().len() as i32);
 }
 
 /// Sampled text from random weights is full of byte-fallback tokens, broken
@@ -293,7 +293,7 @@ fn prompt_past_the_context_is_an_error() {
     cfg.context_length = Some(16);
     let model = Model::load(cfg).unwrap();
     let long = "word ".repeat(40);
-    let n = model.tokenize(long.clone()).unwrap().len() as u32;
+    let n = model.tokenize(long.clone()).unwrap().len() as i32;
     match model.generate(long, greedy(4), Collect::new(), None) {
         Err(LlmError::ContextOverflow { needed, available }) => {
             assert_eq!((needed, available), (n, 16));
@@ -316,9 +316,9 @@ fn prompt_past_the_context_is_an_error() {
 
 #[test]
 fn load_progress_is_monotonic_and_complete() {
-    struct Progress(std::sync::Mutex<Vec<(u64, u64)>>);
+    struct Progress(std::sync::Mutex<Vec<(i64, i64)>>);
     impl LoadProgress for Progress {
-        fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
+        fn on_progress(&self, done: i64, total: i64) -> Result<bool, LlmError> {
             self.0.lock().unwrap().push((done, total));
             Ok(true)
         }
@@ -327,7 +327,7 @@ fn load_progress_is_monotonic_and_complete() {
     let path = common::reference_model_path();
     let model = Model::load_with_progress(common::config(&path), Some(p.clone()), None).unwrap();
     let seen = p.0.lock().unwrap().clone();
-    let size = std::fs::metadata(&path).unwrap().len();
+    let size = std::fs::metadata(&path).unwrap().len() as i64;
     assert!(seen.len() > 3, "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
     assert!(seen.iter().all(|&(_, t)| t == size));
@@ -343,7 +343,7 @@ fn load_progress_is_monotonic_and_complete() {
 fn a_load_stops_when_its_progress_or_token_says_so() {
     struct StopAt(std::sync::atomic::AtomicUsize, Result<bool, LlmError>);
     impl LoadProgress for StopAt {
-        fn on_progress(&self, _: u64, _: u64) -> Result<bool, LlmError> {
+        fn on_progress(&self, _: i64, _: i64) -> Result<bool, LlmError> {
             let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if n == 2 {
                 self.1.clone()
@@ -484,7 +484,7 @@ fn token_counts_equal_what_generation_feeds() {
     let second = session.send("And <|user|> then?".into(), greedy(4), Collect::new(), None).unwrap();
     assert_eq!(counted, second.prompt_tokens);
     assert!(counted > first.prompt_tokens);
-    assert_eq!(model.tokenize_chat(next).unwrap().len() as u32, counted);
+    assert_eq!(model.tokenize_chat(next).unwrap().len() as i32, counted);
 }
 
 /// The tokenizer alone, from the model file's header: the same ids and

@@ -52,7 +52,11 @@ fn invalid_load_parameters() {
         ("context_length", ModelConfig { context_length: Some(0), ..common::config(&path) }),
         ("threads", ModelConfig { threads: Some(0), ..common::config(&path) }),
         ("threads", ModelConfig { threads: Some(100_000), ..common::config(&path) }),
-        ("threads", ModelConfig { threads: Some(u32::MAX), ..common::config(&path) }),
+        ("threads", ModelConfig { threads: Some(i32::MAX), ..common::config(&path) }),
+        // Signed at the boundary (Kotlin and Swift have no unsigned counts):
+        // a negative one is refused, never wrapped to a huge one.
+        ("context_length", ModelConfig { context_length: Some(-1), ..common::config(&path) }),
+        ("threads", ModelConfig { threads: Some(-4), ..common::config(&path) }),
     ] {
         match Model::load(cfg) {
             Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, field),
@@ -60,7 +64,7 @@ fn invalid_load_parameters() {
         }
     }
     // The largest context a caller can ask for is capped by the model's own.
-    let big = Model::load(ModelConfig { context_length: Some(u32::MAX), ..common::config(&path) }).unwrap();
+    let big = Model::load(ModelConfig { context_length: Some(i32::MAX), ..common::config(&path) }).unwrap();
     assert_eq!(big.info().context_length, 512);
 }
 
@@ -70,6 +74,9 @@ fn every_invalid_generation_parameter() {
     let d = GenerationParams::default;
     let cases: Vec<(&str, GenerationParams)> = vec![
         ("max_tokens", GenerationParams { max_tokens: 0, ..d() }),
+        ("max_tokens", GenerationParams { max_tokens: -1, ..d() }),
+        ("top_k", GenerationParams { top_k: -40, ..d() }),
+        ("repeat_last_n", GenerationParams { repeat_last_n: i32::MIN, ..d() }),
         ("temperature", GenerationParams { temperature: -1.0, ..d() }),
         ("temperature", GenerationParams { temperature: f32::NAN, ..d() }),
         ("temperature", GenerationParams { temperature: f32::INFINITY, ..d() }),
@@ -108,9 +115,14 @@ fn every_invalid_generation_parameter() {
 #[test]
 fn ids_and_messages_the_model_cannot_take() {
     let model = common::reference_model();
-    match model.detokenize(vec![1, 32011, 5]) {
-        Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, "ids"),
-        other => panic!("{other:?}"),
+    for ids in [vec![1, 32011, 5], vec![1, -1]] {
+        match model.detokenize(ids) {
+            Err(LlmError::InvalidParameter { name, reason }) => {
+                assert_eq!(name, "ids");
+                assert!(reason.contains("outside the vocabulary"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
     let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
     match llama.format_chat(vec![ChatMessage::new(Role::User, "hi")]) {
@@ -140,7 +152,7 @@ fn prompts_of_zero_and_a_hundred_thousand_characters() {
     assert_eq!(session.history().len(), 2);
 
     let huge: String = "The quick brown fox jumps over the lazy dog. ".repeat(2223)[..100_000].to_string();
-    let n = model.tokenize(huge.clone()).unwrap().len() as u32;
+    let n = model.tokenize(huge.clone()).unwrap().len() as i32;
     assert!(n > 512, "{n}");
     let started = Instant::now();
     match model.generate(huge.clone(), GenerationParams::greedy(3), Collect::new(), None) {

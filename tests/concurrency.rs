@@ -47,7 +47,7 @@ fn four_sessions_and_a_random_canceller() {
     let prompts = ["alpha", "beta gamma", "delta epsilon zeta", "eta theta"];
     let params = || GenerationParams::greedy(24);
     // Sequential answers, one fresh session each.
-    let expected: Vec<Vec<u32>> = prompts
+    let expected: Vec<Vec<i32>> = prompts
         .iter()
         .map(|p| model.new_session(vec![]).send(p.to_string(), params(), Collect::new(), None).unwrap().token_ids)
         .collect();
@@ -236,5 +236,33 @@ fn history_from_another_thread_waits_for_the_turn() {
         assert_eq!(stats.stop_reason, StopReason::Cancelled);
         assert_eq!(history.recv().unwrap().len(), 2, "the turn is in it");
         reader.join().unwrap();
+    });
+}
+
+/// `history_snapshot()` never waits: from another thread during a turn it is
+/// the history before the turn, and once the turn ends it is `history()`.
+#[test]
+fn history_snapshot_answers_during_a_turn() {
+    let model = reference_model();
+    within(120, "history snapshot during a turn", move || {
+        let system = ChatMessage::new(Role::System, "Be brief.");
+        let session = model.new_session(vec![system.clone()]);
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let sink = Arc::new(Pause { started: Mutex::new(Some(started_tx)), go: Mutex::new(go_rx) });
+        let turn = {
+            let session = session.clone();
+            std::thread::spawn(move || session.send("Go on".into(), GenerationParams::greedy(4), sink, None))
+        };
+        started.recv().unwrap();
+        // The turn is paused inside its sink, holding the session: a call
+        // that waited for it would never return here.
+        assert_eq!(session.history_snapshot(), vec![system]);
+        go.send(()).unwrap();
+        let stats = turn.join().unwrap().unwrap();
+        let history = session.history();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[2].content, stats.text);
+        assert_eq!(session.history_snapshot(), history);
     });
 }

@@ -33,7 +33,7 @@ fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
         let vocab = model.info().vocab_size;
         assert!(vocab > 30_000, "{name}");
         // Ordinary, special and byte tokens, from all over the vocabulary.
-        let ids: Vec<u32> = (0..20).map(|i| i * 7919 % vocab).chain([0, 1, 2, 13, vocab - 1]).collect();
+        let ids: Vec<i32> = (0..20).map(|i| i * 7919 % vocab).chain([0, 1, 2, 13, vocab - 1]).collect();
         model.detokenize(ids.clone()).unwrap();
 
         let one_by_one = allocations(|| {
@@ -46,7 +46,7 @@ fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
         let per_id = one_by_one / ids.len() as u64;
         assert!(per_id < 100, "{name}: {per_id} allocations per detokenize of one id (vocabulary {vocab})");
 
-        let long: Vec<u32> = ids.iter().cycle().take(2000).copied().collect();
+        let long: Vec<i32> = ids.iter().cycle().take(2000).copied().collect();
         let at_once = allocations(|| {
             model.detokenize(long.clone()).unwrap();
         });

@@ -34,13 +34,13 @@ fn request(server: &HubServer, filename: &str) -> DownloadRequest {
 /// Records every progress report; can cancel (return false) or throw.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(u64, u64)>>,
+    seen: Mutex<Vec<(i64, i64)>>,
     stop_after_first_bytes: bool,
     throw: bool,
 }
 
 impl DownloadProgress for Recorder {
-    fn on_progress(&self, done: u64, total: u64) -> Result<bool, LlmError> {
+    fn on_progress(&self, done: i64, total: i64) -> Result<bool, LlmError> {
         self.seen.lock().unwrap().push((done, total));
         if self.throw {
             return Err(LlmError::Callback { reason: "progress view is gone".into() });

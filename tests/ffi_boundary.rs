@@ -30,11 +30,10 @@ const INFALLIBLE_EXPORTS: [&str; 12] = [
     "new_session",
     "cancel",
     "history",
+    "history_snapshot",
     "reset",
-    // Memory facts and trimming: no input to refuse (a context past the
-    // model's is capped).
+    // Memory facts and trimming: no input to refuse.
     "weights_resident_bytes",
-    "memory_estimate_bytes",
     "trim",
     "kv_cache_bytes",
 ];
@@ -183,13 +182,13 @@ impl TokenSink for PanickingSink {
 struct PanickingProgress;
 
 impl LoadProgress for PanickingProgress {
-    fn on_progress(&self, _done: u64, _total: u64) -> Result<bool, LlmError> {
+    fn on_progress(&self, _done: i64, _total: i64) -> Result<bool, LlmError> {
         panic!("progress bug");
     }
 }
 
 impl DownloadProgress for PanickingProgress {
-    fn on_progress(&self, _done: u64, _total: u64) -> Result<bool, LlmError> {
+    fn on_progress(&self, _done: i64, _total: i64) -> Result<bool, LlmError> {
         panic!("download progress bug");
     }
 }
@@ -258,7 +257,7 @@ fn every_error_path_is_a_typed_error() {
         assert!(is_expected(&e), "load_with_progress {what}: {e:?}");
     }
 
-    let e = typed_error("detokenize", || model.detokenize(vec![u32::MAX]));
+    let e = typed_error("detokenize", || model.detokenize(vec![i32::MAX]));
     assert!(matches!(e, LlmError::InvalidParameter { .. }), "{e:?}");
     let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
     let e = typed_error("format_chat", || llama.format_chat(vec![]));

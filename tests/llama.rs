@@ -150,11 +150,11 @@ fn llama3_rope_scaling_equals_transformers() {
     let mut differ = 0;
     for case in data["cases"].as_array().unwrap() {
         let ids =
-            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+            |k: &str| -> Vec<i32> { case[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect() };
         let (prompt, expected) = (ids("prompt_ids"), ids("expected_ids"));
         let text = case["prompt"].as_str().unwrap().to_string();
         assert_eq!(scaled.tokenize(text.clone()).unwrap(), prompt, "{}: encoding", case["name"]);
-        let params = GenerationParams::greedy(expected.len() as u32);
+        let params = GenerationParams::greedy(expected.len() as i32);
         let got = scaled.generate(text.clone(), params.clone(), Collect::new(), None).unwrap();
         assert_eq!(got.token_ids, expected, "{}", case["name"]);
         differ += usize::from(unscaled.generate(text, params, Collect::new(), None).unwrap().token_ids != expected);

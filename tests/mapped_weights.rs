@@ -31,7 +31,7 @@ fn mapped_from(path: &std::path::Path) -> u64 {
     total
 }
 
-fn answer(model: &Model) -> Vec<u32> {
+fn answer(model: &Model) -> Vec<i32> {
     let params = GenerationParams::greedy(8);
     model.generate("The capital of France is".into(), params, common::Collect::new(), None).unwrap().token_ids
 }

@@ -41,7 +41,7 @@ fn family(preset: &str) -> (Phi3Spec, serde_json::Value) {
     (spec, doc)
 }
 
-fn load(preset: &str, spec: &Phi3Spec, f32_cache: bool, context: Option<u32>) -> std::sync::Arc<Model> {
+fn load(preset: &str, spec: &Phi3Spec, f32_cache: bool, context: Option<i32>) -> std::sync::Arc<Model> {
     let path = common::model_file(preset, spec);
     Model::load(ModelConfig { kv_cache_f32: f32_cache, context_length: context, ..common::config(&path) }).unwrap()
 }
@@ -80,13 +80,13 @@ fn a_context_within_the_original_keeps_the_short_factors() {
         let (spec, doc) = family(preset);
         let model = load(preset, &spec, false, Some(48));
         let case = doc["cases"].as_array().unwrap().iter().find(|c| c["name"] == "crossing").unwrap();
-        let expected: Vec<u32> =
-            case["expected_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let expected: Vec<i32> =
+            case["expected_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
         let prompt = case["prompt"].as_str().unwrap();
         let stats = model.generate(prompt.into(), GenerationParams::greedy(24), Collect::new(), None).unwrap();
         assert_eq!(stats.stop_reason, StopReason::ContextFull, "{preset}");
         // 48 positions fed; the last token sampled from them is not.
-        assert_eq!(stats.prompt_tokens + stats.token_ids.len() as u32, 49, "{preset}");
+        assert_eq!(stats.prompt_tokens + stats.token_ids.len() as i32, 49, "{preset}");
         assert_eq!(stats.token_ids, expected[..stats.token_ids.len()], "{preset}");
     }
 }
@@ -129,14 +129,14 @@ fn equal_to(model: &Model, data: &serde_json::Value) -> usize {
         let name = case["name"].as_str().unwrap();
         let prompt = case["prompt"].as_str().unwrap();
         let ids =
-            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+            |k: &str| -> Vec<i32> { case[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect() };
         let (prompt_ids, expected) = (ids("prompt_ids"), ids("expected_ids"));
         assert_eq!(model.tokenize(prompt.into()).unwrap(), prompt_ids, "{name}: encoding differs");
 
         // Our loop stops at an end token (transformers' loop did not).
         let until_end = expected.iter().position(|t| end_tokens.contains(t)).unwrap_or(expected.len());
         let stats = model
-            .generate(prompt.into(), GenerationParams::greedy(expected.len() as u32), Collect::new(), None)
+            .generate(prompt.into(), GenerationParams::greedy(expected.len() as i32), Collect::new(), None)
             .unwrap();
         assert_eq!(stats.token_ids, expected[..until_end], "{name}");
         let reason = if until_end < expected.len() { StopReason::EndOfSequence } else { StopReason::MaxTokens };

@@ -31,8 +31,8 @@ fn saved_chat(dir: &Path) -> (Arc<ChatSession>, PathBuf) {
     (session, path)
 }
 
-fn ids(v: &[u32]) -> String {
-    v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+fn ids(v: &[i32]) -> String {
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn a_chat_restored_in_another_process_answers_as_the_uninterrupted_one() {
     let (restored_ids, cached) = restored.split_once(' ').unwrap();
     assert_eq!(restored_ids, ids(&uninterrupted.token_ids), "the restored chat's next turn");
     // Served from the restored cache: only the new turn was run.
-    assert_eq!(cached.parse::<u32>().unwrap(), uninterrupted.cached_prompt_tokens);
+    assert_eq!(cached.parse::<i32>().unwrap(), uninterrupted.cached_prompt_tokens);
     assert!(uninterrupted.cached_prompt_tokens > 30, "{}", uninterrupted.cached_prompt_tokens);
 }
 
@@ -197,12 +197,17 @@ fn trim_releases_cache_memory_and_the_next_turn_is_unchanged() {
 
     // Memory facts an app can plan with.
     let file = model.info().file_size_bytes;
-    assert_eq!(model.memory_estimate_bytes(1000) - model.memory_estimate_bytes(0), 1000 * per_token);
-    assert!(model.memory_estimate_bytes(0) > file);
+    let estimate = |context| model.memory_estimate_bytes(context).unwrap();
+    assert_eq!(estimate(1000) - estimate(0), 1000 * per_token);
+    assert!(estimate(0) > file);
     // The same estimate before a load, from the file's header alone.
     let path = smollm2_path().display().to_string();
-    assert_eq!(estimate_model_memory(path.clone(), Some(1000)).unwrap(), model.memory_estimate_bytes(1000));
-    assert_eq!(estimate_model_memory(path, None).unwrap(), model.memory_estimate_bytes(u32::MAX));
+    assert_eq!(estimate_model_memory(path.clone(), Some(1000)).unwrap(), estimate(1000));
+    assert_eq!(estimate_model_memory(path.clone(), None).unwrap(), estimate(i32::MAX));
+    // A negative context is the caller's mistake, before and after a load.
+    for e in [model.memory_estimate_bytes(-1), estimate_model_memory(path, Some(-1))] {
+        assert!(matches!(e, Err(LlmError::InvalidParameter { ref name, .. }) if name == "context_length"), "{e:?}");
+    }
     assert!(matches!(estimate_model_memory("/nonexistent.gguf".into(), None), Err(LlmError::ModelNotFound { .. })));
     let not_gguf = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(not_gguf.path(), b"not a model").unwrap();

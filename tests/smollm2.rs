@@ -120,14 +120,14 @@ fn compare_with_llama_cpp(json: &str, model: &Model, cache: &str) {
         let name = case["name"].as_str().unwrap();
         let user = case["user"].as_str().unwrap();
         let ids =
-            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+            |k: &str| -> Vec<i32> { case[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect() };
         let margins: Vec<f64> = case["top2_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let prompt = model.tokenize(model.format_chat(vec![ChatMessage::new(Role::User, user)]).unwrap()).unwrap();
         assert_eq!(prompt, ids("prompt_ids"), "{name}: prompt ids");
         let (expected, runner_up) = (ids("expected_ids"), ids("runner_up_ids"));
         let stats = model
             .new_session(vec![])
-            .send(user.into(), GenerationParams::greedy(expected.len() as u32), Collect::new(), None)
+            .send(user.into(), GenerationParams::greedy(expected.len() as i32), Collect::new(), None)
             .unwrap();
         // Equal to llama.cpp's ids, except that at one of its near ties ours may take its
         // runner-up, after which the answers part ways.

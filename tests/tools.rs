@@ -28,7 +28,7 @@ fn tools() -> Vec<Tool> {
     ]
 }
 
-fn params(choice: Option<ToolChoice>, temperature: f32, seed: u64) -> GenerationParams {
+fn params(choice: Option<ToolChoice>, temperature: f32, seed: i64) -> GenerationParams {
     GenerationParams {
         tool_choice: choice,
         temperature,

@@ -128,7 +128,7 @@ pub fn exercise(model: &Arc<Model>) {
             let _ = model.detokenize(ids);
         }
     }
-    let _ = model.detokenize(vec![0, 1, 2, 3, u32::MAX]);
+    let _ = model.detokenize(vec![0, 1, 2, 3, -1, i32::MAX]);
     let messages = vec![ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "hi")];
     let _ = model.format_chat(messages.clone());
     let _ = model.generate("hello".into(), GenerationParams::greedy(3), Arc::new(Discard), None);

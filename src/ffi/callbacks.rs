@@ -23,7 +23,7 @@ pub trait LoadProgress: Send + Sync {
     /// mapped, its tensors checked). Return `false` to cancel (the load then
     /// fails with `LlmError.Cancelled`); throwing cancels it with
     /// `LlmError.Callback`.
-    fn on_progress(&self, bytes_done: u64, bytes_total: u64) -> Result<bool, LlmError>;
+    fn on_progress(&self, bytes_done: i64, bytes_total: i64) -> Result<bool, LlmError>;
 }
 
 /// A progress callback's answer (load or download) as the engine takes it:

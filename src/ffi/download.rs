@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{call_progress, guard, CancellationToken, LlmError, Result};
+use super::{call_progress, guard, long, CancellationToken, LlmError, Result};
 use crate::download;
 use crate::engine;
 
@@ -53,7 +53,7 @@ impl DownloadRequest {
 pub struct DownloadedModel {
     /// Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
     pub path: String,
-    pub size_bytes: u64,
+    pub size_bytes: i64,
     /// The commit the revision resolved to.
     pub commit: String,
     /// The content's SHA-256 when the Hub gave one (LFS files: all weights).
@@ -69,7 +69,7 @@ pub struct DownloadedModel {
 pub trait DownloadProgress: Send + Sync {
     /// Return `false` to cancel (the download then fails with
     /// `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
-    fn on_progress(&self, bytes_done: u64, bytes_total: u64) -> Result<bool, LlmError>;
+    fn on_progress(&self, bytes_done: i64, bytes_total: i64) -> Result<bool, LlmError>;
 }
 
 /// Downloads a model file into `directory`; blocking (call it off the UI
@@ -121,13 +121,13 @@ fn download_inner(
     };
     let flag = cancel.map_or_else(|| Arc::new(AtomicBool::new(false)), |c| c.flag.clone());
     let mut report = |done: u64, total: u64| match &progress {
-        Some(p) => call_progress(|| p.on_progress(done, total)),
+        Some(p) => call_progress(|| p.on_progress(long(done), long(total))),
         None => Ok(true),
     };
     let done = download::download(&spec, &mut report, flag)?;
     Ok(DownloadedModel {
         path: done.path.to_string_lossy().into_owned(),
-        size_bytes: done.size,
+        size_bytes: long(done.size),
         commit: done.commit,
         sha256: done.sha256,
         verified: done.verified,

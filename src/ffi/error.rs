@@ -25,7 +25,7 @@ pub enum LlmError {
     #[error("Invalid parameter {name}: {reason}.")]
     InvalidParameter { name: String, reason: String },
     #[error("The input needs {needed} tokens but the context holds {available}: shorten it, or start a new chat.")]
-    ContextOverflow { needed: u32, available: u32 },
+    ContextOverflow { needed: i32, available: i32 },
     #[error("A callback failed: {reason}.")]
     Callback { reason: String },
     #[error("Inference failed: {reason}.")]
@@ -60,10 +60,6 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for LlmError {
     }
 }
 
-pub(crate) fn saturating_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 impl From<engine::Error> for LlmError {
     fn from(e: engine::Error) -> Self {
         use engine::Error as E;
@@ -80,7 +76,7 @@ impl From<engine::Error> for LlmError {
             E::Tokenizer(reason) => LlmError::Tokenizer { reason },
             E::InvalidParameter { name, reason } => LlmError::InvalidParameter { name: name.to_string(), reason },
             E::ContextOverflow { needed, available } => {
-                LlmError::ContextOverflow { needed: saturating_u32(needed), available: saturating_u32(available) }
+                LlmError::ContextOverflow { needed: super::int(needed), available: super::int(available) }
             }
             E::Callback(reason) => LlmError::Callback { reason },
             E::Inference(reason) => LlmError::Inference { reason },

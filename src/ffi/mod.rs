@@ -3,6 +3,7 @@
 //! `LlmError`. No logic lives here.
 //!
 //! - `error`: `LlmError` and `guard` (every fallible export runs inside it)
+//! - `ints`: the signed integers Kotlin and Swift see, checked on the way in
 //! - `records`: `ModelConfig`, `GenerationParams`, `GenerationResult`, `ModelInfo`, `ChatMessage`, …
 //! - `callbacks`: `TokenSink`, `LoadProgress` (implemented in Kotlin, Swift or Rust)
 //! - `cancel`: `CancellationToken`
@@ -16,6 +17,7 @@ mod cancel;
 #[cfg(feature = "download")]
 mod download;
 mod error;
+mod ints;
 mod model;
 mod records;
 mod session;
@@ -35,4 +37,5 @@ pub use session::ChatSession;
 pub use tokenizer::ModelTokenizer;
 
 use callbacks::{call_progress, call_sink};
-use error::{guard, inference_error, invalid_model, saturating_u32, tokenizer_error, Result};
+use error::{guard, inference_error, invalid_model, tokenizer_error, Result};
+use ints::{count, ids_in, ids_out, int, long};

@@ -36,7 +36,7 @@ impl Model {
             if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 return Ok(false);
             }
-            progress.as_ref().map_or(Ok(true), |p| call_progress(|| p.on_progress(done, total)))
+            progress.as_ref().map_or(Ok(true), |p| call_progress(|| p.on_progress(long(done), long(total))))
         })
     }
 
@@ -45,20 +45,20 @@ impl Model {
     }
 
     /// Token ids for `text` as this model's tokenizer encodes a prompt.
-    pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
+    pub fn tokenize(&self, text: String) -> Result<Vec<i32>> {
         tokenizer::tokenize(&self.inner.text, &text)
     }
 
     /// How many tokens `generate(text)` feeds the model for this prompt (its
     /// start token included): what it costs of the context.
-    pub fn count_tokens(&self, text: String) -> Result<u32> {
+    pub fn count_tokens(&self, text: String) -> Result<i32> {
         tokenizer::count_tokens(&self.inner.text, &text)
     }
 
     /// Token ids of a chat of these messages as a prompt: what a session's
     /// `send` feeds (message contents encoded as text, never as control
     /// tokens).
-    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
+    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<i32>> {
         tokenizer::tokenize_chat(&self.inner.text, messages)
     }
 
@@ -66,12 +66,12 @@ impl Model {
     /// in the model's chat format with the cue for the assistant's answer:
     /// with a session's `history()` plus the next message, the prompt its
     /// `send` would feed, to compare with `info().contextLength`.
-    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<u32> {
+    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<i32> {
         tokenizer::count_chat_tokens(&self.inner.text, messages)
     }
 
     /// Text for token ids (special tokens skipped).
-    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
+    pub fn detokenize(&self, ids: Vec<i32>) -> Result<String> {
         tokenizer::detokenize(&self.inner.text, &ids)
     }
 
@@ -93,7 +93,7 @@ impl Model {
         cancel: Option<Arc<CancellationToken>>,
     ) -> Result<GenerationResult> {
         guard(inference_error, || {
-            let opts = params.into();
+            let opts = params.try_into()?;
             let ids = self.inner.text.encode_prompt(&prompt)?;
             let mut sequence = engine::Sequence::new(&self.inner);
             let flags: Vec<&AtomicBool> = cancel.iter().map(|c| &*c.flag).collect();
@@ -132,16 +132,17 @@ impl Model {
     /// the file the OS holds (it reads them on use and may drop them under
     /// pressure); with weights in the heap, all of them. `None` where the OS
     /// does not say.
-    pub fn weights_resident_bytes(&self) -> Option<u64> {
-        self.inner.weights_resident()
+    pub fn weights_resident_bytes(&self) -> Option<i64> {
+        self.inner.weights_resident().map(long)
     }
 
     /// The most memory one chat session of `context_length` tokens takes:
     /// the weights (the whole file, once every page is read), its KV cache
     /// at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-    /// buffers. Capped at the model's context.
-    pub fn memory_estimate_bytes(&self, context_length: u32) -> u64 {
-        self.inner.memory_estimate(context_length as usize)
+    /// buffers. Capped at the model's context; a negative length is
+    /// `InvalidParameter`.
+    pub fn memory_estimate_bytes(&self, context_length: i32) -> Result<i64> {
+        guard(inference_error, || Ok(long(self.inner.memory_estimate(count("context_length", context_length)?))))
     }
 
     /// A chat session, optionally starting from an earlier transcript
@@ -174,8 +175,8 @@ impl Model {
             let cfg = engine::LoadConfig {
                 model_path: PathBuf::from(config.model_path),
                 tokenizer_path: config.tokenizer_path.map(PathBuf::from),
-                context_length: config.context_length.map(|c| c as usize),
-                threads: config.threads.map(|t| t as usize),
+                context_length: config.context_length.map(|c| count("context_length", c)).transpose()?,
+                threads: config.threads.map(|t| count("threads", t)).transpose()?,
                 parse_special_in_messages: config.parse_special_in_messages,
                 no_map: !config.map_weights,
                 kv_precision: if config.kv_cache_f32 { engine::KvPrecision::F32 } else { engine::KvPrecision::F16 },
@@ -192,9 +193,11 @@ impl Model {
 /// `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
 /// Compare it with what the device has free before a load.
 #[uniffi::export(default(context_length = None))]
-pub fn estimate_model_memory(model_path: String, context_length: Option<u32>) -> Result<u64> {
+pub fn estimate_model_memory(model_path: String, context_length: Option<i32>) -> Result<i64> {
     guard(invalid_model, || {
-        let context = context_length.map(|c| c as usize);
-        Ok(engine::memory_estimate_of_file(std::path::Path::new(&model_path), context, engine::KvPrecision::F16)?)
+        let context = context_length.map(|c| count("context_length", c)).transpose()?;
+        let bytes =
+            engine::memory_estimate_of_file(std::path::Path::new(&model_path), context, engine::KvPrecision::F16)?;
+        Ok(long(bytes))
     })
 }

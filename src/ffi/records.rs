@@ -18,12 +18,12 @@ pub struct ModelConfig {
     /// context (4096) never switches to its long-context factors, nor pays
     /// the one-time recompute of the conversation that switch takes.
     #[uniffi(default = None)]
-    pub context_length: Option<u32>,
+    pub context_length: Option<i32>,
     /// Compute threads; default one per performance core (all but the slowest
     /// cluster of a phone's cores, pinned there). Process-wide: the first
     /// model loaded fixes it.
     #[uniffi(default = None)]
-    pub threads: Option<u32>,
+    pub threads: Option<i32>,
     /// Off (the default): control tokens typed in chat messages (e.g.
     /// `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
     /// cannot forge a turn; only the chat template writes control tokens.
@@ -59,17 +59,18 @@ impl ModelConfig {
 }
 
 /// Sampling and stopping. `GenerationParams::default()` (Rust) and the
-/// generated constructors' defaults (Kotlin/Swift) are the same values.
+/// generated constructors' defaults (Kotlin/Swift) are the same values. A
+/// negative count is `InvalidParameter` naming it.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct GenerationParams {
     #[uniffi(default = 512)]
-    pub max_tokens: u32,
+    pub max_tokens: i32,
     /// 0 = greedy.
     #[uniffi(default = 0.8)]
     pub temperature: f32,
     /// 0 = off.
     #[uniffi(default = 40)]
-    pub top_k: u32,
+    pub top_k: i32,
     /// 1.0 = off.
     #[uniffi(default = 0.95)]
     pub top_p: f32,
@@ -80,10 +81,11 @@ pub struct GenerationParams {
     #[uniffi(default = 1.1)]
     pub repeat_penalty: f32,
     #[uniffi(default = 64)]
-    pub repeat_last_n: u32,
+    pub repeat_last_n: i32,
     /// Same seed and parameters give the same output; `None` = random.
+    /// Any value is a seed (a negative one as its 64 bits).
     #[uniffi(default = None)]
-    pub seed: Option<u64>,
+    pub seed: Option<i64>,
     /// Generation stops before any of these; they are never streamed.
     #[uniffi(default = [])]
     pub stop: Vec<String>,
@@ -193,14 +195,14 @@ impl Default for GenerationParams {
     fn default() -> Self {
         let d = engine::GenerateOptions::default();
         Self {
-            max_tokens: saturating_u32(d.max_tokens),
+            max_tokens: int(d.max_tokens),
             temperature: d.sampling.temperature,
-            top_k: saturating_u32(d.sampling.top_k),
+            top_k: int(d.sampling.top_k),
             top_p: d.sampling.top_p,
             min_p: d.sampling.min_p,
             repeat_penalty: d.sampling.repeat_penalty,
-            repeat_last_n: saturating_u32(d.sampling.repeat_last_n),
-            seed: d.sampling.seed,
+            repeat_last_n: int(d.sampling.repeat_last_n),
+            seed: d.sampling.seed.map(|s| s as i64),
             stop: d.stop,
             response_format: None,
             tool_choice: None,
@@ -210,28 +212,31 @@ impl Default for GenerationParams {
 
 impl GenerationParams {
     /// Deterministic argmax decoding.
-    pub fn greedy(max_tokens: u32) -> Self {
+    pub fn greedy(max_tokens: i32) -> Self {
         Self { max_tokens, temperature: 0.0, repeat_penalty: 1.0, ..Self::default() }
     }
 }
 
-impl From<GenerationParams> for engine::GenerateOptions {
-    fn from(p: GenerationParams) -> Self {
-        engine::GenerateOptions {
+impl TryFrom<GenerationParams> for engine::GenerateOptions {
+    type Error = LlmError;
+
+    fn try_from(p: GenerationParams) -> Result<Self> {
+        Ok(engine::GenerateOptions {
             sampling: engine::SamplingConfig {
                 temperature: p.temperature,
-                top_k: p.top_k as usize,
+                top_k: count("top_k", p.top_k)?,
                 top_p: p.top_p,
                 min_p: p.min_p,
                 repeat_penalty: p.repeat_penalty,
-                repeat_last_n: p.repeat_last_n as usize,
-                seed: p.seed,
+                repeat_last_n: count("repeat_last_n", p.repeat_last_n)?,
+                // The caller's 64 bits, reinterpreted: every value is a seed.
+                seed: p.seed.map(|s| s as u64),
             },
-            max_tokens: p.max_tokens as usize,
+            max_tokens: count("max_tokens", p.max_tokens)?,
             stop: p.stop,
             format: p.response_format.map(Into::into).unwrap_or_default(),
             tool_choice: p.tool_choice.map(Into::into).unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -269,11 +274,11 @@ impl From<engine::StopReason> for StopReason {
 pub struct GenerationResult {
     /// Exactly the concatenation of the pieces the sink received.
     pub text: String,
-    pub token_ids: Vec<u32>,
-    pub prompt_tokens: u32,
+    pub token_ids: Vec<i32>,
+    pub prompt_tokens: i32,
     /// Prompt tokens served from the session's cache instead of recomputed.
-    pub cached_prompt_tokens: u32,
-    pub generated_tokens: u32,
+    pub cached_prompt_tokens: i32,
+    pub generated_tokens: i32,
     pub time_to_first_token_ms: f64,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
@@ -288,12 +293,12 @@ impl From<engine::Outcome> for GenerationResult {
             prefill_tokens_per_second: o.prefill_tokens_per_second(),
             decode_tokens_per_second: o.decode_tokens_per_second(),
             time_to_first_token_ms: o.timings.time_to_first_token.as_secs_f64() * 1e3,
-            prompt_tokens: saturating_u32(o.prompt_tokens),
-            cached_prompt_tokens: saturating_u32(o.cached_prompt_tokens),
-            generated_tokens: saturating_u32(o.token_ids.len()),
+            prompt_tokens: int(o.prompt_tokens),
+            cached_prompt_tokens: int(o.cached_prompt_tokens),
+            generated_tokens: int(o.token_ids.len()),
             stop_reason: o.stop_reason.into(),
             tool_calls: o.tool_calls.into_iter().map(Into::into).collect(),
-            token_ids: o.token_ids,
+            token_ids: ids_out(o.token_ids),
             text: o.text,
         }
     }
@@ -303,25 +308,25 @@ impl From<engine::Outcome> for GenerationResult {
 pub struct ModelInfo {
     pub architecture: String,
     pub name: Option<String>,
-    pub parameter_count: u64,
+    pub parameter_count: i64,
     /// The context in use (after any cap from `ModelConfig`).
-    pub context_length: u32,
-    pub trained_context_length: u32,
-    pub vocab_size: u32,
+    pub context_length: i32,
+    pub trained_context_length: i32,
+    pub vocab_size: i32,
     /// Main weight type, e.g. "Q4_K".
     pub quantization: String,
-    pub file_size_bytes: u64,
+    pub file_size_bytes: i64,
     /// The weights are the file's mapped pages (false: a heap copy, because
     /// the file system refused a map or `map_weights` was off).
     pub weights_mapped: bool,
-    pub threads: u32,
+    pub threads: i32,
     /// The CPU cores the compute threads are pinned to: the performance
     /// cores (empty: not pinned, because all cores are alike, the OS does not
     /// say which are fast, or more threads were asked for than there are).
-    pub cores: Vec<u32>,
+    pub cores: Vec<i32>,
     /// KV-cache bytes each token of a conversation takes (all layers; half
     /// with the default f16 cache of what `kv_cache_f32` takes).
-    pub kv_bytes_per_token: u64,
+    pub kv_bytes_per_token: i64,
     /// Set when the file's chat template was refused (too large, too deeply
     /// nested, does not compile, or fails on a one-message chat) and the
     /// built-in format of the model's family is used instead: why.
@@ -333,16 +338,16 @@ impl From<&engine::ModelInfo> for ModelInfo {
         Self {
             architecture: i.architecture.clone(),
             name: i.name.clone(),
-            parameter_count: i.parameter_count,
-            context_length: saturating_u32(i.context_length),
-            trained_context_length: saturating_u32(i.trained_context_length),
-            vocab_size: saturating_u32(i.vocab_size),
+            parameter_count: long(i.parameter_count),
+            context_length: int(i.context_length),
+            trained_context_length: int(i.trained_context_length),
+            vocab_size: int(i.vocab_size),
             quantization: i.quantization.clone(),
-            file_size_bytes: i.file_size,
+            file_size_bytes: long(i.file_size),
             weights_mapped: i.weights_mapped,
-            threads: saturating_u32(i.threads),
-            cores: i.cores.iter().map(|&c| saturating_u32(c)).collect(),
-            kv_bytes_per_token: i.kv_bytes_per_token as u64,
+            threads: int(i.threads),
+            cores: i.cores.iter().map(|&c| int(c)).collect(),
+            kv_bytes_per_token: long(i.kv_bytes_per_token as u64),
             chat_template_warning: i.chat_template_warning.clone(),
         }
     }

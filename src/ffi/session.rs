@@ -13,9 +13,9 @@ use crate::engine::{self};
 /// session per conversation.
 ///
 /// The session's own `TokenSink` may call back into it: `history()` (without
-/// the turn in progress) and `cancel()` work, `reset()` takes effect when the
-/// turn ends, and a nested `send()` is a `Busy` error rather than a
-/// deadlock.
+/// the turn in progress), `historySnapshot()` and `cancel()` work, `reset()`
+/// takes effect when the turn ends, and a nested `send()` is a `Busy` error
+/// rather than a deadlock.
 #[derive(uniffi::Object)]
 pub struct ChatSession {
     model: Arc<engine::LoadedModel>,
@@ -91,9 +91,17 @@ impl ChatSession {
     /// sink, it answers at once, without the turn in progress.
     pub fn history(&self) -> Vec<ChatMessage> {
         if self.in_own_turn() {
-            return lock_ignoring_poison(&self.history).iter().map(Into::into).collect();
+            return self.history_snapshot();
         }
         self.lock().history().iter().map(Into::into).collect()
+    }
+
+    /// The messages of the turns that have ended, at once from any thread:
+    /// it never waits, unlike `history()`, so during a turn it is the history
+    /// before that turn (its message and answer come when it ends). For a UI
+    /// that redraws the transcript while an answer streams.
+    pub fn history_snapshot(&self) -> Vec<ChatMessage> {
+        lock_ignoring_poison(&self.history).iter().map(Into::into).collect()
     }
 
     /// Writes the conversation and its KV cache to `path` (replacing the file
@@ -118,11 +126,11 @@ impl ChatSession {
     }
 
     /// Bytes this session's KV cache holds now.
-    pub fn kv_cache_bytes(&self) -> u64 {
+    pub fn kv_cache_bytes(&self) -> i64 {
         if self.in_own_turn() {
             return 0;
         }
-        self.lock().cache_bytes() as u64
+        long(self.lock().cache_bytes() as u64)
     }
 
     /// Back to the history the session was created with. From inside this
@@ -215,7 +223,7 @@ impl ChatSession {
             let mut flags = vec![&self.cancel];
             flags.extend(cancel.iter().map(|c| &*c.flag));
             let stop = engine::Stop(&flags);
-            let opts = params.into();
+            let opts = params.try_into()?;
             Ok(match input {
                 Input::User(message) => conversation.send(&self.model, message, &opts, stop, sink)?,
                 Input::ToolResults(results) => {

@@ -29,29 +29,29 @@ impl ModelTokenizer {
     }
 
     /// Token ids for `text` as the model encodes a prompt.
-    pub fn tokenize(&self, text: String) -> Result<Vec<u32>> {
+    pub fn tokenize(&self, text: String) -> Result<Vec<i32>> {
         tokenize(&self.text, &text)
     }
 
     /// How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
-    pub fn count_tokens(&self, text: String) -> Result<u32> {
+    pub fn count_tokens(&self, text: String) -> Result<i32> {
         count_tokens(&self.text, &text)
     }
 
     /// Token ids of a chat of these messages as a prompt (see
     /// `Model.tokenizeChat`).
-    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
+    pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<i32>> {
         tokenize_chat(&self.text, messages)
     }
 
     /// How many tokens a chat of these messages takes as a prompt (see
     /// `Model.countChatTokens`).
-    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<u32> {
+    pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<i32> {
         count_chat_tokens(&self.text, messages)
     }
 
     /// Text for token ids (special tokens skipped).
-    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String> {
+    pub fn detokenize(&self, ids: Vec<i32>) -> Result<String> {
         detokenize(&self.text, &ids)
     }
 
@@ -61,28 +61,28 @@ impl ModelTokenizer {
     }
 }
 
-pub(super) fn tokenize(text: &engine::Text, s: &str) -> Result<Vec<u32>> {
-    guard(tokenizer_error, || Ok(text.encode(s)?))
+pub(super) fn tokenize(text: &engine::Text, s: &str) -> Result<Vec<i32>> {
+    guard(tokenizer_error, || Ok(ids_out(text.encode(s)?)))
 }
 
-pub(super) fn count_tokens(text: &engine::Text, s: &str) -> Result<u32> {
-    guard(tokenizer_error, || Ok(saturating_u32(text.encode_prompt(s)?.len())))
+pub(super) fn count_tokens(text: &engine::Text, s: &str) -> Result<i32> {
+    guard(tokenizer_error, || Ok(int(text.encode_prompt(s)?.len())))
 }
 
 fn engine_messages(messages: Vec<ChatMessage>) -> Vec<engine::Message> {
     messages.into_iter().map(Into::into).collect()
 }
 
-pub(super) fn tokenize_chat(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
-    guard(inference_error, || Ok(text.encode_chat(&engine_messages(messages))?))
+pub(super) fn tokenize_chat(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<Vec<i32>> {
+    guard(inference_error, || Ok(ids_out(text.encode_chat(&engine_messages(messages))?)))
 }
 
-pub(super) fn count_chat_tokens(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<u32> {
-    guard(inference_error, || Ok(saturating_u32(text.encode_chat(&engine_messages(messages))?.len())))
+pub(super) fn count_chat_tokens(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<i32> {
+    guard(inference_error, || Ok(int(text.encode_chat(&engine_messages(messages))?.len())))
 }
 
-pub(super) fn detokenize(text: &engine::Text, ids: &[u32]) -> Result<String> {
-    guard(tokenizer_error, || Ok(text.decode(ids)?))
+pub(super) fn detokenize(text: &engine::Text, ids: &[i32]) -> Result<String> {
+    guard(tokenizer_error, || Ok(text.decode(&ids_in(ids)?)?))
 }
 
 pub(super) fn format_chat(text: &engine::Text, messages: Vec<ChatMessage>) -> Result<String> {

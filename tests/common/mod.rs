@@ -10,6 +10,12 @@ use std::sync::{Arc, Mutex};
 use once_cell::sync::Lazy;
 use phi_mobile::{LlmError, Model, ModelConfig, TokenSink};
 
+/// Token ids as the `tokenizers` crate holds them (the FFI's are signed, for
+/// Kotlin and Swift).
+pub fn unsigned(ids: &[i32]) -> Vec<u32> {
+    ids.iter().map(|&id| u32::try_from(id).expect("a token id is never negative")).collect()
+}
+
 /// The Phi-3 tokenizer built by scripts/fetch-fixtures.sh.
 pub fn tokenizer_path() -> PathBuf {
     let cache = std::env::var_os("PHI_MOBILE_CACHE")

@@ -69,7 +69,7 @@ final class ChatViewModel: ObservableObject {
         let url = Self.modelsDirectory.appendingPathComponent(name)
         guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else { return }
         Task { [chat] in
-            guard await self.prepare(modelAt: url.path, fileBytes: size.uint64Value) else { return }
+            guard await self.prepare(modelAt: url.path, fileBytes: size.int64Value) else { return }
             await chat.load(modelAt: url.path)
         }
     }
@@ -111,7 +111,7 @@ final class ChatViewModel: ObservableObject {
         Task { [chat] in
             let scoped = url.startAccessingSecurityScopedResource()
             defer { if scoped { url.stopAccessingSecurityScopedResource() } }
-            let size = (try? url.resourceValues(forKeys: [.fileSizeKey]))?.fileSize.map(UInt64.init) ?? 0
+            let size = (try? url.resourceValues(forKeys: [.fileSizeKey]))?.fileSize.map(Int64.init) ?? 0
             guard await self.prepare(modelAt: url.path, fileBytes: size) else { return }
             await chat.importModel(from: url, into: Self.modelsDirectory)
         }
@@ -128,7 +128,7 @@ final class ChatViewModel: ObservableObject {
     /// Refuses a model that would get the app killed by jetsam, and sizes
     /// the context (the KV cache) for the one it accepts. `path` is nil for a
     /// download, which is not on the device yet.
-    private func prepare(modelAt path: String?, fileBytes: UInt64) async -> Bool {
+    private func prepare(modelAt path: String?, fileBytes: Int64) async -> Bool {
         let contextLength = Memory.contextLength(forFileBytes: fileBytes)
         var needed = Memory.residentWeights(fileBytes: fileBytes)
         var known = false
@@ -153,7 +153,7 @@ final class ChatViewModel: ObservableObject {
 struct DownloadableModel: Identifiable, Sendable {
     let id: String
     let title: String
-    let approximateBytes: UInt64
+    let approximateBytes: Int64
     let request: DownloadRequest
 
     static let all: [DownloadableModel] = [

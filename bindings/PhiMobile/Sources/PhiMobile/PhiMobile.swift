@@ -38,7 +38,7 @@ extension LlmError: LocalizedError, CustomStringConvertible {
 extension GenerationParams {
     /// Deterministic argmax decoding (temperature 0, no repeat penalty), as
     /// `GenerationParams::greedy` in Rust.
-    public static func greedy(maxTokens: UInt32) -> GenerationParams {
+    public static func greedy(maxTokens: Int32) -> GenerationParams {
         GenerationParams(maxTokens: maxTokens, temperature: 0, repeatPenalty: 1.0)
     }
 }
@@ -69,7 +69,7 @@ extension Model {
     /// (a mapped file's next tensor, a read file's next 1 %).
     public static func load(
         config: ModelConfig,
-        progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
+        progress: (@Sendable (_ bytesDone: Int64, _ bytesTotal: Int64) -> Void)? = nil
     ) async throws -> Model {
         let relay = progress.map(ProgressRelay.init(report:))
         return try await stoppable { token in try Model.loadWithProgress(config: config, progress: relay, cancel: token) }
@@ -322,7 +322,7 @@ extension ChatSession {
 public func downloadModel(
     _ request: DownloadRequest,
     to directory: String,
-    progress: (@Sendable (_ bytesDone: UInt64, _ bytesTotal: UInt64) -> Void)? = nil
+    progress: (@Sendable (_ bytesDone: Int64, _ bytesTotal: Int64) -> Void)? = nil
 ) async throws -> DownloadedModel {
     let relay = progress.map(ProgressRelay.init(report:))
     return try await stoppable { token in
@@ -349,13 +349,13 @@ func stoppable<T: Sendable>(_ call: @escaping @Sendable (CancellationToken) thro
 /// A load's or a download's progress closure as the library calls it (the
 /// two callbacks have one signature).
 final class ProgressRelay: LoadProgress, DownloadProgress {
-    let report: @Sendable (UInt64, UInt64) -> Void
+    let report: @Sendable (Int64, Int64) -> Void
 
-    init(report: @escaping @Sendable (UInt64, UInt64) -> Void) {
+    init(report: @escaping @Sendable (Int64, Int64) -> Void) {
         self.report = report
     }
 
-    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws -> Bool {
+    func onProgress(bytesDone: Int64, bytesTotal: Int64) throws -> Bool {
         report(bytesDone, bytesTotal)
         return true
     }

@@ -21,7 +21,7 @@ extension ChatController {
     func performDownload(_ request: DownloadRequest, into directory: URL) async {
         let resting = restingState
         publish(.downloading(done: 0, total: 0))
-        let (progress, report) = AsyncStream.makeStream(of: (UInt64, UInt64).self, bufferingPolicy: .bufferingNewest(1))
+        let (progress, report) = AsyncStream.makeStream(of: (Int64, Int64).self, bufferingPolicy: .bufferingNewest(1))
         // Not a child of this task: cancelling it (stop()) must cancel only the
         // download, and the progress loop below must keep running until it ends.
         let downloading = Task {

@@ -29,11 +29,11 @@ public actor ChatController {
         public var params: GenerationParams
         /// Caps the context (and with it the KV cache, the largest allocation
         /// after the weights); nil uses the model's trained context.
-        public var contextLength: UInt32?
-        public var threads: UInt32?
+        public var contextLength: Int32?
+        public var threads: Int32?
 
         public init(systemPrompt: String? = nil, params: GenerationParams = GenerationParams(),
-                    contextLength: UInt32? = nil, threads: UInt32? = nil) {
+                    contextLength: Int32? = nil, threads: Int32? = nil) {
             self.systemPrompt = systemPrompt
             self.params = params
             self.contextLength = contextLength
@@ -192,7 +192,7 @@ public actor ChatController {
     /// progress to end: ``stop()`` first ends it at once. Returns the bytes
     /// the KV cache holds afterwards (0 without a model).
     @discardableResult
-    public func trimMemory() async -> UInt64 {
+    public func trimMemory() async -> Int64 {
         guard let session else { return 0 }
         return await offActor {
             session.trim()

@@ -14,7 +14,7 @@ public enum ChatState: Sendable, Equatable {
     /// A picked model file is being copied into the app's storage.
     case importing(fileName: String)
     /// A model file is being downloaded; `total` is 0 until the server says.
-    case downloading(done: UInt64, total: UInt64)
+    case downloading(done: Int64, total: Int64)
     /// A model file is being read; `progress` goes from 0 to 1.
     case loading(progress: Double)
     /// A model is loaded and no answer is being generated.

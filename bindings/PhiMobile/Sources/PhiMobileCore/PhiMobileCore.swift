@@ -471,31 +471,15 @@ private let UNIFFI_CALLBACK_UNEXPECTED_ERROR: Int32 = 2
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
-    typealias FfiType = UInt32
-    typealias SwiftType = UInt32
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
 
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt32 {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
         return try lift(readInt(&buf))
     }
 
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        writeInt(&buf, lower(value))
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
-    typealias FfiType = UInt64
-    typealias SwiftType = UInt64
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt64 {
-        return try lift(readInt(&buf))
-    }
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
         writeInt(&buf, lower(value))
     }
 }
@@ -772,9 +756,9 @@ public func FfiConverterTypeCancellationToken_lower(_ value: CancellationToken) 
  * session per conversation.
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
- * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is a `Busy` error rather than a
- * deadlock.
+ * the turn in progress), `historySnapshot()` and `cancel()` work, `reset()`
+ * takes effect when the turn ends, and a nested `send()` is a `Busy` error
+ * rather than a deadlock.
  */
 public protocol ChatSessionProtocol: AnyObject, Sendable {
     
@@ -801,9 +785,17 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     func history()  -> [ChatMessage]
     
     /**
+     * The messages of the turns that have ended, at once from any thread:
+     * it never waits, unlike `history()`, so during a turn it is the history
+     * before that turn (its message and answer come when it ends). For a UI
+     * that redraws the transcript while an answer streams.
+     */
+    func historySnapshot()  -> [ChatMessage]
+    
+    /**
      * Bytes this session's KV cache holds now.
      */
-    func kvCacheBytes()  -> UInt64
+    func kvCacheBytes()  -> Int64
     
     /**
      * Back to the history the session was created with. From inside this
@@ -854,9 +846,9 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
  * session per conversation.
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
- * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is a `Busy` error rather than a
- * deadlock.
+ * the turn in progress), `historySnapshot()` and `cancel()` work, `reset()`
+ * takes effect when the turn ends, and a nested `send()` is a `Busy` error
+ * rather than a deadlock.
  */
 open class ChatSession: ChatSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -957,10 +949,25 @@ open func history() -> [ChatMessage]  {
 }
     
     /**
+     * The messages of the turns that have ended, at once from any thread:
+     * it never waits, unlike `history()`, so during a turn it is the history
+     * before that turn (its message and answer come when it ends). For a UI
+     * that redraws the transcript while an answer streams.
+     */
+open func historySnapshot() -> [ChatMessage]  {
+    return try!  FfiConverterSequenceTypeChatMessage.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_chatsession_history_snapshot(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Bytes this session's KV cache holds now.
      */
-open func kvCacheBytes() -> UInt64  {
-    return try!  FfiConverterUInt64.lift(try! rustCall() {
+open func kvCacheBytes() -> Int64  {
+    return try!  FfiConverterInt64.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(
             self.uniffiCloneHandle(),uniffiCallStatus
@@ -1111,7 +1118,7 @@ public protocol DownloadProgress: AnyObject, Sendable {
      * Return `false` to cancel (the download then fails with
      * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
      */
-    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws  -> Bool
+    func onProgress(bytesDone: Int64, bytesTotal: Int64) throws  -> Bool
     
 }
 /**
@@ -1175,13 +1182,13 @@ open class DownloadProgressImpl: DownloadProgress, @unchecked Sendable {
      * Return `false` to cancel (the download then fails with
      * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
      */
-open func onProgress(bytesDone: UInt64, bytesTotal: UInt64)throws  -> Bool  {
+open func onProgress(bytesDone: Int64, bytesTotal: Int64)throws  -> Bool  {
     return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_downloadprogress_on_progress(
             self.uniffiCloneHandle(),
-        FfiConverterUInt64.lower(bytesDone),
-        FfiConverterUInt64.lower(bytesTotal),uniffiCallStatus
+        FfiConverterInt64.lower(bytesDone),
+        FfiConverterInt64.lower(bytesTotal),uniffiCallStatus
     )
 })
 }
@@ -1216,8 +1223,8 @@ fileprivate struct UniffiCallbackInterfaceDownloadProgress {
         },
         onProgress: { (
             uniffiHandle: UInt64,
-            bytesDone: UInt64,
-            bytesTotal: UInt64,
+            bytesDone: Int64,
+            bytesTotal: Int64,
             uniffiOutReturn: UnsafeMutablePointer<Int8>,
             uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
         ) in
@@ -1227,8 +1234,8 @@ fileprivate struct UniffiCallbackInterfaceDownloadProgress {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
                 return try uniffiObj.onProgress(
-                     bytesDone: try FfiConverterUInt64.lift(bytesDone),
-                     bytesTotal: try FfiConverterUInt64.lift(bytesTotal)
+                     bytesDone: try FfiConverterInt64.lift(bytesDone),
+                     bytesTotal: try FfiConverterInt64.lift(bytesTotal)
                 )
             }
 
@@ -1332,7 +1339,7 @@ public protocol LoadProgress: AnyObject, Sendable {
      * fails with `LlmError.Cancelled`); throwing cancels it with
      * `LlmError.Callback`.
      */
-    func onProgress(bytesDone: UInt64, bytesTotal: UInt64) throws  -> Bool
+    func onProgress(bytesDone: Int64, bytesTotal: Int64) throws  -> Bool
     
 }
 /**
@@ -1398,13 +1405,13 @@ open class LoadProgressImpl: LoadProgress, @unchecked Sendable {
      * fails with `LlmError.Cancelled`); throwing cancels it with
      * `LlmError.Callback`.
      */
-open func onProgress(bytesDone: UInt64, bytesTotal: UInt64)throws  -> Bool  {
+open func onProgress(bytesDone: Int64, bytesTotal: Int64)throws  -> Bool  {
     return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_loadprogress_on_progress(
             self.uniffiCloneHandle(),
-        FfiConverterUInt64.lower(bytesDone),
-        FfiConverterUInt64.lower(bytesTotal),uniffiCallStatus
+        FfiConverterInt64.lower(bytesDone),
+        FfiConverterInt64.lower(bytesTotal),uniffiCallStatus
     )
 })
 }
@@ -1439,8 +1446,8 @@ fileprivate struct UniffiCallbackInterfaceLoadProgress {
         },
         onProgress: { (
             uniffiHandle: UInt64,
-            bytesDone: UInt64,
-            bytesTotal: UInt64,
+            bytesDone: Int64,
+            bytesTotal: Int64,
             uniffiOutReturn: UnsafeMutablePointer<Int8>,
             uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
         ) in
@@ -1450,8 +1457,8 @@ fileprivate struct UniffiCallbackInterfaceLoadProgress {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
                 return try uniffiObj.onProgress(
-                     bytesDone: try FfiConverterUInt64.lift(bytesDone),
-                     bytesTotal: try FfiConverterUInt64.lift(bytesTotal)
+                     bytesDone: try FfiConverterInt64.lift(bytesDone),
+                     bytesTotal: try FfiConverterInt64.lift(bytesTotal)
                 )
             }
 
@@ -1555,18 +1562,18 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * with a session's `history()` plus the next message, the prompt its
      * `send` would feed, to compare with `info().contextLength`.
      */
-    func countChatTokens(messages: [ChatMessage]) throws  -> UInt32
+    func countChatTokens(messages: [ChatMessage]) throws  -> Int32
     
     /**
      * How many tokens `generate(text)` feeds the model for this prompt (its
      * start token included): what it costs of the context.
      */
-    func countTokens(text: String) throws  -> UInt32
+    func countTokens(text: String) throws  -> Int32
     
     /**
      * Text for token ids (special tokens skipped).
      */
-    func detokenize(ids: [UInt32]) throws  -> String
+    func detokenize(ids: [Int32]) throws  -> String
     
     /**
      * The prompt text a chat with these messages is rendered to (the model's
@@ -1587,9 +1594,10 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * The most memory one chat session of `context_length` tokens takes:
      * the weights (the whole file, once every page is read), its KV cache
      * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context.
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
      */
-    func memoryEstimateBytes(contextLength: UInt32)  -> UInt64
+    func memoryEstimateBytes(contextLength: Int32) throws  -> Int64
     
     /**
      * A chat session, optionally starting from an earlier transcript
@@ -1630,14 +1638,14 @@ public protocol ModelProtocol: AnyObject, Sendable {
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
-    func tokenize(text: String) throws  -> [UInt32]
+    func tokenize(text: String) throws  -> [Int32]
     
     /**
      * Token ids of a chat of these messages as a prompt: what a session's
      * `send` feeds (message contents encoded as text, never as control
      * tokens).
      */
-    func tokenizeChat(messages: [ChatMessage]) throws  -> [UInt32]
+    func tokenizeChat(messages: [ChatMessage]) throws  -> [Int32]
     
     /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
@@ -1645,7 +1653,7 @@ public protocol ModelProtocol: AnyObject, Sendable {
      * pressure); with weights in the heap, all of them. `None` where the OS
      * does not say.
      */
-    func weightsResidentBytes()  -> UInt64?
+    func weightsResidentBytes()  -> Int64?
     
 }
 /**
@@ -1740,8 +1748,8 @@ public static func loadWithProgress(config: ModelConfig, progress: LoadProgress?
      * with a session's `history()` plus the next message, the prompt its
      * `send` would feed, to compare with `info().contextLength`.
      */
-open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
-    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_count_chat_tokens(
             self.uniffiCloneHandle(),
@@ -1754,8 +1762,8 @@ open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
      * How many tokens `generate(text)` feeds the model for this prompt (its
      * start token included): what it costs of the context.
      */
-open func countTokens(text: String)throws  -> UInt32  {
-    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func countTokens(text: String)throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_count_tokens(
             self.uniffiCloneHandle(),
@@ -1767,12 +1775,12 @@ open func countTokens(text: String)throws  -> UInt32  {
     /**
      * Text for token ids (special tokens skipped).
      */
-open func detokenize(ids: [UInt32])throws  -> String  {
+open func detokenize(ids: [Int32])throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_detokenize(
             self.uniffiCloneHandle(),
-        FfiConverterSequenceUInt32.lower(ids),uniffiCallStatus
+        FfiConverterSequenceInt32.lower(ids),uniffiCallStatus
     )
 })
 }
@@ -1822,14 +1830,15 @@ open func info() -> ModelInfo  {
      * The most memory one chat session of `context_length` tokens takes:
      * the weights (the whole file, once every page is read), its KV cache
      * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context.
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
      */
-open func memoryEstimateBytes(contextLength: UInt32) -> UInt64  {
-    return try!  FfiConverterUInt64.lift(try! rustCall() {
+open func memoryEstimateBytes(contextLength: Int32)throws  -> Int64  {
+    return try  FfiConverterInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
             self.uniffiCloneHandle(),
-        FfiConverterUInt32.lower(contextLength),uniffiCallStatus
+        FfiConverterInt32.lower(contextLength),uniffiCallStatus
     )
 })
 }
@@ -1907,8 +1916,8 @@ open func restoreSessionWithTools(path: String, tools: [Tool])throws  -> ChatSes
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
-open func tokenize(text: String)throws  -> [UInt32]  {
-    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func tokenize(text: String)throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_tokenize(
             self.uniffiCloneHandle(),
@@ -1922,8 +1931,8 @@ open func tokenize(text: String)throws  -> [UInt32]  {
      * `send` feeds (message contents encoded as text, never as control
      * tokens).
      */
-open func tokenizeChat(messages: [ChatMessage])throws  -> [UInt32]  {
-    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func tokenizeChat(messages: [ChatMessage])throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_tokenize_chat(
             self.uniffiCloneHandle(),
@@ -1938,8 +1947,8 @@ open func tokenizeChat(messages: [ChatMessage])throws  -> [UInt32]  {
      * pressure); with weights in the heap, all of them. `None` where the OS
      * does not say.
      */
-open func weightsResidentBytes() -> UInt64?  {
-    return try!  FfiConverterOptionUInt64.lift(try! rustCall() {
+open func weightsResidentBytes() -> Int64?  {
+    return try!  FfiConverterOptionInt64.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
             self.uniffiCloneHandle(),uniffiCallStatus
@@ -2009,17 +2018,17 @@ public protocol ModelTokenizerProtocol: AnyObject, Sendable {
      * How many tokens a chat of these messages takes as a prompt (see
      * `Model.countChatTokens`).
      */
-    func countChatTokens(messages: [ChatMessage]) throws  -> UInt32
+    func countChatTokens(messages: [ChatMessage]) throws  -> Int32
     
     /**
      * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
      */
-    func countTokens(text: String) throws  -> UInt32
+    func countTokens(text: String) throws  -> Int32
     
     /**
      * Text for token ids (special tokens skipped).
      */
-    func detokenize(ids: [UInt32]) throws  -> String
+    func detokenize(ids: [Int32]) throws  -> String
     
     /**
      * The prompt text a chat with these messages is rendered to.
@@ -2029,13 +2038,13 @@ public protocol ModelTokenizerProtocol: AnyObject, Sendable {
     /**
      * Token ids for `text` as the model encodes a prompt.
      */
-    func tokenize(text: String) throws  -> [UInt32]
+    func tokenize(text: String) throws  -> [Int32]
     
     /**
      * Token ids of a chat of these messages as a prompt (see
      * `Model.tokenizeChat`).
      */
-    func tokenizeChat(messages: [ChatMessage]) throws  -> [UInt32]
+    func tokenizeChat(messages: [ChatMessage]) throws  -> [Int32]
     
 }
 /**
@@ -2115,8 +2124,8 @@ public static func load(modelPath: String, tokenizerPath: String? = nil)throws  
      * How many tokens a chat of these messages takes as a prompt (see
      * `Model.countChatTokens`).
      */
-open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
-    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(
             self.uniffiCloneHandle(),
@@ -2128,8 +2137,8 @@ open func countChatTokens(messages: [ChatMessage])throws  -> UInt32  {
     /**
      * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
      */
-open func countTokens(text: String)throws  -> UInt32  {
-    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func countTokens(text: String)throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(
             self.uniffiCloneHandle(),
@@ -2141,12 +2150,12 @@ open func countTokens(text: String)throws  -> UInt32  {
     /**
      * Text for token ids (special tokens skipped).
      */
-open func detokenize(ids: [UInt32])throws  -> String  {
+open func detokenize(ids: [Int32])throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(
             self.uniffiCloneHandle(),
-        FfiConverterSequenceUInt32.lower(ids),uniffiCallStatus
+        FfiConverterSequenceInt32.lower(ids),uniffiCallStatus
     )
 })
 }
@@ -2167,8 +2176,8 @@ open func formatChat(messages: [ChatMessage])throws  -> String  {
     /**
      * Token ids for `text` as the model encodes a prompt.
      */
-open func tokenize(text: String)throws  -> [UInt32]  {
-    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func tokenize(text: String)throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(
             self.uniffiCloneHandle(),
@@ -2181,8 +2190,8 @@ open func tokenize(text: String)throws  -> [UInt32]  {
      * Token ids of a chat of these messages as a prompt (see
      * `Model.tokenizeChat`).
      */
-open func tokenizeChat(messages: [ChatMessage])throws  -> [UInt32]  {
-    return try  FfiConverterSequenceUInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+open func tokenizeChat(messages: [ChatMessage])throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(
             self.uniffiCloneHandle(),
@@ -2650,7 +2659,7 @@ public struct DownloadedModel: Equatable, Hashable {
      * Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
      */
     public var path: String
-    public var sizeBytes: UInt64
+    public var sizeBytes: Int64
     /**
      * The commit the revision resolved to.
      */
@@ -2670,7 +2679,7 @@ public struct DownloadedModel: Equatable, Hashable {
     public init(
         /**
          * Where the file is: `directory/models--org--name/snapshots/<commit>/<filename>`.
-         */path: String, sizeBytes: UInt64, 
+         */path: String, sizeBytes: Int64, 
         /**
          * The commit the revision resolved to.
          */commit: String, 
@@ -2705,7 +2714,7 @@ public struct FfiConverterTypeDownloadedModel: FfiConverterRustBuffer {
         return
             try DownloadedModel(
                 path: FfiConverterString.read(from: &buf), 
-                sizeBytes: FfiConverterUInt64.read(from: &buf), 
+                sizeBytes: FfiConverterInt64.read(from: &buf), 
                 commit: FfiConverterString.read(from: &buf), 
                 sha256: FfiConverterOptionString.read(from: &buf), 
                 verified: FfiConverterBool.read(from: &buf)
@@ -2714,7 +2723,7 @@ public struct FfiConverterTypeDownloadedModel: FfiConverterRustBuffer {
 
     public static func write(_ value: DownloadedModel, into buf: inout [UInt8]) {
         FfiConverterString.write(value.path, into: &buf)
-        FfiConverterUInt64.write(value.sizeBytes, into: &buf)
+        FfiConverterInt64.write(value.sizeBytes, into: &buf)
         FfiConverterString.write(value.commit, into: &buf)
         FfiConverterOptionString.write(value.sha256, into: &buf)
         FfiConverterBool.write(value.verified, into: &buf)
@@ -2739,10 +2748,11 @@ public func FfiConverterTypeDownloadedModel_lower(_ value: DownloadedModel) -> R
 
 /**
  * Sampling and stopping. `GenerationParams::default()` (Rust) and the
- * generated constructors' defaults (Kotlin/Swift) are the same values.
+ * generated constructors' defaults (Kotlin/Swift) are the same values. A
+ * negative count is `InvalidParameter` naming it.
  */
 public struct GenerationParams: Equatable, Hashable {
-    public var maxTokens: UInt32
+    public var maxTokens: Int32
     /**
      * 0 = greedy.
      */
@@ -2750,7 +2760,7 @@ public struct GenerationParams: Equatable, Hashable {
     /**
      * 0 = off.
      */
-    public var topK: UInt32
+    public var topK: Int32
     /**
      * 1.0 = off.
      */
@@ -2763,11 +2773,12 @@ public struct GenerationParams: Equatable, Hashable {
      * 1.0 = off.
      */
     public var repeatPenalty: Float
-    public var repeatLastN: UInt32
+    public var repeatLastN: Int32
     /**
      * Same seed and parameters give the same output; `None` = random.
+     * Any value is a seed (a negative one as its 64 bits).
      */
-    public var seed: UInt64?
+    public var seed: Int64?
     /**
      * Generation stops before any of these; they are never streamed.
      */
@@ -2785,13 +2796,13 @@ public struct GenerationParams: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(maxTokens: UInt32 = UInt32(512), 
+    public init(maxTokens: Int32 = 512, 
         /**
          * 0 = greedy.
          */temperature: Float = Float(0.8), 
         /**
          * 0 = off.
-         */topK: UInt32 = UInt32(40), 
+         */topK: Int32 = 40, 
         /**
          * 1.0 = off.
          */topP: Float = Float(0.95), 
@@ -2800,10 +2811,11 @@ public struct GenerationParams: Equatable, Hashable {
          */minP: Float = Float(0.05), 
         /**
          * 1.0 = off.
-         */repeatPenalty: Float = Float(1.1), repeatLastN: UInt32 = UInt32(64), 
+         */repeatPenalty: Float = Float(1.1), repeatLastN: Int32 = 64, 
         /**
          * Same seed and parameters give the same output; `None` = random.
-         */seed: UInt64? = nil, 
+         * Any value is a seed (a negative one as its 64 bits).
+         */seed: Int64? = nil, 
         /**
          * Generation stops before any of these; they are never streamed.
          */stop: [String] = [], 
@@ -2844,14 +2856,14 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerationParams {
         return
             try GenerationParams(
-                maxTokens: FfiConverterUInt32.read(from: &buf), 
+                maxTokens: FfiConverterInt32.read(from: &buf), 
                 temperature: FfiConverterFloat.read(from: &buf), 
-                topK: FfiConverterUInt32.read(from: &buf), 
+                topK: FfiConverterInt32.read(from: &buf), 
                 topP: FfiConverterFloat.read(from: &buf), 
                 minP: FfiConverterFloat.read(from: &buf), 
                 repeatPenalty: FfiConverterFloat.read(from: &buf), 
-                repeatLastN: FfiConverterUInt32.read(from: &buf), 
-                seed: FfiConverterOptionUInt64.read(from: &buf), 
+                repeatLastN: FfiConverterInt32.read(from: &buf), 
+                seed: FfiConverterOptionInt64.read(from: &buf), 
                 stop: FfiConverterSequenceString.read(from: &buf), 
                 responseFormat: FfiConverterOptionTypeResponseFormat.read(from: &buf), 
                 toolChoice: FfiConverterOptionTypeToolChoice.read(from: &buf)
@@ -2859,14 +2871,14 @@ public struct FfiConverterTypeGenerationParams: FfiConverterRustBuffer {
     }
 
     public static func write(_ value: GenerationParams, into buf: inout [UInt8]) {
-        FfiConverterUInt32.write(value.maxTokens, into: &buf)
+        FfiConverterInt32.write(value.maxTokens, into: &buf)
         FfiConverterFloat.write(value.temperature, into: &buf)
-        FfiConverterUInt32.write(value.topK, into: &buf)
+        FfiConverterInt32.write(value.topK, into: &buf)
         FfiConverterFloat.write(value.topP, into: &buf)
         FfiConverterFloat.write(value.minP, into: &buf)
         FfiConverterFloat.write(value.repeatPenalty, into: &buf)
-        FfiConverterUInt32.write(value.repeatLastN, into: &buf)
-        FfiConverterOptionUInt64.write(value.seed, into: &buf)
+        FfiConverterInt32.write(value.repeatLastN, into: &buf)
+        FfiConverterOptionInt64.write(value.seed, into: &buf)
         FfiConverterSequenceString.write(value.stop, into: &buf)
         FfiConverterOptionTypeResponseFormat.write(value.responseFormat, into: &buf)
         FfiConverterOptionTypeToolChoice.write(value.toolChoice, into: &buf)
@@ -2898,13 +2910,13 @@ public struct GenerationResult: Equatable, Hashable {
      * Exactly the concatenation of the pieces the sink received.
      */
     public var text: String
-    public var tokenIds: [UInt32]
-    public var promptTokens: UInt32
+    public var tokenIds: [Int32]
+    public var promptTokens: Int32
     /**
      * Prompt tokens served from the session's cache instead of recomputed.
      */
-    public var cachedPromptTokens: UInt32
-    public var generatedTokens: UInt32
+    public var cachedPromptTokens: Int32
+    public var generatedTokens: Int32
     public var timeToFirstTokenMs: Double
     public var prefillTokensPerSecond: Double
     public var decodeTokensPerSecond: Double
@@ -2919,10 +2931,10 @@ public struct GenerationResult: Equatable, Hashable {
     public init(
         /**
          * Exactly the concatenation of the pieces the sink received.
-         */text: String, tokenIds: [UInt32], promptTokens: UInt32, 
+         */text: String, tokenIds: [Int32], promptTokens: Int32, 
         /**
          * Prompt tokens served from the session's cache instead of recomputed.
-         */cachedPromptTokens: UInt32, generatedTokens: UInt32, timeToFirstTokenMs: Double, prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, stopReason: StopReason, 
+         */cachedPromptTokens: Int32, generatedTokens: Int32, timeToFirstTokenMs: Double, prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, stopReason: StopReason, 
         /**
          * The tool calls the answer ended with (`text` is what came before).
          */toolCalls: [ToolCall]) {
@@ -2955,10 +2967,10 @@ public struct FfiConverterTypeGenerationResult: FfiConverterRustBuffer {
         return
             try GenerationResult(
                 text: FfiConverterString.read(from: &buf), 
-                tokenIds: FfiConverterSequenceUInt32.read(from: &buf), 
-                promptTokens: FfiConverterUInt32.read(from: &buf), 
-                cachedPromptTokens: FfiConverterUInt32.read(from: &buf), 
-                generatedTokens: FfiConverterUInt32.read(from: &buf), 
+                tokenIds: FfiConverterSequenceInt32.read(from: &buf), 
+                promptTokens: FfiConverterInt32.read(from: &buf), 
+                cachedPromptTokens: FfiConverterInt32.read(from: &buf), 
+                generatedTokens: FfiConverterInt32.read(from: &buf), 
                 timeToFirstTokenMs: FfiConverterDouble.read(from: &buf), 
                 prefillTokensPerSecond: FfiConverterDouble.read(from: &buf), 
                 decodeTokensPerSecond: FfiConverterDouble.read(from: &buf), 
@@ -2969,10 +2981,10 @@ public struct FfiConverterTypeGenerationResult: FfiConverterRustBuffer {
 
     public static func write(_ value: GenerationResult, into buf: inout [UInt8]) {
         FfiConverterString.write(value.text, into: &buf)
-        FfiConverterSequenceUInt32.write(value.tokenIds, into: &buf)
-        FfiConverterUInt32.write(value.promptTokens, into: &buf)
-        FfiConverterUInt32.write(value.cachedPromptTokens, into: &buf)
-        FfiConverterUInt32.write(value.generatedTokens, into: &buf)
+        FfiConverterSequenceInt32.write(value.tokenIds, into: &buf)
+        FfiConverterInt32.write(value.promptTokens, into: &buf)
+        FfiConverterInt32.write(value.cachedPromptTokens, into: &buf)
+        FfiConverterInt32.write(value.generatedTokens, into: &buf)
         FfiConverterDouble.write(value.timeToFirstTokenMs, into: &buf)
         FfiConverterDouble.write(value.prefillTokensPerSecond, into: &buf)
         FfiConverterDouble.write(value.decodeTokensPerSecond, into: &buf)
@@ -3016,13 +3028,13 @@ public struct ModelConfig: Equatable, Hashable {
      * context (4096) never switches to its long-context factors, nor pays
      * the one-time recompute of the conversation that switch takes.
      */
-    public var contextLength: UInt32?
+    public var contextLength: Int32?
     /**
      * Compute threads; default one per performance core (all but the slowest
      * cluster of a phone's cores, pinned there). Process-wide: the first
      * model loaded fixes it.
      */
-    public var threads: UInt32?
+    public var threads: Int32?
     /**
      * Off (the default): control tokens typed in chat messages (e.g.
      * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
@@ -3060,12 +3072,12 @@ public struct ModelConfig: Equatable, Hashable {
          * A LongRoPE model (Phi-3.5-mini, Phi-4-mini) capped at its original
          * context (4096) never switches to its long-context factors, nor pays
          * the one-time recompute of the conversation that switch takes.
-         */contextLength: UInt32? = nil, 
+         */contextLength: Int32? = nil, 
         /**
          * Compute threads; default one per performance core (all but the slowest
          * cluster of a phone's cores, pinned there). Process-wide: the first
          * model loaded fixes it.
-         */threads: UInt32? = nil, 
+         */threads: Int32? = nil, 
         /**
          * Off (the default): control tokens typed in chat messages (e.g.
          * `<|system|>`, `<|im_start|>`) are encoded as plain text, so a user
@@ -3111,8 +3123,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
             try ModelConfig(
                 modelPath: FfiConverterString.read(from: &buf), 
                 tokenizerPath: FfiConverterOptionString.read(from: &buf), 
-                contextLength: FfiConverterOptionUInt32.read(from: &buf), 
-                threads: FfiConverterOptionUInt32.read(from: &buf), 
+                contextLength: FfiConverterOptionInt32.read(from: &buf), 
+                threads: FfiConverterOptionInt32.read(from: &buf), 
                 parseSpecialInMessages: FfiConverterBool.read(from: &buf), 
                 mapWeights: FfiConverterBool.read(from: &buf), 
                 kvCacheF32: FfiConverterBool.read(from: &buf)
@@ -3122,8 +3134,8 @@ public struct FfiConverterTypeModelConfig: FfiConverterRustBuffer {
     public static func write(_ value: ModelConfig, into buf: inout [UInt8]) {
         FfiConverterString.write(value.modelPath, into: &buf)
         FfiConverterOptionString.write(value.tokenizerPath, into: &buf)
-        FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
-        FfiConverterOptionUInt32.write(value.threads, into: &buf)
+        FfiConverterOptionInt32.write(value.contextLength, into: &buf)
+        FfiConverterOptionInt32.write(value.threads, into: &buf)
         FfiConverterBool.write(value.parseSpecialInMessages, into: &buf)
         FfiConverterBool.write(value.mapWeights, into: &buf)
         FfiConverterBool.write(value.kvCacheF32, into: &buf)
@@ -3149,35 +3161,35 @@ public func FfiConverterTypeModelConfig_lower(_ value: ModelConfig) -> RustBuffe
 public struct ModelInfo: Equatable, Hashable {
     public var architecture: String
     public var name: String?
-    public var parameterCount: UInt64
+    public var parameterCount: Int64
     /**
      * The context in use (after any cap from `ModelConfig`).
      */
-    public var contextLength: UInt32
-    public var trainedContextLength: UInt32
-    public var vocabSize: UInt32
+    public var contextLength: Int32
+    public var trainedContextLength: Int32
+    public var vocabSize: Int32
     /**
      * Main weight type, e.g. "Q4_K".
      */
     public var quantization: String
-    public var fileSizeBytes: UInt64
+    public var fileSizeBytes: Int64
     /**
      * The weights are the file's mapped pages (false: a heap copy, because
      * the file system refused a map or `map_weights` was off).
      */
     public var weightsMapped: Bool
-    public var threads: UInt32
+    public var threads: Int32
     /**
      * The CPU cores the compute threads are pinned to: the performance
      * cores (empty: not pinned, because all cores are alike, the OS does not
      * say which are fast, or more threads were asked for than there are).
      */
-    public var cores: [UInt32]
+    public var cores: [Int32]
     /**
      * KV-cache bytes each token of a conversation takes (all layers; half
      * with the default f16 cache of what `kv_cache_f32` takes).
      */
-    public var kvBytesPerToken: UInt64
+    public var kvBytesPerToken: Int64
     /**
      * Set when the file's chat template was refused (too large, too deeply
      * nested, does not compile, or fails on a one-message chat) and the
@@ -3187,26 +3199,26 @@ public struct ModelInfo: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(architecture: String, name: String?, parameterCount: UInt64, 
+    public init(architecture: String, name: String?, parameterCount: Int64, 
         /**
          * The context in use (after any cap from `ModelConfig`).
-         */contextLength: UInt32, trainedContextLength: UInt32, vocabSize: UInt32, 
+         */contextLength: Int32, trainedContextLength: Int32, vocabSize: Int32, 
         /**
          * Main weight type, e.g. "Q4_K".
-         */quantization: String, fileSizeBytes: UInt64, 
+         */quantization: String, fileSizeBytes: Int64, 
         /**
          * The weights are the file's mapped pages (false: a heap copy, because
          * the file system refused a map or `map_weights` was off).
-         */weightsMapped: Bool, threads: UInt32, 
+         */weightsMapped: Bool, threads: Int32, 
         /**
          * The CPU cores the compute threads are pinned to: the performance
          * cores (empty: not pinned, because all cores are alike, the OS does not
          * say which are fast, or more threads were asked for than there are).
-         */cores: [UInt32], 
+         */cores: [Int32], 
         /**
          * KV-cache bytes each token of a conversation takes (all layers; half
          * with the default f16 cache of what `kv_cache_f32` takes).
-         */kvBytesPerToken: UInt64, 
+         */kvBytesPerToken: Int64, 
         /**
          * Set when the file's chat template was refused (too large, too deeply
          * nested, does not compile, or fails on a one-message chat) and the
@@ -3245,16 +3257,16 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
             try ModelInfo(
                 architecture: FfiConverterString.read(from: &buf), 
                 name: FfiConverterOptionString.read(from: &buf), 
-                parameterCount: FfiConverterUInt64.read(from: &buf), 
-                contextLength: FfiConverterUInt32.read(from: &buf), 
-                trainedContextLength: FfiConverterUInt32.read(from: &buf), 
-                vocabSize: FfiConverterUInt32.read(from: &buf), 
+                parameterCount: FfiConverterInt64.read(from: &buf), 
+                contextLength: FfiConverterInt32.read(from: &buf), 
+                trainedContextLength: FfiConverterInt32.read(from: &buf), 
+                vocabSize: FfiConverterInt32.read(from: &buf), 
                 quantization: FfiConverterString.read(from: &buf), 
-                fileSizeBytes: FfiConverterUInt64.read(from: &buf), 
+                fileSizeBytes: FfiConverterInt64.read(from: &buf), 
                 weightsMapped: FfiConverterBool.read(from: &buf), 
-                threads: FfiConverterUInt32.read(from: &buf), 
-                cores: FfiConverterSequenceUInt32.read(from: &buf), 
-                kvBytesPerToken: FfiConverterUInt64.read(from: &buf), 
+                threads: FfiConverterInt32.read(from: &buf), 
+                cores: FfiConverterSequenceInt32.read(from: &buf), 
+                kvBytesPerToken: FfiConverterInt64.read(from: &buf), 
                 chatTemplateWarning: FfiConverterOptionString.read(from: &buf)
         )
     }
@@ -3262,16 +3274,16 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
     public static func write(_ value: ModelInfo, into buf: inout [UInt8]) {
         FfiConverterString.write(value.architecture, into: &buf)
         FfiConverterOptionString.write(value.name, into: &buf)
-        FfiConverterUInt64.write(value.parameterCount, into: &buf)
-        FfiConverterUInt32.write(value.contextLength, into: &buf)
-        FfiConverterUInt32.write(value.trainedContextLength, into: &buf)
-        FfiConverterUInt32.write(value.vocabSize, into: &buf)
+        FfiConverterInt64.write(value.parameterCount, into: &buf)
+        FfiConverterInt32.write(value.contextLength, into: &buf)
+        FfiConverterInt32.write(value.trainedContextLength, into: &buf)
+        FfiConverterInt32.write(value.vocabSize, into: &buf)
         FfiConverterString.write(value.quantization, into: &buf)
-        FfiConverterUInt64.write(value.fileSizeBytes, into: &buf)
+        FfiConverterInt64.write(value.fileSizeBytes, into: &buf)
         FfiConverterBool.write(value.weightsMapped, into: &buf)
-        FfiConverterUInt32.write(value.threads, into: &buf)
-        FfiConverterSequenceUInt32.write(value.cores, into: &buf)
-        FfiConverterUInt64.write(value.kvBytesPerToken, into: &buf)
+        FfiConverterInt32.write(value.threads, into: &buf)
+        FfiConverterSequenceInt32.write(value.cores, into: &buf)
+        FfiConverterInt64.write(value.kvBytesPerToken, into: &buf)
         FfiConverterOptionString.write(value.chatTemplateWarning, into: &buf)
     }
 }
@@ -3467,7 +3479,7 @@ enum LlmError: Swift.Error, Equatable, Hashable {
     )
     case InvalidParameter(name: String, reason: String
     )
-    case ContextOverflow(needed: UInt32, available: UInt32
+    case ContextOverflow(needed: Int32, available: Int32
     )
     case Callback(reason: String
     )
@@ -3554,8 +3566,8 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 6: return .ContextOverflow(
-            needed: try FfiConverterUInt32.read(from: &buf), 
-            available: try FfiConverterUInt32.read(from: &buf)
+            needed: try FfiConverterInt32.read(from: &buf), 
+            available: try FfiConverterInt32.read(from: &buf)
             )
         case 7: return .Callback(
             reason: try FfiConverterString.read(from: &buf)
@@ -3623,8 +3635,8 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         
         case let .ContextOverflow(needed,available):
             writeInt(&buf, Int32(6))
-            FfiConverterUInt32.write(needed, into: &buf)
-            FfiConverterUInt32.write(available, into: &buf)
+            FfiConverterInt32.write(needed, into: &buf)
+            FfiConverterInt32.write(available, into: &buf)
             
         
         case let .Callback(reason):
@@ -4075,8 +4087,8 @@ public func FfiConverterTypeToolChoice_lower(_ value: ToolChoice) -> RustBuffer 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
-    typealias SwiftType = UInt32?
+fileprivate struct FfiConverterOptionInt32: FfiConverterRustBuffer {
+    typealias SwiftType = Int32?
 
     public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
         guard let value = value else {
@@ -4084,37 +4096,13 @@ fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
             return
         }
         writeInt(&buf, Int8(1))
-        FfiConverterUInt32.write(value, into: &buf)
+        FfiConverterInt32.write(value, into: &buf)
     }
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
-        case 1: return try FfiConverterUInt32.read(from: &buf)
-        default: throw UniffiInternalError.unexpectedOptionalTag
-        }
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
-    typealias SwiftType = UInt64?
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        guard let value = value else {
-            writeInt(&buf, Int8(0))
-            return
-        }
-        writeInt(&buf, Int8(1))
-        FfiConverterUInt64.write(value, into: &buf)
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
-        switch try readInt(&buf) as Int8 {
-        case 0: return nil
-        case 1: return try FfiConverterUInt64.read(from: &buf)
+        case 1: return try FfiConverterInt32.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4291,23 +4279,23 @@ fileprivate struct FfiConverterOptionTypeToolChoice: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
-    typealias SwiftType = [UInt32]
+fileprivate struct FfiConverterSequenceInt32: FfiConverterRustBuffer {
+    typealias SwiftType = [Int32]
 
-    public static func write(_ value: [UInt32], into buf: inout [UInt8]) {
+    public static func write(_ value: [Int32], into buf: inout [UInt8]) {
         let len = Int32(value.count)
         writeInt(&buf, len)
         for item in value {
-            FfiConverterUInt32.write(item, into: &buf)
+            FfiConverterInt32.write(item, into: &buf)
         }
     }
 
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [UInt32] {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int32] {
         let len: Int32 = try readInt(&buf)
-        var seq = [UInt32]()
+        var seq = [Int32]()
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
-            seq.append(try FfiConverterUInt32.read(from: &buf))
+            seq.append(try FfiConverterInt32.read(from: &buf))
         }
         return seq
     }
@@ -4445,12 +4433,12 @@ public func downloadModel(request: DownloadRequest, directory: String, progress:
  * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
  * Compare it with what the device has free before a load.
  */
-public func estimateModelMemory(modelPath: String, contextLength: UInt32? = nil)throws  -> UInt64  {
-    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+public func estimateModelMemory(modelPath: String, contextLength: Int32? = nil)throws  -> Int64  {
+    return try  FfiConverterInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
         uniffiCallStatus in
     uniffi_phi_mobile_fn_func_estimate_model_memory(
         FfiConverterString.lower(modelPath),
-        FfiConverterOptionUInt32.lower(contextLength),uniffiCallStatus
+        FfiConverterOptionInt32.lower(contextLength),uniffiCallStatus
     )
 })
 }

@@ -19,7 +19,7 @@ enum Fixtures {
     static func modelPath() throws -> String { try environment("PHI_MOBILE_TEST_MODEL") }
     static func tokenizerPath() throws -> String { try environment("PHI_MOBILE_TEST_TOKENIZER") }
 
-    static func config(contextLength: UInt32? = nil) throws -> ModelConfig {
+    static func config(contextLength: Int32? = nil) throws -> ModelConfig {
         ModelConfig(modelPath: try modelPath(), tokenizerPath: try tokenizerPath(), contextLength: contextLength)
     }
 
@@ -52,8 +52,8 @@ struct Reference: Decodable {
     struct Case: Decodable {
         let name: String
         let prompt: String
-        let promptIds: [UInt32]
-        let expectedIds: [UInt32]
+        let promptIds: [Int32]
+        let expectedIds: [Int32]
 
         enum CodingKeys: String, CodingKey {
             case name, prompt

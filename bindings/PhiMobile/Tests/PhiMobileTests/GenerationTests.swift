@@ -13,14 +13,14 @@ struct GenerationTests {
         // As in tests/reference.rs: our loop stops at an end token, transformers' did not.
         let endTokens = try ["<|end|>", "<|endoftext|>", "</s>"].map { try #require(model.tokenize(text: $0).last) }
         let untilEnd = reference.expectedIds.firstIndex(where: endTokens.contains) ?? reference.expectedIds.count
-        let params = GenerationParams.greedy(maxTokens: UInt32(reference.expectedIds.count))
+        let params = GenerationParams.greedy(maxTokens: Int32(reference.expectedIds.count))
 
         let (text, final) = try await collect(model.events(prompt: reference.prompt, params: params))
         let stats = try #require(final)
         #expect(stats.tokenIds == Array(reference.expectedIds[..<untilEnd]))
         #expect(stats.stopReason == (untilEnd < reference.expectedIds.count ? .endOfSequence : .maxTokens))
-        #expect(stats.generatedTokens == UInt32(untilEnd))
-        #expect(stats.promptTokens == UInt32(reference.promptIds.count))
+        #expect(stats.generatedTokens == Int32(untilEnd))
+        #expect(stats.promptTokens == Int32(reference.promptIds.count))
         #expect(text == stats.text)
 
         // The generated blocking API gives the same.
@@ -70,7 +70,7 @@ struct GenerationTests {
     func asyncLoadWithProgress() async throws {
         let seen = RecordingProgress()
         let model = try await Model.load(config: Fixtures.config()) { done, total in seen.record(done, total) }
-        let size = try #require(FileManager.default.attributesOfItem(atPath: Fixtures.modelPath())[.size] as? NSNumber).uint64Value
+        let size = try #require(FileManager.default.attributesOfItem(atPath: Fixtures.modelPath())[.size] as? NSNumber).int64Value
         let calls = seen.calls
         #expect(!calls.isEmpty)
         #expect(calls.last?.0 == size)
@@ -107,14 +107,14 @@ struct GenerationTests {
         let questions = ["Write a haiku about ice hockey.", "What is the capital of France?"]
 
         // Each alone first.
-        var alone: [[UInt32]] = []
+        var alone: [[Int32]] = []
         for question in questions {
             let (_, stats) = try await collect(model.newSession(history: []).events(message: question, params: params))
             alone.append(try #require(stats).tokenIds)
         }
 
         // Then at the same time, twice each, on four sessions over the same weights.
-        let together = try await withThrowingTaskGroup(of: (Int, [UInt32], String, String).self) { group in
+        let together = try await withThrowingTaskGroup(of: (Int, [Int32], String, String).self) { group in
             for index in 0..<4 {
                 group.addTask {
                     let session = model.newSession(history: [])
@@ -123,7 +123,7 @@ struct GenerationTests {
                     return (index, final.tokenIds, text, final.text)
                 }
             }
-            var results: [Int: (ids: [UInt32], text: String, statsText: String)] = [:]
+            var results: [Int: (ids: [Int32], text: String, statsText: String)] = [:]
             for try await (index, ids, text, statsText) in group { results[index] = (ids, text, statsText) }
             return results
         }
@@ -137,15 +137,15 @@ struct GenerationTests {
 
 final class RecordingProgress: @unchecked Sendable {
     private let lock = NSLock()
-    private var recorded: [(UInt64, UInt64)] = []
+    private var recorded: [(Int64, Int64)] = []
 
-    func record(_ done: UInt64, _ total: UInt64) {
+    func record(_ done: Int64, _ total: Int64) {
         lock.lock()
         recorded.append((done, total))
         lock.unlock()
     }
 
-    var calls: [(UInt64, UInt64)] {
+    var calls: [(Int64, Int64)] {
         lock.lock()
         defer { lock.unlock() }
         return recorded

@@ -14,14 +14,14 @@ struct StructuredOutputTests {
          "required": ["n"], "additionalProperties": false}
         """
 
-    func params(seed: UInt64, maxTokens: UInt32 = 40) -> GenerationParams {
+    func params(seed: Int64, maxTokens: Int32 = 40) -> GenerationParams {
         GenerationParams(maxTokens: maxTokens, temperature: 1, seed: seed)
     }
 
     @Test("respond decodes an answer valid for its schema, at any seed")
     func decodesTheSchemasShape() async throws {
         let model = try await Fixtures.model()
-        for seed: UInt64 in 1...4 {
+        for seed: Int64 in 1...4 {
             let session = model.newSession(history: [])
             let value = try await session.respond(to: "A digit as JSON", generating: Digit.self, schema: digit, params: params(seed: seed))
             #expect((1...9).contains(value.n))

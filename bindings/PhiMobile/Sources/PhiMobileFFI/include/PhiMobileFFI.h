@@ -245,7 +245,7 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOAD_PROGRESS_METHOD0
-typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceLoadProgressMethod0)(uint64_t, int64_t, int64_t, int8_t* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -259,7 +259,7 @@ typedef void (*UniffiCallbackInterfaceTokenSinkMethod0)(uint64_t, RustBuffer, in
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_PROGRESS_METHOD0
-typedef void (*UniffiCallbackInterfaceDownloadProgressMethod0)(uint64_t, uint64_t, uint64_t, int8_t* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceDownloadProgressMethod0)(uint64_t, int64_t, int64_t, int8_t* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -308,7 +308,7 @@ void uniffi_phi_mobile_fn_init_callback_vtable_loadprogress(const UniffiVTableCa
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LOADPROGRESS_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_LOADPROGRESS_ON_PROGRESS
-int8_t uniffi_phi_mobile_fn_method_loadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
+int8_t uniffi_phi_mobile_fn_method_loadprogress_on_progress(uint64_t ptr, int64_t bytes_done, int64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_TOKENSINK
@@ -374,7 +374,7 @@ void uniffi_phi_mobile_fn_init_callback_vtable_downloadprogress(const UniffiVTab
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_DOWNLOADPROGRESS_ON_PROGRESS
-int8_t uniffi_phi_mobile_fn_method_downloadprogress_on_progress(uint64_t ptr, uint64_t bytes_done, uint64_t bytes_total, RustCallStatus *_Nonnull out_status
+int8_t uniffi_phi_mobile_fn_method_downloadprogress_on_progress(uint64_t ptr, int64_t bytes_done, int64_t bytes_total, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_CLONE_MODEL
@@ -399,12 +399,12 @@ uint64_t uniffi_phi_mobile_fn_constructor_model_load_with_progress(RustBuffer co
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_CHAT_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_CHAT_TOKENS
-uint32_t uniffi_phi_mobile_fn_method_model_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+int32_t uniffi_phi_mobile_fn_method_model_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_COUNT_TOKENS
-uint32_t uniffi_phi_mobile_fn_method_model_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+int32_t uniffi_phi_mobile_fn_method_model_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_DETOKENIZE
@@ -429,7 +429,7 @@ RustBuffer uniffi_phi_mobile_fn_method_model_info(uint64_t ptr, RustCallStatus *
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_MEMORY_ESTIMATE_BYTES
-uint64_t uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(uint64_t ptr, uint32_t context_length, RustCallStatus *_Nonnull out_status
+int64_t uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(uint64_t ptr, int32_t context_length, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODEL_NEW_SESSION
@@ -492,9 +492,14 @@ void uniffi_phi_mobile_fn_method_chatsession_cancel(uint64_t ptr, RustCallStatus
 RustBuffer uniffi_phi_mobile_fn_method_chatsession_history(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_HISTORY_SNAPSHOT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_HISTORY_SNAPSHOT
+RustBuffer uniffi_phi_mobile_fn_method_chatsession_history_snapshot(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_KV_CACHE_BYTES
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_KV_CACHE_BYTES
-uint64_t uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
+int64_t uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_CHATSESSION_RESET
@@ -539,12 +544,12 @@ uint64_t uniffi_phi_mobile_fn_constructor_modeltokenizer_load(RustBuffer model_p
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_CHAT_TOKENS
-uint32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+int32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_COUNT_TOKENS
-uint32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+int32_t uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_METHOD_MODELTOKENIZER_DETOKENIZE
@@ -579,7 +584,7 @@ RustBuffer uniffi_phi_mobile_fn_func_download_model(RustBuffer request, RustBuff
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_ESTIMATE_MODEL_MEMORY
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_FN_FUNC_ESTIMATE_MODEL_MEMORY
-uint64_t uniffi_phi_mobile_fn_func_estimate_model_memory(RustBuffer model_path, RustBuffer context_length, RustCallStatus *_Nonnull out_status
+int64_t uniffi_phi_mobile_fn_func_estimate_model_memory(RustBuffer model_path, RustBuffer context_length, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_PHI_MOBILE_RUSTBUFFER_ALLOC
@@ -983,6 +988,12 @@ uint16_t uniffi_phi_mobile_checksum_method_chatsession_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_HISTORY
 #define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_HISTORY
 uint16_t uniffi_phi_mobile_checksum_method_chatsession_history(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_HISTORY_SNAPSHOT
+#define UNIFFI_FFIDEF_UNIFFI_PHI_MOBILE_CHECKSUM_METHOD_CHATSESSION_HISTORY_SNAPSHOT
+uint16_t uniffi_phi_mobile_checksum_method_chatsession_history_snapshot(void
     
 );
 #endif

@@ -44,7 +44,7 @@ import kotlinx.coroutines.withContext
  * ```kotlin
  * suspend fun haikus(modelPath: String, tokenizerPath: String): List<String> =
  *     loadModel(ModelConfig(modelPath = modelPath, tokenizerPath = tokenizerPath)).use { model ->
- *         val params = GenerationParams(maxTokens = 48u)
+ *         val params = GenerationParams(maxTokens = 48)
  *         model.newSession(listOf(ChatMessage(Role.SYSTEM, "Be brief."))).use { chat ->
  *             // A chat turn as a Flow<String>; collecting runs generation on Dispatchers.IO.
  *             val first = chat.stream("Write a haiku about ice hockey", params).toList().joinToString("")
@@ -63,12 +63,12 @@ import kotlinx.coroutines.withContext
  */
 suspend fun loadModel(
     config: ModelConfig,
-    onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
+    onProgress: ((bytesDone: Long, bytesTotal: Long) -> Unit)? = null,
 ): Model {
     val failure = AtomicReference<Throwable?>(null)
     val progress = onProgress?.let { relay(it, failure) }?.let { report ->
         object : LoadProgress {
-            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean = report(bytesDone, bytesTotal)
+            override fun onProgress(bytesDone: Long, bytesTotal: Long): Boolean = report(bytesDone, bytesTotal)
         }
     }
     val built = AtomicReference<Model?>(null)
@@ -86,7 +86,7 @@ suspend fun loadModel(
  * A progress callback for Rust around [report]: true (go on) while [report] returns; its first
  * exception is kept in [failure] and stops the work.
  */
-private fun relay(report: (ULong, ULong) -> Unit, failure: AtomicReference<Throwable?>): (ULong, ULong) -> Boolean =
+private fun relay(report: (Long, Long) -> Unit, failure: AtomicReference<Throwable?>): (Long, Long) -> Boolean =
     { done, total ->
         try {
             report(done, total)
@@ -170,12 +170,12 @@ private suspend fun <T : AutoCloseable> buildOnIo(build: () -> T): T {
 suspend fun downloadModel(
     request: DownloadRequest,
     directory: File,
-    onProgress: ((bytesDone: ULong, bytesTotal: ULong) -> Unit)? = null,
+    onProgress: ((bytesDone: Long, bytesTotal: Long) -> Unit)? = null,
 ): DownloadedModel {
     val failure = AtomicReference<Throwable?>(null)
     val progress = onProgress?.let { relay(it, failure) }?.let { report ->
         object : DownloadProgress {
-            override fun onProgress(bytesDone: ULong, bytesTotal: ULong): Boolean = report(bytesDone, bytesTotal)
+            override fun onProgress(bytesDone: Long, bytesTotal: Long): Boolean = report(bytesDone, bytesTotal)
         }
     }
     return stoppable(failure) { token -> downloadModel(request, directory.path, progress, token) }

@@ -788,6 +788,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_history(
     ): Int
+    external fun uniffi_phi_mobile_checksum_method_chatsession_history_snapshot(
+    ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_kv_cache_bytes(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_reset(
@@ -922,6 +924,8 @@ internal object UniffiLib {
     external fun uniffi_phi_mobile_fn_method_chatsession_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_phi_mobile_fn_method_chatsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_phi_mobile_fn_method_chatsession_history_snapshot(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1266,46 +1270,23 @@ private class JavaLangRefCleanable(
 /**
  * @suppress
  */
-public object FfiConverterUInt: FfiConverter<UInt, Int> {
-    override fun lift(value: Int): UInt {
-        return value.toUInt()
+public object FfiConverterInt: FfiConverter<Int, Int> {
+    override fun lift(value: Int): Int {
+        return value
     }
 
-    override fun read(buf: ByteBuffer): UInt {
-        return lift(buf.getInt())
+    override fun read(buf: ByteBuffer): Int {
+        return buf.getInt()
     }
 
-    override fun lower(value: UInt): Int {
-        return value.toInt()
+    override fun lower(value: Int): Int {
+        return value
     }
 
-    override fun allocationSize(value: UInt) = 4UL
+    override fun allocationSize(value: Int) = 4UL
 
-    override fun write(value: UInt, buf: ByteBuffer) {
-        buf.putInt(value.toInt())
-    }
-}
-
-/**
- * @suppress
- */
-public object FfiConverterULong: FfiConverter<ULong, Long> {
-    override fun lift(value: Long): ULong {
-        return value.toULong()
-    }
-
-    override fun read(buf: ByteBuffer): ULong {
-        return lift(buf.getLong())
-    }
-
-    override fun lower(value: ULong): Long {
-        return value.toLong()
-    }
-
-    override fun allocationSize(value: ULong) = 8UL
-
-    override fun write(value: ULong, buf: ByteBuffer) {
-        buf.putLong(value.toLong())
+    override fun write(value: Int, buf: ByteBuffer) {
+        buf.putInt(value)
     }
 }
 
@@ -1847,9 +1828,9 @@ public object FfiConverterTypeCancellationToken: FfiConverter<CancellationToken,
  * session per conversation.
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
- * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is a `Busy` error rather than a
- * deadlock.
+ * the turn in progress), `historySnapshot()` and `cancel()` work, `reset()`
+ * takes effect when the turn ends, and a nested `send()` is a `Busy` error
+ * rather than a deadlock.
  */
 public interface ChatSessionInterface {
     
@@ -1876,9 +1857,17 @@ public interface ChatSessionInterface {
     fun `history`(): List<ChatMessage>
     
     /**
+     * The messages of the turns that have ended, at once from any thread:
+     * it never waits, unlike `history()`, so during a turn it is the history
+     * before that turn (its message and answer come when it ends). For a UI
+     * that redraws the transcript while an answer streams.
+     */
+    fun `historySnapshot`(): List<ChatMessage>
+    
+    /**
      * Bytes this session's KV cache holds now.
      */
-    fun `kvCacheBytes`(): kotlin.ULong
+    fun `kvCacheBytes`(): kotlin.Long
     
     /**
      * Back to the history the session was created with. From inside this
@@ -1931,9 +1920,9 @@ public interface ChatSessionInterface {
  * session per conversation.
  *
  * The session's own `TokenSink` may call back into it: `history()` (without
- * the turn in progress) and `cancel()` work, `reset()` takes effect when the
- * turn ends, and a nested `send()` is a `Busy` error rather than a
- * deadlock.
+ * the turn in progress), `historySnapshot()` and `cancel()` work, `reset()`
+ * takes effect when the turn ends, and a nested `send()` is a `Busy` error
+ * rather than a deadlock.
  */
 open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 {
@@ -2096,9 +2085,28 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
 
     
     /**
+     * The messages of the turns that have ended, at once from any thread:
+     * it never waits, unlike `history()`, so during a turn it is the history
+     * before that turn (its message and answer come when it ends). For a UI
+     * that redraws the transcript while an answer streams.
+     */override fun `historySnapshot`(): List<ChatMessage> {
+            return FfiConverterSequenceTypeChatMessage.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_chatsession_history_snapshot(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Bytes this session's KV cache holds now.
-     */override fun `kvCacheBytes`(): kotlin.ULong {
-            return FfiConverterULong.lift(
+     */override fun `kvCacheBytes`(): kotlin.Long {
+            return FfiConverterLong.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_chatsession_kv_cache_bytes(
@@ -2360,7 +2368,7 @@ public interface DownloadProgress {
      * Return `false` to cancel (the download then fails with
      * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
      */
-    fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean
+    fun `onProgress`(`bytesDone`: kotlin.Long, `bytesTotal`: kotlin.Long): kotlin.Boolean
     
     companion object
 }
@@ -2475,15 +2483,15 @@ open class DownloadProgressImpl: Disposable, AutoCloseable, DownloadProgress
      * Return `false` to cancel (the download then fails with
      * `LlmError.Cancelled`); throwing cancels it with `LlmError.Callback`.
      */
-    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean {
+    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.Long, `bytesTotal`: kotlin.Long): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_downloadprogress_on_progress(
         it,
         
-        FfiConverterULong.lower(`bytesDone`),
-        FfiConverterULong.lower(`bytesTotal`),_status)
+        FfiConverterLong.lower(`bytesDone`),
+        FfiConverterLong.lower(`bytesTotal`),_status)
 }
     }
     )
@@ -2513,8 +2521,8 @@ internal object uniffiCallbackInterfaceDownloadProgress {
             val uniffiObj = FfiConverterTypeDownloadProgress.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`onProgress`(
-                    FfiConverterULong.lift(`bytesDone`),
-                    FfiConverterULong.lift(`bytesTotal`),
+                    FfiConverterLong.lift(`bytesDone`),
+                    FfiConverterLong.lift(`bytesTotal`),
                 )
             }
             val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
@@ -2698,7 +2706,7 @@ public interface LoadProgress {
      * fails with `LlmError.Cancelled`); throwing cancels it with
      * `LlmError.Callback`.
      */
-    fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean
+    fun `onProgress`(`bytesDone`: kotlin.Long, `bytesTotal`: kotlin.Long): kotlin.Boolean
     
     companion object
 }
@@ -2815,15 +2823,15 @@ open class LoadProgressImpl: Disposable, AutoCloseable, LoadProgress
      * fails with `LlmError.Cancelled`); throwing cancels it with
      * `LlmError.Callback`.
      */
-    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.ULong, `bytesTotal`: kotlin.ULong): kotlin.Boolean {
+    @Throws(LlmException::class)override fun `onProgress`(`bytesDone`: kotlin.Long, `bytesTotal`: kotlin.Long): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_loadprogress_on_progress(
         it,
         
-        FfiConverterULong.lower(`bytesDone`),
-        FfiConverterULong.lower(`bytesTotal`),_status)
+        FfiConverterLong.lower(`bytesDone`),
+        FfiConverterLong.lower(`bytesTotal`),_status)
 }
     }
     )
@@ -2853,8 +2861,8 @@ internal object uniffiCallbackInterfaceLoadProgress {
             val uniffiObj = FfiConverterTypeLoadProgress.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`onProgress`(
-                    FfiConverterULong.lift(`bytesDone`),
-                    FfiConverterULong.lift(`bytesTotal`),
+                    FfiConverterLong.lift(`bytesDone`),
+                    FfiConverterLong.lift(`bytesTotal`),
                 )
             }
             val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
@@ -3038,18 +3046,18 @@ public interface ModelInterface {
      * with a session's `history()` plus the next message, the prompt its
      * `send` would feed, to compare with `info().contextLength`.
      */
-    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt
+    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int
     
     /**
      * How many tokens `generate(text)` feeds the model for this prompt (its
      * start token included): what it costs of the context.
      */
-    fun `countTokens`(`text`: kotlin.String): kotlin.UInt
+    fun `countTokens`(`text`: kotlin.String): kotlin.Int
     
     /**
      * Text for token ids (special tokens skipped).
      */
-    fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
+    fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String
     
     /**
      * The prompt text a chat with these messages is rendered to (the model's
@@ -3070,9 +3078,10 @@ public interface ModelInterface {
      * The most memory one chat session of `context_length` tokens takes:
      * the weights (the whole file, once every page is read), its KV cache
      * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context.
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
      */
-    fun `memoryEstimateBytes`(`contextLength`: kotlin.UInt): kotlin.ULong
+    fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long
     
     /**
      * A chat session, optionally starting from an earlier transcript
@@ -3113,14 +3122,14 @@ public interface ModelInterface {
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
-    fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt>
+    fun `tokenize`(`text`: kotlin.String): List<kotlin.Int>
     
     /**
      * Token ids of a chat of these messages as a prompt: what a session's
      * `send` feeds (message contents encoded as text, never as control
      * tokens).
      */
-    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt>
+    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int>
     
     /**
      * Bytes of the weights in memory now: with mapped weights, the pages of
@@ -3128,7 +3137,7 @@ public interface ModelInterface {
      * pressure); with weights in the heap, all of them. `None` where the OS
      * does not say.
      */
-    fun `weightsResidentBytes`(): kotlin.ULong?
+    fun `weightsResidentBytes`(): kotlin.Long?
     
     companion object
 }
@@ -3245,8 +3254,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * with a session's `history()` plus the next message, the prompt its
      * `send` would feed, to compare with `info().contextLength`.
      */
-    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt {
-            return FfiConverterUInt.lift(
+    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int {
+            return FfiConverterInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_count_chat_tokens(
@@ -3264,8 +3273,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * How many tokens `generate(text)` feeds the model for this prompt (its
      * start token included): what it costs of the context.
      */
-    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.UInt {
-            return FfiConverterUInt.lift(
+    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.Int {
+            return FfiConverterInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_count_tokens(
@@ -3282,14 +3291,14 @@ open class Model: Disposable, AutoCloseable, ModelInterface
     /**
      * Text for token ids (special tokens skipped).
      */
-    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String {
+    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_detokenize(
         it,
         
-        FfiConverterSequenceUInt.lower(`ids`),_status)
+        FfiConverterSequenceInt.lower(`ids`),_status)
 }
     }
     )
@@ -3356,15 +3365,17 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * The most memory one chat session of `context_length` tokens takes:
      * the weights (the whole file, once every page is read), its KV cache
      * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context.
-     */override fun `memoryEstimateBytes`(`contextLength`: kotlin.UInt): kotlin.ULong {
-            return FfiConverterULong.lift(
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
+     */
+    @Throws(LlmException::class)override fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long {
+            return FfiConverterLong.lift(
     callWithHandle {
-    uniffiRustCall() { _status ->
+    uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
         it,
         
-        FfiConverterUInt.lower(`contextLength`),_status)
+        FfiConverterInt.lower(`contextLength`),_status)
 }
     }
     )
@@ -3464,8 +3475,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
     /**
      * Token ids for `text` as this model's tokenizer encodes a prompt.
      */
-    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt> {
-            return FfiConverterSequenceUInt.lift(
+    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_tokenize(
@@ -3484,8 +3495,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * `send` feeds (message contents encoded as text, never as control
      * tokens).
      */
-    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt> {
-            return FfiConverterSequenceUInt.lift(
+    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_tokenize_chat(
@@ -3504,8 +3515,8 @@ open class Model: Disposable, AutoCloseable, ModelInterface
      * the file the OS holds (it reads them on use and may drop them under
      * pressure); with weights in the heap, all of them. `None` where the OS
      * does not say.
-     */override fun `weightsResidentBytes`(): kotlin.ULong? {
-            return FfiConverterOptionalULong.lift(
+     */override fun `weightsResidentBytes`(): kotlin.Long? {
+            return FfiConverterOptionalLong.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
@@ -3698,17 +3709,17 @@ public interface ModelTokenizerInterface {
      * How many tokens a chat of these messages takes as a prompt (see
      * `Model.countChatTokens`).
      */
-    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt
+    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int
     
     /**
      * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
      */
-    fun `countTokens`(`text`: kotlin.String): kotlin.UInt
+    fun `countTokens`(`text`: kotlin.String): kotlin.Int
     
     /**
      * Text for token ids (special tokens skipped).
      */
-    fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
+    fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String
     
     /**
      * The prompt text a chat with these messages is rendered to.
@@ -3718,13 +3729,13 @@ public interface ModelTokenizerInterface {
     /**
      * Token ids for `text` as the model encodes a prompt.
      */
-    fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt>
+    fun `tokenize`(`text`: kotlin.String): List<kotlin.Int>
     
     /**
      * Token ids of a chat of these messages as a prompt (see
      * `Model.tokenizeChat`).
      */
-    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt>
+    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int>
     
     companion object
 }
@@ -3841,8 +3852,8 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
      * How many tokens a chat of these messages takes as a prompt (see
      * `Model.countChatTokens`).
      */
-    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.UInt {
-            return FfiConverterUInt.lift(
+    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int {
+            return FfiConverterInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_count_chat_tokens(
@@ -3859,8 +3870,8 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
     /**
      * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
      */
-    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.UInt {
-            return FfiConverterUInt.lift(
+    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.Int {
+            return FfiConverterInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_count_tokens(
@@ -3877,14 +3888,14 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
     /**
      * Text for token ids (special tokens skipped).
      */
-    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String {
+    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_detokenize(
         it,
         
-        FfiConverterSequenceUInt.lower(`ids`),_status)
+        FfiConverterSequenceInt.lower(`ids`),_status)
 }
     }
     )
@@ -3913,8 +3924,8 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
     /**
      * Token ids for `text` as the model encodes a prompt.
      */
-    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.UInt> {
-            return FfiConverterSequenceUInt.lift(
+    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_tokenize(
@@ -3932,8 +3943,8 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
      * Token ids of a chat of these messages as a prompt (see
      * `Model.tokenizeChat`).
      */
-    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.UInt> {
-            return FfiConverterSequenceUInt.lift(
+    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
     callWithHandle {
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_method_modeltokenizer_tokenize_chat(
@@ -4481,7 +4492,7 @@ data class DownloadedModel (
      */
     var `path`: kotlin.String
     , 
-    var `sizeBytes`: kotlin.ULong
+    var `sizeBytes`: kotlin.Long
     , 
     /**
      * The commit the revision resolved to.
@@ -4515,7 +4526,7 @@ public object FfiConverterTypeDownloadedModel: FfiConverterRustBuffer<Downloaded
     override fun read(buf: ByteBuffer): DownloadedModel {
         return DownloadedModel(
             FfiConverterString.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterLong.read(buf),
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterBoolean.read(buf),
@@ -4524,7 +4535,7 @@ public object FfiConverterTypeDownloadedModel: FfiConverterRustBuffer<Downloaded
 
     override fun allocationSize(value: DownloadedModel) = (
             FfiConverterString.allocationSize(value.`path`) +
-            FfiConverterULong.allocationSize(value.`sizeBytes`) +
+            FfiConverterLong.allocationSize(value.`sizeBytes`) +
             FfiConverterString.allocationSize(value.`commit`) +
             FfiConverterOptionalString.allocationSize(value.`sha256`) +
             FfiConverterBoolean.allocationSize(value.`verified`)
@@ -4532,7 +4543,7 @@ public object FfiConverterTypeDownloadedModel: FfiConverterRustBuffer<Downloaded
 
     override fun write(value: DownloadedModel, buf: ByteBuffer) {
             FfiConverterString.write(value.`path`, buf)
-            FfiConverterULong.write(value.`sizeBytes`, buf)
+            FfiConverterLong.write(value.`sizeBytes`, buf)
             FfiConverterString.write(value.`commit`, buf)
             FfiConverterOptionalString.write(value.`sha256`, buf)
             FfiConverterBoolean.write(value.`verified`, buf)
@@ -4543,10 +4554,11 @@ public object FfiConverterTypeDownloadedModel: FfiConverterRustBuffer<Downloaded
 
 /**
  * Sampling and stopping. `GenerationParams::default()` (Rust) and the
- * generated constructors' defaults (Kotlin/Swift) are the same values.
+ * generated constructors' defaults (Kotlin/Swift) are the same values. A
+ * negative count is `InvalidParameter` naming it.
  */
 data class GenerationParams (
-    var `maxTokens`: kotlin.UInt = 512u 
+    var `maxTokens`: kotlin.Int = 512 
     , 
     /**
      * 0 = greedy.
@@ -4556,7 +4568,7 @@ data class GenerationParams (
     /**
      * 0 = off.
      */
-    var `topK`: kotlin.UInt = 40u 
+    var `topK`: kotlin.Int = 40 
     , 
     /**
      * 1.0 = off.
@@ -4573,12 +4585,13 @@ data class GenerationParams (
      */
     var `repeatPenalty`: kotlin.Float = 1.1f 
     , 
-    var `repeatLastN`: kotlin.UInt = 64u 
+    var `repeatLastN`: kotlin.Int = 64 
     , 
     /**
      * Same seed and parameters give the same output; `None` = random.
+     * Any value is a seed (a negative one as its 64 bits).
      */
-    var `seed`: kotlin.ULong? = null 
+    var `seed`: kotlin.Long? = null 
     , 
     /**
      * Generation stops before any of these; they are never streamed.
@@ -4612,14 +4625,14 @@ data class GenerationParams (
 public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<GenerationParams> {
     override fun read(buf: ByteBuffer): GenerationParams {
         return GenerationParams(
-            FfiConverterUInt.read(buf),
+            FfiConverterInt.read(buf),
             FfiConverterFloat.read(buf),
-            FfiConverterUInt.read(buf),
+            FfiConverterInt.read(buf),
             FfiConverterFloat.read(buf),
             FfiConverterFloat.read(buf),
             FfiConverterFloat.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterOptionalULong.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterOptionalLong.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterOptionalTypeResponseFormat.read(buf),
             FfiConverterOptionalTypeToolChoice.read(buf),
@@ -4627,28 +4640,28 @@ public object FfiConverterTypeGenerationParams: FfiConverterRustBuffer<Generatio
     }
 
     override fun allocationSize(value: GenerationParams) = (
-            FfiConverterUInt.allocationSize(value.`maxTokens`) +
+            FfiConverterInt.allocationSize(value.`maxTokens`) +
             FfiConverterFloat.allocationSize(value.`temperature`) +
-            FfiConverterUInt.allocationSize(value.`topK`) +
+            FfiConverterInt.allocationSize(value.`topK`) +
             FfiConverterFloat.allocationSize(value.`topP`) +
             FfiConverterFloat.allocationSize(value.`minP`) +
             FfiConverterFloat.allocationSize(value.`repeatPenalty`) +
-            FfiConverterUInt.allocationSize(value.`repeatLastN`) +
-            FfiConverterOptionalULong.allocationSize(value.`seed`) +
+            FfiConverterInt.allocationSize(value.`repeatLastN`) +
+            FfiConverterOptionalLong.allocationSize(value.`seed`) +
             FfiConverterSequenceString.allocationSize(value.`stop`) +
             FfiConverterOptionalTypeResponseFormat.allocationSize(value.`responseFormat`) +
             FfiConverterOptionalTypeToolChoice.allocationSize(value.`toolChoice`)
     )
 
     override fun write(value: GenerationParams, buf: ByteBuffer) {
-            FfiConverterUInt.write(value.`maxTokens`, buf)
+            FfiConverterInt.write(value.`maxTokens`, buf)
             FfiConverterFloat.write(value.`temperature`, buf)
-            FfiConverterUInt.write(value.`topK`, buf)
+            FfiConverterInt.write(value.`topK`, buf)
             FfiConverterFloat.write(value.`topP`, buf)
             FfiConverterFloat.write(value.`minP`, buf)
             FfiConverterFloat.write(value.`repeatPenalty`, buf)
-            FfiConverterUInt.write(value.`repeatLastN`, buf)
-            FfiConverterOptionalULong.write(value.`seed`, buf)
+            FfiConverterInt.write(value.`repeatLastN`, buf)
+            FfiConverterOptionalLong.write(value.`seed`, buf)
             FfiConverterSequenceString.write(value.`stop`, buf)
             FfiConverterOptionalTypeResponseFormat.write(value.`responseFormat`, buf)
             FfiConverterOptionalTypeToolChoice.write(value.`toolChoice`, buf)
@@ -4667,16 +4680,16 @@ data class GenerationResult (
      */
     var `text`: kotlin.String
     , 
-    var `tokenIds`: List<kotlin.UInt>
+    var `tokenIds`: List<kotlin.Int>
     , 
-    var `promptTokens`: kotlin.UInt
+    var `promptTokens`: kotlin.Int
     , 
     /**
      * Prompt tokens served from the session's cache instead of recomputed.
      */
-    var `cachedPromptTokens`: kotlin.UInt
+    var `cachedPromptTokens`: kotlin.Int
     , 
-    var `generatedTokens`: kotlin.UInt
+    var `generatedTokens`: kotlin.Int
     , 
     var `timeToFirstTokenMs`: kotlin.Double
     , 
@@ -4707,10 +4720,10 @@ public object FfiConverterTypeGenerationResult: FfiConverterRustBuffer<Generatio
     override fun read(buf: ByteBuffer): GenerationResult {
         return GenerationResult(
             FfiConverterString.read(buf),
-            FfiConverterSequenceUInt.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterUInt.read(buf),
+            FfiConverterSequenceInt.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterInt.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterDouble.read(buf),
@@ -4721,10 +4734,10 @@ public object FfiConverterTypeGenerationResult: FfiConverterRustBuffer<Generatio
 
     override fun allocationSize(value: GenerationResult) = (
             FfiConverterString.allocationSize(value.`text`) +
-            FfiConverterSequenceUInt.allocationSize(value.`tokenIds`) +
-            FfiConverterUInt.allocationSize(value.`promptTokens`) +
-            FfiConverterUInt.allocationSize(value.`cachedPromptTokens`) +
-            FfiConverterUInt.allocationSize(value.`generatedTokens`) +
+            FfiConverterSequenceInt.allocationSize(value.`tokenIds`) +
+            FfiConverterInt.allocationSize(value.`promptTokens`) +
+            FfiConverterInt.allocationSize(value.`cachedPromptTokens`) +
+            FfiConverterInt.allocationSize(value.`generatedTokens`) +
             FfiConverterDouble.allocationSize(value.`timeToFirstTokenMs`) +
             FfiConverterDouble.allocationSize(value.`prefillTokensPerSecond`) +
             FfiConverterDouble.allocationSize(value.`decodeTokensPerSecond`) +
@@ -4734,10 +4747,10 @@ public object FfiConverterTypeGenerationResult: FfiConverterRustBuffer<Generatio
 
     override fun write(value: GenerationResult, buf: ByteBuffer) {
             FfiConverterString.write(value.`text`, buf)
-            FfiConverterSequenceUInt.write(value.`tokenIds`, buf)
-            FfiConverterUInt.write(value.`promptTokens`, buf)
-            FfiConverterUInt.write(value.`cachedPromptTokens`, buf)
-            FfiConverterUInt.write(value.`generatedTokens`, buf)
+            FfiConverterSequenceInt.write(value.`tokenIds`, buf)
+            FfiConverterInt.write(value.`promptTokens`, buf)
+            FfiConverterInt.write(value.`cachedPromptTokens`, buf)
+            FfiConverterInt.write(value.`generatedTokens`, buf)
             FfiConverterDouble.write(value.`timeToFirstTokenMs`, buf)
             FfiConverterDouble.write(value.`prefillTokensPerSecond`, buf)
             FfiConverterDouble.write(value.`decodeTokensPerSecond`, buf)
@@ -4769,14 +4782,14 @@ data class ModelConfig (
      * context (4096) never switches to its long-context factors, nor pays
      * the one-time recompute of the conversation that switch takes.
      */
-    var `contextLength`: kotlin.UInt? = null 
+    var `contextLength`: kotlin.Int? = null 
     , 
     /**
      * Compute threads; default one per performance core (all but the slowest
      * cluster of a phone's cores, pinned there). Process-wide: the first
      * model loaded fixes it.
      */
-    var `threads`: kotlin.UInt? = null 
+    var `threads`: kotlin.Int? = null 
     , 
     /**
      * Off (the default): control tokens typed in chat messages (e.g.
@@ -4819,8 +4832,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
         return ModelConfig(
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
-            FfiConverterOptionalUInt.read(buf),
-            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalInt.read(buf),
+            FfiConverterOptionalInt.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
@@ -4830,8 +4843,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
     override fun allocationSize(value: ModelConfig) = (
             FfiConverterString.allocationSize(value.`modelPath`) +
             FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
-            FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
-            FfiConverterOptionalUInt.allocationSize(value.`threads`) +
+            FfiConverterOptionalInt.allocationSize(value.`contextLength`) +
+            FfiConverterOptionalInt.allocationSize(value.`threads`) +
             FfiConverterBoolean.allocationSize(value.`parseSpecialInMessages`) +
             FfiConverterBoolean.allocationSize(value.`mapWeights`) +
             FfiConverterBoolean.allocationSize(value.`kvCacheF32`)
@@ -4840,8 +4853,8 @@ public object FfiConverterTypeModelConfig: FfiConverterRustBuffer<ModelConfig> {
     override fun write(value: ModelConfig, buf: ByteBuffer) {
             FfiConverterString.write(value.`modelPath`, buf)
             FfiConverterOptionalString.write(value.`tokenizerPath`, buf)
-            FfiConverterOptionalUInt.write(value.`contextLength`, buf)
-            FfiConverterOptionalUInt.write(value.`threads`, buf)
+            FfiConverterOptionalInt.write(value.`contextLength`, buf)
+            FfiConverterOptionalInt.write(value.`threads`, buf)
             FfiConverterBoolean.write(value.`parseSpecialInMessages`, buf)
             FfiConverterBoolean.write(value.`mapWeights`, buf)
             FfiConverterBoolean.write(value.`kvCacheF32`, buf)
@@ -4855,23 +4868,23 @@ data class ModelInfo (
     , 
     var `name`: kotlin.String?
     , 
-    var `parameterCount`: kotlin.ULong
+    var `parameterCount`: kotlin.Long
     , 
     /**
      * The context in use (after any cap from `ModelConfig`).
      */
-    var `contextLength`: kotlin.UInt
+    var `contextLength`: kotlin.Int
     , 
-    var `trainedContextLength`: kotlin.UInt
+    var `trainedContextLength`: kotlin.Int
     , 
-    var `vocabSize`: kotlin.UInt
+    var `vocabSize`: kotlin.Int
     , 
     /**
      * Main weight type, e.g. "Q4_K".
      */
     var `quantization`: kotlin.String
     , 
-    var `fileSizeBytes`: kotlin.ULong
+    var `fileSizeBytes`: kotlin.Long
     , 
     /**
      * The weights are the file's mapped pages (false: a heap copy, because
@@ -4879,20 +4892,20 @@ data class ModelInfo (
      */
     var `weightsMapped`: kotlin.Boolean
     , 
-    var `threads`: kotlin.UInt
+    var `threads`: kotlin.Int
     , 
     /**
      * The CPU cores the compute threads are pinned to: the performance
      * cores (empty: not pinned, because all cores are alike, the OS does not
      * say which are fast, or more threads were asked for than there are).
      */
-    var `cores`: List<kotlin.UInt>
+    var `cores`: List<kotlin.Int>
     , 
     /**
      * KV-cache bytes each token of a conversation takes (all layers; half
      * with the default f16 cache of what `kv_cache_f32` takes).
      */
-    var `kvBytesPerToken`: kotlin.ULong
+    var `kvBytesPerToken`: kotlin.Long
     , 
     /**
      * Set when the file's chat template was refused (too large, too deeply
@@ -4918,16 +4931,16 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
         return ModelInfo(
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterUInt.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterInt.read(buf),
             FfiConverterString.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterLong.read(buf),
             FfiConverterBoolean.read(buf),
-            FfiConverterUInt.read(buf),
-            FfiConverterSequenceUInt.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterSequenceInt.read(buf),
+            FfiConverterLong.read(buf),
             FfiConverterOptionalString.read(buf),
         )
     }
@@ -4935,32 +4948,32 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
     override fun allocationSize(value: ModelInfo) = (
             FfiConverterString.allocationSize(value.`architecture`) +
             FfiConverterOptionalString.allocationSize(value.`name`) +
-            FfiConverterULong.allocationSize(value.`parameterCount`) +
-            FfiConverterUInt.allocationSize(value.`contextLength`) +
-            FfiConverterUInt.allocationSize(value.`trainedContextLength`) +
-            FfiConverterUInt.allocationSize(value.`vocabSize`) +
+            FfiConverterLong.allocationSize(value.`parameterCount`) +
+            FfiConverterInt.allocationSize(value.`contextLength`) +
+            FfiConverterInt.allocationSize(value.`trainedContextLength`) +
+            FfiConverterInt.allocationSize(value.`vocabSize`) +
             FfiConverterString.allocationSize(value.`quantization`) +
-            FfiConverterULong.allocationSize(value.`fileSizeBytes`) +
+            FfiConverterLong.allocationSize(value.`fileSizeBytes`) +
             FfiConverterBoolean.allocationSize(value.`weightsMapped`) +
-            FfiConverterUInt.allocationSize(value.`threads`) +
-            FfiConverterSequenceUInt.allocationSize(value.`cores`) +
-            FfiConverterULong.allocationSize(value.`kvBytesPerToken`) +
+            FfiConverterInt.allocationSize(value.`threads`) +
+            FfiConverterSequenceInt.allocationSize(value.`cores`) +
+            FfiConverterLong.allocationSize(value.`kvBytesPerToken`) +
             FfiConverterOptionalString.allocationSize(value.`chatTemplateWarning`)
     )
 
     override fun write(value: ModelInfo, buf: ByteBuffer) {
             FfiConverterString.write(value.`architecture`, buf)
             FfiConverterOptionalString.write(value.`name`, buf)
-            FfiConverterULong.write(value.`parameterCount`, buf)
-            FfiConverterUInt.write(value.`contextLength`, buf)
-            FfiConverterUInt.write(value.`trainedContextLength`, buf)
-            FfiConverterUInt.write(value.`vocabSize`, buf)
+            FfiConverterLong.write(value.`parameterCount`, buf)
+            FfiConverterInt.write(value.`contextLength`, buf)
+            FfiConverterInt.write(value.`trainedContextLength`, buf)
+            FfiConverterInt.write(value.`vocabSize`, buf)
             FfiConverterString.write(value.`quantization`, buf)
-            FfiConverterULong.write(value.`fileSizeBytes`, buf)
+            FfiConverterLong.write(value.`fileSizeBytes`, buf)
             FfiConverterBoolean.write(value.`weightsMapped`, buf)
-            FfiConverterUInt.write(value.`threads`, buf)
-            FfiConverterSequenceUInt.write(value.`cores`, buf)
-            FfiConverterULong.write(value.`kvBytesPerToken`, buf)
+            FfiConverterInt.write(value.`threads`, buf)
+            FfiConverterSequenceInt.write(value.`cores`, buf)
+            FfiConverterLong.write(value.`kvBytesPerToken`, buf)
             FfiConverterOptionalString.write(value.`chatTemplateWarning`, buf)
     }
 }
@@ -5129,9 +5142,9 @@ sealed class LlmException: kotlin.Exception() {
     
     class ContextOverflow(
         
-        val `needed`: kotlin.UInt, 
+        val `needed`: kotlin.Int, 
         
-        val `available`: kotlin.UInt
+        val `available`: kotlin.Int
         ) : LlmException() {
         override val message
             get() = "needed=${ `needed` }, available=${ `available` }"
@@ -5269,8 +5282,8 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
                 FfiConverterString.read(buf),
                 )
             6 -> LlmException.ContextOverflow(
-                FfiConverterUInt.read(buf),
-                FfiConverterUInt.read(buf),
+                FfiConverterInt.read(buf),
+                FfiConverterInt.read(buf),
                 )
             7 -> LlmException.Callback(
                 FfiConverterString.read(buf),
@@ -5333,8 +5346,8 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             is LlmException.ContextOverflow -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterUInt.allocationSize(value.`needed`)
-                + FfiConverterUInt.allocationSize(value.`available`)
+                + FfiConverterInt.allocationSize(value.`needed`)
+                + FfiConverterInt.allocationSize(value.`available`)
             )
             is LlmException.Callback -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5414,8 +5427,8 @@ public object FfiConverterTypeLlmError : FfiConverterRustBuffer<LlmException> {
             }
             is LlmException.ContextOverflow -> {
                 buf.putInt(6)
-                FfiConverterUInt.write(value.`needed`, buf)
-                FfiConverterUInt.write(value.`available`, buf)
+                FfiConverterInt.write(value.`needed`, buf)
+                FfiConverterInt.write(value.`available`, buf)
                 Unit
             }
             is LlmException.Callback -> {
@@ -5743,60 +5756,28 @@ public object FfiConverterTypeToolChoice: FfiConverterRustBuffer<ToolChoice> {
 /**
  * @suppress
  */
-public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
-    override fun read(buf: ByteBuffer): kotlin.UInt? {
+public object FfiConverterOptionalInt: FfiConverterRustBuffer<kotlin.Int?> {
+    override fun read(buf: ByteBuffer): kotlin.Int? {
         if (buf.get().toInt() == 0) {
             return null
         }
-        return FfiConverterUInt.read(buf)
+        return FfiConverterInt.read(buf)
     }
 
-    override fun allocationSize(value: kotlin.UInt?): ULong {
+    override fun allocationSize(value: kotlin.Int?): ULong {
         if (value == null) {
             return 1UL
         } else {
-            return 1UL + FfiConverterUInt.allocationSize(value)
+            return 1UL + FfiConverterInt.allocationSize(value)
         }
     }
 
-    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+    override fun write(value: kotlin.Int?, buf: ByteBuffer) {
         if (value == null) {
             buf.put(0)
         } else {
             buf.put(1)
-            FfiConverterUInt.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
-public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
-    override fun read(buf: ByteBuffer): kotlin.ULong? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterULong.read(buf)
-    }
-
-    override fun allocationSize(value: kotlin.ULong?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterULong.allocationSize(value)
-        }
-    }
-
-    override fun write(value: kotlin.ULong?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterULong.write(value, buf)
+            FfiConverterInt.write(value, buf)
         }
     }
 }
@@ -6031,24 +6012,24 @@ public object FfiConverterOptionalTypeToolChoice: FfiConverterRustBuffer<ToolCho
 /**
  * @suppress
  */
-public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>> {
-    override fun read(buf: ByteBuffer): List<kotlin.UInt> {
+public object FfiConverterSequenceInt: FfiConverterRustBuffer<List<kotlin.Int>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Int> {
         val len = buf.getInt()
-        return List<kotlin.UInt>(len) {
-            FfiConverterUInt.read(buf)
+        return List<kotlin.Int>(len) {
+            FfiConverterInt.read(buf)
         }
     }
 
-    override fun allocationSize(value: List<kotlin.UInt>): ULong {
+    override fun allocationSize(value: List<kotlin.Int>): ULong {
         val sizeForLength = 4UL
-        val sizeForItems = value.map { FfiConverterUInt.allocationSize(it) }.sum()
+        val sizeForItems = value.map { FfiConverterInt.allocationSize(it) }.sum()
         return sizeForLength + sizeForItems
     }
 
-    override fun write(value: List<kotlin.UInt>, buf: ByteBuffer) {
+    override fun write(value: List<kotlin.Int>, buf: ByteBuffer) {
         buf.putInt(value.size)
         value.iterator().forEach {
-            FfiConverterUInt.write(it, buf)
+            FfiConverterInt.write(it, buf)
         }
     }
 }
@@ -6201,14 +6182,14 @@ public object FfiConverterSequenceTypeToolCall: FfiConverterRustBuffer<List<Tool
          * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
          * Compare it with what the device has free before a load.
          */
-    @Throws(LlmException::class) fun `estimateModelMemory`(`modelPath`: kotlin.String, `contextLength`: kotlin.UInt? = null): kotlin.ULong {
-            return FfiConverterULong.lift(
+    @Throws(LlmException::class) fun `estimateModelMemory`(`modelPath`: kotlin.String, `contextLength`: kotlin.Int? = null): kotlin.Long {
+            return FfiConverterLong.lift(
     uniffiRustCallWithError(LlmException) { _status ->
     UniffiLib.uniffi_phi_mobile_fn_func_estimate_model_memory(
     
         
         FfiConverterString.lower(`modelPath`),
-        FfiConverterOptionalUInt.lower(`contextLength`),_status)
+        FfiConverterOptionalInt.lower(`contextLength`),_status)
 }
     )
     }

@@ -29,7 +29,7 @@ import org.junit.jupiter.api.Timeout
  */
 @Timeout(120)
 class CancellationTest {
-    private val long = greedy(400u)
+    private val long = greedy(400)
     private val prompt = "Tell me a very long story."
 
     // Not runBlocking's children: if cancellation failed to stop them, the test fails on its
@@ -119,7 +119,7 @@ class CancellationTest {
             val four = full.take(4).joinToString("")
             assertTrue(answer.content.startsWith(three) && four.startsWith(answer.content), answer.content)
             // The session works afterwards, and the cancel aimed at the old turn does not hit this one.
-            val next = chat.reply("Go on.", greedy(8u))
+            val next = chat.reply("Go on.", greedy(8))
             assertEquals(StopReason.MAX_TOKENS, next.stopReason)
         }
     }

@@ -23,7 +23,7 @@ class ConcurrencyTest {
         referenceModel.newSession(listOf(ChatMessage(Role.SYSTEM, "You are a helpful assistant."))).use { chat ->
             var first = true
             turns.map { turn ->
-                chat.reply(turn, greedy(24u)) {
+                chat.reply(turn, greedy(24)) {
                     if (first) {
                         first = false
                         onFirstPiece()

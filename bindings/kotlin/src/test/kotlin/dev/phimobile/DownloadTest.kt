@@ -77,12 +77,12 @@ class DownloadTest {
 
     @Test
     fun `downloads with progress, then returns the same file without network`() = runBlocking {
-        val seen = mutableListOf<Pair<ULong, ULong>>()
+        val seen = mutableListOf<Pair<Long, Long>>()
         val model = downloadModel(request, dir) { done, total -> synchronized(seen) { seen += done to total } }
         assertContentEquals(bytes, model.file.readBytes())
-        assertEquals(bytes.size.toULong() to bytes.size.toULong(), seen.last())
+        assertEquals(bytes.size.toLong() to bytes.size.toLong(), seen.last())
         // The etag is a SHA-256: the content was checked against it.
-        assertEquals(DownloadedModel(model.path, bytes.size.toULong(), "0123456789abcdef0123456789abcdef01234567", sha, true), model)
+        assertEquals(DownloadedModel(model.path, bytes.size.toLong(), "0123456789abcdef0123456789abcdef01234567", sha, true), model)
         server.stop(0)
         assertEquals(model, downloadModel(request, dir))
     }

@@ -25,17 +25,17 @@ object Fixtures {
 
     val scratch: Path by lazy { Files.createTempDirectory("phi-mobile-kotlin-tests") }
 
-    fun referenceConfig(contextLength: UInt? = null): ModelConfig =
+    fun referenceConfig(contextLength: Int? = null): ModelConfig =
         ModelConfig(modelPath = referenceModelPath, tokenizerPath = tokenizerPath, contextLength = contextLength)
 
     /** The reference model, loaded once for the tests that do not close it. */
     val referenceModel: Model by lazy { Model.load(referenceConfig()) }
 
     /** Deterministic argmax decoding (what the Rust tests call `GenerationParams::greedy`). */
-    fun greedy(maxTokens: UInt): GenerationParams =
+    fun greedy(maxTokens: Int): GenerationParams =
         GenerationParams(maxTokens = maxTokens, temperature = 0f, repeatPenalty = 1f)
 
-    class ReferenceCase(val prompt: String, val promptIds: List<UInt>, val expectedIds: List<UInt>)
+    class ReferenceCase(val prompt: String, val promptIds: List<Int>, val expectedIds: List<Int>)
 
     /** A case of tests/data/reference_phi3.json (the ids transformers computed on the same weights). */
     fun referenceCase(name: String): ReferenceCase {
@@ -44,7 +44,7 @@ object Fixtures {
             """"name":\s*"${Regex.escape(name)}".*?"prompt_ids":\s*\[([^\]]*)\].*?"expected_ids":\s*\[([^\]]*)\].*?"prompt":\s*"((?:[^"\\]|\\.)*)"""",
             RegexOption.DOT_MATCHES_ALL,
         ).find(json) ?: error("case $name not found in reference_phi3.json")
-        fun ids(s: String) = s.split(',').map { it.trim() }.filter { it.isNotEmpty() }.map { it.toUInt() }
+        fun ids(s: String) = s.split(',').map { it.trim() }.filter { it.isNotEmpty() }.map { it.toInt() }
         val (promptIds, expected, prompt) = case.destructured
         require(!prompt.contains('\\')) { "escaped prompts are not supported by this little parser" }
         return ReferenceCase(prompt, ids(promptIds), ids(expected))

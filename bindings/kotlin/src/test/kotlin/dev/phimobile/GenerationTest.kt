@@ -27,13 +27,13 @@ class GenerationTest {
         assertEquals(32, case.expectedIds.size)
         loadModel(Fixtures.referenceConfig()).use { model ->
             assertEquals(case.promptIds, model.tokenize(case.prompt))
-            val stats = model.complete(case.prompt, greedy(case.expectedIds.size.toUInt()))
+            val stats = model.complete(case.prompt, greedy(case.expectedIds.size))
             assertEquals(case.expectedIds, stats.tokenIds)
             assertEquals(StopReason.MAX_TOKENS, stats.stopReason)
-            assertEquals(case.promptIds.size.toUInt(), stats.promptTokens)
-            assertEquals(32u, stats.generatedTokens)
+            assertEquals(case.promptIds.size, stats.promptTokens)
+            assertEquals(32, stats.generatedTokens)
             // The generated blocking API agrees.
-            val direct = model.generate(case.prompt, greedy(32u), object : TokenSink {
+            val direct = model.generate(case.prompt, greedy(32), object : TokenSink {
                 override fun onText(piece: String) = true
             })
             assertEquals(case.expectedIds, direct.tokenIds)
@@ -42,7 +42,7 @@ class GenerationTest {
 
     @Test
     fun `flow concatenation equals the stats text`() = runBlocking {
-        val params = greedy(64u)
+        val params = greedy(64)
         val events = referenceModel.streamEvents("Hello, world", params).toList()
         val done = assertIs<GenerationEvent.Done>(events.last())
         assertEquals(1, events.count { it is GenerationEvent.Done })
@@ -61,25 +61,25 @@ class GenerationTest {
     @Test
     fun `chat turn flow concatenation equals the stats text and the history`() = runBlocking {
         referenceModel.newSession(listOf(ChatMessage(Role.SYSTEM, "You are a helpful assistant."))).use { chat ->
-            val events = chat.streamEvents("Write a haiku about ice hockey.", greedy(40u)).toList()
+            val events = chat.streamEvents("Write a haiku about ice hockey.", greedy(40)).toList()
             val stats = assertIs<GenerationEvent.Done>(events.last()).stats
             val text = events.filterIsInstance<GenerationEvent.Text>().joinToString("") { it.piece }
             assertEquals(stats.text, text)
             assertEquals(ChatMessage(Role.ASSISTANT, text), chat.history().last())
             // Second turn reuses the cached prompt.
-            val pieces = chat.stream("Another one.", greedy(16u)).toList()
+            val pieces = chat.stream("Another one.", greedy(16)).toList()
             assertEquals(pieces.joinToString(""), chat.history().last().content)
             assertEquals(5, chat.history().size)
             // Pieces arrive in the caller's context (here runBlocking's thread), not the generating one.
             val threads = mutableSetOf<Thread>()
-            chat.reply("More.", greedy(8u)) { threads += Thread.currentThread() }
+            chat.reply("More.", greedy(8)) { threads += Thread.currentThread() }
             assertEquals(setOf(Thread.currentThread()), threads)
         }
     }
 
     @Test
     fun `loading runs off the calling thread and reports progress`() {
-        val progress = mutableListOf<Pair<ULong, ULong>>()
+        val progress = mutableListOf<Pair<Long, Long>>()
         var progressThread: Thread? = null
         val caller = Thread.currentThread()
         runBlocking {
@@ -87,7 +87,7 @@ class GenerationTest {
                 progressThread = Thread.currentThread()
                 synchronized(progress) { progress += read to total }
             }.use { model ->
-                val size = java.io.File(Fixtures.referenceModelPath).length().toULong()
+                val size = java.io.File(Fixtures.referenceModelPath).length()
                 assertEquals(size, model.info().fileSizeBytes)
                 assertTrue(progress.isNotEmpty())
                 assertEquals(progress.map { it.first }.sorted(), progress.map { it.first })
@@ -141,7 +141,7 @@ class GenerationTest {
                         ticks++
                     }
                 }
-                val stats = referenceModel.complete("Hello, world", greedy(200u))
+                val stats = referenceModel.complete("Hello, world", greedy(200))
                 ticker.cancel()
                 assertTrue(ticks > 0, "main dispatcher starved during ${stats.generatedTokens} tokens")
             }

@@ -27,14 +27,14 @@ class LifecycleTest {
         assertDestroyed("info") { model.info() }
         assertDestroyed("tokenize") { model.tokenize("Hi") }
         assertDestroyed("newSession") { model.newSession(emptyList()) }
-        assertDestroyed("stream") { model.stream("Hi", greedy(4u)).toList() }
-        assertDestroyed("complete") { model.complete("Hi", greedy(4u)) }
+        assertDestroyed("stream") { model.stream("Hi", greedy(4)).toList() }
+        assertDestroyed("complete") { model.complete("Hi", greedy(4)) }
 
         // A session keeps the weights alive after its model is closed, until it is closed too.
-        assertEquals(StopReason.MAX_TOKENS, session.reply("Hi", greedy(4u)).stopReason)
+        assertEquals(StopReason.MAX_TOKENS, session.reply("Hi", greedy(4)).stopReason)
         session.close()
-        assertDestroyed("reply") { session.reply("Hi", greedy(4u)) }
-        assertDestroyed("stream") { session.stream("Hi", greedy(4u)).toList() }
+        assertDestroyed("reply") { session.reply("Hi", greedy(4)) }
+        assertDestroyed("stream") { session.stream("Hi", greedy(4)).toList() }
         assertDestroyed("history") { session.history() }
     }
 
@@ -43,7 +43,7 @@ class LifecycleTest {
         val model = loadModel(Fixtures.referenceConfig())
         val firstPiece = kotlinx.coroutines.CompletableDeferred<Unit>()
         val running = async {
-            model.complete("Hello, world", greedy(32u)) { firstPiece.complete(Unit) }
+            model.complete("Hello, world", greedy(32)) { firstPiece.complete(Unit) }
         }
         firstPiece.await()
         model.close()
@@ -69,7 +69,7 @@ class LifecycleTest {
     fun `100 load-close cycles do not grow RSS by more than 5 percent`() = runBlocking {
         suspend fun cycle() {
             loadModel(Fixtures.referenceConfig()).use { model ->
-                model.newSession(emptyList()).use { chat -> chat.reply("Hi", greedy(4u)) }
+                model.newSession(emptyList()).use { chat -> chat.reply("Hi", greedy(4)) }
             }
         }
         fun settledRss(): Long {

@@ -26,7 +26,7 @@ class SavedChatTest {
     private suspend fun savedChat(name: String): File {
         val file = File(dir, name)
         referenceModel.newSession(system).use { chat ->
-            chat.reply("Write a haiku about ice hockey.", greedy(24u))
+            chat.reply("Write a haiku about ice hockey.", greedy(24))
             chat.save(file)
         }
         return file
@@ -36,31 +36,31 @@ class SavedChatTest {
     fun `a restored chat has the same history and the same next greedy reply`() = runBlocking {
         val file = File(dir, "one-turn.phichat")
         val (history, kvBytes, uninterrupted) = referenceModel.newSession(system).use { chat ->
-            chat.reply("Write a haiku about ice hockey.", greedy(24u))
+            chat.reply("Write a haiku about ice hockey.", greedy(24))
             chat.save(file)
-            Triple(chat.history(), chat.kvCacheBytes(), chat.reply("Another one.", greedy(16u)))
+            Triple(chat.history(), chat.kvCacheBytes(), chat.reply("Another one.", greedy(16)))
         }
         assertEquals(3, history.size) // system, user, assistant
         assertEquals(16, uninterrupted.tokenIds.size)
         // The KV cache is in the file: at least the prompt's and the answer's tokens of it.
         val info = referenceModel.info()
-        assertTrue(file.length().toULong() >= info.kvBytesPerToken * 24uL, "${file.length()} bytes")
+        assertTrue(file.length() >= info.kvBytesPerToken * 24L, "${file.length()} bytes")
 
         // As after the app was killed: another load of the same model file.
         loadModel(Fixtures.referenceConfig()).use { model ->
             model.restoreSession(file).use { restored ->
                 assertEquals(history, restored.history())
-                assertTrue(restored.kvCacheBytes() in 1uL..kvBytes, "${restored.kvCacheBytes()} of $kvBytes")
-                val next = restored.reply("Another one.", greedy(16u))
+                assertTrue(restored.kvCacheBytes() in 1L..kvBytes, "${restored.kvCacheBytes()} of $kvBytes")
+                val next = restored.reply("Another one.", greedy(16))
                 assertEquals(uninterrupted.tokenIds, next.tokenIds)
                 assertEquals(uninterrupted.text, next.text)
                 // The history came from the saved cache, as far as the uninterrupted chat's did,
                 // where a new session with the same messages has to run all of it.
                 assertEquals(uninterrupted.promptTokens, next.promptTokens)
                 assertEquals(uninterrupted.cachedPromptTokens, next.cachedPromptTokens)
-                assertTrue(next.cachedPromptTokens > 0u)
-                val rerun = model.newSession(history).use { it.reply("Another one.", greedy(16u)) }
-                assertEquals(0u, rerun.cachedPromptTokens)
+                assertTrue(next.cachedPromptTokens > 0)
+                val rerun = model.newSession(history).use { it.reply("Another one.", greedy(16)) }
+                assertEquals(0, rerun.cachedPromptTokens)
                 assertEquals(history + listOf(ChatMessage(Role.USER, "Another one."), ChatMessage(Role.ASSISTANT, next.text)), restored.history())
                 // reset() goes back to the history the chat was first created with.
                 restored.reset()
@@ -73,9 +73,9 @@ class SavedChatTest {
     fun `saving again replaces the file with the longer chat`() = runBlocking {
         val file = File(dir, "replaced.phichat")
         referenceModel.newSession(system).use { chat ->
-            chat.reply("Name a color.", greedy(8u))
+            chat.reply("Name a color.", greedy(8))
             chat.save(file)
-            chat.reply("And another one?", greedy(8u))
+            chat.reply("And another one?", greedy(8))
             chat.save(file)
             referenceModel.restoreSession(file).use { assertEquals(chat.history(), it.history()) }
         }
@@ -106,13 +106,13 @@ class SavedChatTest {
         // The intact file still restores, and the model still answers as before.
         referenceModel.restoreSession(file).use { assertEquals(3, it.history().size) }
         val case = Fixtures.referenceCase("hello")
-        assertEquals(case.expectedIds, referenceModel.complete(case.prompt, greedy(32u)).tokenIds)
+        assertEquals(case.expectedIds, referenceModel.complete(case.prompt, greedy(32)).tokenIds)
     }
 
     @Test
     fun `save into a missing directory is Storage, and from the session's own sink Busy`() = runBlocking {
         referenceModel.newSession(system).use { chat ->
-            chat.reply("Hi", greedy(4u))
+            chat.reply("Hi", greedy(4))
             val e = assertFailsWith<LlmException.Storage> { chat.save(File(dir, "no/such/dir/chat.phichat")) }
             assertTrue(e.reason.isNotEmpty())
 
@@ -121,7 +121,7 @@ class SavedChatTest {
             val inSink = File(dir, "in-sink.phichat")
             var tried = false
             var thrown: Throwable? = null
-            val stats = chat.send("Hello", greedy(8u), object : TokenSink {
+            val stats = chat.send("Hello", greedy(8), object : TokenSink {
                 override fun onText(piece: String): Boolean {
                     if (!tried) {
                         tried = true

@@ -17,7 +17,7 @@ class StructuredOutputTest {
     private val digit = """{"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
         "required": ["n"], "additionalProperties": false}"""
 
-    private fun params(seed: Long) = GenerationParams(maxTokens = 40u, temperature = 1f, seed = seed.toULong())
+    private fun params(seed: Long) = GenerationParams(maxTokens = 40, temperature = 1f, seed = seed)
 
     @Test
     fun `respond parses an answer valid for its schema, at any seed`() = runBlocking {
@@ -44,7 +44,7 @@ class StructuredOutputTest {
     fun `an answer cut short is IncompleteAnswer with its partial text`() = runBlocking {
         val session = referenceModel.newSession(emptyList())
         val e = assertFailsWith<LlmException.IncompleteAnswer> {
-            session.respond("A digit", ResponseFormat.JsonSchema(digit), params(1).copy(maxTokens = 2u)) { it }
+            session.respond("A digit", ResponseFormat.JsonSchema(digit), params(1).copy(maxTokens = 2)) { it }
         }
         assertEquals(StopReason.MAX_TOKENS, e.stopReason)
         assertTrue(e.partial.startsWith("{"), e.partial)

@@ -26,7 +26,7 @@ class ToolCallingTest {
     @Test
     fun `calls arrive typed before Done and the chat goes on with their results`() = runBlocking {
         referenceModel.newToolSession(tools = listOf(add)).use { chat ->
-            val required = GenerationParams(seed = 7u, toolChoice = ToolChoice.REQUIRED)
+            val required = GenerationParams(seed = 7, toolChoice = ToolChoice.REQUIRED)
             val events = chat.streamEvents("Add 2 and 3", required).toList()
             val done = assertIs<GenerationEvent.Done>(events.last())
             val calls = assertIs<GenerationEvent.ToolCalls>(events[events.size - 2]).calls
@@ -36,7 +36,7 @@ class ToolCallingTest {
             assertEquals(calls, chat.history().last().toolCalls)
 
             val results = calls.map { """{"sum": 5}""" }
-            val next = chat.streamToolResults(results, GenerationParams(maxTokens = 8u, toolChoice = ToolChoice.TEXT_ONLY))
+            val next = chat.streamToolResults(results, GenerationParams(maxTokens = 8, toolChoice = ToolChoice.TEXT_ONLY))
                 .toList()
             assertTrue(next.none { it is GenerationEvent.ToolCalls })
             val stats = assertIs<GenerationEvent.Done>(next.last()).stats

@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Timeout
 // BEGIN usage example (identical to the KDoc of loadModel in PhiMobile.kt; checked below)
 suspend fun haikus(modelPath: String, tokenizerPath: String): List<String> =
     loadModel(ModelConfig(modelPath = modelPath, tokenizerPath = tokenizerPath)).use { model ->
-        val params = GenerationParams(maxTokens = 48u)
+        val params = GenerationParams(maxTokens = 48)
         model.newSession(listOf(ChatMessage(Role.SYSTEM, "Be brief."))).use { chat ->
             // A chat turn as a Flow<String>; collecting runs generation on Dispatchers.IO.
             val first = chat.stream("Write a haiku about ice hockey", params).toList().joinToString("")

@@ -36,7 +36,7 @@ data class LocalModel(val file: File, val neededBytes: Long?) {
  * The KV cache (f16) grows with the chat up to this many tokens: for Phi-3-mini 0.4 GB at 1024
  * (1.6 GB at its full 4096), a third of that for Phi-4-mini. See README "Android".
  */
-private const val CONTEXT_LENGTH = 1024u
+private const val CONTEXT_LENGTH = 1024
 
 /**
  * Owns the [ChatController], so a conversation (and the loaded model) survives rotation; the
@@ -131,7 +131,7 @@ class ChatViewModel(application: Application) : AndroidViewModel(application) {
 
     /** Reads the file's header (a few KB): on Dispatchers.IO, like the directory walk. */
     private fun estimatedBytes(file: File): Long? =
-        runCatching { estimateModelMemory(file.path, CONTEXT_LENGTH).toLong() }.getOrNull()
+        runCatching { estimateModelMemory(file.path, CONTEXT_LENGTH) }.getOrNull()
 
     /**
      * A warning when a model that needs [bytes] will likely not fit: the weights are the mapped

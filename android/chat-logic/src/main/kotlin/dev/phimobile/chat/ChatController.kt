@@ -44,9 +44,9 @@ data class ChatSettings(
      * the main memory knob after the model size (Phi-3-mini at its full 4096 needs 1.6 GB of
      * cache on top of the weights).
      */
-    val contextLength: UInt? = 2048u,
+    val contextLength: Int? = 2048,
     /** Compute threads; null = one per performance core. */
-    val threads: UInt? = null,
+    val threads: Int? = null,
 )
 
 /**
@@ -80,7 +80,7 @@ class ChatController(
     private val settings: ChatSettings = ChatSettings(),
     private val chatFile: File? = null,
     private val ioDispatcher: CoroutineDispatcher = Dispatchers.IO,
-    private val loader: suspend (ModelConfig, (ULong, ULong) -> Unit) -> Model = { config, onProgress ->
+    private val loader: suspend (ModelConfig, (Long, Long) -> Unit) -> Model = { config, onProgress ->
         loadModel(config, onProgress)
     },
 ) : AutoCloseable {
@@ -124,7 +124,7 @@ class ChatController(
         replaceModel(ChatState.Downloading(0, 0, ChatState.Downloading.Source.DOWNLOAD)) { op ->
             val model = withContext(ioDispatcher) {
                 downloadModel(request, directory) { done, total ->
-                    publish(op, ChatState.Downloading(done.toLong(), total.toLong(), ChatState.Downloading.Source.DOWNLOAD))
+                    publish(op, ChatState.Downloading(done, total, ChatState.Downloading.Source.DOWNLOAD))
                 }
             }
             open(op, model.path, null)
@@ -332,7 +332,7 @@ class ChatController(
         try {
             withContext(ioDispatcher) {
                 pending.set(loader(config) { read, total ->
-                    if (total > 0uL) publish(op, ChatState.Loading(path, (read.toDouble() / total.toDouble()).toFloat()))
+                    if (total > 0L) publish(op, ChatState.Loading(path, (read.toDouble() / total.toDouble()).toFloat()))
                 })
             }
             val model = checkNotNull(pending.get())

@@ -77,9 +77,9 @@ data class TurnStats(
         fun of(stats: GenerationResult) = TurnStats(
             timeToFirstTokenMs = stats.timeToFirstTokenMs,
             tokensPerSecond = stats.decodeTokensPerSecond,
-            promptTokens = stats.promptTokens.toInt(),
-            cachedPromptTokens = stats.cachedPromptTokens.toInt(),
-            generatedTokens = stats.generatedTokens.toInt(),
+            promptTokens = stats.promptTokens,
+            cachedPromptTokens = stats.cachedPromptTokens,
+            generatedTokens = stats.generatedTokens,
             stopReason = stats.stopReason,
         )
     }

@@ -15,8 +15,8 @@ import org.junit.jupiter.api.Timeout
 /** Loading and chatting with a real model (SmolLM2), compared with the library used directly. */
 @Timeout(180)
 class ChatFlowTest {
-    private val params = Fixtures.greedy(20u)
-    private val settings = ChatSettings(params = params, contextLength = 1024u)
+    private val params = Fixtures.greedy(20)
+    private val settings = ChatSettings(params = params, contextLength = 1024)
 
     /** What the library answers to [prompts], in one session, without the controller. */
     private fun direct(vararg prompts: String): List<String> = runBlocking {

@@ -44,7 +44,7 @@ class DownloadTest {
         filename = "smollm2.gguf",
         endpoint = "http://127.0.0.1:${server.address.port}",
     )
-    private val settings = ChatSettings(params = Fixtures.greedy(8u), contextLength = 512u)
+    private val settings = ChatSettings(params = Fixtures.greedy(8), contextLength = 512)
 
     private fun serve(exchange: HttpExchange) {
         val size = source.length()

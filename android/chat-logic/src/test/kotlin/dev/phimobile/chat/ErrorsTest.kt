@@ -15,7 +15,7 @@ import org.junit.jupiter.api.Timeout
 /** Failures become Error states carrying the library's typed exception; none is fatal. */
 @Timeout(180)
 class ErrorsTest {
-    private val settings = ChatSettings(params = Fixtures.greedy(16u), contextLength = 1024u)
+    private val settings = ChatSettings(params = Fixtures.greedy(16), contextLength = 1024)
     private val scratch: File = Files.createTempDirectory("chat-logic-errors").toFile()
 
     @Test
@@ -56,13 +56,13 @@ class ErrorsTest {
 
     @Test
     fun `a conversation past the context is a recoverable ContextOverflow, cleared by a new chat`() {
-        Harness(settings.copy(contextLength = 64u)).use { h ->
+        Harness(settings.copy(contextLength = 64)).use { h ->
             h.onMain { load(Fixtures.smolLm2) }
             val ready = h.awaitState<ChatState.Ready>()
             assertTrue(h.onMain { send("Please summarise this: " + "the quick brown fox jumps over the lazy dog ".repeat(20)) })
             val error = h.awaitState<ChatState.Error>()
             val cause = assertIs<LlmException.ContextOverflow>(error.cause)
-            assertEquals(64u, cause.available)
+            assertEquals(64, cause.available)
             assertTrue(error.recoverable)
             assertEquals(ready.model, assertNotNull(error.model), "the model stays loaded")
             assertTrue(error.message.contains("start a new chat"), error.message)

@@ -31,7 +31,7 @@ object Fixtures {
     val referenceModel: String by lazy { prop("phimobile.referenceModel") }
     val referenceTokenizer: String by lazy { prop("phimobile.tokenizer") }
 
-    fun greedy(maxTokens: UInt) = GenerationParams(maxTokens = maxTokens, temperature = 0f, repeatPenalty = 1f)
+    fun greedy(maxTokens: Int) = GenerationParams(maxTokens = maxTokens, temperature = 0f, repeatPenalty = 1f)
 }
 
 /**

@@ -16,7 +16,7 @@ import org.junit.jupiter.api.Timeout
 /** Copying a model into app storage (what the app does with a SAF document), then loading it. */
 @Timeout(180)
 class ImportTest {
-    private val settings = ChatSettings(params = Fixtures.greedy(16u), contextLength = 1024u)
+    private val settings = ChatSettings(params = Fixtures.greedy(16), contextLength = 1024)
     private val models: File = Files.createTempDirectory("chat-logic-import").toFile()
     private val source = File(Fixtures.smolLm2)
 

@@ -12,7 +12,7 @@ import org.junit.jupiter.api.Timeout
 /** Models are closed when replaced or when the controller closes; work stays off the main thread. */
 @Timeout(180)
 class LifecycleTest {
-    private val settings = ChatSettings(params = Fixtures.greedy(400u), contextLength = 1024u)
+    private val settings = ChatSettings(params = Fixtures.greedy(400), contextLength = 1024)
 
     @Test
     fun `replacing the model closes the old one, also in the middle of an answer`() {

@@ -28,8 +28,8 @@ import org.junit.jupiter.api.Timeout
  */
 @Timeout(180)
 class SavedChatTest {
-    private val params = Fixtures.greedy(20u)
-    private val settings = ChatSettings(systemPrompt = "Be brief.", params = params, contextLength = 1024u)
+    private val params = Fixtures.greedy(20)
+    private val settings = ChatSettings(systemPrompt = "Be brief.", params = params, contextLength = 1024)
     private val system = listOf(ChatMessage(Role.SYSTEM, "Be brief."))
     private val scratch: File = Files.createTempDirectory("chat-logic-saved").toFile()
     private val prompts = listOf("Name a color.", "And another one?", "Which of the two do you like more?")
@@ -78,8 +78,8 @@ class SavedChatTest {
             assertEquals(expected[2].text, next.assistant)
             // Its history came from the restored KV cache, as far as the uninterrupted chat's did.
             val stats = assertNotNull(next.stats)
-            assertEquals(expected[2].promptTokens.toInt(), stats.promptTokens)
-            assertEquals(expected[2].cachedPromptTokens.toInt(), stats.cachedPromptTokens)
+            assertEquals(expected[2].promptTokens, stats.promptTokens)
+            assertEquals(expected[2].cachedPromptTokens, stats.cachedPromptTokens)
             assertTrue(stats.cachedPromptTokens > 0, "$stats")
             h.awaitChatWork()
         }
@@ -98,7 +98,7 @@ class SavedChatTest {
         runBlocking {
             loadModel(smolLm2Config()).use { model -> model.newSession(system).use { it.reply(prompts[0], params); it.save(good) } }
             val reference = ModelConfig(modelPath = Fixtures.referenceModel, tokenizerPath = Fixtures.referenceTokenizer)
-            loadModel(reference).use { model -> model.newSession(system).use { it.reply(prompts[0], Fixtures.greedy(4u)); it.save(foreign) } }
+            loadModel(reference).use { model -> model.newSession(system).use { it.reply(prompts[0], Fixtures.greedy(4)); it.save(foreign) } }
         }
         val bytes = good.readBytes()
         val cases = listOf(
@@ -198,7 +198,7 @@ class SavedChatTest {
     fun `trimMemory does not wait for the answer in progress, and the chat goes on`() {
         val file = File(scratch, "trim.phichat")
         // The synthetic Phi-3: random weights, so its answer runs to the 400-token limit.
-        Harness(settings.copy(params = Fixtures.greedy(400u)), file).use { h ->
+        Harness(settings.copy(params = Fixtures.greedy(400)), file).use { h ->
             h.onMain { load(Fixtures.referenceModel, Fixtures.referenceTokenizer) }
             h.awaitState<ChatState.Ready>()
             assertTrue(h.onMain { send("Tell me a very long story.") })
@@ -215,7 +215,7 @@ class SavedChatTest {
             h.awaitChatWork()
             val after = session.kvCacheBytes()
             println("trim: KV cache $before -> $after bytes")
-            assertTrue(after in 1uL..before, "$before -> $after")
+            assertTrue(after in 1L..before, "$before -> $after")
             // The trimmed chat is still whole: saved, restorable, and it goes on.
             assertNull(h.states.filterIsInstance<ChatState.Error>().firstOrNull())
             assertTrue(h.onMain { send("Go on.") })

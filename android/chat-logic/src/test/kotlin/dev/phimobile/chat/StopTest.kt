@@ -13,7 +13,7 @@ import org.junit.jupiter.api.Timeout
  */
 @Timeout(180)
 class StopTest {
-    private val settings = ChatSettings(params = Fixtures.greedy(400u), contextLength = 1024u)
+    private val settings = ChatSettings(params = Fixtures.greedy(400), contextLength = 1024)
 
     private fun Harness.loadReference() {
         onMain { load(Fixtures.referenceModel, Fixtures.referenceTokenizer) }
