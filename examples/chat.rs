@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phi_mobile::{
-    download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationResult, LlmError,
-    LoadProgress, Model, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall, ToolChoice,
+    download_model, ChatMessage, DownloadProgress, DownloadRequest, GenerationParams, GenerationResult, LanguageModel,
+    LlmError, LoadProgress, ModelConfig, ModelTokenizer, ResponseFormat, Role, TokenSink, Tool, ToolCall, ToolChoice,
 };
 use sha2::Digest;
 
@@ -266,7 +266,7 @@ fn run(args: Args) -> Result<(), String> {
         ..ModelConfig::new(model_path)
     };
     let started = std::time::Instant::now();
-    let model = Model::load_with_progress(config, Some(Arc::new(LoadBar)), None).map_err(|e| e.to_string())?;
+    let model = LanguageModel::load_with_progress(config, Some(Arc::new(LoadBar)), None).map_err(|e| e.to_string())?;
     let info = model.info();
     eprintln!(
         "{} ({}, {:.2} B parameters, {}, context {}, {} threads) loaded in {:.2} s",

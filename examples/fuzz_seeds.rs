@@ -237,7 +237,7 @@ pub fn saved_chat_model() -> Phi3Spec {
 
 /// The bytes of a chat of one turn saved by the model in `gguf`.
 pub fn saved_chat(gguf: &Path, path: &Path) -> Vec<u8> {
-    use phi_mobile::{ChatMessage, GenerationParams, LlmError, Model, ModelConfig, Role, TokenSink};
+    use phi_mobile::{ChatMessage, GenerationParams, LanguageModel, LlmError, ModelConfig, Role, TokenSink};
     struct Discard;
     impl TokenSink for Discard {
         fn on_text(&self, _: String) -> Result<bool, LlmError> {
@@ -246,7 +246,7 @@ pub fn saved_chat(gguf: &Path, path: &Path) -> Vec<u8> {
     }
     let config =
         ModelConfig { context_length: Some(48), threads: Some(1), ..ModelConfig::new(gguf.display().to_string()) };
-    let model = Model::load(config).expect("load the seed model");
+    let model = LanguageModel::load(config).expect("load the seed model");
     let chat = model.new_session(vec![ChatMessage::new(Role::System, "Be brief.")]);
     chat.send("hi".into(), GenerationParams::greedy(3), std::sync::Arc::new(Discard), None).expect("one turn");
     chat.save(path.display().to_string()).expect("save");

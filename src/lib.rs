@@ -15,9 +15,9 @@ mod ffi;
 #[cfg(feature = "download")]
 pub use ffi::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use ffi::{
-    estimate_model_memory, CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationResult, LlmError,
-    LoadProgress, Model, ModelConfig, ModelInfo, ModelTokenizer, ResponseFormat, Role, StopReason, TokenSink, Tool,
-    ToolCall, ToolChoice,
+    estimate_model_memory, CancellationToken, ChatMessage, ChatSession, GenerationParams, GenerationResult,
+    LanguageModel, LlmError, LoadProgress, ModelConfig, ModelInfo, ModelTokenizer, ResponseFormat, Role, StopReason,
+    TokenSink, Tool, ToolCall, ToolChoice,
 };
 
 uniffi::setup_scaffolding!();

@@ -198,10 +198,10 @@ fn chat_turn_two_equals_a_fresh_run_on_the_transcript() {
 #[test]
 fn chat_turn_two_equals_a_fresh_run_with_quantized_weights() {
     let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());
-    turn_two_equals_a_fresh_run(&Model::load(common::config(&path)).unwrap());
+    turn_two_equals_a_fresh_run(&LanguageModel::load(common::config(&path)).unwrap());
 }
 
-fn turn_two_equals_a_fresh_run(model: &Model) {
+fn turn_two_equals_a_fresh_run(model: &LanguageModel) {
     for first_turn_tokens in [1, 16] {
         let session = model.new_session(vec![ChatMessage::new(Role::System, "You are terse.")]);
         let t1 = session.send("Hi there".into(), greedy(first_turn_tokens), Collect::new(), None).unwrap();
@@ -279,7 +279,7 @@ fn four_threads_with_their_own_sessions_match_sequential_runs() {
 fn context_full_is_a_stop_reason() {
     let mut cfg = common::config(&common::reference_model_path());
     cfg.context_length = Some(24);
-    let model = Model::load(cfg).unwrap();
+    let model = LanguageModel::load(cfg).unwrap();
     assert_eq!(model.info().context_length, 24);
     assert_eq!(model.info().trained_context_length, 512);
     let stats = model.generate("A short prompt".into(), greedy(100), Collect::new(), None).unwrap();
@@ -291,7 +291,7 @@ fn context_full_is_a_stop_reason() {
 fn prompt_past_the_context_is_an_error() {
     let mut cfg = common::config(&common::reference_model_path());
     cfg.context_length = Some(16);
-    let model = Model::load(cfg).unwrap();
+    let model = LanguageModel::load(cfg).unwrap();
     let long = "word ".repeat(40);
     let n = model.tokenize(long.clone()).unwrap().len() as i32;
     match model.generate(long, greedy(4), Collect::new(), None) {
@@ -325,7 +325,7 @@ fn load_progress_is_monotonic_and_complete() {
     }
     let p = Arc::new(Progress(Default::default()));
     let path = common::reference_model_path();
-    let model = Model::load_with_progress(common::config(&path), Some(p.clone()), None).unwrap();
+    let model = LanguageModel::load_with_progress(common::config(&path), Some(p.clone()), None).unwrap();
     let seen = p.0.lock().unwrap().clone();
     let size = std::fs::metadata(&path).unwrap().len() as i64;
     assert!(seen.len() > 3, "{seen:?}");
@@ -356,25 +356,25 @@ fn a_load_stops_when_its_progress_or_token_says_so() {
     for map_weights in [true, false] {
         let cfg = || ModelConfig { map_weights, ..common::config(&path) };
         let stop = Arc::new(StopAt(Default::default(), Ok(false)));
-        let e = Model::load_with_progress(cfg(), Some(stop.clone()), None).err();
+        let e = LanguageModel::load_with_progress(cfg(), Some(stop.clone()), None).err();
         assert_eq!(e, Some(LlmError::Cancelled), "map_weights {map_weights}");
         assert_eq!(stop.0.load(std::sync::atomic::Ordering::SeqCst), 3, "no report after the stop");
         let failing = Arc::new(StopAt(Default::default(), Err(LlmError::Callback { reason: "app says no".into() })));
-        match Model::load_with_progress(cfg(), Some(failing), None) {
+        match LanguageModel::load_with_progress(cfg(), Some(failing), None) {
             Err(LlmError::Callback { reason }) => assert_eq!(reason, "app says no"),
             other => panic!("{:?}", other.err()),
         }
         let token = CancellationToken::new();
         token.cancel();
-        assert_eq!(Model::load_with_progress(cfg(), None, Some(token)).err(), Some(LlmError::Cancelled));
-        assert!(Model::load_with_progress(cfg(), None, Some(CancellationToken::new())).is_ok());
+        assert_eq!(LanguageModel::load_with_progress(cfg(), None, Some(token)).err(), Some(LlmError::Cancelled));
+        assert!(LanguageModel::load_with_progress(cfg(), None, Some(CancellationToken::new())).is_ok());
     }
 }
 
 #[test]
 fn quantized_model_runs() {
     let path = common::model_file("q4k", &common::synthetic::Phi3Spec::quantized());
-    let model = Model::load(common::config(&path)).unwrap();
+    let model = LanguageModel::load(common::config(&path)).unwrap();
     assert_eq!(model.info().quantization, "Q4_K");
     let a = model.generate("Quantized".into(), greedy(16), Collect::new(), None).unwrap();
     let b = model.generate("Quantized".into(), greedy(16), Collect::new(), None).unwrap();
@@ -388,7 +388,7 @@ fn a_chat_template_in_the_gguf_is_used_and_bos_is_not_doubled() {
     let template = "{{ bos_token }}{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
     let spec = common::synthetic::Phi3Spec::reference()
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
-    let templated = Model::load(common::config(&common::model_file("templated", &spec))).unwrap();
+    let templated = LanguageModel::load(common::config(&common::model_file("templated", &spec))).unwrap();
     let builtin = reference_model();
     let messages = vec![ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, "Hi")];
     let rendered = templated.format_chat(messages.clone()).unwrap();
@@ -405,7 +405,7 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     let template = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}";
     let spec = common::synthetic::Phi3Spec::reference()
         .with_metadata("tokenizer.chat_template", candle_core::quantized::gguf_file::Value::String(template.into()));
-    let model = Model::load(common::config(&common::model_file("rejecting-template", &spec))).unwrap();
+    let model = LanguageModel::load(common::config(&common::model_file("rejecting-template", &spec))).unwrap();
     let session = model.new_session(vec![ChatMessage::new(Role::System, "x")]);
     match session.send("Hi".into(), greedy(4), Collect::new(), None) {
         Err(LlmError::InvalidParameter { name, reason }) => {
@@ -416,7 +416,7 @@ fn a_template_that_rejects_the_messages_is_an_invalid_parameter() {
     }
 }
 
-/// The contract of a per-call token, for `Model.generate` and
+/// The contract of a per-call token, for `LanguageModel.generate` and
 /// `ChatSession.send` alike: cancelled before the call, it stops it before
 /// its first token; cancelled from another thread mid-call, within one.
 fn check_token_contract(
@@ -511,7 +511,7 @@ fn a_model_tokenizer_needs_no_weights() {
     let vocab = common::tokenizer_path().with_file_name("phi3-vocab.gguf").display().to_string();
     let alone = ModelTokenizer::load(vocab.clone(), None).unwrap();
     assert_eq!(alone.count_tokens("Hello, world".into()).unwrap(), 4);
-    assert!(matches!(Model::load(ModelConfig::new(vocab)), Err(LlmError::InvalidModel { .. })));
+    assert!(matches!(LanguageModel::load(ModelConfig::new(vocab)), Err(LlmError::InvalidModel { .. })));
 
     // Phi-4-mini's: o200k and its chat template, from the GGUF; the ids are
     // Hugging Face's for the rendered prompt, and a marker typed in a

@@ -20,7 +20,7 @@ fn missing_file() {
     let err = load(Path::new("/nonexistent/model.gguf")).err().unwrap();
     assert_eq!(err, LlmError::ModelNotFound { what: "/nonexistent/model.gguf".into() });
     assert_eq!(err.to_string(), "Model not found: /nonexistent/model.gguf.");
-    assert!(matches!(Model::load(ModelConfig::new("")), Err(LlmError::ModelNotFound { .. })));
+    assert!(matches!(LanguageModel::load(ModelConfig::new("")), Err(LlmError::ModelNotFound { .. })));
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn tokenizer_paths_that_are_not_tokenizers() {
     let with_tokenizer = |t: Option<String>| {
         let mut cfg = common::config(&model);
         cfg.tokenizer_path = t;
-        Model::load(cfg)
+        LanguageModel::load(cfg)
     };
     for t in [None, Some("/nonexistent/tokenizer.json".into()), Some(std::env::temp_dir().display().to_string())] {
         assert!(matches!(with_tokenizer(t.clone()), Err(LlmError::Tokenizer { .. })), "{t:?}");
@@ -58,13 +58,13 @@ fn invalid_load_parameters() {
         ("context_length", ModelConfig { context_length: Some(-1), ..common::config(&path) }),
         ("threads", ModelConfig { threads: Some(-4), ..common::config(&path) }),
     ] {
-        match Model::load(cfg) {
+        match LanguageModel::load(cfg) {
             Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, field),
             other => panic!("{field}: {:?}", other.err()),
         }
     }
     // The largest context a caller can ask for is capped by the model's own.
-    let big = Model::load(ModelConfig { context_length: Some(i32::MAX), ..common::config(&path) }).unwrap();
+    let big = LanguageModel::load(ModelConfig { context_length: Some(i32::MAX), ..common::config(&path) }).unwrap();
     assert_eq!(big.info().context_length, 512);
 }
 
@@ -124,7 +124,7 @@ fn ids_and_messages_the_model_cannot_take() {
             other => panic!("{other:?}"),
         }
     }
-    let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
+    let llama = LanguageModel::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
     match llama.format_chat(vec![ChatMessage::new(Role::User, "hi")]) {
         Err(LlmError::InvalidParameter { name, .. }) => assert_eq!(name, "messages"),
         other => panic!("{other:?}"),

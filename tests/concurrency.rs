@@ -112,7 +112,7 @@ fn four_sessions_and_a_random_canceller() {
 
 /// A sink that calls back into the library at its second piece.
 struct Reentrant {
-    model: Arc<Model>,
+    model: Arc<LanguageModel>,
     session: Mutex<Option<Arc<ChatSession>>>,
     seen: AtomicUsize,
     log: Mutex<Vec<String>>,

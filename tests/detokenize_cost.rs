@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use phi_mobile::{Model, ModelConfig};
+use phi_mobile::{LanguageModel, ModelConfig};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -25,8 +25,8 @@ fn allocations(f: impl FnOnce()) -> u64 {
 #[test]
 fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
     let smollm2 = common::smollm2_path();
-    let models: [(&str, Arc<Model>); 2] = [
-        ("SmolLM2 (GGUF vocabulary)", Model::load(ModelConfig::new(smollm2.display().to_string())).unwrap()),
+    let models: [(&str, Arc<LanguageModel>); 2] = [
+        ("SmolLM2 (GGUF vocabulary)", LanguageModel::load(ModelConfig::new(smollm2.display().to_string())).unwrap()),
         ("Phi-3 tokenizer.json", common::reference_model()),
     ];
     for (name, model) in models {

@@ -212,7 +212,7 @@ fn panicking_callbacks_are_callback_errors() {
     // A panicking progress callback stops the load with a typed error.
     let path = common::reference_model_path();
     let e = typed_error("load_with_progress", || {
-        Model::load_with_progress(common::config(&path), Some(Arc::new(PanickingProgress)), None)
+        LanguageModel::load_with_progress(common::config(&path), Some(Arc::new(PanickingProgress)), None)
     });
     assert!(matches!(&e, LlmError::Callback { reason } if reason.contains("progress bug")), "{e:?}");
 
@@ -251,15 +251,15 @@ fn every_error_path_is_a_typed_error() {
         }),
     ];
     for (what, cfg, is_expected) in load_cases {
-        let e = typed_error(what, || Model::load(cfg.clone()));
+        let e = typed_error(what, || LanguageModel::load(cfg.clone()));
         assert!(is_expected(&e), "load {what}: {e:?}");
-        let e = typed_error(what, || Model::load_with_progress(cfg, Some(Arc::new(PanickingProgress)), None));
+        let e = typed_error(what, || LanguageModel::load_with_progress(cfg, Some(Arc::new(PanickingProgress)), None));
         assert!(is_expected(&e), "load_with_progress {what}: {e:?}");
     }
 
     let e = typed_error("detokenize", || model.detokenize(vec![i32::MAX]));
     assert!(matches!(e, LlmError::InvalidParameter { .. }), "{e:?}");
-    let llama = Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
+    let llama = LanguageModel::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap();
     let e = typed_error("format_chat", || llama.format_chat(vec![]));
     assert!(matches!(e, LlmError::InvalidParameter { .. }), "{e:?}");
 

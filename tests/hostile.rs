@@ -88,7 +88,7 @@ fn a_gguf_vocabulary_that_cannot_encode() {
         .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 2]));
     let mut cfg = common::config(&common::model_file("vocab-no-unk", &spec));
     cfg.tokenizer_path = None;
-    match Model::load(cfg) {
+    match LanguageModel::load(cfg) {
         Err(LlmError::Tokenizer { reason }) => assert!(reason.contains("fails on a simple text"), "{reason}"),
         other => panic!("{:?}", other.err()),
     }
@@ -329,7 +329,7 @@ fn gguf_vocabulary_larger_than_the_model() {
         .with_metadata("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); n]));
     let mut cfg = common::config(&common::model_file("vocab-40k", &spec));
     cfg.tokenizer_path = None;
-    match Model::load(cfg) {
+    match LanguageModel::load(cfg) {
         Err(LlmError::Tokenizer { reason }) => assert!(reason.contains("do not belong together"), "{reason}"),
         other => panic!("{:?}", other.err()),
     }
@@ -357,7 +357,7 @@ fn invalid_utf8_in_a_gguf_vocabulary() {
     std::fs::write(&p, bytes).unwrap();
     let mut cfg = common::config(&p);
     cfg.tokenizer_path = None;
-    let model = Model::load(cfg).unwrap();
+    let model = LanguageModel::load(cfg).unwrap();
     let ids = model.tokenize("a a".into()).unwrap();
     assert!(!ids.is_empty());
     // Each invalid byte becomes U+FFFD; the valid `(` survives.
@@ -371,8 +371,9 @@ fn fuzz_seed_models_load_and_generate() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/load_gguf");
     for name in ["phi3-spm", "llama-gpt2"] {
         let p = seeds.join(name);
-        let model = Model::load(ModelConfig { context_length: Some(48), ..ModelConfig::new(p.display().to_string()) })
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let model =
+            LanguageModel::load(ModelConfig { context_length: Some(48), ..ModelConfig::new(p.display().to_string()) })
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let stats = model.generate("hello".into(), GenerationParams::greedy(3), Collect::new(), None).unwrap();
         assert!(stats.prompt_tokens > 0, "{name}");
         model.new_session(vec![]).send("hello".into(), GenerationParams::greedy(2), Collect::new(), None).unwrap();

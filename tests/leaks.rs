@@ -13,7 +13,7 @@ use phi_mobile::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn cycle() {
-    let model = Model::load(common::config(&common::reference_model_path())).unwrap();
+    let model = LanguageModel::load(common::config(&common::reference_model_path())).unwrap();
     let session = model.new_session(vec![]);
     let token = CancellationToken::new();
     model.generate("Once".into(), GenerationParams::greedy(8), Collect::new(), Some(token)).unwrap();
@@ -96,7 +96,7 @@ fn a_hundred_load_generate_close_cycles_do_not_grow_rss() {
     }
     let after = settled_rss();
     // What one leaked model would add: a model kept loaded after a turn.
-    let kept = Model::load(common::config(&common::reference_model_path())).unwrap();
+    let kept = LanguageModel::load(common::config(&common::reference_model_path())).unwrap();
     kept.generate("Once".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
     let one_model = settled_rss().saturating_sub(after);
     drop(kept);

@@ -10,8 +10,8 @@ use phi_mobile::*;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-fn llama() -> std::sync::Arc<Model> {
-    Model::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap()
+fn llama() -> std::sync::Arc<LanguageModel> {
+    LanguageModel::load(common::config(&common::model_file("llama", &Phi3Spec::llama()))).unwrap()
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn loads_and_generates() {
 #[test]
 fn context_is_capped_at_what_candle_supports() {
     let spec = Phi3Spec::llama().with_metadata("llama.context_length", Value::U32(8192));
-    let model = Model::load(common::config(&common::model_file("llama-8k", &spec))).unwrap();
+    let model = LanguageModel::load(common::config(&common::model_file("llama-8k", &spec))).unwrap();
     assert_eq!(model.info().trained_context_length, 8192);
     assert_eq!(model.info().context_length, 4096);
 }
@@ -45,7 +45,7 @@ fn chat_needs_a_template_and_uses_it() {
     ));
 
     let spec = Phi3Spec::llama().with_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
-    let model = Model::load(common::config(&common::model_file("llama-chatml", &spec))).unwrap();
+    let model = LanguageModel::load(common::config(&common::model_file("llama-chatml", &spec))).unwrap();
     let session = model.new_session(vec![]);
     let t1 = session.send("Hi".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
     let t2 = session.send("More".into(), GenerationParams::greedy(8), Collect::new(), None).unwrap();
@@ -69,21 +69,22 @@ fn lying_llama_metadata_is_rejected() {
         ),
         ("llama-rope-base", Phi3Spec::llama().with_metadata("llama.rope.freq_base", Value::F32(f32::NAN)), "rope base"),
     ] {
-        match Model::load(common::config(&common::model_file(name, &spec))) {
+        match LanguageModel::load(common::config(&common::model_file(name, &spec))) {
             Err(LlmError::InvalidModel { reason }) => assert!(reason.contains(expect), "{name}: {reason}"),
             other => panic!("{name}: {:?}", other.err()),
         }
     }
     let moe = Phi3Spec::llama().with_metadata("llama.expert_count", Value::U32(8));
     assert!(matches!(
-        Model::load(common::config(&common::model_file("llama-moe", &moe))),
+        LanguageModel::load(common::config(&common::model_file("llama-moe", &moe))),
         Err(LlmError::UnsupportedArchitecture { .. })
     ));
 }
 
 #[test]
 fn math_this_decoder_does_not_compute_is_refused_by_name() {
-    let unsupported = |name: &str, path: &std::path::Path, expect: &str| match Model::load(common::config(path)) {
+    let unsupported = |name: &str, path: &std::path::Path, expect: &str| match LanguageModel::load(common::config(path))
+    {
         Err(LlmError::UnsupportedArchitecture { architecture }) => {
             assert!(architecture.contains(expect), "{name}: {architecture}")
         }
@@ -116,22 +117,22 @@ fn math_this_decoder_does_not_compute_is_refused_by_name() {
     {
         let path = dir.path().join(format!("{name}.gguf"));
         common::synthetic::with_rope_freqs(&plain, &path, &factors).unwrap();
-        match Model::load(common::config(&path)) {
+        match LanguageModel::load(common::config(&path)) {
             Err(LlmError::InvalidModel { reason }) => assert!(reason.contains(expect), "{name}: {reason}"),
             other => panic!("{name}: {:?}", other.err()),
         }
     }
     // A sliding window is not refused: Phi-3 files declare one that llama.cpp ignores too.
     let window = Phi3Spec::reference().with_metadata("phi3.attention.sliding_window", Value::U32(2047));
-    assert!(Model::load(common::config(&common::model_file("phi3-window", &window))).is_ok());
+    assert!(LanguageModel::load(common::config(&common::model_file("phi3-window", &window))).is_ok());
     // Linear scaling is computed (engine test: rope.rs), and a factor out of range refused.
     let linear = Phi3Spec::llama()
         .with_metadata("llama.rope.scaling.type", Value::String("linear".into()))
         .with_metadata("llama.rope.scaling.factor", Value::F32(4.0));
-    assert!(Model::load(common::config(&common::model_file("llama-linear", &linear))).is_ok());
+    assert!(LanguageModel::load(common::config(&common::model_file("llama-linear", &linear))).is_ok());
     let bad = Phi3Spec::llama().with_metadata("llama.rope.scaling.factor", Value::F32(-1.0));
     assert!(matches!(
-        Model::load(common::config(&common::model_file("llama-linear-bad", &bad))),
+        LanguageModel::load(common::config(&common::model_file("llama-linear-bad", &bad))),
         Err(LlmError::InvalidModel { .. })
     ));
 }
@@ -144,7 +145,8 @@ fn math_this_decoder_does_not_compute_is_refused_by_name() {
 fn llama3_rope_scaling_equals_transformers() {
     let data: serde_json::Value = serde_json::from_str(include_str!("data/reference_llama3.json")).unwrap();
     assert!(data["generator"].as_str().unwrap().contains("llama3 rope"));
-    let load = |name: &str, spec: &Phi3Spec| Model::load(common::config(&common::model_file(name, spec))).unwrap();
+    let load =
+        |name: &str, spec: &Phi3Spec| LanguageModel::load(common::config(&common::model_file(name, spec))).unwrap();
     let scaled = load("llama3-like", &Phi3Spec::llama3_like());
     let unscaled = load("llama3-like-unscaled", &Phi3Spec { extra_tensors: Vec::new(), ..Phi3Spec::llama3_like() });
     let mut differ = 0;

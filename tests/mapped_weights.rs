@@ -31,7 +31,7 @@ fn mapped_from(path: &std::path::Path) -> u64 {
     total
 }
 
-fn answer(model: &Model) -> Vec<i32> {
+fn answer(model: &LanguageModel) -> Vec<i32> {
     let params = GenerationParams::greedy(8);
     model.generate("The capital of France is".into(), params, common::Collect::new(), None).unwrap().token_ids
 }
@@ -42,7 +42,7 @@ fn weights_are_file_backed_and_a_heap_copy_only_when_asked() {
     let size = std::fs::metadata(&path).unwrap().len();
 
     let before = anonymous_bytes();
-    let model = Model::load(ModelConfig::new(path.display().to_string())).unwrap();
+    let model = LanguageModel::load(ModelConfig::new(path.display().to_string())).unwrap();
     let mapped_ids = answer(&model);
     let grew = anonymous_bytes().saturating_sub(before);
     assert!(model.info().weights_mapped);
@@ -54,7 +54,7 @@ fn weights_are_file_backed_and_a_heap_copy_only_when_asked() {
 
     let before = anonymous_bytes();
     let config = ModelConfig { map_weights: false, ..ModelConfig::new(path.display().to_string()) };
-    let model = Model::load(config).unwrap();
+    let model = LanguageModel::load(config).unwrap();
     let read_ids = answer(&model);
     let grew = anonymous_bytes().saturating_sub(before);
     assert!(!model.info().weights_mapped);

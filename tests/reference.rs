@@ -8,7 +8,7 @@ mod common;
 
 use common::synthetic::Phi3Spec;
 use common::{reference_model, Collect};
-use phi_mobile::{ChatMessage, GenerationParams, Model, ModelConfig, Role, StopReason};
+use phi_mobile::{ChatMessage, GenerationParams, LanguageModel, ModelConfig, Role, StopReason};
 
 #[test]
 fn greedy_ids_equal_transformers_with_an_f16_cache() {
@@ -21,11 +21,12 @@ fn greedy_ids_equal_transformers_with_an_f16_cache() {
 #[test]
 fn greedy_ids_equal_transformers_with_an_f32_cache() {
     let model =
-        Model::load(ModelConfig { kv_cache_f32: true, ..common::config(&common::reference_model_path()) }).unwrap();
+        LanguageModel::load(ModelConfig { kv_cache_f32: true, ..common::config(&common::reference_model_path()) })
+            .unwrap();
     greedy_ids_equal_transformers(&model);
 }
 
-fn greedy_ids_equal_transformers(model: &Model) {
+fn greedy_ids_equal_transformers(model: &LanguageModel) {
     let data: serde_json::Value = serde_json::from_str(include_str!("data/reference_phi3.json")).unwrap();
     assert_eq!(equal_to(model, &data), 4);
 }
@@ -41,9 +42,10 @@ fn family(preset: &str) -> (Phi3Spec, serde_json::Value) {
     (spec, doc)
 }
 
-fn load(preset: &str, spec: &Phi3Spec, f32_cache: bool, context: Option<i32>) -> std::sync::Arc<Model> {
+fn load(preset: &str, spec: &Phi3Spec, f32_cache: bool, context: Option<i32>) -> std::sync::Arc<LanguageModel> {
     let path = common::model_file(preset, spec);
-    Model::load(ModelConfig { kv_cache_f32: f32_cache, context_length: context, ..common::config(&path) }).unwrap()
+    LanguageModel::load(ModelConfig { kv_cache_f32: f32_cache, context_length: context, ..common::config(&path) })
+        .unwrap()
 }
 
 /// Prompts below, across (during generation) and above the original
@@ -120,7 +122,7 @@ fn longrope_chat_turns_equal_a_fresh_run() {
 
 /// Checks every case of a reference document against `model`; returns how
 /// many it compared.
-fn equal_to(model: &Model, data: &serde_json::Value) -> usize {
+fn equal_to(model: &LanguageModel, data: &serde_json::Value) -> usize {
     assert!(data["generator"].as_str().unwrap().contains("Phi3ForCausalLM"));
     let end_tokens =
         ["<|end|>", "<|endoftext|>", "</s>"].map(|t| model.tokenize(t.into()).unwrap().last().copied().unwrap());

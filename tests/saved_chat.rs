@@ -72,7 +72,7 @@ fn restore_in_a_child_process() {
     std::fs::write(out, format!("{} {}", ids(&next.token_ids), next.cached_prompt_tokens)).unwrap();
 }
 
-fn refused(model: &Model, path: &Path) -> String {
+fn refused(model: &LanguageModel, path: &Path) -> String {
     match model.restore_session(path.display().to_string()) {
         Err(LlmError::InvalidSavedChat { reason }) => reason,
         Err(e) => panic!("expected InvalidSavedChat, got {e:?}"),
@@ -113,12 +113,14 @@ fn a_truncated_flipped_foreign_or_missing_file_is_refused() {
     assert!(model.restore_session(path.display().to_string()).is_ok());
 
     // Another model (the synthetic Phi-3) refuses it before reading the rest.
-    let other = Model::load(common::config(&common::reference_model_path())).unwrap();
+    let other = LanguageModel::load(common::config(&common::reference_model_path())).unwrap();
     assert!(refused(&other, &path).contains("another model"));
     // The same weights with a smaller context than the chat holds.
-    let small =
-        Model::load(ModelConfig { context_length: Some(16), ..ModelConfig::new(smollm2_path().display().to_string()) })
-            .unwrap();
+    let small = LanguageModel::load(ModelConfig {
+        context_length: Some(16),
+        ..ModelConfig::new(smollm2_path().display().to_string())
+    })
+    .unwrap();
     assert!(refused(&small, &path).contains("context"));
     assert!(refused(&model, &dir.path().join("none.phichat")).contains("no saved chat"));
     assert!(refused(&model, &smollm2_path()).contains("not a saved chat"));
@@ -232,9 +234,11 @@ fn a_chat_without_turns_and_a_cache_of_the_other_precision_restore() {
 
     // An f16 cache restored into a model that keeps f32 is widened (exact), and goes on.
     let (session, path) = saved_chat(dir.path());
-    let f32_model =
-        Model::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(smollm2_path().display().to_string()) })
-            .unwrap();
+    let f32_model = LanguageModel::load(ModelConfig {
+        kv_cache_f32: true,
+        ..ModelConfig::new(smollm2_path().display().to_string())
+    })
+    .unwrap();
     let widened = f32_model.restore_session(path.display().to_string()).unwrap();
     assert_eq!(widened.history(), session.history());
     let next = send(&widened, SECOND);
@@ -248,7 +252,7 @@ fn a_chat_without_turns_and_a_cache_of_the_other_precision_restore() {
 #[test]
 fn a_chat_past_the_longrope_switch_restores_with_its_factors() {
     let path = common::model_file("phi4-like", &common::synthetic::Phi3Spec::phi4_like());
-    let model = Model::load(common::config(&path)).unwrap();
+    let model = LanguageModel::load(common::config(&path)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("long.phichat");
     let session = model.new_session(system());

@@ -86,8 +86,8 @@ fn greedy_chat_answers_equal_llama_cpp_with_an_f16_cache() {
 #[test]
 fn greedy_chat_answers_equal_llama_cpp_with_an_f32_cache() {
     let path = common::smollm2_path();
-    let model =
-        Model::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(path.display().to_string()) }).unwrap();
+    let model = LanguageModel::load(ModelConfig { kv_cache_f32: true, ..ModelConfig::new(path.display().to_string()) })
+        .unwrap();
     compare_with_llama_cpp(include_str!("data/smollm2_greedy_kv_f32.json"), &model, "KV cache f32");
 }
 
@@ -100,18 +100,18 @@ fn llama3_rope_scaling_is_applied_as_llama_cpp_applies_it() {
     let path = dir.path().join("smollm2-rope-freqs.gguf");
     let plain = common::smollm2_path();
     common::synthetic::with_rope_freqs(&plain, &path, &common::synthetic::smollm2_test_rope_freqs()).unwrap();
-    let scaled = Model::load(ModelConfig::new(path.display().to_string())).unwrap();
+    let scaled = LanguageModel::load(ModelConfig::new(path.display().to_string())).unwrap();
     let json = include_str!("data/smollm2_rope_freqs_greedy.json");
     compare_with_llama_cpp(json, &scaled, "KV cache f16");
     let data: serde_json::Value = serde_json::from_str(json).unwrap();
     let user = data["cases"][1]["user"].as_str().unwrap();
-    let answer = |m: &Model| {
+    let answer = |m: &LanguageModel| {
         m.new_session(vec![]).send(user.into(), GenerationParams::greedy(12), Collect::new(), None).unwrap().token_ids
     };
     assert_ne!(answer(&scaled), answer(&smollm2()), "the scaling changes the answer");
 }
 
-fn compare_with_llama_cpp(json: &str, model: &Model, cache: &str) {
+fn compare_with_llama_cpp(json: &str, model: &LanguageModel, cache: &str) {
     let data: serde_json::Value = serde_json::from_str(json).unwrap();
     assert!(data["generator"].as_str().unwrap().contains(cache), "{}", data["generator"]);
     let end_of_turn = *model.tokenize("<|im_end|>".into()).unwrap().last().unwrap();

@@ -22,7 +22,7 @@ fn params(format: ResponseFormat, temperature: f32, seed: i64, max_tokens: i32) 
 /// (temperature, seed) pairs every format is tried with.
 const RUNS: [(f32, i64); 4] = [(0.0, 0), (1.0, 1), (1.0, 2), (1.0, 3)];
 
-fn ask(model: &Model, prompt: &str, p: GenerationParams) -> GenerationResult {
+fn ask(model: &LanguageModel, prompt: &str, p: GenerationParams) -> GenerationResult {
     let sink = Collect::new();
     let stats = model.new_session(vec![]).send(prompt.into(), p, sink.clone(), None).expect("constrained turn");
     assert_eq!(sink.text(), stats.text);
@@ -67,7 +67,7 @@ fn assert_valid(schema: &str, stats: &GenerationResult, what: &str) {
 }
 
 /// Every schema of `schemas`, at every (temperature, seed) of `RUNS`.
-fn assert_schemas_hold(model: &Model, prompt: &str, schemas: &[(usize, &str)], max_tokens: i32) {
+fn assert_schemas_hold(model: &LanguageModel, prompt: &str, schemas: &[(usize, &str)], max_tokens: i32) {
     for &(i, schema) in schemas {
         for (t, seed) in RUNS {
             let format = ResponseFormat::JsonSchema { schema: schema.to_string() };

@@ -138,11 +138,11 @@ fn auto_answers_in_text_when_the_model_does() {
 /// are `<|tool_call|>` JSON list `<|/tool_call|>`, special tokens.
 #[test]
 fn phi4_mini_calls_use_its_special_tokens() {
-    static PHI4: Lazy<Arc<Model>> = Lazy::new(|| {
+    static PHI4: Lazy<Arc<LanguageModel>> = Lazy::new(|| {
         let vocab = common::tokenizer_path().with_file_name("phi4-vocab.gguf");
         let spec = Phi3Spec { vocab: 200_064, ..Phi3Spec::phi4_like() }.with_vocab_of(&vocab).unwrap();
         let path = common::model_file("phi4-like-o200k", &spec);
-        Model::load(ModelConfig::new(path.display().to_string())).unwrap()
+        LanguageModel::load(ModelConfig::new(path.display().to_string())).unwrap()
     });
     let (open, close) = (200_025, 200_026);
     let mut complete = 0;

@@ -7,7 +7,7 @@
 
 use candle_core::quantized::gguf_file::Content;
 use libfuzzer_sys::fuzz_target;
-use phi_mobile::Model;
+use phi_mobile::LanguageModel;
 use phi_mobile_fuzz::{config, exercise, scratch, seeds};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     if spec.write(&path).is_err() {
         return;
     }
-    if let Ok(model) = Model::load(config(&path, None)) {
+    if let Ok(model) = LanguageModel::load(config(&path, None)) {
         exercise(&model);
     }
 });

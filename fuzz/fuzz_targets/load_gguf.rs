@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use phi_mobile::Model;
+use phi_mobile::LanguageModel;
 use phi_mobile_fuzz::{config, exercise, scratch};
 
 fuzz_target!(|data: &[u8]| {
     phi_mobile_fuzz::panic_policy();
     let path = scratch("input.gguf");
     std::fs::write(&path, data).expect("write input");
-    if let Ok(model) = Model::load(config(&path, None)) {
+    if let Ok(model) = LanguageModel::load(config(&path, None)) {
         exercise(&model);
     }
 });

@@ -1,4 +1,4 @@
-//! Any bytes as a saved chat (`Model.restoreSession`): header, model
+//! Any bytes as a saved chat (`LanguageModel.restoreSession`): header, model
 //! identity, messages, tokens, KV cache and checksum. A chat that restores
 //! is then continued and saved again.
 #![no_main]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use phi_mobile::Model;
+use phi_mobile::LanguageModel;
 use phi_mobile_fuzz::{config, exercise, scratch, tiny_model_file};
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let model = tiny_model_file();
     let tokenizer = scratch("tokenizer.json");
     std::fs::write(&tokenizer, data).expect("write input");
-    if let Ok(model) = Model::load(config(&model, Some(&tokenizer))) {
+    if let Ok(model) = LanguageModel::load(config(&model, Some(&tokenizer))) {
         exercise(&model);
     }
 });

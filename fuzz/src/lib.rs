@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use phi_mobile::{ChatMessage, GenerationParams, LlmError, Model, ModelConfig, Role, TokenSink};
+use phi_mobile::{ChatMessage, GenerationParams, LanguageModel, LlmError, ModelConfig, Role, TokenSink};
 
 #[path = "../../examples/fuzz_seeds.rs"]
 #[allow(dead_code)]
@@ -121,7 +121,7 @@ pub fn discard() -> Arc<dyn TokenSink> {
 /// Everything a loaded model offers, on inputs that exercise the tokenizer
 /// (specials, multi-byte and invalid-looking text) and the chat template.
 /// Errors are fine; only a crash, hang or runaway allocation is a finding.
-pub fn exercise(model: &Arc<Model>) {
+pub fn exercise(model: &Arc<LanguageModel>) {
     let _ = model.info();
     for text in ["", "hello world", "<|end|><|im_end|>\n é 😀 \u{0}", "  \t\n"] {
         if let Ok(ids) = model.tokenize(text.into()) {
@@ -138,13 +138,13 @@ pub fn exercise(model: &Arc<Model>) {
 
 /// The model saved chats are restored into, loaded once (it is the one
 /// `fuzz_seeds` saved its seed chat with).
-pub fn saved_chat_model() -> Arc<Model> {
-    static MODEL: std::sync::OnceLock<Arc<Model>> = std::sync::OnceLock::new();
+pub fn saved_chat_model() -> Arc<LanguageModel> {
+    static MODEL: std::sync::OnceLock<Arc<LanguageModel>> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
             let p = scratch("saved-chat-model.gguf");
             seeds::saved_chat_model().write(&p).expect("write the model");
-            Model::load(config(&p, None)).expect("load the model")
+            LanguageModel::load(config(&p, None)).expect("load the model")
         })
         .clone()
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+/// Stops one call from any thread: `LanguageModel.generate`, `ChatSession.send`,
 /// `download_model`. One token per call; once cancelled it stays cancelled,
 /// so a cancel that lands before the call starts is never forgotten.
 #[derive(Debug, Default, uniffi::Object)]

@@ -7,9 +7,9 @@
 //! - `records`: `ModelConfig`, `GenerationParams`, `GenerationResult`, `ModelInfo`, `ChatMessage`, …
 //! - `callbacks`: `TokenSink`, `LoadProgress` (implemented in Kotlin, Swift or Rust)
 //! - `cancel`: `CancellationToken`
-//! - `model`: `Model`, `estimate_model_memory`
+//! - `language_model`: `LanguageModel`, `estimate_model_memory`
 //! - `session`: `ChatSession`
-//! - `tokenizer`: `ModelTokenizer`, and the text calls `Model` shares with it
+//! - `tokenizer`: `ModelTokenizer`, and the text calls `LanguageModel` shares with it
 //! - `download`: `download_model` and its records (feature `download`)
 
 mod callbacks;
@@ -18,7 +18,7 @@ mod cancel;
 mod download;
 mod error;
 mod ints;
-mod model;
+mod language_model;
 mod records;
 mod session;
 mod tokenizer;
@@ -28,7 +28,7 @@ pub use cancel::CancellationToken;
 #[cfg(feature = "download")]
 pub use download::{download_model, DownloadProgress, DownloadRequest, DownloadedModel};
 pub use error::LlmError;
-pub use model::{estimate_model_memory, Model};
+pub use language_model::{estimate_model_memory, LanguageModel};
 pub use records::{
     ChatMessage, GenerationParams, GenerationResult, ModelConfig, ModelInfo, ResponseFormat, Role, StopReason, Tool,
     ToolCall, ToolChoice,

@@ -120,7 +120,7 @@ impl From<ToolChoice> for engine::ToolChoice {
     }
 }
 
-/// A function the model may call in a session (`Model.newSessionWithTools`).
+/// A function the model may call in a session (`LanguageModel.newSessionWithTools`).
 /// The library never runs it: a call comes back in
 /// `GenerationResult.toolCalls` and the app answers with
 /// `ChatSession.sendToolResults`.

@@ -36,7 +36,7 @@ impl ChatSession {
     /// Sends a user message and streams the answer to `sink`. Blocks the
     /// calling thread. `cancel`, if given, stops this turn within one token
     /// from any thread, even when cancelled before the turn starts (the
-    /// contract of `Model.generate`); `cancel()` on the session stops only a
+    /// contract of `LanguageModel.generate`); `cancel()` on the session stops only a
     /// turn already in progress.
     #[uniffi::method(default(cancel = None))]
     pub fn send(
@@ -105,7 +105,7 @@ impl ChatSession {
     }
 
     /// Writes the conversation and its KV cache to `path` (replacing the file
-    /// there only once the new one is complete), for `Model.restoreSession`
+    /// there only once the new one is complete), for `LanguageModel.restoreSession`
     /// after the app is killed. Waits for a turn in progress to end; from
     /// inside this session's own sink it is `Busy`. About
     /// `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.

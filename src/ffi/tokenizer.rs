@@ -1,5 +1,5 @@
 //! `ModelTokenizer`: a model file's tokenizer and chat format without its
-//! weights (`engine::Text`), and the text calls `Model` shares with it.
+//! weights (`engine::Text`), and the text calls `LanguageModel` shares with it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use crate::engine;
 
 /// A model's tokenizer and chat format, read from the GGUF's header only
 /// (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
-/// inspect a prompt's tokens without loading the weights. A loaded `Model`
+/// inspect a prompt's tokens without loading the weights. A loaded `LanguageModel`
 /// has the same calls.
 #[derive(uniffi::Object)]
 pub struct ModelTokenizer {
@@ -33,19 +33,19 @@ impl ModelTokenizer {
         tokenize(&self.text, &text)
     }
 
-    /// How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+    /// How many tokens `LanguageModel.generate(text)` feeds (see `LanguageModel.countTokens`).
     pub fn count_tokens(&self, text: String) -> Result<i32> {
         count_tokens(&self.text, &text)
     }
 
     /// Token ids of a chat of these messages as a prompt (see
-    /// `Model.tokenizeChat`).
+    /// `LanguageModel.tokenizeChat`).
     pub fn tokenize_chat(&self, messages: Vec<ChatMessage>) -> Result<Vec<i32>> {
         tokenize_chat(&self.text, messages)
     }
 
     /// How many tokens a chat of these messages takes as a prompt (see
-    /// `Model.countChatTokens`).
+    /// `LanguageModel.countChatTokens`).
     pub fn count_chat_tokens(&self, messages: Vec<ChatMessage>) -> Result<i32> {
         count_chat_tokens(&self.text, messages)
     }

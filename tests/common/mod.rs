@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use once_cell::sync::Lazy;
-use phi_mobile::{LlmError, Model, ModelConfig, TokenSink};
+use phi_mobile::{LanguageModel, LlmError, ModelConfig, TokenSink};
 
 /// Token ids as the `tokenizers` crate holds them (the FFI's are signed, for
 /// Kotlin and Swift).
@@ -34,9 +34,10 @@ pub fn smollm2_path() -> PathBuf {
 }
 
 /// SmolLM2 with its own tokenizer and template, loaded once per test binary.
-pub fn smollm2() -> Arc<Model> {
-    static MODEL: Lazy<Arc<Model>> =
-        Lazy::new(|| Model::load(ModelConfig::new(smollm2_path().display().to_string())).expect("load SmolLM2"));
+pub fn smollm2() -> Arc<LanguageModel> {
+    static MODEL: Lazy<Arc<LanguageModel>> = Lazy::new(|| {
+        LanguageModel::load(ModelConfig::new(smollm2_path().display().to_string())).expect("load SmolLM2")
+    });
     MODEL.clone()
 }
 
@@ -80,14 +81,14 @@ pub fn model_file(name: &str, spec: &synthetic::Phi3Spec) -> PathBuf {
     p
 }
 
-/// `Model::load` with the tests' configuration (their tokenizer).
-pub fn load(path: &std::path::Path) -> Result<Arc<Model>, LlmError> {
-    Model::load(config(path))
+/// `LanguageModel::load` with the tests' configuration (their tokenizer).
+pub fn load(path: &std::path::Path) -> Result<Arc<LanguageModel>, LlmError> {
+    LanguageModel::load(config(path))
 }
 
 /// The reason of the `InvalidModel` error `r` must be; anything else fails
 /// the test, naming `what`.
-pub fn invalid_model(what: &str, r: Result<Arc<Model>, LlmError>) -> String {
+pub fn invalid_model(what: &str, r: Result<Arc<LanguageModel>, LlmError>) -> String {
     match r {
         Err(LlmError::InvalidModel { reason }) => reason,
         Err(e) => panic!("{what}: expected InvalidModel, got {e:?}"),
@@ -115,9 +116,9 @@ pub fn config(path: &std::path::Path) -> ModelConfig {
 }
 
 /// The reference model, loaded once per test binary.
-pub fn reference_model() -> Arc<Model> {
-    static MODEL: Lazy<Arc<Model>> =
-        Lazy::new(|| Model::load(config(&reference_model_path())).expect("load reference model"));
+pub fn reference_model() -> Arc<LanguageModel> {
+    static MODEL: Lazy<Arc<LanguageModel>> =
+        Lazy::new(|| LanguageModel::load(config(&reference_model_path())).expect("load reference model"));
     MODEL.clone()
 }
 

@@ -136,7 +136,7 @@ fn tokenizer_files_that_are_not_this_models() {
     let with_tokenizer = |p: std::path::PathBuf| {
         let mut cfg = common::config(&model);
         cfg.tokenizer_path = Some(p.display().to_string());
-        Model::load(cfg)
+        LanguageModel::load(cfg)
     };
     for (name, body) in [
         ("not-json.json", &b"this is not json"[..]),

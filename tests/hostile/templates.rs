@@ -28,7 +28,7 @@ fn load_and_render(template: String) -> String {
     let spec = Phi3Spec::reference().with_metadata("tokenizer.chat_template", Value::String(template));
     let path = common::model_file("hostile-template", &spec);
     let run = move || -> String {
-        let model = match Model::load(common::config(&path)) {
+        let model = match LanguageModel::load(common::config(&path)) {
             Ok(m) => m,
             Err(e) => return format!("load error {e:?}"),
         };
@@ -235,13 +235,13 @@ fn deeply_nested_values_are_an_error_not_a_stack_overflow() {
 fn a_refused_template_without_a_builtin_format_is_an_invalid_model() {
     let deep = chain("{{ 'a'", " + 'a'", " }}", 2000);
     let spec = Phi3Spec::llama().with_metadata("tokenizer.chat_template", Value::String(deep));
-    match Model::load(common::config(&common::model_file("llama-deep-template", &spec))) {
+    match LanguageModel::load(common::config(&common::model_file("llama-deep-template", &spec))) {
         Err(LlmError::InvalidModel { reason }) => assert!(reason.contains("tokens"), "{reason}"),
         other => panic!("{:?}", other.map(|m| m.info())),
     }
     for (name, bad) in [("broken", "{% for %}"), ("raising", "{{ raise_exception('no') }}")] {
         let spec = Phi3Spec::reference().with_metadata("tokenizer.chat_template", Value::String(bad.into()));
-        let model = Model::load(common::config(&common::model_file(name, &spec))).unwrap();
+        let model = LanguageModel::load(common::config(&common::model_file(name, &spec))).unwrap();
         let warning = model.info().chat_template_warning.unwrap_or_default();
         assert!(warning.contains("built-in format"), "{name}: {warning}");
         let m = vec![msg(Role::User, "Hi")];

@@ -49,12 +49,12 @@ extension GenerationParams {
 /// loading the model at all. A vocabulary-only GGUF will do. (Kotlin's
 /// `loadTokenizer` too; the blocking call is `ModelTokenizer.load`.)
 ///
-/// - Throws: `LlmError`, as `Model.load(config:progress:)`.
+/// - Throws: `LlmError`, as `LanguageModel.load(config:progress:)`.
 public func loadTokenizer(modelPath: String, tokenizerPath: String? = nil) async throws -> ModelTokenizer {
     try await runBlocking { try ModelTokenizer.load(modelPath: modelPath, tokenizerPath: tokenizerPath) }
 }
 
-extension Model {
+extension LanguageModel {
     /// Loads a GGUF model on a background thread.
     ///
     /// - Parameters:
@@ -70,9 +70,9 @@ extension Model {
     public static func load(
         config: ModelConfig,
         progress: (@Sendable (_ bytesDone: Int64, _ bytesTotal: Int64) -> Void)? = nil
-    ) async throws -> Model {
+    ) async throws -> LanguageModel {
         let relay = progress.map(ProgressRelay.init(report:))
-        return try await stoppable { token in try Model.loadWithProgress(config: config, progress: relay, cancel: token) }
+        return try await stoppable { token in try LanguageModel.loadWithProgress(config: config, progress: relay, cancel: token) }
     }
 
     /// Completes `prompt` as raw text (no chat template), streaming events and
@@ -151,7 +151,7 @@ extension ChatSession {
     /// Sends a user message and streams the answer's text pieces.
     ///
     /// ```swift
-    /// let model = try await Model.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
+    /// let model = try await LanguageModel.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
     /// let chat = model.newSession(history: [ChatMessage(role: .system, content: "Be brief.")])
     /// var answer = ""
     /// for try await piece in chat.stream(message: "Write a haiku about ice hockey", params: GenerationParams(maxTokens: 48)) {
@@ -267,7 +267,7 @@ extension ChatSession {
     }
 
     /// Writes the conversation and its KV cache to `url` on a thread of its
-    /// own, for ``Model/restoreSession(from:)`` after the app is killed. The
+    /// own, for ``LanguageModel/restoreSession(from:)`` after the app is killed. The
     /// file there is replaced only once the new one is complete, so a kill
     /// mid-save leaves the previous chat (or none), never half of one.
     ///

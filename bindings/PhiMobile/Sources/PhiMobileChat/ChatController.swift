@@ -46,7 +46,7 @@ public actor ChatController {
     public private(set) var snapshot = ChatSnapshot()
 
     // Internal (not private) so tests can check that a replaced model is released.
-    private(set) var model: Model?
+    private(set) var model: LanguageModel?
     private var session: ChatSession?
     private var observers: [UUID: AsyncStream<ChatSnapshot>.Continuation] = [:]
     /// The operation in progress and how to stop it.
@@ -259,14 +259,14 @@ public actor ChatController {
         let (fractions, report) = AsyncStream.makeStream(of: Double.self, bufferingPolicy: .bufferingNewest(1))
         let loading = Task {
             defer { report.finish() }
-            return try await Model.load(config: config) { done, total in
+            return try await LanguageModel.load(config: config) { done, total in
                 report.yield(total == 0 ? 0 : min(1, Double(done) / Double(total)))
             }
         }
         for await fraction in fractions {
             publish(.loading(progress: fraction))
         }
-        let loaded: Model
+        let loaded: LanguageModel
         do {
             loaded = try await loading.value
         } catch {
@@ -290,7 +290,7 @@ public actor ChatController {
 
     /// The conversation saved in `chatFile` if `model` can restore it, else a
     /// new one (and why not, if there was a file).
-    private func openSession(on model: Model) async -> (ChatSession, ChatError?) {
+    private func openSession(on model: LanguageModel) async -> (ChatSession, ChatError?) {
         guard let chatFile, FileManager.default.fileExists(atPath: chatFile.path) else {
             return (model.newSession(history: initialHistory), nil)
         }

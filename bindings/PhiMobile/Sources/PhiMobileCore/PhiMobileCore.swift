@@ -606,7 +606,7 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 /**
- * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * Stops one call from any thread: `LanguageModel.generate`, `ChatSession.send`,
  * `download_model`. One token per call; once cancelled it stays cancelled,
  * so a cancel that lands before the call starts is never forgotten.
  */
@@ -618,7 +618,7 @@ public protocol CancellationTokenProtocol: AnyObject, Sendable {
     
 }
 /**
- * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * Stops one call from any thread: `LanguageModel.generate`, `ChatSession.send`,
  * `download_model`. One token per call; once cancelled it stays cancelled,
  * so a cancel that lands before the call starts is never forgotten.
  */
@@ -805,7 +805,7 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
-     * there only once the new one is complete), for `Model.restoreSession`
+     * there only once the new one is complete), for `LanguageModel.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
      * inside this session's own sink it is `Busy`. About
      * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
@@ -816,7 +816,7 @@ public protocol ChatSessionProtocol: AnyObject, Sendable {
      * Sends a user message and streams the answer to `sink`. Blocks the
      * calling thread. `cancel`, if given, stops this turn within one token
      * from any thread, even when cancelled before the turn starts (the
-     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * contract of `LanguageModel.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
     func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
@@ -989,7 +989,7 @@ open func reset()  {try! rustCall() {
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
-     * there only once the new one is complete), for `Model.restoreSession`
+     * there only once the new one is complete), for `LanguageModel.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
      * inside this session's own sink it is `Busy`. About
      * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
@@ -1007,7 +1007,7 @@ open func save(path: String)throws   {try rustCallWithError(FfiConverterTypeLlmE
      * Sends a user message and streams the answer to `sink`. Blocks the
      * calling thread. `cancel`, if given, stops this turn within one token
      * from any thread, even when cancelled before the turn starts (the
-     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * contract of `LanguageModel.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
 open func send(message: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
@@ -1328,6 +1328,464 @@ public func FfiConverterTypeDownloadProgress_lower(_ value: DownloadProgress) ->
 
 
 /**
+ * A loaded model. Thread-safe; many sessions can run on it at once, each
+ * with its own KV cache over the shared weights. (Not plain `Model`: that
+ * is the name of many an app's own type.)
+ */
+public protocol LanguageModelProtocol: AnyObject, Sendable {
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    func countChatTokens(messages: [ChatMessage]) throws  -> Int32
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    func countTokens(text: String) throws  -> Int32
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    func detokenize(ids: [Int32]) throws  -> String
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+    func formatChat(messages: [ChatMessage]) throws  -> String
+    
+    /**
+     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
+     */
+    func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
+    
+    func info()  -> ModelInfo
+    
+    /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
+     */
+    func memoryEstimateBytes(contextLength: Int32) throws  -> Int64
+    
+    /**
+     * A chat session, optionally starting from an earlier transcript
+     * (e.g. a system message, or a conversation restored from storage).
+     */
+    func newSession(history: [ChatMessage])  -> ChatSession
+    
+    /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    func newSessionWithTools(history: [ChatMessage], tools: [Tool]) throws  -> ChatSession
+    
+    /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    func restoreSession(path: String) throws  -> ChatSession
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    func restoreSessionWithTools(path: String, tools: [Tool]) throws  -> ChatSession
+    
+    /**
+     * Token ids for `text` as this model's tokenizer encodes a prompt.
+     */
+    func tokenize(text: String) throws  -> [Int32]
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    func tokenizeChat(messages: [ChatMessage]) throws  -> [Int32]
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+    func weightsResidentBytes()  -> Int64?
+    
+}
+/**
+ * A loaded model. Thread-safe; many sessions can run on it at once, each
+ * with its own KV cache over the shared weights. (Not plain `Model`: that
+ * is the name of many an app's own type.)
+ */
+open class LanguageModel: LanguageModelProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_phi_mobile_fn_clone_languagemodel(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_phi_mobile_fn_free_languagemodel(handle, $0) }
+    }
+
+    
+    /**
+     * Loads a GGUF model (blocking; call it off the UI thread).
+     */
+public static func load(config: ModelConfig)throws  -> LanguageModel  {
+    return try  FfiConverterTypeLanguageModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_constructor_languagemodel_load(
+        FfiConverterTypeModelConfig_lower(config),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Like `load`, reporting progress as it goes; `progress` (returning
+     * `false` or throwing) or `cancel` stops the load, with
+     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
+     * that came before the call stops it at once.
+     */
+public static func loadWithProgress(config: ModelConfig, progress: LoadProgress?, cancel: CancellationToken? = nil)throws  -> LanguageModel  {
+    return try  FfiConverterTypeLanguageModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_constructor_languagemodel_load_with_progress(
+        FfiConverterTypeModelConfig_lower(config),
+        FfiConverterOptionTypeLoadProgress.lower(progress),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_count_chat_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+open func countTokens(text: String)throws  -> Int32  {
+    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_count_tokens(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+open func detokenize(ids: [Int32])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_detokenize(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceInt32.lower(ids),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+open func formatChat(messages: [ChatMessage])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_format_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
+     */
+open func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
+    return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_generate(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(prompt),
+        FfiConverterTypeGenerationParams_lower(params),
+        FfiConverterTypeTokenSink_lower(sink),
+        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+open func info() -> ModelInfo  {
+    return try!  FfiConverterTypeModelInfo_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_info(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
+     */
+open func memoryEstimateBytes(contextLength: Int32)throws  -> Int64  {
+    return try  FfiConverterInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_memory_estimate_bytes(
+            self.uniffiCloneHandle(),
+        FfiConverterInt32.lower(contextLength),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A chat session, optionally starting from an earlier transcript
+     * (e.g. a system message, or a conversation restored from storage).
+     */
+open func newSession(history: [ChatMessage]) -> ChatSession  {
+    return try!  FfiConverterTypeChatSession_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_new_session(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(history),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+open func newSessionWithTools(history: [ChatMessage], tools: [Tool])throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_new_session_with_tools(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(history),
+        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+open func restoreSession(path: String)throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_restore_session(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+open func restoreSessionWithTools(path: String, tools: [Tool])throws  -> ChatSession  {
+    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_restore_session_with_tools(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),
+        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Token ids for `text` as this model's tokenizer encodes a prompt.
+     */
+open func tokenize(text: String)throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_tokenize(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+open func tokenizeChat(messages: [ChatMessage])throws  -> [Int32]  {
+    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_tokenize_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+open func weightsResidentBytes() -> Int64?  {
+    return try!  FfiConverterOptionInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_phi_mobile_fn_method_languagemodel_weights_resident_bytes(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLanguageModel: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = LanguageModel
+
+    public static func lift(_ handle: UInt64) throws -> LanguageModel {
+        return LanguageModel(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: LanguageModel) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LanguageModel {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LanguageModel, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLanguageModel_lift(_ handle: UInt64) throws -> LanguageModel {
+    return try FfiConverterTypeLanguageModel.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLanguageModel_lower(_ value: LanguageModel) -> UInt64 {
+    return FfiConverterTypeLanguageModel.lower(value)
+}
+
+
+
+
+
+
+/**
  * Receives model-loading progress on the loading thread, as
  * `DownloadProgress` receives a download's.
  */
@@ -1551,477 +2009,21 @@ public func FfiConverterTypeLoadProgress_lower(_ value: LoadProgress) -> UInt64 
 
 
 /**
- * A loaded model. Thread-safe; many sessions can run on it at once, each
- * with its own KV cache over the shared weights.
- */
-public protocol ModelProtocol: AnyObject, Sendable {
-    
-    /**
-     * How many tokens a chat of these messages takes as a prompt, rendered
-     * in the model's chat format with the cue for the assistant's answer:
-     * with a session's `history()` plus the next message, the prompt its
-     * `send` would feed, to compare with `info().contextLength`.
-     */
-    func countChatTokens(messages: [ChatMessage]) throws  -> Int32
-    
-    /**
-     * How many tokens `generate(text)` feeds the model for this prompt (its
-     * start token included): what it costs of the context.
-     */
-    func countTokens(text: String) throws  -> Int32
-    
-    /**
-     * Text for token ids (special tokens skipped).
-     */
-    func detokenize(ids: [Int32]) throws  -> String
-    
-    /**
-     * The prompt text a chat with these messages is rendered to (the model's
-     * chat format, ending with the cue for the assistant's answer).
-     */
-    func formatChat(messages: [ChatMessage]) throws  -> String
-    
-    /**
-     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread. `cancel`, if given, stops it within one
-     * token (or one prefill chunk) from any thread.
-     */
-    func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken?) throws  -> GenerationResult
-    
-    func info()  -> ModelInfo
-    
-    /**
-     * The most memory one chat session of `context_length` tokens takes:
-     * the weights (the whole file, once every page is read), its KV cache
-     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context; a negative length is
-     * `InvalidParameter`.
-     */
-    func memoryEstimateBytes(contextLength: Int32) throws  -> Int64
-    
-    /**
-     * A chat session, optionally starting from an earlier transcript
-     * (e.g. a system message, or a conversation restored from storage).
-     */
-    func newSession(history: [ChatMessage])  -> ChatSession
-    
-    /**
-     * A chat session whose turns may call `tools`: they are in every
-     * prompt (through the model's chat template, or described in the system
-     * message when the template has no place for them), and an answer that
-     * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
-     * against its schema. Run them and answer with `sendToolResults`.
-     * A tool with a bad name, a duplicate name or a schema that is not a
-     * JSON object or does not compile is `InvalidParameter` naming it.
-     */
-    func newSessionWithTools(history: [ChatMessage], tools: [Tool]) throws  -> ChatSession
-    
-    /**
-     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
-     * the next turn's first token comes as fast as in the chat that never
-     * stopped (its history is not run through the model again). The file
-     * must have been saved by this model (same file, tokenizer and
-     * template): a missing file, another model's, a truncated or a corrupt
-     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
-     * read is `Storage`.
-     */
-    func restoreSession(path: String) throws  -> ChatSession
-    
-    /**
-     * `restoreSession` for a chat saved from a session with tools: the same
-     * `tools` declared again (as `newSessionWithTools` checks them), so the
-     * next turn's prompt matches the saved cache.
-     */
-    func restoreSessionWithTools(path: String, tools: [Tool]) throws  -> ChatSession
-    
-    /**
-     * Token ids for `text` as this model's tokenizer encodes a prompt.
-     */
-    func tokenize(text: String) throws  -> [Int32]
-    
-    /**
-     * Token ids of a chat of these messages as a prompt: what a session's
-     * `send` feeds (message contents encoded as text, never as control
-     * tokens).
-     */
-    func tokenizeChat(messages: [ChatMessage]) throws  -> [Int32]
-    
-    /**
-     * Bytes of the weights in memory now: with mapped weights, the pages of
-     * the file the OS holds (it reads them on use and may drop them under
-     * pressure); with weights in the heap, all of them. `None` where the OS
-     * does not say.
-     */
-    func weightsResidentBytes()  -> Int64?
-    
-}
-/**
- * A loaded model. Thread-safe; many sessions can run on it at once, each
- * with its own KV cache over the shared weights.
- */
-open class Model: ModelProtocol, @unchecked Sendable {
-    fileprivate let handle: UInt64
-
-    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
-#if swift(>=5.8)
-    @_documentation(visibility: private)
-#endif
-    public struct NoHandle {
-        public init() {}
-    }
-
-    // TODO: We'd like this to be `private` but for Swifty reasons,
-    // we can't implement `FfiConverter` without making this `required` and we can't
-    // make it `required` without making it `public`.
-#if swift(>=5.8)
-    @_documentation(visibility: private)
-#endif
-    required public init(unsafeFromHandle handle: UInt64) {
-        self.handle = handle
-    }
-
-    // This constructor can be used to instantiate a fake object.
-    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
-    //
-    // - Warning:
-    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
-#if swift(>=5.8)
-    @_documentation(visibility: private)
-#endif
-    public init(noHandle: NoHandle) {
-        self.handle = 0
-    }
-
-#if swift(>=5.8)
-    @_documentation(visibility: private)
-#endif
-    public func uniffiCloneHandle() -> UInt64 {
-        return try! rustCall { uniffi_phi_mobile_fn_clone_model(self.handle, $0) }
-    }
-    // No primary constructor declared for this class.
-
-    deinit {
-        if handle == 0 {
-            // Mock objects have handle=0 don't try to free them
-            return
-        }
-
-        try! rustCall { uniffi_phi_mobile_fn_free_model(handle, $0) }
-    }
-
-    
-    /**
-     * Loads a GGUF model (blocking; call it off the UI thread).
-     */
-public static func load(config: ModelConfig)throws  -> Model  {
-    return try  FfiConverterTypeModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_constructor_model_load(
-        FfiConverterTypeModelConfig_lower(config),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Like `load`, reporting progress as it goes; `progress` (returning
-     * `false` or throwing) or `cancel` stops the load, with
-     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
-     * that came before the call stops it at once.
-     */
-public static func loadWithProgress(config: ModelConfig, progress: LoadProgress?, cancel: CancellationToken? = nil)throws  -> Model  {
-    return try  FfiConverterTypeModel_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_constructor_model_load_with_progress(
-        FfiConverterTypeModelConfig_lower(config),
-        FfiConverterOptionTypeLoadProgress.lower(progress),
-        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
-    )
-})
-}
-    
-
-    
-    /**
-     * How many tokens a chat of these messages takes as a prompt, rendered
-     * in the model's chat format with the cue for the assistant's answer:
-     * with a session's `history()` plus the next message, the prompt its
-     * `send` would feed, to compare with `info().contextLength`.
-     */
-open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
-    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_count_chat_tokens(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * How many tokens `generate(text)` feeds the model for this prompt (its
-     * start token included): what it costs of the context.
-     */
-open func countTokens(text: String)throws  -> Int32  {
-    return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_count_tokens(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(text),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Text for token ids (special tokens skipped).
-     */
-open func detokenize(ids: [Int32])throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_detokenize(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceInt32.lower(ids),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * The prompt text a chat with these messages is rendered to (the model's
-     * chat format, ending with the cue for the assistant's answer).
-     */
-open func formatChat(messages: [ChatMessage])throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_format_chat(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread. `cancel`, if given, stops it within one
-     * token (or one prefill chunk) from any thread.
-     */
-open func generate(prompt: String, params: GenerationParams, sink: TokenSink, cancel: CancellationToken? = nil)throws  -> GenerationResult  {
-    return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_generate(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(prompt),
-        FfiConverterTypeGenerationParams_lower(params),
-        FfiConverterTypeTokenSink_lower(sink),
-        FfiConverterOptionTypeCancellationToken.lower(cancel),uniffiCallStatus
-    )
-})
-}
-    
-open func info() -> ModelInfo  {
-    return try!  FfiConverterTypeModelInfo_lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_info(
-            self.uniffiCloneHandle(),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * The most memory one chat session of `context_length` tokens takes:
-     * the weights (the whole file, once every page is read), its KV cache
-     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context; a negative length is
-     * `InvalidParameter`.
-     */
-open func memoryEstimateBytes(contextLength: Int32)throws  -> Int64  {
-    return try  FfiConverterInt64.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
-            self.uniffiCloneHandle(),
-        FfiConverterInt32.lower(contextLength),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * A chat session, optionally starting from an earlier transcript
-     * (e.g. a system message, or a conversation restored from storage).
-     */
-open func newSession(history: [ChatMessage]) -> ChatSession  {
-    return try!  FfiConverterTypeChatSession_lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_new_session(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceTypeChatMessage.lower(history),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * A chat session whose turns may call `tools`: they are in every
-     * prompt (through the model's chat template, or described in the system
-     * message when the template has no place for them), and an answer that
-     * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
-     * against its schema. Run them and answer with `sendToolResults`.
-     * A tool with a bad name, a duplicate name or a schema that is not a
-     * JSON object or does not compile is `InvalidParameter` naming it.
-     */
-open func newSessionWithTools(history: [ChatMessage], tools: [Tool])throws  -> ChatSession  {
-    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_new_session_with_tools(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceTypeChatMessage.lower(history),
-        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
-     * the next turn's first token comes as fast as in the chat that never
-     * stopped (its history is not run through the model again). The file
-     * must have been saved by this model (same file, tokenizer and
-     * template): a missing file, another model's, a truncated or a corrupt
-     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
-     * read is `Storage`.
-     */
-open func restoreSession(path: String)throws  -> ChatSession  {
-    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_restore_session(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(path),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * `restoreSession` for a chat saved from a session with tools: the same
-     * `tools` declared again (as `newSessionWithTools` checks them), so the
-     * next turn's prompt matches the saved cache.
-     */
-open func restoreSessionWithTools(path: String, tools: [Tool])throws  -> ChatSession  {
-    return try  FfiConverterTypeChatSession_lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_restore_session_with_tools(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(path),
-        FfiConverterSequenceTypeTool.lower(tools),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Token ids for `text` as this model's tokenizer encodes a prompt.
-     */
-open func tokenize(text: String)throws  -> [Int32]  {
-    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_tokenize(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(text),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Token ids of a chat of these messages as a prompt: what a session's
-     * `send` feeds (message contents encoded as text, never as control
-     * tokens).
-     */
-open func tokenizeChat(messages: [ChatMessage])throws  -> [Int32]  {
-    return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_tokenize_chat(
-            self.uniffiCloneHandle(),
-        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
-    )
-})
-}
-    
-    /**
-     * Bytes of the weights in memory now: with mapped weights, the pages of
-     * the file the OS holds (it reads them on use and may drop them under
-     * pressure); with weights in the heap, all of them. `None` where the OS
-     * does not say.
-     */
-open func weightsResidentBytes() -> Int64?  {
-    return try!  FfiConverterOptionInt64.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
-            self.uniffiCloneHandle(),uniffiCallStatus
-    )
-})
-}
-    
-
-    
-}
-
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public struct FfiConverterTypeModel: FfiConverter {
-    typealias FfiType = UInt64
-    typealias SwiftType = Model
-
-    public static func lift(_ handle: UInt64) throws -> Model {
-        return Model(unsafeFromHandle: handle)
-    }
-
-    public static func lower(_ value: Model) -> UInt64 {
-        return value.uniffiCloneHandle()
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Model {
-        let handle: UInt64 = try readInt(&buf)
-        return try lift(handle)
-    }
-
-    public static func write(_ value: Model, into buf: inout [UInt8]) {
-        writeInt(&buf, lower(value))
-    }
-}
-
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeModel_lift(_ handle: UInt64) throws -> Model {
-    return try FfiConverterTypeModel.lift(handle)
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeModel_lower(_ value: Model) -> UInt64 {
-    return FfiConverterTypeModel.lower(value)
-}
-
-
-
-
-
-
-/**
  * A model's tokenizer and chat format, read from the GGUF's header only
  * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
- * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * inspect a prompt's tokens without loading the weights. A loaded `LanguageModel`
  * has the same calls.
  */
 public protocol ModelTokenizerProtocol: AnyObject, Sendable {
     
     /**
      * How many tokens a chat of these messages takes as a prompt (see
-     * `Model.countChatTokens`).
+     * `LanguageModel.countChatTokens`).
      */
     func countChatTokens(messages: [ChatMessage]) throws  -> Int32
     
     /**
-     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     * How many tokens `LanguageModel.generate(text)` feeds (see `LanguageModel.countTokens`).
      */
     func countTokens(text: String) throws  -> Int32
     
@@ -2042,7 +2044,7 @@ public protocol ModelTokenizerProtocol: AnyObject, Sendable {
     
     /**
      * Token ids of a chat of these messages as a prompt (see
-     * `Model.tokenizeChat`).
+     * `LanguageModel.tokenizeChat`).
      */
     func tokenizeChat(messages: [ChatMessage]) throws  -> [Int32]
     
@@ -2050,7 +2052,7 @@ public protocol ModelTokenizerProtocol: AnyObject, Sendable {
 /**
  * A model's tokenizer and chat format, read from the GGUF's header only
  * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
- * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * inspect a prompt's tokens without loading the weights. A loaded `LanguageModel`
  * has the same calls.
  */
 open class ModelTokenizer: ModelTokenizerProtocol, @unchecked Sendable {
@@ -2122,7 +2124,7 @@ public static func load(modelPath: String, tokenizerPath: String? = nil)throws  
     
     /**
      * How many tokens a chat of these messages takes as a prompt (see
-     * `Model.countChatTokens`).
+     * `LanguageModel.countChatTokens`).
      */
 open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
     return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
@@ -2135,7 +2137,7 @@ open func countChatTokens(messages: [ChatMessage])throws  -> Int32  {
 }
     
     /**
-     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     * How many tokens `LanguageModel.generate(text)` feeds (see `LanguageModel.countTokens`).
      */
 open func countTokens(text: String)throws  -> Int32  {
     return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
@@ -2188,7 +2190,7 @@ open func tokenize(text: String)throws  -> [Int32]  {
     
     /**
      * Token ids of a chat of these messages as a prompt (see
-     * `Model.tokenizeChat`).
+     * `LanguageModel.tokenizeChat`).
      */
 open func tokenizeChat(messages: [ChatMessage])throws  -> [Int32]  {
     return try  FfiConverterSequenceInt32.lift(try rustCallWithError(FfiConverterTypeLlmError_lift) {
@@ -3305,7 +3307,7 @@ public func FfiConverterTypeModelInfo_lower(_ value: ModelInfo) -> RustBuffer {
 
 
 /**
- * A function the model may call in a session (`Model.newSessionWithTools`).
+ * A function the model may call in a session (`LanguageModel.newSessionWithTools`).
  * The library never runs it: a call comes back in
  * `GenerationResult.toolCalls` and the app answers with
  * `ChatSession.sendToolResults`.
@@ -4430,7 +4432,7 @@ public func downloadModel(request: DownloadRequest, directory: String, progress:
  * The most memory one chat session of `context_length` tokens (`None`: the
  * model's own context) would take with the model file at `model_path`,
  * read from its header alone, before loading: what
- * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+ * `LanguageModel.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
  * Compare it with what the device has free before a load.
  */
 public func estimateModelMemory(modelPath: String, contextLength: Int32? = nil)throws  -> Int64  {

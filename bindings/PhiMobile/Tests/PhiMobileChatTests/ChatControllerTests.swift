@@ -78,7 +78,7 @@ struct ChatControllerTests {
         #expect(transcript.filter { $0.role == .assistant }.map(\.content) == answers.map(\.text))
 
         // The same conversation straight on PhiMobile gives the same answers.
-        let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
+        let model = try await LanguageModel.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
         let session = model.newSession(history: [system])
         for (question, answer) in zip(questions, answers) {
             var final: GenerationResult?
@@ -142,7 +142,7 @@ struct ChatControllerTests {
 
     @Test("a token cancelled before the turn starts stops it; a session cancel() then does not")
     func stopBeforeTheTurnStarts() async throws {
-        let model = try await Model.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
+        let model = try await LanguageModel.load(config: ModelConfig(modelPath: ChatFixtures.modelPath(), tokenizerPath: ChatFixtures.tokenizerPath()))
         // A session's cancel() is aimed at the turn in progress: one that
         // lands before the turn starts is not applied to it.
         let session = model.newSession(history: [])
@@ -297,7 +297,7 @@ struct ChatControllerTests {
 
 /// Whether `isReleased` holds within a second. A model loaded a moment ago
 /// can still be referenced by the exiting thread that loaded it
-/// (PhiMobile's Model.load), so "released" means "released soon".
+/// (PhiMobile's LanguageModel.load), so "released" means "released soon".
 func released(_ isReleased: () -> Bool) async -> Bool {
     for _ in 0..<100 {
         if isReleased() { return true }

@@ -12,7 +12,7 @@ struct DocExampleTests {
         let modelPath = try Fixtures.modelPath()
         let tokenizerPath = try Fixtures.tokenizerPath()
         // doc-example begin
-        let model = try await Model.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
+        let model = try await LanguageModel.load(config: ModelConfig(modelPath: modelPath, tokenizerPath: tokenizerPath))
         let chat = model.newSession(history: [ChatMessage(role: .system, content: "Be brief.")])
         var answer = ""
         for try await piece in chat.stream(message: "Write a haiku about ice hockey", params: GenerationParams(maxTokens: 48)) {

@@ -10,7 +10,7 @@ struct ErrorTests {
     @Test("ModelNotFound")
     func modelNotFound() async throws {
         let config = ModelConfig(modelPath: "/nonexistent/model.gguf", tokenizerPath: try Fixtures.tokenizerPath())
-        let error = await llmError { try await Model.load(config: config) }
+        let error = await llmError { try await LanguageModel.load(config: config) }
         #expect(error == .ModelNotFound(what: "/nonexistent/model.gguf"))
         // The Rust sentence, written once in src/ffi/error.rs (tests/bad_input.rs checks the same words).
         #expect(error?.localizedDescription == "Model not found: /nonexistent/model.gguf.")
@@ -20,7 +20,7 @@ struct ErrorTests {
     @Test("InvalidModel: an empty file")
     func invalidModel() async throws {
         let config = ModelConfig(modelPath: try Fixtures.scratch("empty.gguf", Data()), tokenizerPath: try Fixtures.tokenizerPath())
-        let error = await llmError { try await Model.load(config: config) }
+        let error = await llmError { try await LanguageModel.load(config: config) }
         guard case .InvalidModel(let reason)? = error else {
             Issue.record("expected InvalidModel, got \(String(describing: error))")
             return
@@ -37,7 +37,7 @@ struct ErrorTests {
         let found = try #require(bytes.range(of: key + Data("phi3".utf8)))
         bytes.replaceSubrange(found.upperBound - 4..<found.upperBound, with: Data("gpt2".utf8))
         let config = ModelConfig(modelPath: try Fixtures.scratch("gpt2.gguf", bytes), tokenizerPath: try Fixtures.tokenizerPath())
-        let error = await llmError { try await Model.load(config: config) }
+        let error = await llmError { try await LanguageModel.load(config: config) }
         #expect(error == .UnsupportedArchitecture(architecture: "gpt2"))
     }
 
@@ -45,7 +45,7 @@ struct ErrorTests {
     func tokenizer() async throws {
         let notJSON = try Fixtures.scratch("not-json.json", Data("this is not json".utf8))
         let config = ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: notJSON)
-        let error = await llmError { try await Model.load(config: config) }
+        let error = await llmError { try await LanguageModel.load(config: config) }
         guard case .Tokenizer? = error else {
             Issue.record("expected Tokenizer, got \(String(describing: error))")
             return
@@ -56,7 +56,7 @@ struct ErrorTests {
     func invalidParameter() async throws {
         // Counts are signed in Swift; a negative one is refused by name, not wrapped around.
         let config = ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: try Fixtures.tokenizerPath(), contextLength: -1)
-        guard case .InvalidParameter(let field, _)? = await llmError({ try await Model.load(config: config) }) else {
+        guard case .InvalidParameter(let field, _)? = await llmError({ try await LanguageModel.load(config: config) }) else {
             Issue.record("expected InvalidParameter at load")
             return
         }
@@ -73,7 +73,7 @@ struct ErrorTests {
 
     @Test("ContextOverflow: a 16-token context and a long prompt")
     func contextOverflow() async throws {
-        let small = try await Model.load(config: Fixtures.config(contextLength: 16))
+        let small = try await LanguageModel.load(config: Fixtures.config(contextLength: 16))
         #expect(small.info().contextLength == 16)
         let prompt = try Reference.case("long").prompt
         let needed = Int32(try small.tokenize(text: prompt).count)

@@ -24,9 +24,9 @@ enum Fixtures {
     }
 
     /// The reference model, loaded once for the whole test run.
-    private static let shared = Task { try await Model.load(config: config()) }
+    private static let shared = Task { try await LanguageModel.load(config: config()) }
 
-    static func model() async throws -> Model { try await shared.value }
+    static func model() async throws -> LanguageModel { try await shared.value }
 
     /// The repo's root, found from this file's path.
     static let repoRoot = URL(fileURLWithPath: #filePath)

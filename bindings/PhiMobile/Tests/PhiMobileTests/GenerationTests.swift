@@ -69,7 +69,7 @@ struct GenerationTests {
     @Test("async loading reports progress up to the file size")
     func asyncLoadWithProgress() async throws {
         let seen = RecordingProgress()
-        let model = try await Model.load(config: Fixtures.config()) { done, total in seen.record(done, total) }
+        let model = try await LanguageModel.load(config: Fixtures.config()) { done, total in seen.record(done, total) }
         let size = try #require(FileManager.default.attributesOfItem(atPath: Fixtures.modelPath())[.size] as? NSNumber).int64Value
         let calls = seen.calls
         #expect(!calls.isEmpty)
@@ -84,7 +84,7 @@ struct GenerationTests {
         let seen = RecordingProgress()
         let (firstReport, signal) = AsyncStream.makeStream(of: Void.self)
         let task = Task {
-            try await Model.load(config: Fixtures.config()) { done, total in
+            try await LanguageModel.load(config: Fixtures.config()) { done, total in
                 seen.record(done, total)
                 if seen.calls.count == 1 {
                     signal.yield()

@@ -16,7 +16,7 @@ struct SavedChatTests {
     let system = ChatMessage(role: .system, content: "You are a helpful assistant.")
     let params = GenerationParams.greedy(maxTokens: 24)
 
-    @Test("save after a turn, restore in another Model: the same history, the same next greedy answer, from the cache")
+    @Test("save after a turn, restore in another LanguageModel: the same history, the same next greedy answer, from the cache")
     func saveAndRestore() async throws {
         let model = try await Fixtures.model()
         let session = model.newSession(history: [system])
@@ -26,7 +26,7 @@ struct SavedChatTests {
         #expect(FileManager.default.fileExists(atPath: file.path))
 
         // A second load of the same file, as after the app was killed.
-        let reloaded = try await Model.load(config: Fixtures.config())
+        let reloaded = try await LanguageModel.load(config: Fixtures.config())
         let restored = try await reloaded.restoreSession(from: file)
         let history = session.history()
         #expect(history.count == 3, "system, user, assistant")

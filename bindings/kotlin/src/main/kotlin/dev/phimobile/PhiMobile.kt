@@ -30,7 +30,7 @@ import kotlinx.coroutines.withContext
 /**
  * Loads a GGUF model on [Dispatchers.IO], so it can be called from the main thread.
  *
- * Close the model when done (`use {}` or [Model.close]): it holds the weights (gigabytes for
+ * Close the model when done (`use {}` or [LanguageModel.close]): it holds the weights (gigabytes for
  * Phi-3-mini) until then. Sessions made from it keep the weights alive until they are closed too.
  * Using a closed model or session throws [IllegalStateException] ("... has already been destroyed").
  * Failures are the generated [LlmException] subclasses ([LlmException.ModelNotFound],
@@ -64,16 +64,16 @@ import kotlinx.coroutines.withContext
 suspend fun loadModel(
     config: ModelConfig,
     onProgress: ((bytesDone: Long, bytesTotal: Long) -> Unit)? = null,
-): Model {
+): LanguageModel {
     val failure = AtomicReference<Throwable?>(null)
     val progress = onProgress?.let { relay(it, failure) }?.let { report ->
         object : LoadProgress {
             override fun onProgress(bytesDone: Long, bytesTotal: Long): Boolean = report(bytesDone, bytesTotal)
         }
     }
-    val built = AtomicReference<Model?>(null)
+    val built = AtomicReference<LanguageModel?>(null)
     try {
-        stoppable(failure) { token -> built.set(Model.loadWithProgress(config, progress, token)) }
+        stoppable(failure) { token -> built.set(LanguageModel.loadWithProgress(config, progress, token)) }
     } catch (t: Throwable) {
         // Cancelled after the load finished: the model is closed, not leaked.
         built.getAndSet(null)?.close()
@@ -208,11 +208,11 @@ sealed interface GenerationEvent {
  * (or one chunk of prompt processing), through a [CancellationToken]. Errors ([LlmException])
  * are thrown from `collect`. Use [streamEvents] or [complete] for the [GenerationResult].
  */
-fun ModelInterface.stream(prompt: String, params: GenerationParams = GenerationParams()): Flow<String> =
+fun LanguageModelInterface.stream(prompt: String, params: GenerationParams = GenerationParams()): Flow<String> =
     streamEvents(prompt, params).textPieces()
 
 /** Like [stream], ending with [GenerationEvent.Done] carrying the stats. */
-fun ModelInterface.streamEvents(prompt: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
+fun LanguageModelInterface.streamEvents(prompt: String, params: GenerationParams = GenerationParams()): Flow<GenerationEvent> =
     flow {
         // One token per collection: a cancelled token stays cancelled.
         CancellationToken().use { token ->
@@ -225,7 +225,7 @@ fun ModelInterface.streamEvents(prompt: String, params: GenerationParams = Gener
  * returns the stats. The blocking work runs on [Dispatchers.IO]; cancelling the caller stops it.
  * An exception thrown by [onText] stops generation and is rethrown as is.
  */
-suspend fun ModelInterface.complete(
+suspend fun LanguageModelInterface.complete(
     prompt: String,
     params: GenerationParams = GenerationParams(),
     onText: suspend (String) -> Unit = {},
@@ -283,9 +283,9 @@ fun ChatSessionInterface.streamToolResults(
  * with [GenerationEvent.ToolCalls] and [StopReason.TOOL_CALLS]; the library never runs a tool.
  * Throws [LlmException.InvalidParameter] (name "tools") for a bad or duplicate name or a schema
  * that is not a JSON object or does not compile. The blocking call is
- * [Model.newSessionWithTools]. Close it when done, as any session.
+ * [LanguageModel.newSessionWithTools]. Close it when done, as any session.
  */
-suspend fun ModelInterface.newToolSession(history: List<ChatMessage> = emptyList(), tools: List<Tool>): ChatSession =
+suspend fun LanguageModelInterface.newToolSession(history: List<ChatMessage> = emptyList(), tools: List<Tool>): ChatSession =
     withContext(Dispatchers.IO) { newSessionWithTools(history, tools) }
 
 private fun turnEvents(
@@ -358,7 +358,7 @@ suspend fun ChatSessionInterface.respond(message: String, params: GenerationPara
 
 /**
  * Writes the conversation and its KV cache to [file] on [Dispatchers.IO], so it can be called
- * from the main thread; [ModelInterface.restoreSession] brings it back after the app is killed.
+ * from the main thread; [LanguageModelInterface.restoreSession] brings it back after the app is killed.
  * The file is replaced whole: the new one is written beside it and renamed into place once
  * complete and synced, so a kill mid-save leaves the previous file (or none), never part of one.
  * Its directory must exist. About [ModelInfo.kvBytesPerToken] bytes per token of the conversation.
@@ -386,7 +386,7 @@ suspend fun ChatSessionInterface.save(file: File) {
  * it. If the caller is cancelled meanwhile, the restored session is closed and the cancellation
  * is rethrown.
  */
-suspend fun ModelInterface.restoreSession(file: File): ChatSession {
+suspend fun LanguageModelInterface.restoreSession(file: File): ChatSession {
     val restored = AtomicReference<ChatSession?>(null)
     try {
         withContext(Dispatchers.IO) { restored.set(restoreSession(file.path)) }

@@ -754,33 +754,33 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_method_downloadprogress_on_progress(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_count_chat_tokens(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_count_chat_tokens(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_count_tokens(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_count_tokens(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_detokenize(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_detokenize(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_format_chat(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_format_chat(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_generate(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_generate(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_info(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_info(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_memory_estimate_bytes(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_memory_estimate_bytes(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_new_session(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_new_session(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_new_session_with_tools(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_new_session_with_tools(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_restore_session(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_restore_session(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_restore_session_with_tools(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_restore_session_with_tools(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_tokenize(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_tokenize(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_tokenize_chat(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_tokenize_chat(
     ): Int
-    external fun uniffi_phi_mobile_checksum_method_model_weights_resident_bytes(
+    external fun uniffi_phi_mobile_checksum_method_languagemodel_weights_resident_bytes(
     ): Int
     external fun uniffi_phi_mobile_checksum_method_chatsession_answer(
     ): Int
@@ -816,9 +816,9 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_cancellationtoken_new(
     ): Int
-    external fun uniffi_phi_mobile_checksum_constructor_model_load(
+    external fun uniffi_phi_mobile_checksum_constructor_languagemodel_load(
     ): Int
-    external fun uniffi_phi_mobile_checksum_constructor_model_load_with_progress(
+    external fun uniffi_phi_mobile_checksum_constructor_languagemodel_load_with_progress(
     ): Int
     external fun uniffi_phi_mobile_checksum_constructor_modeltokenizer_load(
     ): Int
@@ -879,41 +879,41 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_phi_mobile_fn_method_downloadprogress_on_progress(`ptr`: Long,`bytesDone`: Long,`bytesTotal`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
-    external fun uniffi_phi_mobile_fn_clone_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_clone_languagemodel(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_free_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_free_languagemodel(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_phi_mobile_fn_constructor_model_load(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_constructor_languagemodel_load(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_constructor_model_load_with_progress(`config`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_constructor_languagemodel_load_with_progress(`config`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_count_chat_tokens(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_count_chat_tokens(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
-    external fun uniffi_phi_mobile_fn_method_model_count_tokens(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_count_tokens(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
-    external fun uniffi_phi_mobile_fn_method_model_detokenize(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_detokenize(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_format_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`params`: RustBuffer.ByValue,`sink`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_info(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_info(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(`ptr`: Long,`contextLength`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_memory_estimate_bytes(`ptr`: Long,`contextLength`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_new_session(`ptr`: Long,`history`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_new_session(`ptr`: Long,`history`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_new_session_with_tools(`ptr`: Long,`history`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_new_session_with_tools(`ptr`: Long,`history`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_restore_session(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_restore_session(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_restore_session_with_tools(`ptr`: Long,`path`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_restore_session_with_tools(`ptr`: Long,`path`: RustBuffer.ByValue,`tools`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_phi_mobile_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_tokenize_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_tokenize_chat(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_phi_mobile_fn_method_model_weights_resident_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_phi_mobile_fn_method_languagemodel_weights_resident_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_phi_mobile_fn_clone_chatsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1536,7 +1536,7 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 
 /**
- * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * Stops one call from any thread: `LanguageModel.generate`, `ChatSession.send`,
  * `download_model`. One token per call; once cancelled it stays cancelled,
  * so a cancel that lands before the call starts is never forgotten.
  */
@@ -1550,7 +1550,7 @@ public interface CancellationTokenInterface {
 }
 
 /**
- * Stops one call from any thread: `Model.generate`, `ChatSession.send`,
+ * Stops one call from any thread: `LanguageModel.generate`, `ChatSession.send`,
  * `download_model`. One token per call; once cancelled it stays cancelled,
  * so a cancel that lands before the call starts is never forgotten.
  */
@@ -1877,7 +1877,7 @@ public interface ChatSessionInterface {
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
-     * there only once the new one is complete), for `Model.restoreSession`
+     * there only once the new one is complete), for `LanguageModel.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
      * inside this session's own sink it is `Busy`. About
      * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
@@ -1888,7 +1888,7 @@ public interface ChatSessionInterface {
      * Sends a user message and streams the answer to `sink`. Blocks the
      * calling thread. `cancel`, if given, stops this turn within one token
      * from any thread, even when cancelled before the turn starts (the
-     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * contract of `LanguageModel.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
     fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
@@ -2137,7 +2137,7 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
     
     /**
      * Writes the conversation and its KV cache to `path` (replacing the file
-     * there only once the new one is complete), for `Model.restoreSession`
+     * there only once the new one is complete), for `LanguageModel.restoreSession`
      * after the app is killed. Waits for a turn in progress to end; from
      * inside this session's own sink it is `Busy`. About
      * `ModelInfo.kv_bytes_per_token` bytes per token of the conversation.
@@ -2160,7 +2160,7 @@ open class ChatSession: Disposable, AutoCloseable, ChatSessionInterface
      * Sends a user message and streams the answer to `sink`. Blocks the
      * calling thread. `cancel`, if given, stops this turn within one token
      * from any thread, even when cancelled before the turn starts (the
-     * contract of `Model.generate`); `cancel()` on the session stops only a
+     * contract of `LanguageModel.generate`); `cancel()` on the session stops only a
      * turn already in progress.
      */
     @Throws(LlmException::class)override fun `send`(`message`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
@@ -2695,6 +2695,671 @@ public object FfiConverterTypeDownloadProgress: FfiConverter<DownloadProgress, L
 
 
 /**
+ * A loaded model. Thread-safe; many sessions can run on it at once, each
+ * with its own KV cache over the shared weights. (Not plain `Model`: that
+ * is the name of many an app's own type.)
+ */
+public interface LanguageModelInterface {
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    fun `countTokens`(`text`: kotlin.String): kotlin.Int
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+    fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String
+    
+    /**
+     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
+     */
+    fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
+    
+    fun `info`(): ModelInfo
+    
+    /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
+     */
+    fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long
+    
+    /**
+     * A chat session, optionally starting from an earlier transcript
+     * (e.g. a system message, or a conversation restored from storage).
+     */
+    fun `newSession`(`history`: List<ChatMessage>): ChatSession
+    
+    /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession
+    
+    /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    fun `restoreSession`(`path`: kotlin.String): ChatSession
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession
+    
+    /**
+     * Token ids for `text` as this model's tokenizer encodes a prompt.
+     */
+    fun `tokenize`(`text`: kotlin.String): List<kotlin.Int>
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int>
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */
+    fun `weightsResidentBytes`(): kotlin.Long?
+    
+    companion object
+}
+
+/**
+ * A loaded model. Thread-safe; many sessions can run on it at once, each
+ * with its own KV cache over the shared weights. (Not plain `Model`: that
+ * is the name of many an app's own type.)
+ */
+open class LanguageModel: Disposable, AutoCloseable, LanguageModelInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_phi_mobile_fn_free_languagemodel(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_phi_mobile_fn_clone_languagemodel(handle, status)
+        }
+    }
+
+    
+    /**
+     * How many tokens a chat of these messages takes as a prompt, rendered
+     * in the model's chat format with the cue for the assistant's answer:
+     * with a session's `history()` plus the next message, the prompt its
+     * `send` would feed, to compare with `info().contextLength`.
+     */
+    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int {
+            return FfiConverterInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_count_chat_tokens(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * How many tokens `generate(text)` feeds the model for this prompt (its
+     * start token included): what it costs of the context.
+     */
+    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.Int {
+            return FfiConverterInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_count_tokens(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Text for token ids (special tokens skipped).
+     */
+    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_detokenize(
+        it,
+        
+        FfiConverterSequenceInt.lower(`ids`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The prompt text a chat with these messages is rendered to (the model's
+     * chat format, ending with the cue for the assistant's answer).
+     */
+    @Throws(LlmException::class)override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_format_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
+     * Blocks the calling thread. `cancel`, if given, stops it within one
+     * token (or one prefill chunk) from any thread.
+     */
+    @Throws(LlmException::class)override fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
+            return FfiConverterTypeGenerationResult.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_generate(
+        it,
+        
+        FfiConverterString.lower(`prompt`),
+        FfiConverterTypeGenerationParams.lower(`params`),
+        FfiConverterTypeTokenSink.lower(`sink`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
+
+    override fun `info`(): ModelInfo {
+            return FfiConverterTypeModelInfo.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_info(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The most memory one chat session of `context_length` tokens takes:
+     * the weights (the whole file, once every page is read), its KV cache
+     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
+     * buffers. Capped at the model's context; a negative length is
+     * `InvalidParameter`.
+     */
+    @Throws(LlmException::class)override fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long {
+            return FfiConverterLong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_memory_estimate_bytes(
+        it,
+        
+        FfiConverterInt.lower(`contextLength`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A chat session, optionally starting from an earlier transcript
+     * (e.g. a system message, or a conversation restored from storage).
+     */override fun `newSession`(`history`: List<ChatMessage>): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_new_session(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`history`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A chat session whose turns may call `tools`: they are in every
+     * prompt (through the model's chat template, or described in the system
+     * message when the template has no place for them), and an answer that
+     * calls them ends with `StopReason.ToolCalls` and the calls in
+     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
+     * against its schema. Run them and answer with `sendToolResults`.
+     * A tool with a bad name, a duplicate name or a schema that is not a
+     * JSON object or does not compile is `InvalidParameter` naming it.
+     */
+    @Throws(LlmException::class)override fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_new_session_with_tools(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`history`),
+        FfiConverterSequenceTypeTool.lower(`tools`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
+     * the next turn's first token comes as fast as in the chat that never
+     * stopped (its history is not run through the model again). The file
+     * must have been saved by this model (same file, tokenizer and
+     * template): a missing file, another model's, a truncated or a corrupt
+     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
+     * read is `Storage`.
+     */
+    @Throws(LlmException::class)override fun `restoreSession`(`path`: kotlin.String): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_restore_session(
+        it,
+        
+        FfiConverterString.lower(`path`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `restoreSession` for a chat saved from a session with tools: the same
+     * `tools` declared again (as `newSessionWithTools` checks them), so the
+     * next turn's prompt matches the saved cache.
+     */
+    @Throws(LlmException::class)override fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession {
+            return FfiConverterTypeChatSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_restore_session_with_tools(
+        it,
+        
+        FfiConverterString.lower(`path`),
+        FfiConverterSequenceTypeTool.lower(`tools`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Token ids for `text` as this model's tokenizer encodes a prompt.
+     */
+    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_tokenize(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Token ids of a chat of these messages as a prompt: what a session's
+     * `send` feeds (message contents encoded as text, never as control
+     * tokens).
+     */
+    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int> {
+            return FfiConverterSequenceInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_tokenize_chat(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Bytes of the weights in memory now: with mapped weights, the pages of
+     * the file the OS holds (it reads them on use and may drop them under
+     * pressure); with weights in the heap, all of them. `None` where the OS
+     * does not say.
+     */override fun `weightsResidentBytes`(): kotlin.Long? {
+            return FfiConverterOptionalLong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_method_languagemodel_weights_resident_bytes(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * Loads a GGUF model (blocking; call it off the UI thread).
+     */
+    @Throws(LlmException::class) fun `load`(`config`: ModelConfig): LanguageModel {
+            return FfiConverterTypeLanguageModel.lift(
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_constructor_languagemodel_load(
+    
+        
+        FfiConverterTypeModelConfig.lower(`config`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * Like `load`, reporting progress as it goes; `progress` (returning
+     * `false` or throwing) or `cancel` stops the load, with
+     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
+     * that came before the call stops it at once.
+     */
+    @Throws(LlmException::class) fun `loadWithProgress`(`config`: ModelConfig, `progress`: LoadProgress?, `cancel`: CancellationToken? = null): LanguageModel {
+            return FfiConverterTypeLanguageModel.lift(
+    uniffiRustCallWithError(LlmException) { _status ->
+    UniffiLib.uniffi_phi_mobile_fn_constructor_languagemodel_load_with_progress(
+    
+        
+        FfiConverterTypeModelConfig.lower(`config`),
+        FfiConverterOptionalTypeLoadProgress.lower(`progress`),
+        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
+}
+    )
+    }
+    
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLanguageModel: FfiConverter<LanguageModel, Long> {
+    override fun lower(value: LanguageModel): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): LanguageModel {
+        return LanguageModel(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): LanguageModel {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: LanguageModel) = 8UL
+
+    override fun write(value: LanguageModel, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Receives model-loading progress on the loading thread, as
  * `DownloadProgress` receives a download's.
  */
@@ -3035,684 +3700,21 @@ public object FfiConverterTypeLoadProgress: FfiConverter<LoadProgress, Long> {
 
 
 /**
- * A loaded model. Thread-safe; many sessions can run on it at once, each
- * with its own KV cache over the shared weights.
- */
-public interface ModelInterface {
-    
-    /**
-     * How many tokens a chat of these messages takes as a prompt, rendered
-     * in the model's chat format with the cue for the assistant's answer:
-     * with a session's `history()` plus the next message, the prompt its
-     * `send` would feed, to compare with `info().contextLength`.
-     */
-    fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int
-    
-    /**
-     * How many tokens `generate(text)` feeds the model for this prompt (its
-     * start token included): what it costs of the context.
-     */
-    fun `countTokens`(`text`: kotlin.String): kotlin.Int
-    
-    /**
-     * Text for token ids (special tokens skipped).
-     */
-    fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String
-    
-    /**
-     * The prompt text a chat with these messages is rendered to (the model's
-     * chat format, ending with the cue for the assistant's answer).
-     */
-    fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String
-    
-    /**
-     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread. `cancel`, if given, stops it within one
-     * token (or one prefill chunk) from any thread.
-     */
-    fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken? = null): GenerationResult
-    
-    fun `info`(): ModelInfo
-    
-    /**
-     * The most memory one chat session of `context_length` tokens takes:
-     * the weights (the whole file, once every page is read), its KV cache
-     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context; a negative length is
-     * `InvalidParameter`.
-     */
-    fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long
-    
-    /**
-     * A chat session, optionally starting from an earlier transcript
-     * (e.g. a system message, or a conversation restored from storage).
-     */
-    fun `newSession`(`history`: List<ChatMessage>): ChatSession
-    
-    /**
-     * A chat session whose turns may call `tools`: they are in every
-     * prompt (through the model's chat template, or described in the system
-     * message when the template has no place for them), and an answer that
-     * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
-     * against its schema. Run them and answer with `sendToolResults`.
-     * A tool with a bad name, a duplicate name or a schema that is not a
-     * JSON object or does not compile is `InvalidParameter` naming it.
-     */
-    fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession
-    
-    /**
-     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
-     * the next turn's first token comes as fast as in the chat that never
-     * stopped (its history is not run through the model again). The file
-     * must have been saved by this model (same file, tokenizer and
-     * template): a missing file, another model's, a truncated or a corrupt
-     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
-     * read is `Storage`.
-     */
-    fun `restoreSession`(`path`: kotlin.String): ChatSession
-    
-    /**
-     * `restoreSession` for a chat saved from a session with tools: the same
-     * `tools` declared again (as `newSessionWithTools` checks them), so the
-     * next turn's prompt matches the saved cache.
-     */
-    fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession
-    
-    /**
-     * Token ids for `text` as this model's tokenizer encodes a prompt.
-     */
-    fun `tokenize`(`text`: kotlin.String): List<kotlin.Int>
-    
-    /**
-     * Token ids of a chat of these messages as a prompt: what a session's
-     * `send` feeds (message contents encoded as text, never as control
-     * tokens).
-     */
-    fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int>
-    
-    /**
-     * Bytes of the weights in memory now: with mapped weights, the pages of
-     * the file the OS holds (it reads them on use and may drop them under
-     * pressure); with weights in the heap, all of them. `None` where the OS
-     * does not say.
-     */
-    fun `weightsResidentBytes`(): kotlin.Long?
-    
-    companion object
-}
-
-/**
- * A loaded model. Thread-safe; many sessions can run on it at once, each
- * with its own KV cache over the shared weights.
- */
-open class Model: Disposable, AutoCloseable, ModelInterface
-{
-
-    @Suppress("UNUSED_PARAMETER")
-    /**
-     * @suppress
-     */
-    constructor(withHandle: UniffiWithHandle, handle: Long) {
-        this.handle = handle
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
-    }
-
-    /**
-     * @suppress
-     *
-     * This constructor can be used to instantiate a fake object. Only used for tests. Any
-     * attempt to actually use an object constructed this way will fail as there is no
-     * connected Rust object.
-     */
-    @Suppress("UNUSED_PARAMETER")
-    constructor(noHandle: NoHandle) {
-        this.handle = 0
-        this.cleanable = null
-    }
-
-    protected val handle: Long
-    protected val cleanable: UniffiCleaner.Cleanable?
-
-    private val wasDestroyed = AtomicBoolean(false)
-    private val callCounter = AtomicLong(1)
-
-    /**
-     * Whether the current object has been destroyed and its reference is gone in the Rust side.
-     */
-    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
-
-    override fun destroy() {
-        // Only allow a single call to this method.
-        // TODO: maybe we should log a warning if called more than once?
-        if (this.wasDestroyed.compareAndSet(false, true)) {
-            // This decrement always matches the initial count of 1 given at creation time.
-            if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable?.clean()
-            }
-        }
-    }
-
-    @Synchronized
-    override fun close() {
-        this.destroy()
-    }
-
-    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
-        // Check and increment the call counter, to keep the object alive.
-        // This needs a compare-and-set retry loop in case of concurrent updates.
-        do {
-            val c = this.callCounter.get()
-            if (c == 0L) {
-                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
-            }
-            if (c == Long.MAX_VALUE) {
-                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
-            }
-        } while (! this.callCounter.compareAndSet(c, c + 1L))
-        // Now we can safely do the method call without the handle being freed concurrently.
-        try {
-            return block(this.uniffiCloneHandle())
-        } finally {
-            // This decrement always matches the increment we performed above.
-            if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable?.clean()
-            }
-        }
-    }
-
-    // Use a static inner class instead of a closure so as not to accidentally
-    // capture `this` as part of the cleanable's action.
-    private class UniffiCleanAction(private val handle: Long) : Runnable {
-        override fun run() {
-            if (handle == 0.toLong()) {
-                // Fake object created with `NoHandle`, don't try to free.
-                return;
-            }
-            uniffiRustCall { status ->
-                UniffiLib.uniffi_phi_mobile_fn_free_model(handle, status)
-            }
-        }
-    }
-
-    /**
-     * @suppress
-     */
-    fun uniffiCloneHandle(): Long {
-        if (handle == 0.toLong()) {
-            throw InternalException("uniffiCloneHandle() called on NoHandle object");
-        }
-        return uniffiRustCall() { status ->
-            UniffiLib.uniffi_phi_mobile_fn_clone_model(handle, status)
-        }
-    }
-
-    
-    /**
-     * How many tokens a chat of these messages takes as a prompt, rendered
-     * in the model's chat format with the cue for the assistant's answer:
-     * with a session's `history()` plus the next message, the prompt its
-     * `send` would feed, to compare with `info().contextLength`.
-     */
-    @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int {
-            return FfiConverterInt.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_count_chat_tokens(
-        it,
-        
-        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * How many tokens `generate(text)` feeds the model for this prompt (its
-     * start token included): what it costs of the context.
-     */
-    @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.Int {
-            return FfiConverterInt.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_count_tokens(
-        it,
-        
-        FfiConverterString.lower(`text`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * Text for token ids (special tokens skipped).
-     */
-    @Throws(LlmException::class)override fun `detokenize`(`ids`: List<kotlin.Int>): kotlin.String {
-            return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_detokenize(
-        it,
-        
-        FfiConverterSequenceInt.lower(`ids`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * The prompt text a chat with these messages is rendered to (the model's
-     * chat format, ending with the cue for the assistant's answer).
-     */
-    @Throws(LlmException::class)override fun `formatChat`(`messages`: List<ChatMessage>): kotlin.String {
-            return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_format_chat(
-        it,
-        
-        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * Completes `prompt` as raw text (no chat template), streaming to `sink`.
-     * Blocks the calling thread. `cancel`, if given, stops it within one
-     * token (or one prefill chunk) from any thread.
-     */
-    @Throws(LlmException::class)override fun `generate`(`prompt`: kotlin.String, `params`: GenerationParams, `sink`: TokenSink, `cancel`: CancellationToken?): GenerationResult {
-            return FfiConverterTypeGenerationResult.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_generate(
-        it,
-        
-        FfiConverterString.lower(`prompt`),
-        FfiConverterTypeGenerationParams.lower(`params`),
-        FfiConverterTypeTokenSink.lower(`sink`),
-        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
-}
-    }
-    )
-    }
-    
-
-    override fun `info`(): ModelInfo {
-            return FfiConverterTypeModelInfo.lift(
-    callWithHandle {
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_info(
-        it,
-        _status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * The most memory one chat session of `context_length` tokens takes:
-     * the weights (the whole file, once every page is read), its KV cache
-     * at that length (`ModelInfo.kv_bytes_per_token` each) and the working
-     * buffers. Capped at the model's context; a negative length is
-     * `InvalidParameter`.
-     */
-    @Throws(LlmException::class)override fun `memoryEstimateBytes`(`contextLength`: kotlin.Int): kotlin.Long {
-            return FfiConverterLong.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_memory_estimate_bytes(
-        it,
-        
-        FfiConverterInt.lower(`contextLength`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * A chat session, optionally starting from an earlier transcript
-     * (e.g. a system message, or a conversation restored from storage).
-     */override fun `newSession`(`history`: List<ChatMessage>): ChatSession {
-            return FfiConverterTypeChatSession.lift(
-    callWithHandle {
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_new_session(
-        it,
-        
-        FfiConverterSequenceTypeChatMessage.lower(`history`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * A chat session whose turns may call `tools`: they are in every
-     * prompt (through the model's chat template, or described in the system
-     * message when the template has no place for them), and an answer that
-     * calls them ends with `StopReason.ToolCalls` and the calls in
-     * `GenerationResult.toolCalls`, each naming a tool with arguments valid
-     * against its schema. Run them and answer with `sendToolResults`.
-     * A tool with a bad name, a duplicate name or a schema that is not a
-     * JSON object or does not compile is `InvalidParameter` naming it.
-     */
-    @Throws(LlmException::class)override fun `newSessionWithTools`(`history`: List<ChatMessage>, `tools`: List<Tool>): ChatSession {
-            return FfiConverterTypeChatSession.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_new_session_with_tools(
-        it,
-        
-        FfiConverterSequenceTypeChatMessage.lower(`history`),
-        FfiConverterSequenceTypeTool.lower(`tools`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * A chat that `ChatSession.save` wrote, with its KV cache as it was:
-     * the next turn's first token comes as fast as in the chat that never
-     * stopped (its history is not run through the model again). The file
-     * must have been saved by this model (same file, tokenizer and
-     * template): a missing file, another model's, a truncated or a corrupt
-     * one is `InvalidSavedChat` (start a new chat); a file the OS refuses to
-     * read is `Storage`.
-     */
-    @Throws(LlmException::class)override fun `restoreSession`(`path`: kotlin.String): ChatSession {
-            return FfiConverterTypeChatSession.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_restore_session(
-        it,
-        
-        FfiConverterString.lower(`path`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * `restoreSession` for a chat saved from a session with tools: the same
-     * `tools` declared again (as `newSessionWithTools` checks them), so the
-     * next turn's prompt matches the saved cache.
-     */
-    @Throws(LlmException::class)override fun `restoreSessionWithTools`(`path`: kotlin.String, `tools`: List<Tool>): ChatSession {
-            return FfiConverterTypeChatSession.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_restore_session_with_tools(
-        it,
-        
-        FfiConverterString.lower(`path`),
-        FfiConverterSequenceTypeTool.lower(`tools`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * Token ids for `text` as this model's tokenizer encodes a prompt.
-     */
-    @Throws(LlmException::class)override fun `tokenize`(`text`: kotlin.String): List<kotlin.Int> {
-            return FfiConverterSequenceInt.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_tokenize(
-        it,
-        
-        FfiConverterString.lower(`text`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * Token ids of a chat of these messages as a prompt: what a session's
-     * `send` feeds (message contents encoded as text, never as control
-     * tokens).
-     */
-    @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int> {
-            return FfiConverterSequenceInt.lift(
-    callWithHandle {
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_tokenize_chat(
-        it,
-        
-        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
-}
-    }
-    )
-    }
-    
-
-    
-    /**
-     * Bytes of the weights in memory now: with mapped weights, the pages of
-     * the file the OS holds (it reads them on use and may drop them under
-     * pressure); with weights in the heap, all of them. `None` where the OS
-     * does not say.
-     */override fun `weightsResidentBytes`(): kotlin.Long? {
-            return FfiConverterOptionalLong.lift(
-    callWithHandle {
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_method_model_weights_resident_bytes(
-        it,
-        _status)
-}
-    }
-    )
-    }
-    
-
-    
-
-    
-
-
-    
-    companion object {
-        
-    /**
-     * Loads a GGUF model (blocking; call it off the UI thread).
-     */
-    @Throws(LlmException::class) fun `load`(`config`: ModelConfig): Model {
-            return FfiConverterTypeModel.lift(
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_constructor_model_load(
-    
-        
-        FfiConverterTypeModelConfig.lower(`config`),_status)
-}
-    )
-    }
-    
-
-        
-    /**
-     * Like `load`, reporting progress as it goes; `progress` (returning
-     * `false` or throwing) or `cancel` stops the load, with
-     * `LlmError.Cancelled` (or `Callback`) and nothing left loaded. A cancel
-     * that came before the call stops it at once.
-     */
-    @Throws(LlmException::class) fun `loadWithProgress`(`config`: ModelConfig, `progress`: LoadProgress?, `cancel`: CancellationToken? = null): Model {
-            return FfiConverterTypeModel.lift(
-    uniffiRustCallWithError(LlmException) { _status ->
-    UniffiLib.uniffi_phi_mobile_fn_constructor_model_load_with_progress(
-    
-        
-        FfiConverterTypeModelConfig.lower(`config`),
-        FfiConverterOptionalTypeLoadProgress.lower(`progress`),
-        FfiConverterOptionalTypeCancellationToken.lower(`cancel`),_status)
-}
-    )
-    }
-    
-
-        
-    }
-    
-}
-
-
-/**
- * @suppress
- */
-public object FfiConverterTypeModel: FfiConverter<Model, Long> {
-    override fun lower(value: Model): Long {
-        return value.uniffiCloneHandle()
-    }
-
-    override fun lift(value: Long): Model {
-        return Model(UniffiWithHandle, value)
-    }
-
-    override fun read(buf: ByteBuffer): Model {
-        return lift(buf.getLong())
-    }
-
-    override fun allocationSize(value: Model) = 8UL
-
-    override fun write(value: Model, buf: ByteBuffer) {
-        buf.putLong(lower(value))
-    }
-}
-
-
-// This template implements a class for working with a Rust struct via a handle
-// to the live Rust struct on the other side of the FFI.
-//
-// There's some subtlety here, because we have to be careful not to operate on a Rust
-// struct after it has been dropped, and because we must expose a public API for freeing
-// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
-//
-//   * Each instance holds an opaque handle to the underlying Rust struct.
-//     Method calls need to read this handle from the object's state and pass it in to
-//     the Rust FFI.
-//
-//   * When an instance is no longer needed, its handle should be passed to a
-//     special destructor function provided by the Rust FFI, which will drop the
-//     underlying Rust struct.
-//
-//   * Given an instance, calling code is expected to call the special
-//     `destroy` method in order to free it after use, either by calling it explicitly
-//     or by using a higher-level helper like the `use` method. Failing to do so risks
-//     leaking the underlying Rust struct.
-//
-//   * We can't assume that calling code will do the right thing, and must be prepared
-//     to handle Kotlin method calls executing concurrently with or even after a call to
-//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
-//
-//   * We must never allow Rust code to operate on the underlying Rust struct after
-//     the destructor has been called, and must never call the destructor more than once.
-//     Doing so may trigger memory unsafety.
-//
-//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
-//     is implemented to call the destructor when the Kotlin object becomes unreachable.
-//     This is done in a background thread. This is not a panacea, and client code should be aware that
-//      1. the thread may starve if some there are objects that have poorly performing
-//     `drop` methods or do significant work in their `drop` methods.
-//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
-//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
-//
-// If we try to implement this with mutual exclusion on access to the handle, there is the
-// possibility of a race between a method call and a concurrent call to `destroy`:
-//
-//    * Thread A starts a method call, reads the value of the handle, but is interrupted
-//      before it can pass the handle over the FFI to Rust.
-//    * Thread B calls `destroy` and frees the underlying Rust struct.
-//    * Thread A resumes, passing the already-read handle value to Rust and triggering
-//      a use-after-free.
-//
-// One possible solution would be to use a `ReadWriteLock`, with each method call taking
-// a read lock (and thus allowed to run concurrently) and the special `destroy` method
-// taking a write lock (and thus blocking on live method calls). However, we aim not to
-// generate methods with any hidden blocking semantics, and a `destroy` method that might
-// block if called incorrectly seems to meet that bar.
-//
-// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
-// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
-// has been called. These are updated according to the following rules:
-//
-//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
-//      The initial value for the flag is false.
-//
-//    * At the start of each method call, we atomically check the counter.
-//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
-//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
-//
-//    * At the end of each method call, we atomically decrement and check the counter.
-//      If it has reached zero then we destroy the underlying Rust struct.
-//
-//    * When `destroy` is called, we atomically flip the flag from false to true.
-//      If the flag was already true we silently fail.
-//      Otherwise we atomically decrement and check the counter.
-//      If it has reached zero then we destroy the underlying Rust struct.
-//
-// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
-// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
-//
-// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
-// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
-// of the underlying Rust code.
-//
-// This makes a cleaner a better alternative to _not_ calling `destroy()` as
-// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
-// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
-// thread may be starved, and the app will leak memory.
-//
-// In this case, `destroy`ing manually may be a better solution.
-//
-// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
-// with Rust peers are reclaimed:
-//
-// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
-// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
-// 3. The memory is reclaimed when the process terminates.
-//
-// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
-//
-
-
-/**
  * A model's tokenizer and chat format, read from the GGUF's header only
  * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
- * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * inspect a prompt's tokens without loading the weights. A loaded `LanguageModel`
  * has the same calls.
  */
 public interface ModelTokenizerInterface {
     
     /**
      * How many tokens a chat of these messages takes as a prompt (see
-     * `Model.countChatTokens`).
+     * `LanguageModel.countChatTokens`).
      */
     fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int
     
     /**
-     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     * How many tokens `LanguageModel.generate(text)` feeds (see `LanguageModel.countTokens`).
      */
     fun `countTokens`(`text`: kotlin.String): kotlin.Int
     
@@ -3733,7 +3735,7 @@ public interface ModelTokenizerInterface {
     
     /**
      * Token ids of a chat of these messages as a prompt (see
-     * `Model.tokenizeChat`).
+     * `LanguageModel.tokenizeChat`).
      */
     fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int>
     
@@ -3743,7 +3745,7 @@ public interface ModelTokenizerInterface {
 /**
  * A model's tokenizer and chat format, read from the GGUF's header only
  * (milliseconds, a few MB; a vocabulary-only GGUF will do): count or
- * inspect a prompt's tokens without loading the weights. A loaded `Model`
+ * inspect a prompt's tokens without loading the weights. A loaded `LanguageModel`
  * has the same calls.
  */
 open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
@@ -3850,7 +3852,7 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
     
     /**
      * How many tokens a chat of these messages takes as a prompt (see
-     * `Model.countChatTokens`).
+     * `LanguageModel.countChatTokens`).
      */
     @Throws(LlmException::class)override fun `countChatTokens`(`messages`: List<ChatMessage>): kotlin.Int {
             return FfiConverterInt.lift(
@@ -3868,7 +3870,7 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
 
     
     /**
-     * How many tokens `Model.generate(text)` feeds (see `Model.countTokens`).
+     * How many tokens `LanguageModel.generate(text)` feeds (see `LanguageModel.countTokens`).
      */
     @Throws(LlmException::class)override fun `countTokens`(`text`: kotlin.String): kotlin.Int {
             return FfiConverterInt.lift(
@@ -3941,7 +3943,7 @@ open class ModelTokenizer: Disposable, AutoCloseable, ModelTokenizerInterface
     
     /**
      * Token ids of a chat of these messages as a prompt (see
-     * `Model.tokenizeChat`).
+     * `LanguageModel.tokenizeChat`).
      */
     @Throws(LlmException::class)override fun `tokenizeChat`(`messages`: List<ChatMessage>): List<kotlin.Int> {
             return FfiConverterSequenceInt.lift(
@@ -4981,7 +4983,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
 
 
 /**
- * A function the model may call in a session (`Model.newSessionWithTools`).
+ * A function the model may call in a session (`LanguageModel.newSessionWithTools`).
  * The library never runs it: a call comes back in
  * `GenerationResult.toolCalls` and the app answers with
  * `ChatSession.sendToolResults`.
@@ -6179,7 +6181,7 @@ public object FfiConverterSequenceTypeToolCall: FfiConverterRustBuffer<List<Tool
          * The most memory one chat session of `context_length` tokens (`None`: the
          * model's own context) would take with the model file at `model_path`,
          * read from its header alone, before loading: what
-         * `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+         * `LanguageModel.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
          * Compare it with what the device has free before a load.
          */
     @Throws(LlmException::class) fun `estimateModelMemory`(`modelPath`: kotlin.String, `contextLength`: kotlin.Int? = null): kotlin.Long {

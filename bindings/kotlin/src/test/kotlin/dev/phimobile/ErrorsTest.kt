@@ -18,7 +18,7 @@ import org.junit.jupiter.api.Timeout
  */
 @Timeout(120)
 class ErrorsTest {
-    private fun load(config: ModelConfig): Model = runBlocking { loadModel(config) }
+    private fun load(config: ModelConfig): LanguageModel = runBlocking { loadModel(config) }
 
     private fun describe(e: LlmException): String = when (e) {
         is LlmException.ModelNotFound -> "not found: ${e.what}"

@@ -29,7 +29,7 @@ object Fixtures {
         ModelConfig(modelPath = referenceModelPath, tokenizerPath = tokenizerPath, contextLength = contextLength)
 
     /** The reference model, loaded once for the tests that do not close it. */
-    val referenceModel: Model by lazy { Model.load(referenceConfig()) }
+    val referenceModel: LanguageModel by lazy { LanguageModel.load(referenceConfig()) }
 
     /** Deterministic argmax decoding (what the Rust tests call `GenerationParams::greedy`). */
     fun greedy(maxTokens: Int): GenerationParams =

@@ -6,7 +6,7 @@ import dev.phimobile.ChatSession
 import dev.phimobile.DownloadRequest
 import dev.phimobile.GenerationParams
 import dev.phimobile.LlmException
-import dev.phimobile.Model
+import dev.phimobile.LanguageModel
 import dev.phimobile.ModelConfig
 import dev.phimobile.Role
 import dev.phimobile.downloadModel
@@ -80,7 +80,7 @@ class ChatController(
     private val settings: ChatSettings = ChatSettings(),
     private val chatFile: File? = null,
     private val ioDispatcher: CoroutineDispatcher = Dispatchers.IO,
-    private val loader: suspend (ModelConfig, (Long, Long) -> Unit) -> Model = { config, onProgress ->
+    private val loader: suspend (ModelConfig, (Long, Long) -> Unit) -> LanguageModel = { config, onProgress ->
         loadModel(config, onProgress)
     },
 ) : AutoCloseable {
@@ -93,7 +93,7 @@ class ChatController(
     private val lock = Any()
     private var currentOp = 0L
     private var job: Job? = null
-    private var model: Model? = null
+    private var model: LanguageModel? = null
     private var session: ChatSession? = null
     private var closed = false
 
@@ -257,7 +257,7 @@ class ChatController(
         // behind other chat work fails on the closed session and is dropped.
         val job: Job?
         val session: ChatSession?
-        val model: Model?
+        val model: LanguageModel?
         synchronized(lock) {
             if (closed) return
             closed = true
@@ -303,7 +303,7 @@ class ChatController(
 
     private suspend fun releaseModel() {
         val session: ChatSession?
-        val model: Model?
+        val model: LanguageModel?
         synchronized(lock) {
             session = this.session
             model = this.model
@@ -327,7 +327,7 @@ class ChatController(
         )
         // Hold the model and its chat until the controller owns them: if this operation is
         // cancelled or superseded in between, `finally` closes them instead of leaving them to the GC.
-        val pending = AtomicReference<Model?>(null)
+        val pending = AtomicReference<LanguageModel?>(null)
         val pendingChat = AtomicReference<StartedChat?>(null)
         try {
             withContext(ioDispatcher) {
@@ -362,7 +362,7 @@ class ChatController(
     private class StartedChat(val session: ChatSession, val transcript: List<Turn>, val dropped: LlmException?)
 
     /** The chat saved in [chatFile] if this model can go on with it, else a new one. */
-    private suspend fun startChat(model: Model): StartedChat {
+    private suspend fun startChat(model: LanguageModel): StartedChat {
         val file = chatFile
         if (file != null && file.isFile) {
             val restored = try {

@@ -1,7 +1,7 @@
 package dev.phimobile.chat
 
 import dev.phimobile.GenerationParams
-import dev.phimobile.Model
+import dev.phimobile.LanguageModel
 import dev.phimobile.loadModel
 import java.io.File
 import java.util.concurrent.CopyOnWriteArrayList
@@ -44,7 +44,7 @@ class Harness(settings: ChatSettings, chatFile: File? = null) : AutoCloseable {
     private val mainExecutor = Executors.newSingleThreadExecutor { r -> Thread(r, MAIN_THREAD).apply { isDaemon = true } }
     val main = mainExecutor.asCoroutineDispatcher()
     val scope = CoroutineScope(SupervisorJob() + main)
-    val loaded = CopyOnWriteArrayList<Model>()
+    val loaded = CopyOnWriteArrayList<LanguageModel>()
     val loaderThreads = CopyOnWriteArrayList<String>()
     val controller = ChatController(scope, settings, chatFile, loader = { config, onProgress ->
         loaderThreads += Thread.currentThread().name

@@ -1,4 +1,4 @@
-//! `Model`: load a GGUF, tokenize, format a chat, generate, start sessions.
+//! `LanguageModel`: load a GGUF, tokenize, format a chat, generate, start sessions.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -8,14 +8,15 @@ use super::*;
 use crate::engine::{self};
 
 /// A loaded model. Thread-safe; many sessions can run on it at once, each
-/// with its own KV cache over the shared weights.
+/// with its own KV cache over the shared weights. (Not plain `Model`: that
+/// is the name of many an app's own type.)
 #[derive(uniffi::Object)]
-pub struct Model {
+pub struct LanguageModel {
     pub(crate) inner: Arc<engine::LoadedModel>,
 }
 
 #[uniffi::export]
-impl Model {
+impl LanguageModel {
     /// Loads a GGUF model (blocking; call it off the UI thread).
     #[uniffi::constructor]
     pub fn load(config: ModelConfig) -> Result<Arc<Self>> {
@@ -169,7 +170,7 @@ impl Model {
     }
 }
 
-impl Model {
+impl LanguageModel {
     fn load_inner(config: ModelConfig, progress: &mut engine::Progress<'_>) -> Result<Arc<Self>> {
         guard(invalid_model, || {
             let cfg = engine::LoadConfig {
@@ -190,7 +191,7 @@ impl Model {
 /// The most memory one chat session of `context_length` tokens (`None`: the
 /// model's own context) would take with the model file at `model_path`,
 /// read from its header alone, before loading: what
-/// `Model.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
+/// `LanguageModel.memoryEstimateBytes` says once it is loaded (f16 cache; see there).
 /// Compare it with what the device has free before a load.
 #[uniffi::export(default(context_length = None))]
 pub fn estimate_model_memory(model_path: String, context_length: Option<i32>) -> Result<i64> {
