@@ -7,7 +7,7 @@ use super::records::StopReason;
 use crate::engine::{self, panic_message};
 
 /// The one error type callers see. Each variant is something an app can act on.
-/// Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+/// Its sentence (`Display`) is exported: Kotlin's `message`/`toString()` and Swift's
 /// `description`/`localizedDescription` are these words, written once here.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
 #[uniffi::export(Display)]

@@ -120,7 +120,7 @@ extension LanguageModel {
     /// for try await piece in chat.stream(toolResults: results, params: GenerationParams(maxTokens: 32)) { print(piece) }
     /// ```
     ///
-    /// - Throws: `LlmError.InvalidParameter` (name "tools") for a bad name,
+    /// - Throws: `LlmError.invalidParameter` (name "tools") for a bad name,
     ///   a duplicate, or a schema that is not a JSON object or does not
     ///   compile.
     public func newSession(history: [ChatMessage], tools: [Tool]) async throws -> ChatSession {
@@ -136,9 +136,9 @@ extension LanguageModel {
     /// ```
     ///
     /// - Parameter url: a file URL.
-    /// - Throws: `LlmError.InvalidSavedChat` (no file there, saved by another
+    /// - Throws: `LlmError.invalidSavedChat` (no file there, saved by another
     ///   model, tokenizer or template, truncated or corrupt: start a new
-    ///   chat), `.Storage` (the OS refused to read it).
+    ///   chat), `.storage` (the OS refused to read it).
     ///
     /// Restoring is not cancellable: it runs to completion even if the
     /// calling task is cancelled.
@@ -202,7 +202,7 @@ extension ChatSession {
     /// in call order) and streams the next answer as events (which may call
     /// tools again), as ``events(message:params:cancel:)``.
     ///
-    /// - Throws: `LlmError.InvalidParameter` (name "results") when the count
+    /// - Throws: `LlmError.invalidParameter` (name "results") when the count
     ///   does not match the calls, or the last answer called no tool.
     public func events(
         toolResults results: [String], params: GenerationParams = GenerationParams(), cancel: CancellationToken? = nil
@@ -229,15 +229,15 @@ extension ChatSession {
     /// one token and throws `CancellationError`. The turn is in the history
     /// either way. The blocking call is `answer(message:params:cancel:)`.
     ///
-    /// - Throws: `LlmError.IncompleteAnswer` (with the partial text) when the
+    /// - Throws: `LlmError.incompleteAnswer` (with the partial text) when the
     ///   answer was cut short by `maxTokens` or a full context,
-    ///   `LlmError.InvalidParameter` for a format that does not compile.
+    ///   `LlmError.invalidParameter` for a format that does not compile.
     public func respond(to message: String, params: GenerationParams = GenerationParams()) async throws -> String {
         let token = CancellationToken()
         return try await withTaskCancellationHandler {
             do {
                 return try await runBlocking { try self.answer(message: message, params: params, cancel: token) }
-            } catch LlmError.Cancelled where Task.isCancelled {
+            } catch LlmError.cancelled where Task.isCancelled {
                 throw CancellationError()
             }
         } onCancel: {
@@ -280,7 +280,7 @@ extension ChatSession {
     /// about `ModelInfo.kvBytesPerToken` bytes per token of the conversation.
     ///
     /// - Parameter url: a file URL; its directory must exist.
-    /// - Throws: `LlmError.Storage` (no such directory, no permission, disk
+    /// - Throws: `LlmError.storage` (no such directory, no permission, disk
     ///   full).
     ///
     /// Saving is not cancellable: it runs to completion even if the calling
@@ -313,11 +313,11 @@ extension ChatSession {
 ///
 /// - Parameter progress: called with bytes done and total bytes on the
 ///   downloading thread, at most about 20 times a second.
-/// - Throws: `LlmError.Network` (retry later; also a stall longer than
-///   `request.readTimeoutMs`), `.ModelNotFound` (no such repo, file or
-///   revision), `.AccessDenied` (a gated or private repo: set
-///   `request.token`), `.Busy` (the same file is already downloading),
-///   `.Storage` (disk full, no permission), `.InvalidParameter`;
+/// - Throws: `LlmError.network` (retry later; also a stall longer than
+///   `request.readTimeoutMs`), `.modelNotFound` (no such repo, file or
+///   revision), `.accessDenied` (a gated or private repo: set
+///   `request.token`), `.busy` (the same file is already downloading),
+///   `.storage` (disk full, no permission), `.invalidParameter`;
 ///   `CancellationError` when the task was cancelled.
 public func downloadModel(
     _ request: DownloadRequest,
@@ -341,7 +341,7 @@ func stoppable<T: Sendable>(_ call: @escaping @Sendable (CancellationToken) thro
         } onCancel: {
             token.cancel()
         }
-    } catch LlmError.Cancelled where Task.isCancelled {
+    } catch LlmError.cancelled where Task.isCancelled {
         throw CancellationError()
     }
 }

@@ -41,7 +41,7 @@ extension ChatController {
             await performLoad(path: model.path, tokenizerPath: nil)
         } catch is CancellationError {
             publish(resting)
-        } catch LlmError.Cancelled {
+        } catch LlmError.cancelled {
             publish(resting)
         } catch {
             publish(.error(Self.chatError(error)))

@@ -300,7 +300,7 @@ public actor ChatController {
             let error = Self.llmError(error)
             // Another model's chat or a damaged file can never be restored:
             // deleting it keeps every later load from failing on it again.
-            if case .InvalidSavedChat = error { try? FileManager.default.removeItem(at: chatFile) }
+            if case .invalidSavedChat = error { try? FileManager.default.removeItem(at: chatFile) }
             return (model.newSession(history: initialHistory), .chatNotRestored(error))
         }
     }
@@ -412,7 +412,7 @@ public actor ChatController {
 
     /// The generated calls throw only `LlmError`s; anything else is reported as one.
     static func llmError(_ error: Error) -> LlmError {
-        error as? LlmError ?? .Inference(reason: String(describing: error))
+        error as? LlmError ?? .inference(reason: String(describing: error))
     }
 }
 

@@ -33,12 +33,12 @@ public enum ChatError: Error, Sendable, Equatable {
     case llm(LlmError)
     /// Copying a picked model file into the app's storage failed.
     case file(String)
-    /// Saving the conversation to the chat file failed (`.Storage`: no
+    /// Saving the conversation to the chat file failed (`.storage`: no
     /// room, no permission). The chat goes on; the next turn tries again.
     case chatNotSaved(LlmError)
     /// The chat file could not be restored, so a new chat was started:
-    /// `.InvalidSavedChat` (another model's, or damaged; the file was
-    /// deleted) or `.Storage` (the OS refused to read it).
+    /// `.invalidSavedChat` (another model's, or damaged; the file was
+    /// deleted) or `.storage` (the OS refused to read it).
     case chatNotRestored(LlmError)
 
     /// A sentence for the user.
@@ -60,8 +60,8 @@ public enum ChatError: Error, Sendable, Equatable {
 
     /// The library's own words for the chat file's errors, to quote in a sentence.
     private static func reason(_ error: LlmError) -> String {
-        if case .InvalidSavedChat(let reason) = error { return reason }
-        if case .Storage(let reason) = error { return reason }
+        if case .invalidSavedChat(let reason) = error { return reason }
+        if case .storage(let reason) = error { return reason }
         return describe(error)
     }
 }

@@ -3459,7 +3459,7 @@ public func FfiConverterTypeToolCall_lower(_ value: ToolCall) -> RustBuffer {
 
 /**
  * The one error type callers see. Each variant is something an app can act on.
- * Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+ * Its sentence (`Display`) is exported: Kotlin's `message`/`toString()` and Swift's
  * `description`/`localizedDescription` are these words, written once here.
  */
 public 
@@ -3471,49 +3471,49 @@ enum LlmError: Swift.Error, Equatable, Hashable {
      * A model file that is not there, or a repo, file or revision the Hub
      * does not have (`what` says which, in words).
      */
-    case ModelNotFound(what: String
+    case modelNotFound(what: String
     )
-    case InvalidModel(reason: String
+    case invalidModel(reason: String
     )
-    case UnsupportedArchitecture(architecture: String
+    case unsupportedArchitecture(architecture: String
     )
-    case Tokenizer(reason: String
+    case tokenizer(reason: String
     )
-    case InvalidParameter(name: String, reason: String
+    case invalidParameter(name: String, reason: String
     )
-    case ContextOverflow(needed: Int32, available: Int32
+    case contextOverflow(needed: Int32, available: Int32
     )
-    case Callback(reason: String
+    case callback(reason: String
     )
-    case Inference(reason: String
+    case inference(reason: String
     )
-    case Network(reason: String
+    case network(reason: String
     )
-    case Storage(reason: String
+    case storage(reason: String
     )
     /**
      * A gated or private repo: a Hugging Face token with access is needed.
      */
-    case AccessDenied(reason: String
+    case accessDenied(reason: String
     )
     /**
      * The same work is already running (e.g. a download of the same file);
      * try again when it ends.
      */
-    case Busy(reason: String
+    case busy(reason: String
     )
     /**
      * A saved chat that cannot be restored (saved by another model or
      * version of the library, truncated or corrupt): start a new chat.
      */
-    case InvalidSavedChat(reason: String
+    case invalidSavedChat(reason: String
     )
-    case Cancelled
+    case cancelled
     /**
      * `ChatSession.answer` (and `respond` in Kotlin and Swift): the answer was cut short before it was
      * complete (`partial` is what there is; also in the history).
      */
-    case IncompleteAnswer(stopReason: StopReason, partial: String
+    case incompleteAnswer(stopReason: StopReason, partial: String
     )
 
     
@@ -3551,49 +3551,49 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
         
 
         
-        case 1: return .ModelNotFound(
+        case 1: return .modelNotFound(
             what: try FfiConverterString.read(from: &buf)
             )
-        case 2: return .InvalidModel(
+        case 2: return .invalidModel(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 3: return .UnsupportedArchitecture(
+        case 3: return .unsupportedArchitecture(
             architecture: try FfiConverterString.read(from: &buf)
             )
-        case 4: return .Tokenizer(
+        case 4: return .tokenizer(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 5: return .InvalidParameter(
+        case 5: return .invalidParameter(
             name: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 6: return .ContextOverflow(
+        case 6: return .contextOverflow(
             needed: try FfiConverterInt32.read(from: &buf), 
             available: try FfiConverterInt32.read(from: &buf)
             )
-        case 7: return .Callback(
+        case 7: return .callback(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .Inference(
+        case 8: return .inference(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 9: return .Network(
+        case 9: return .network(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 10: return .Storage(
+        case 10: return .storage(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .AccessDenied(
+        case 11: return .accessDenied(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 12: return .Busy(
+        case 12: return .busy(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .InvalidSavedChat(
+        case 13: return .invalidSavedChat(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 14: return .Cancelled
-        case 15: return .IncompleteAnswer(
+        case 14: return .cancelled
+        case 15: return .incompleteAnswer(
             stopReason: try FfiConverterTypeStopReason.read(from: &buf), 
             partial: try FfiConverterString.read(from: &buf)
             )
@@ -3609,78 +3609,78 @@ public struct FfiConverterTypeLlmError: FfiConverterRustBuffer {
 
         
         
-        case let .ModelNotFound(what):
+        case let .modelNotFound(what):
             writeInt(&buf, Int32(1))
             FfiConverterString.write(what, into: &buf)
             
         
-        case let .InvalidModel(reason):
+        case let .invalidModel(reason):
             writeInt(&buf, Int32(2))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .UnsupportedArchitecture(architecture):
+        case let .unsupportedArchitecture(architecture):
             writeInt(&buf, Int32(3))
             FfiConverterString.write(architecture, into: &buf)
             
         
-        case let .Tokenizer(reason):
+        case let .tokenizer(reason):
             writeInt(&buf, Int32(4))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidParameter(name,reason):
+        case let .invalidParameter(name,reason):
             writeInt(&buf, Int32(5))
             FfiConverterString.write(name, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .ContextOverflow(needed,available):
+        case let .contextOverflow(needed,available):
             writeInt(&buf, Int32(6))
             FfiConverterInt32.write(needed, into: &buf)
             FfiConverterInt32.write(available, into: &buf)
             
         
-        case let .Callback(reason):
+        case let .callback(reason):
             writeInt(&buf, Int32(7))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Inference(reason):
+        case let .inference(reason):
             writeInt(&buf, Int32(8))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Network(reason):
+        case let .network(reason):
             writeInt(&buf, Int32(9))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Storage(reason):
+        case let .storage(reason):
             writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .AccessDenied(reason):
+        case let .accessDenied(reason):
             writeInt(&buf, Int32(11))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Busy(reason):
+        case let .busy(reason):
             writeInt(&buf, Int32(12))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidSavedChat(reason):
+        case let .invalidSavedChat(reason):
             writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case .Cancelled:
+        case .cancelled:
             writeInt(&buf, Int32(14))
         
         
-        case let .IncompleteAnswer(stopReason,partial):
+        case let .incompleteAnswer(stopReason,partial):
             writeInt(&buf, Int32(15))
             FfiConverterTypeStopReason.write(stopReason, into: &buf)
             FfiConverterString.write(partial, into: &buf)

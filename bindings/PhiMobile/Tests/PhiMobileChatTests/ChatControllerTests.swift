@@ -210,18 +210,18 @@ struct ChatControllerTests {
         #expect(again.cachedPromptTokens < first.promptTokens)
     }
 
-    @Test("a missing model file is error(.llm(.ModelNotFound))")
+    @Test("a missing model file is error(.llm(.modelNotFound))")
     func missingModel() async throws {
         let chat = ChatController()
         await chat.load(modelAt: "/nonexistent/model.gguf", tokenizerPath: try ChatFixtures.tokenizerPath())
         let snapshot = await chat.snapshot
-        #expect(snapshot.state == .error(.llm(.ModelNotFound(what: "/nonexistent/model.gguf"))))
+        #expect(snapshot.state == .error(.llm(.modelNotFound(what: "/nonexistent/model.gguf"))))
         #expect(snapshot.model == nil)
         #expect(!snapshot.canSend)
         #expect(await chat.send("Hello") == nil)
     }
 
-    @Test("a corrupt model file is error(.llm(.InvalidModel)); the old model is gone, a good file loads")
+    @Test("a corrupt model file is error(.llm(.invalidModel)); the old model is gone, a good file loads")
     func corruptModel() async throws {
         let chat = try await ChatFixtures.loaded(greedy)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: ChatFixtures.modelPath()))
@@ -230,14 +230,14 @@ struct ChatControllerTests {
 
         await chat.load(modelAt: truncated.path, tokenizerPath: try ChatFixtures.tokenizerPath())
         let snapshot = await chat.snapshot
-        guard case .error(.llm(.InvalidModel(let reason))) = snapshot.state else {
+        guard case .error(.llm(.invalidModel(let reason))) = snapshot.state else {
             Issue.record("expected InvalidModel, got \(snapshot.state)")
             return
         }
         #expect(!reason.isEmpty)
         #expect(snapshot.model == nil, "loading released the previous model first")
         #expect(await chat.model == nil)
-        #expect(!ChatError.llm(.InvalidModel(reason: reason)).message.isEmpty)
+        #expect(!ChatError.llm(.invalidModel(reason: reason)).message.isEmpty)
 
         await chat.load(modelAt: try ChatFixtures.modelPath(), tokenizerPath: try ChatFixtures.tokenizerPath())
         #expect(await chat.snapshot.state == .ready)
@@ -252,7 +252,7 @@ struct ChatControllerTests {
         let longMessage = String(repeating: "ice hockey is a sport played on ice ", count: 20)
         #expect(await chat.send(longMessage) == nil)
         let snapshot = await chat.snapshot
-        guard case .error(.llm(.ContextOverflow(_, let available))) = snapshot.state else {
+        guard case .error(.llm(.contextOverflow(_, let available))) = snapshot.state else {
             Issue.record("expected ContextOverflow, got \(snapshot.state)")
             return
         }

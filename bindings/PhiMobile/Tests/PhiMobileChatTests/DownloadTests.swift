@@ -11,7 +11,7 @@ import Darwin
 /// resume, integrity checks — is tested in Rust against a local Hub stand-in.)
 @Suite("Downloading a model", .serialized)
 struct ChatDownloadTests {
-    @Test("an unreachable server is error(.llm(.Network)); the loaded model stays")
+    @Test("an unreachable server is error(.llm(.network)); the loaded model stays")
     func unreachable() async throws {
         let chat = try await ChatFixtures.loaded(greedy)
         let recorder = await Recorder(chat)
@@ -26,7 +26,7 @@ struct ChatDownloadTests {
 
         let states = distinct(recorder.states)
         #expect(states.prefix(2) == [.ready, .downloading(done: 0, total: 0)], "\(states)")
-        guard case .error(.llm(.Network(let reason)))? = states.last else {
+        guard case .error(.llm(.network(let reason)))? = states.last else {
             Issue.record("expected a Network error, got \(states)")
             return
         }

@@ -71,7 +71,7 @@ struct SavedChatControllerTests {
         let snapshot = await chat.snapshot
         #expect(snapshot.transcript == [system], "a new chat")
         #expect(snapshot.canSend)
-        guard case .chatNotRestored(.InvalidSavedChat(let reason))? = snapshot.chatFileError else {
+        guard case .chatNotRestored(.invalidSavedChat(let reason))? = snapshot.chatFileError else {
             Issue.record("expected chatNotRestored(InvalidSavedChat), got \(String(describing: snapshot.chatFileError))")
             return
         }
@@ -98,7 +98,7 @@ struct SavedChatControllerTests {
         #expect(snapshot.state == .ready)
         #expect(snapshot.model?.architecture == "llama")
         #expect(snapshot.transcript == [system])
-        guard case .chatNotRestored(.InvalidSavedChat(let reason))? = snapshot.chatFileError else {
+        guard case .chatNotRestored(.invalidSavedChat(let reason))? = snapshot.chatFileError else {
             Issue.record("expected chatNotRestored(InvalidSavedChat), got \(String(describing: snapshot.chatFileError))")
             return
         }
@@ -117,7 +117,7 @@ struct SavedChatControllerTests {
         let snapshot = await chat.snapshot
         #expect(snapshot.state == .ready)
         #expect(snapshot.transcript.last == ChatMessage(role: .assistant, content: stats.text))
-        guard case .chatNotSaved(.Storage)? = snapshot.chatFileError else {
+        guard case .chatNotSaved(.storage)? = snapshot.chatFileError else {
             Issue.record("expected chatNotSaved(Storage), got \(String(describing: snapshot.chatFileError))")
             return
         }

@@ -20,11 +20,11 @@ struct DownloadTests {
         return dir.path
     }
 
-    @Test("an unreachable endpoint is LlmError.Network")
+    @Test("an unreachable endpoint is LlmError.network")
     func unreachable() async throws {
         let dir = try Self.directory()
         let error = await llmError { try await downloadModel(Self.request(), to: dir) }
-        guard case .Network(let reason)? = error else {
+        guard case .network(let reason)? = error else {
             Issue.record("expected Network, got \(String(describing: error))")
             return
         }
@@ -35,7 +35,7 @@ struct DownloadTests {
     func invalidFilename() async throws {
         let dir = try Self.directory()
         let error = await llmError { try await downloadModel(Self.request(filename: "../escape.gguf"), to: dir) }
-        guard case .InvalidParameter(let name, _)? = error else {
+        guard case .invalidParameter(let name, _)? = error else {
             Issue.record("expected InvalidParameter, got \(String(describing: error))")
             return
         }
@@ -50,7 +50,7 @@ struct DownloadTests {
             (DownloadRequest(repoId: "org/model", filename: "model.gguf", readTimeoutMs: -1), "read_timeout_ms"),
         ] {
             let error = await llmError { try await downloadModel(request, to: dir) }
-            guard case .InvalidParameter(let name, _)? = error else {
+            guard case .invalidParameter(let name, _)? = error else {
                 Issue.record("expected InvalidParameter, got \(String(describing: error))")
                 continue
             }
@@ -75,7 +75,7 @@ struct DownloadTests {
     func cancelledToken() throws {
         let token = CancellationToken()
         token.cancel()
-        #expect(throws: LlmError.Cancelled) {
+        #expect(throws: LlmError.cancelled) {
             try PhiMobileCore.downloadModel(request: Self.request(), directory: try Self.directory(), cancel: token)
         }
     }

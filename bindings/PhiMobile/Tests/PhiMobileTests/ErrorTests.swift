@@ -11,7 +11,7 @@ struct ErrorTests {
     func modelNotFound() async throws {
         let config = ModelConfig(modelPath: "/nonexistent/model.gguf", tokenizerPath: try Fixtures.tokenizerPath())
         let error = await llmError { try await LanguageModel.load(config: config) }
-        #expect(error == .ModelNotFound(what: "/nonexistent/model.gguf"))
+        #expect(error == .modelNotFound(what: "/nonexistent/model.gguf"))
         // The Rust sentence, written once in src/ffi/error.rs (tests/bad_input.rs checks the same words).
         #expect(error?.localizedDescription == "Model not found: /nonexistent/model.gguf.")
         #expect(error.map { "\($0)" } == "Model not found: /nonexistent/model.gguf.")
@@ -21,7 +21,7 @@ struct ErrorTests {
     func invalidModel() async throws {
         let config = ModelConfig(modelPath: try Fixtures.scratch("empty.gguf", Data()), tokenizerPath: try Fixtures.tokenizerPath())
         let error = await llmError { try await LanguageModel.load(config: config) }
-        guard case .InvalidModel(let reason)? = error else {
+        guard case .invalidModel(let reason)? = error else {
             Issue.record("expected InvalidModel, got \(String(describing: error))")
             return
         }
@@ -38,7 +38,7 @@ struct ErrorTests {
         bytes.replaceSubrange(found.upperBound - 4..<found.upperBound, with: Data("gpt2".utf8))
         let config = ModelConfig(modelPath: try Fixtures.scratch("gpt2.gguf", bytes), tokenizerPath: try Fixtures.tokenizerPath())
         let error = await llmError { try await LanguageModel.load(config: config) }
-        #expect(error == .UnsupportedArchitecture(architecture: "gpt2"))
+        #expect(error == .unsupportedArchitecture(architecture: "gpt2"))
     }
 
     @Test("Tokenizer: a tokenizer file that is not JSON")
@@ -46,7 +46,7 @@ struct ErrorTests {
         let notJSON = try Fixtures.scratch("not-json.json", Data("this is not json".utf8))
         let config = ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: notJSON)
         let error = await llmError { try await LanguageModel.load(config: config) }
-        guard case .Tokenizer? = error else {
+        guard case .tokenizer? = error else {
             Issue.record("expected Tokenizer, got \(String(describing: error))")
             return
         }
@@ -56,7 +56,7 @@ struct ErrorTests {
     func invalidParameter() async throws {
         // Counts are signed in Swift; a negative one is refused by name, not wrapped around.
         let config = ModelConfig(modelPath: try Fixtures.modelPath(), tokenizerPath: try Fixtures.tokenizerPath(), contextLength: -1)
-        guard case .InvalidParameter(let field, _)? = await llmError({ try await LanguageModel.load(config: config) }) else {
+        guard case .invalidParameter(let field, _)? = await llmError({ try await LanguageModel.load(config: config) }) else {
             Issue.record("expected InvalidParameter at load")
             return
         }
@@ -65,7 +65,7 @@ struct ErrorTests {
         let model = try await Fixtures.model()
         let params = GenerationParams(maxTokens: -1)
         let error = await llmError { try await collect(model.stream(prompt: "Hello", params: params)) }
-        #expect(error == .InvalidParameter(name: "max_tokens", reason: "must not be negative, got -1"))
+        #expect(error == .invalidParameter(name: "max_tokens", reason: "must not be negative, got -1"))
         #expect(error?.localizedDescription == "Invalid parameter max_tokens: must not be negative, got -1.")
         let chatError = await llmError { try await collect(model.newSession(history: []).events(message: "Hi", params: params)) }
         #expect(chatError == error)
@@ -81,14 +81,14 @@ struct ErrorTests {
 
         // A prompt too long in bytes for the context is refused before it is
         // tokenized, so `needed` is then a lower bound of its token count.
-        guard case .ContextOverflow(let lowerBound, 16)? = await llmError({ try await collect(small.events(prompt: prompt)) }) else {
+        guard case .contextOverflow(let lowerBound, 16)? = await llmError({ try await collect(small.events(prompt: prompt)) }) else {
             Issue.record("expected ContextOverflow with available 16")
             return
         }
         #expect(lowerBound > 16 && lowerBound <= needed, "needed \(lowerBound) of at most \(needed)")
 
         let chat = small.newSession(history: [])
-        guard case .ContextOverflow(_, let available)? = await llmError({ try await collect(chat.stream(message: prompt)) }) else {
+        guard case .contextOverflow(_, let available)? = await llmError({ try await collect(chat.stream(message: prompt)) }) else {
             Issue.record("expected ContextOverflow from a chat turn")
             return
         }
@@ -101,14 +101,14 @@ struct ErrorTests {
 
     @Test("Callback: a throwing sink, and the model still works", arguments: [
         RecordingSink.AppFailure() as Error,
-        LlmError.Tokenizer(reason: "thrown by the app") as Error,
+        LlmError.tokenizer(reason: "thrown by the app") as Error,
     ])
     func throwingSink(failure: Error) async throws {
         let model = try await Fixtures.model()
         let params = GenerationParams.greedy(maxTokens: 32)
         let failing = RecordingSink(failAt: 2, failure: failure)
         let error = await llmError { try await offThread { try model.generate(prompt: "Hello, world", params: params, sink: failing) } }
-        guard case .Callback(let reason)? = error else {
+        guard case .callback(let reason)? = error else {
             Issue.record("expected Callback, got \(String(describing: error))")
             return
         }
@@ -124,7 +124,7 @@ struct ErrorTests {
         let chat = model.newSession(history: [])
         let chatFailing = RecordingSink(failAt: 1, failure: failure)
         let chatError = await llmError { try await offThread { try chat.send(message: "Hi", params: params, sink: chatFailing) } }
-        guard case .Callback? = chatError else {
+        guard case .callback? = chatError else {
             Issue.record("expected Callback from a chat turn, got \(String(describing: chatError))")
             return
         }

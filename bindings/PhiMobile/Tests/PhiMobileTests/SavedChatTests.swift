@@ -90,7 +90,7 @@ struct SavedChatTests {
         files.append(("missing", directory.appendingPathComponent("none.phichat")))
         for (name, file) in files {
             let error = await llmError { try await model.restoreSession(from: file) }
-            guard case .InvalidSavedChat(let reason)? = error else {
+            guard case .invalidSavedChat(let reason)? = error else {
                 Issue.record("\(name): expected InvalidSavedChat, got \(String(describing: error))")
                 continue
             }
@@ -104,7 +104,7 @@ struct SavedChatTests {
     func unwritable() async throws {
         let session = try await Fixtures.model().newSession(history: [system])
         let file = URL(fileURLWithPath: "/nonexistent/phi-mobile/chat.phichat")
-        guard case .Storage? = await llmError({ try await session.save(to: file) }) else {
+        guard case .storage? = await llmError({ try await session.save(to: file) }) else {
             Issue.record("expected Storage")
             return
         }

@@ -45,7 +45,7 @@ struct StructuredOutputTests {
         do {
             _ = try await session.respond(to: "A digit", generating: Digit.self, schema: digit, params: params(seed: 1, maxTokens: 2))
             Issue.record("expected IncompleteAnswer")
-        } catch LlmError.IncompleteAnswer(let stopReason, let partial) {
+        } catch LlmError.incompleteAnswer(let stopReason, let partial) {
             #expect(stopReason == .maxTokens)
             #expect(partial.hasPrefix("{"), "\(partial)")
             #expect(session.history().last?.content == partial)
@@ -58,7 +58,7 @@ struct StructuredOutputTests {
         do {
             _ = try await session.respond(to: "x", generating: [Int].self, schema: #"{"type": "array", "uniqueItems": true}"#)
             Issue.record("expected InvalidParameter")
-        } catch LlmError.InvalidParameter(let name, let reason) {
+        } catch LlmError.invalidParameter(let name, let reason) {
             #expect(name == "response_format")
             #expect(reason.contains("uniqueItems"), "\(reason)")
         }

@@ -38,14 +38,14 @@ struct ToolCallingTests {
         do {
             _ = try await model.newSession(history: [], tools: [Tool(name: "a", description: "", parameters: #"{"type": "string"}"#)])
             Issue.record("a non-object schema was accepted")
-        } catch LlmError.InvalidParameter(let name, let reason) {
+        } catch LlmError.invalidParameter(let name, let reason) {
             #expect(name == "tools" && reason.contains("object"), "\(reason)")
         }
         let chat = try await model.newSession(history: [], tools: [Self.add])
         do {
             for try await _ in chat.events(toolResults: ["3"]) {}
             Issue.record("results without calls were accepted")
-        } catch LlmError.InvalidParameter(let name, _) {
+        } catch LlmError.invalidParameter(let name, _) {
             #expect(name == "results")
         }
     }

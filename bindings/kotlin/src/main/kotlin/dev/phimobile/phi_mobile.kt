@@ -5091,7 +5091,7 @@ public object FfiConverterTypeToolCall: FfiConverterRustBuffer<ToolCall> {
 
 /**
  * The one error type callers see. Each variant is something an app can act on.
- * Its sentence (`Display`) is exported: Kotlin's `toString()` and Swift's
+ * Its sentence (`Display`) is exported: Kotlin's `message`/`toString()` and Swift's
  * `description`/`localizedDescription` are these words, written once here.
  */
 sealed class LlmException: kotlin.Exception() {
@@ -5105,7 +5105,7 @@ sealed class LlmException: kotlin.Exception() {
         val `what`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "what=${ `what` }"
+            get() = toString()
     }
     
     class InvalidModel(
@@ -5113,7 +5113,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class UnsupportedArchitecture(
@@ -5121,7 +5121,7 @@ sealed class LlmException: kotlin.Exception() {
         val `architecture`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "architecture=${ `architecture` }"
+            get() = toString()
     }
     
     class Tokenizer(
@@ -5129,7 +5129,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class InvalidParameter(
@@ -5139,7 +5139,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "name=${ `name` }, reason=${ `reason` }"
+            get() = toString()
     }
     
     class ContextOverflow(
@@ -5149,7 +5149,7 @@ sealed class LlmException: kotlin.Exception() {
         val `available`: kotlin.Int
         ) : LlmException() {
         override val message
-            get() = "needed=${ `needed` }, available=${ `available` }"
+            get() = toString()
     }
     
     class Callback(
@@ -5157,7 +5157,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class Inference(
@@ -5165,7 +5165,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class Network(
@@ -5173,7 +5173,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class Storage(
@@ -5181,7 +5181,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     /**
@@ -5192,7 +5192,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     /**
@@ -5204,7 +5204,7 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     /**
@@ -5216,13 +5216,13 @@ sealed class LlmException: kotlin.Exception() {
         val `reason`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = toString()
     }
     
     class Cancelled(
         ) : LlmException() {
         override val message
-            get() = ""
+            get() = toString()
     }
     
     /**
@@ -5236,7 +5236,7 @@ sealed class LlmException: kotlin.Exception() {
         val `partial`: kotlin.String
         ) : LlmException() {
         override val message
-            get() = "stopReason=${ `stopReason` }, partial=${ `partial` }"
+            get() = toString()
     }
     
 

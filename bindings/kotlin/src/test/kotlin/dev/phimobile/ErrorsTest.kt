@@ -56,6 +56,7 @@ class ErrorsTest {
         assertEquals("not found: /nonexistent/model.gguf", describe(e))
         // The Rust sentence, written once in src/ffi/error.rs (tests/bad_input.rs checks the same words).
         assertEquals("Model not found: /nonexistent/model.gguf.", e.toString())
+        assertEquals(e.toString(), e.message)
     }
 
     @Test
@@ -98,7 +99,7 @@ class ErrorsTest {
             assertFailsWith<LlmException.InvalidParameter> { chat.reply("Hi", params) }
         }
         assertEquals(listOf("max_tokens", "max_tokens", "max_tokens"), listOf(a.name, b.name, c.name), describe(a))
-        assertEquals("Invalid parameter max_tokens: must not be negative, got -1.", a.toString())
+        assertEquals("Invalid parameter max_tokens: must not be negative, got -1.", a.message)
     }
 
     @Test
