@@ -32,6 +32,27 @@ pub trait Sums {
     /// # Safety
     /// As above.
     unsafe fn quad_sum256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+    /// Q4_K's scales for one [`Sums::q4k_pair`].
+    type Q4kScales: Copy;
+    /// Q4_K's/Q5_K's scales (its 8 sub-blocks' as i16, in the low 256
+    /// bits) spread as [`Sums::q4k_pair`] takes them for registers `2jj`
+    /// and `2jj + 1` (sub-blocks `4jj..4jj + 4`).
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn q4k_scales(scales: __m512i, jj: usize) -> Self::Q4kScales;
+    /// `acc +` the scaled products of two registers of 64 consecutive
+    /// elements (`q` ≤ 31 unsigned, `y` the activations), in lanes that
+    /// [`Sums::q4k_fold`] folds into the lane model's.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn q4k_pair(acc: __m512i, q: [__m512i; 2], y: [__m512i; 2], scales: Self::Q4kScales) -> __m512i;
+    /// The lane model's four lanes of a [`Sums::q4k_pair`] accumulator.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn q4k_fold(acc: __m512i) -> __m128;
 }
 
 /// AVX-512 F + BW.
@@ -40,6 +61,7 @@ pub struct Bw;
 pub struct Vnni;
 
 impl Sums for Bw {
+    type Q4kScales = [__m512i; 2];
     #[inline(always)]
     unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
         // SAFETY: the caller's promise (AVX-512 F + BW).
@@ -55,9 +77,28 @@ impl Sums for Bw {
         // SAFETY: as above (AVX2 is part of AVX-512).
         unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))) }
     }
+    #[inline(always)]
+    unsafe fn q4k_scales(scales: __m512i, jj: usize) -> [__m512i; 2] {
+        // SAFETY: as above; the indices are 32 u16 each.
+        unsafe { [0, 1].map(|i| _mm512_permutexvar_epi16(load(&Q4K_PICK[2 * jj + i]), scales)) }
+    }
+    #[inline(always)]
+    unsafe fn q4k_pair(acc: __m512i, q: [__m512i; 2], y: [__m512i; 2], scales: [__m512i; 2]) -> __m512i {
+        // SAFETY: as above. u8 ≤ 31 × i8 pairs fit i16, × 6-bit scales fit i32.
+        unsafe {
+            let acc = Self::pair_sum(acc, _mm512_maddubs_epi16(q[0], y[0]), scales[0]);
+            Self::pair_sum(acc, _mm512_maddubs_epi16(q[1], y[1]), scales[1])
+        }
+    }
+    #[inline(always)]
+    unsafe fn q4k_fold(acc: __m512i) -> __m128 {
+        // SAFETY: as above.
+        unsafe { fold_lanes(acc) }
+    }
 }
 
 impl Sums for Vnni {
+    type Q4kScales = __m512i;
     #[inline(always)]
     unsafe fn pair_sum(acc: __m512i, p: __m512i, s: __m512i) -> __m512i {
         // SAFETY: the caller's promise (AVX-512 VNNI).
@@ -73,6 +114,46 @@ impl Sums for Vnni {
         // SAFETY: as above, with AVX-512 VL.
         unsafe { _mm256_dpbusd_epi32(acc, a, b) }
     }
+    #[inline(always)]
+    unsafe fn q4k_scales(scales: __m512i, jj: usize) -> __m512i {
+        // SAFETY: as above; the indices are 32 u16.
+        unsafe { _mm512_permutexvar_epi16(load(&Q4K_PACKED_PICK[jj]), scales) }
+    }
+    /// One `vpdpbusd` per register gives sums of four products (≤ 4·31·128,
+    /// so they fit i16), packed into one register and scaled by one
+    /// `vpdpwssd`: three multiplying instructions for 128 elements where
+    /// `maddubs` + `dpwssd` take four, the port every one of them needs.
+    #[inline(always)]
+    unsafe fn q4k_pair(acc: __m512i, q: [__m512i; 2], y: [__m512i; 2], scales: __m512i) -> __m512i {
+        // SAFETY: as above.
+        unsafe {
+            let zero = _mm512_setzero_si512();
+            let sums = _mm512_packs_epi32(_mm512_dpbusd_epi32(zero, q[0], y[0]), _mm512_dpbusd_epi32(zero, q[1], y[1]));
+            _mm512_dpwssd_epi32(acc, sums, scales)
+        }
+    }
+    /// Lane `i` of quarter `k` holds the model's lane `2 (k % 2) + i % 2`
+    /// (see [`Q4K_PACKED_PICK`]).
+    #[inline(always)]
+    unsafe fn q4k_fold(acc: __m512i) -> __m128 {
+        // SAFETY: as above.
+        unsafe {
+            let v = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
+            let v = _mm256_add_epi32(v, _mm256_shuffle_epi32::<0b01_00_11_10>(v));
+            let v = _mm_unpacklo_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            _mm_cvtepi32_ps(v)
+        }
+    }
+}
+
+/// 32 u16 as a register.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn load(idx: &[u16; 32]) -> __m512i {
+    // SAFETY: 64 bytes; the caller's promise.
+    unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
 }
 
 /// Sixteen i32 lanes of 4 bytes (two 32-element halves) as the model's four
@@ -113,6 +194,23 @@ const fn spread(first: u16, per: usize) -> [u16; 32] {
 
 /// Index vectors for the Q4_K scales: sub-blocks 2j and 2j + 1.
 const Q4K_PICK: [[u16; 32]; 4] = [spread(0, 16), spread(2, 16), spread(4, 16), spread(6, 16)];
+
+/// `vpermw` indices for Q4_K's scales after `vpackssdw` of registers `2jj`
+/// and `2jj + 1` (sub-blocks `4jj..4jj + 4`, two per register): quarter `k`
+/// holds four sums of the first register's quarter `k`, then four of the
+/// second's, and a register's quarters 0, 1 are its first sub-block.
+const fn packed_spread(jj: u16) -> [u16; 32] {
+    let mut idx = [0u16; 32];
+    let mut p = 0;
+    while p < 32 {
+        idx[p] = 4 * jj + 2 * ((p % 8) / 4) as u16 + (p / 16) as u16;
+        p += 1;
+    }
+    idx
+}
+
+/// [`packed_spread`] for both pairs of registers.
+const Q4K_PACKED_PICK: [[u16; 32]; 2] = [packed_spread(0), packed_spread(1)];
 /// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.
 const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spread(12, 8)];
 
@@ -127,7 +225,6 @@ pub unsafe fn dot_q4k<W: KQuant45, P: Sums, const R: usize>(w: &[W], x: [&[Block
     // loads stay inside the blocks' fixed-size arrays, as each offset says.
     unsafe {
         let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
-        let pick = Q4K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
         let mut acc = [_mm_setzero_ps(); R];
         let mut accm = [_mm_setzero_ps(); R];
         for (b, w) in w.iter().enumerate() {
@@ -153,29 +250,27 @@ pub unsafe fn dot_q4k<W: KQuant45, P: Sums, const R: usize>(w: &[W], x: [&[Block
                 // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
                 // (high): each j's 64 consecutive elements are its 32 low
                 // nibbles, then its 32 high ones.
-                let quants =
+                let mut quants =
                     [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
-                for (i, mut q) in quants.into_iter().enumerate() {
-                    let j = 2 * jj + i;
-                    if W::FIFTH_BIT {
+                if W::FIFTH_BIT {
+                    for q in &mut quants {
                         let bits =
                             _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16::<4>(qh), _mm512_slli_epi16::<3>(qh));
-                        q = _mm512_or_si512(q, _mm512_and_si512(bits, fifth));
+                        *q = _mm512_or_si512(*q, _mm512_and_si512(bits, fifth));
                         qh = _mm512_srli_epi16::<2>(qh);
                     }
-                    let scale = _mm512_permutexvar_epi16(pick[j], scales);
-                    for r in 0..R {
-                        // x.qs: 256 bytes, 64 at 64j.
-                        let y = _mm512_loadu_si512(x[r][b].qs.as_ptr().add(64 * j) as *const _);
-                        // As in AVX2: u8 ≤ 31 × i8 pairs fit i16, × 6-bit scales fit i32.
-                        sumi[r] = P::pair_sum(sumi[r], _mm512_maddubs_epi16(q, y), scale);
-                    }
+                }
+                let scale = P::q4k_scales(scales, jj);
+                for r in 0..R {
+                    // x.qs: 256 bytes, 64 at 64j for j = 2jj, 2jj + 1.
+                    let y = [0, 1].map(|i| _mm512_loadu_si512(x[r][b].qs.as_ptr().add(128 * jj + 64 * i) as *const _));
+                    sumi[r] = P::q4k_pair(sumi[r], quants, y, scale);
                 }
             }
             let (wd, wdmin) = (f16_to_f32(w.d()), f16_to_f32(w.dmin()));
             for r in 0..R {
                 let y = &x[r][b];
-                acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), fold_lanes(sumi[r]), acc[r]);
+                acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), P::q4k_fold(sumi[r]), acc[r]);
                 // bsums: 16 i16; adjacent pairs summed, times the mins.
                 let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
                 let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
