@@ -211,6 +211,7 @@ const fn packed_spread(jj: u16) -> [u16; 32] {
 
 /// [`packed_spread`] for both pairs of registers.
 const Q4K_PACKED_PICK: [[u16; 32]; 2] = [packed_spread(0), packed_spread(1)];
+
 /// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.
 const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spread(12, 8)];
 
@@ -291,7 +292,7 @@ pub unsafe fn dot_q6k<P: Sums, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
     // SAFETY (the whole body): as in `dot_q4k`.
     unsafe {
         let (low4, low2, offset) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(3), _mm512_set1_epi8(32));
-        let pick = Q6K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
+        let pick = Q6K_PICK.map(|p| load(&p));
         let mut acc = [_mm_setzero_ps(); R];
         for (b, w) in w.iter().enumerate() {
             // scales: 16 i8, as i16.
