@@ -193,31 +193,53 @@ impl Variant {
     }
 }
 
+/// Whether both weight rows and every activation row have the same number of
+/// blocks, as a pair kernel reads them.
+fn same_lengths<W, A>(w: [&[W]; 2], x: &[&[A]]) -> bool {
+    w[1].len() == w[0].len() && x.iter().all(|x| x.len() == w[0].len())
+}
+
 /// Two weight rows against `R` activation rows: `[row 0's dots, row 1's]`,
 /// exactly the two rows' single-row `dot_*` calls. The one place a pair
 /// becomes a kernel: i8mm computes them together when `R` is even (a
-/// prompt's tile); every other variant makes the two calls.
+/// prompt's tile), AVX-512 for Q4_K and Q5_K (sharing the activations'
+/// work); every other variant makes the two calls.
 macro_rules! pair {
-    ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident) => {{
+    ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident $(, $bw:path, $vnni:path)?) => {{
         let (w, x) = ($w, $x);
         match $v {
             #[cfg(target_arch = "aarch64")]
             Variant::I8mm if x.len().is_multiple_of(2) => {
-                let n = w[0].len();
-                assert!(w[1].len() == n && x.iter().all(|x| x.len() == n));
+                assert!(same_lengths(w, &x));
                 // SAFETY: I8mm is only used once `supported()` said the CPU
                 // has i8mm; R is even and the lengths are checked above.
                 unsafe { $mmla(w, x) }
             }
+            $(
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512 => {
+                    assert!(same_lengths(w, &x));
+                    // SAFETY: as above, for AVX-512 F + BW.
+                    unsafe { $bw(w, x) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512Vnni => {
+                    assert!(same_lengths(w, &x));
+                    // SAFETY: as above, with VNNI.
+                    unsafe { $vnni(w, x) }
+                }
+            )?
             v => w.map(|w| v.$single(w, x)),
         }
     }};
 }
 
 impl Variant {
-    /// Whether the `dot_pair_*` methods compute two weight rows at once.
+    /// Whether a prompt's tile calls the `dot_pair_*` methods: the variant
+    /// computes two weight rows at once for some types (i8mm: every
+    /// K-quant and legacy type; AVX-512: Q4_K and Q5_K).
     pub fn pairs_weight_rows(self) -> bool {
-        self == Variant::I8mm
+        matches!(self, Variant::I8mm | Variant::Avx512 | Variant::Avx512Vnni)
     }
 
     pub fn dot_pair_q2k<const R: usize>(self, w: [&[BlockQ2K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
@@ -229,11 +251,11 @@ impl Variant {
     }
 
     pub fn dot_pair_q4k<const R: usize>(self, w: [&[BlockQ4K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
-        pair!(self, w, x, arm::mmla::dot_pair_q4k, dot_q4k)
+        pair!(self, w, x, arm::mmla::dot_pair_q4k, dot_q4k, avx512::dot_pair_q4k_bw, avx512::dot_pair_q4k_vnni)
     }
 
     pub fn dot_pair_q5k<const R: usize>(self, w: [&[BlockQ5K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
-        pair!(self, w, x, arm::mmla::dot_pair_q5k, dot_q5k)
+        pair!(self, w, x, arm::mmla::dot_pair_q5k, dot_q5k, avx512::dot_pair_q5k_bw, avx512::dot_pair_q5k_vnni)
     }
 
     pub fn dot_pair_q6k<const R: usize>(self, w: [&[BlockQ6K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {

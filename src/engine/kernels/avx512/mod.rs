@@ -11,7 +11,14 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_1, KQuant45, Legacy};
+mod q4k;
+
+pub use q4k::{
+    dot_pair_q4k_bw, dot_pair_q4k_vnni, dot_pair_q5k_bw, dot_pair_q5k_vnni, dot_q4k_bw, dot_q4k_vnni, dot_q5k_bw,
+    dot_q5k_vnni,
+};
+
+use super::blocks::{f16_to_f32, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
 use super::x86::{halves, legacy_values, signed};
 
 /// Integer sums into i32 lanes, added to `acc` (non-saturating).
@@ -43,16 +50,19 @@ pub trait Sums {
     unsafe fn q4k_scales(scales: __m512i, jj: usize) -> Self::Q4kScales;
     /// `acc +` the scaled products of two registers of 64 consecutive
     /// elements (`q` ≤ 31 unsigned, `y` the activations), in lanes that
-    /// [`Sums::q4k_fold`] folds into the lane model's.
+    /// [`Sums::q4k_fold2`] folds into the lane model's.
     ///
     /// # Safety
     /// As above.
     unsafe fn q4k_pair(acc: __m512i, q: [__m512i; 2], y: [__m512i; 2], scales: Self::Q4kScales) -> __m512i;
-    /// The lane model's four lanes of a [`Sums::q4k_pair`] accumulator.
+    /// The lane model's four lanes of two [`Sums::q4k_pair`] accumulators
+    /// `a` and `b`, interleaved as the `bsums` pair sums of two activation
+    /// rows come out of one `vphaddw`: 128-bit half `h` holds `a`'s lanes
+    /// `2h`, `2h + 1`, then `b`'s.
     ///
     /// # Safety
     /// As above.
-    unsafe fn q4k_fold(acc: __m512i) -> __m128;
+    unsafe fn q4k_fold2(a: __m512i, b: __m512i) -> __m256;
 }
 
 /// AVX-512 F + BW.
@@ -90,10 +100,11 @@ impl Sums for Bw {
             Self::pair_sum(acc, _mm512_maddubs_epi16(q[1], y[1]), scales[1])
         }
     }
+    /// [`fold_lanes`] of both: `vphaddd` pairs lanes within each half.
     #[inline(always)]
-    unsafe fn q4k_fold(acc: __m512i) -> __m128 {
+    unsafe fn q4k_fold2(a: __m512i, b: __m512i) -> __m256 {
         // SAFETY: as above.
-        unsafe { fold_lanes(acc) }
+        unsafe { _mm256_cvtepi32_ps(_mm256_hadd_epi32(add_halves(a), add_halves(b))) }
     }
 }
 
@@ -134,14 +145,13 @@ impl Sums for Vnni {
     }
     /// Lane `i` of quarter `k` holds the model's lane `2 (k % 2) + i % 2`
     /// (see [`Q4K_PACKED_PICK`]).
+    /// Lanes `i` and `i + 2` of each half are the same model lane.
     #[inline(always)]
-    unsafe fn q4k_fold(acc: __m512i) -> __m128 {
+    unsafe fn q4k_fold2(a: __m512i, b: __m512i) -> __m256 {
         // SAFETY: as above.
         unsafe {
-            let v = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
-            let v = _mm256_add_epi32(v, _mm256_shuffle_epi32::<0b01_00_11_10>(v));
-            let v = _mm_unpacklo_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            _mm_cvtepi32_ps(v)
+            let (a, b) = (add_halves(a), add_halves(b));
+            _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b)))
         }
     }
 }
@@ -165,9 +175,19 @@ unsafe fn load(idx: &[u16; 32]) -> __m512i {
 unsafe fn fold_lanes(v: __m512i) -> __m128 {
     // SAFETY: the caller's promise.
     unsafe {
-        let v = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+        let v = add_halves(v);
         _mm_cvtepi32_ps(_mm_hadd_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)))
     }
+}
+
+/// A register's two 256-bit halves added.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn add_halves(v: __m512i) -> __m256i {
+    // SAFETY: the caller's promise.
+    unsafe { _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)) }
 }
 
 /// The oracle's `reduce4`: `(a0+a2) + (a1+a3)`.
@@ -215,81 +235,13 @@ const Q4K_PACKED_PICK: [[u16; 32]; 2] = [packed_spread(0), packed_spread(1)];
 /// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.
 const Q6K_PICK: [[u16; 32]; 4] = [spread(0, 8), spread(4, 8), spread(8, 8), spread(12, 8)];
 
-/// `Σ w·x[r]` over one row of Q4_K or Q5_K blocks, for `R` activation rows.
-///
-/// # Safety
-/// The CPU must have AVX-512 F + BW and what `P` uses; every `x[r]` must be
-/// at least as long as `w`.
-#[inline(always)]
-pub unsafe fn dot_q4k<W: KQuant45, P: Sums, const R: usize>(w: &[W], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    // SAFETY (the whole body): the caller's promise for the instructions;
-    // loads stay inside the blocks' fixed-size arrays, as each offset says.
-    unsafe {
-        let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
-        let mut acc = [_mm_setzero_ps(); R];
-        let mut accm = [_mm_setzero_ps(); R];
-        for (b, w) in w.iter().enumerate() {
-            let sm = q4k_scales_mins(w.scales());
-            // Q5_K's fifth bits in both halves: after a 16-bit shift right by
-            // 2j, bit 0 of each byte is its bit 2j (element 64j + l: the low
-            // half of j's register) and bit 1 its bit 2j + 1 (64j + 32 + l).
-            let mut qh = if W::FIFTH_BIT {
-                _mm512_broadcast_i64x4(_mm256_loadu_si256(w.qh().as_ptr() as *const __m256i))
-            } else {
-                _mm512_setzero_si512()
-            };
-            // The 16 bytes (scales, then mins) as i16.
-            let sm16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
-            let scales = _mm512_castsi256_si512(sm16);
-            let mins = _mm256_extracti128_si256::<1>(sm16);
-            let mut sumi = [_mm512_setzero_si512(); R];
-            for jj in 0..2 {
-                // qs: 128 bytes, 64 at 64jj: sub-blocks 4jj..4jj + 4's nibbles.
-                let q = _mm512_loadu_si512(w.qs().as_ptr().add(64 * jj) as *const _);
-                let lo = _mm512_and_si512(q, nibble);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
-                // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
-                // (high): each j's 64 consecutive elements are its 32 low
-                // nibbles, then its 32 high ones.
-                let mut quants =
-                    [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
-                if W::FIFTH_BIT {
-                    for q in &mut quants {
-                        let bits =
-                            _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16::<4>(qh), _mm512_slli_epi16::<3>(qh));
-                        *q = _mm512_or_si512(*q, _mm512_and_si512(bits, fifth));
-                        qh = _mm512_srli_epi16::<2>(qh);
-                    }
-                }
-                let scale = P::q4k_scales(scales, jj);
-                for r in 0..R {
-                    // x.qs: 256 bytes, 64 at 64j for j = 2jj, 2jj + 1.
-                    let y = [0, 1].map(|i| _mm512_loadu_si512(x[r][b].qs.as_ptr().add(128 * jj + 64 * i) as *const _));
-                    sumi[r] = P::q4k_pair(sumi[r], quants, y, scale);
-                }
-            }
-            let (wd, wdmin) = (f16_to_f32(w.d()), f16_to_f32(w.dmin()));
-            for r in 0..R {
-                let y = &x[r][b];
-                acc[r] = _mm_fmadd_ps(_mm_set1_ps(y.d * wd), P::q4k_fold(sumi[r]), acc[r]);
-                // bsums: 16 i16; adjacent pairs summed, times the mins.
-                let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-                let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-                let prod = _mm_madd_epi16(mins, pairs);
-                accm[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * wdmin), _mm_cvtepi32_ps(prod), accm[r]);
-            }
-        }
-        std::array::from_fn(|r| reduce4(acc[r]) + reduce4(accm[r]))
-    }
-}
-
 /// `Σ w·x[r]` over one row of Q6_K blocks, for `R` activation rows.
 ///
 /// # Safety
-/// As for [`dot_q4k`].
+/// As for [`q4k::dot_q4k_rows`].
 #[inline(always)]
 pub unsafe fn dot_q6k<P: Sums, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-    // SAFETY (the whole body): as in `dot_q4k`.
+    // SAFETY (the whole body): as in `q4k::dot_q4k_rows`.
     unsafe {
         let (low4, low2, offset) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(3), _mm512_set1_epi8(32));
         let pick = Q6K_PICK.map(|p| load(&p));
@@ -339,10 +291,10 @@ pub unsafe fn dot_q6k<P: Sums, const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; 
 /// `vphaddd` leaves them in.
 ///
 /// # Safety
-/// As for [`dot_q4k`]; the activations must be within ±127.
+/// As for [`q4k::dot_q4k_rows`]; the activations must be within ±127.
 #[inline(always)]
 pub unsafe fn dot_legacy<W: Legacy, S: Sums, const R: usize>(w: &[W], x: [&[BlockQ8_1]; R]) -> [f32; R] {
-    // SAFETY (the whole body): as in `dot_q4k`; `qs` is 32 bytes; F16C is
+    // SAFETY (the whole body): as in `q4k::dot_q4k_rows`; `qs` is 32 bytes; F16C is
     // part of every CPU with AVX-512 (and enabled by the entry points).
     unsafe {
         // Lanes of d in the accumulator's order, from [d0, _, d1, _].
@@ -427,10 +379,6 @@ macro_rules! entry {
         }
     };
 }
-entry!(dot_q4k_bw, dot_q4k::<BlockQ4K, Bw, R>, BlockQ4K, "avx512f,avx512bw,avx512vl,fma,f16c");
-entry!(dot_q4k_vnni, dot_q4k::<BlockQ4K, Vnni, R>, BlockQ4K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
-entry!(dot_q5k_bw, dot_q4k::<BlockQ5K, Bw, R>, BlockQ5K, "avx512f,avx512bw,avx512vl,fma,f16c");
-entry!(dot_q5k_vnni, dot_q4k::<BlockQ5K, Vnni, R>, BlockQ5K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
 entry!(dot_q6k_bw, dot_q6k::<Bw, R>, BlockQ6K, "avx512f,avx512bw,avx512vl,fma,f16c");
 entry!(dot_q6k_vnni, dot_q6k::<Vnni, R>, BlockQ6K, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
 

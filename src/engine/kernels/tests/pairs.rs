@@ -1,6 +1,7 @@
-//! Two weight rows at once (`dot_pair_*`: i8mm's `smmla` kernels, every
-//! other variant's two calls) equal the oracle's dot products bit for bit,
-//! for every type, with four and with two activation rows.
+//! Two weight rows at once (`dot_pair_*`: i8mm's `smmla` kernels, AVX-512's
+//! Q4_K and Q5_K, every other variant's two calls) equal the oracle's dot
+//! products bit for bit, for every type, with four to one activation rows
+//! (an odd count is folded with itself on AVX-512).
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -32,6 +33,10 @@ fn case<W: Weights>(name: &str, seed: u64, f16_offsets: &[usize]) {
             assert_eq!(four, want, "{} {name}, {n} blocks, 2 × 4 rows", v.name());
             let two = W::dot_pair(v, [&w[0], &w[1]], [rows[3], rows[1]]).map(|r| r.map(f32::to_bits));
             assert_eq!(two, want.map(|r| [r[3], r[1]]), "{} {name}, {n} blocks, 2 × 2 rows", v.name());
+            let three = W::dot_pair(v, [&w[0], &w[1]], [rows[2], rows[0], rows[3]]).map(|r| r.map(f32::to_bits));
+            assert_eq!(three, want.map(|r| [r[2], r[0], r[3]]), "{} {name}, {n} blocks, 2 × 3 rows", v.name());
+            let one = W::dot_pair(v, [&w[0], &w[1]], [rows[1]]).map(|r| r.map(f32::to_bits));
+            assert_eq!(one, want.map(|r| [r[1]]), "{} {name}, {n} blocks, 2 × 1 row", v.name());
         }
     }
 }

@@ -1,0 +1,172 @@
+//! Q4_K and Q5_K on AVX-512, for one weight row (decode) or a prompt's
+//! pair of them. A pair shares what only depends on the activations: their
+//! loads, their `bsums` pair sums and their scales, each used for both
+//! weight rows; the weights' unpacking is shared by every activation row as
+//! before. Two activation rows share each fold to the lane model
+//! ([`Sums::q4k_fold2`]) and each float step of the min term, in the layout
+//! one `vphaddw` of their `bsums` gives. This CPU (Zen 4) runs a 512-bit
+//! instruction as two 256-bit halves, so these per-block steps cost about
+//! as much as the integer products; sharing them is what a prompt gains.
+
+use std::arch::x86_64::*;
+
+use super::super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ8K, KQuant45};
+use super::{reduce4, Bw, Sums, Vnni};
+
+/// `Σ w[i]·x[r]` over `WR` rows of Q4_K or Q5_K blocks, for `R` activation
+/// rows: `[row 0's dots, …]`. An odd `R`'s last row is folded with itself.
+///
+/// # Safety
+/// The CPU must have AVX-512 F + BW + VL, FMA, F16C and what `P` uses;
+/// every `w[i]` and `x[r]` must be as long as `w[0]`.
+#[inline(always)]
+pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize>(
+    w: [&[W]; WR],
+    x: [&[BlockQ8K]; R],
+) -> [[f32; R]; WR] {
+    // SAFETY (the whole body): the caller's promise for the instructions;
+    // loads stay inside the blocks' fixed-size arrays, as each offset says.
+    unsafe {
+        let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
+        let pairs = R.div_ceil(2);
+        // Per weight row, per pair of activation rows `2p`, `2p + 1` (only
+        // the first `pairs` are used): the `q4k_fold2` layout.
+        let mut acc = [[_mm256_setzero_ps(); R]; WR];
+        let mut accm = [[_mm256_setzero_ps(); R]; WR];
+        // Plain loops, no closures, in the block loop: a closure is a
+        // function of its own without the entry point's target features,
+        // and where LLVM does not inline it, every intrinsic in it becomes
+        // a call (it did for one weight row: decode 13× slower).
+        for b in 0..w[0].len() {
+            // The 16 bytes (scales, then mins) of each row as i16.
+            let mut sm16 = [_mm256_setzero_si256(); WR];
+            // Q5_K's fifth bits in both halves: after a 16-bit shift right by
+            // 2j, bit 0 of each byte is its bit 2j (element 64j + l: the low
+            // half of j's register) and bit 1 its bit 2j + 1 (64j + 32 + l).
+            let mut qh = [_mm512_setzero_si512(); WR];
+            for i in 0..WR {
+                let sm = q4k_scales_mins(w[i][b].scales());
+                sm16[i] = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+                if W::FIFTH_BIT {
+                    qh[i] = _mm512_broadcast_i64x4(_mm256_loadu_si256(w[i][b].qh().as_ptr() as *const __m256i));
+                }
+            }
+            let mut sumi = [[_mm512_setzero_si512(); R]; WR];
+            for jj in 0..2 {
+                let mut quants = [[_mm512_setzero_si512(); 2]; WR];
+                let mut scale = [P::q4k_scales(_mm512_castsi256_si512(sm16[0]), jj); WR];
+                for i in 0..WR {
+                    // qs: 128 bytes, 64 at 64jj: sub-blocks 4jj..4jj + 4's nibbles.
+                    let q = _mm512_loadu_si512(w[i][b].qs().as_ptr().add(64 * jj) as *const _);
+                    let lo = _mm512_and_si512(q, nibble);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
+                    // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
+                    // (high): each j's 64 consecutive elements are its 32 low
+                    // nibbles, then its 32 high ones.
+                    quants[i] =
+                        [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
+                    if W::FIFTH_BIT {
+                        for q in &mut quants[i] {
+                            let h = qh[i];
+                            let bits =
+                                _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16::<4>(h), _mm512_slli_epi16::<3>(h));
+                            *q = _mm512_or_si512(*q, _mm512_and_si512(bits, fifth));
+                            qh[i] = _mm512_srli_epi16::<2>(h);
+                        }
+                    }
+                    if i > 0 {
+                        scale[i] = P::q4k_scales(_mm512_castsi256_si512(sm16[i]), jj);
+                    }
+                }
+                for r in 0..R {
+                    // x.qs: 256 bytes, 64 at 64j for j = 2jj, 2jj + 1.
+                    let qs = x[r][b].qs.as_ptr().add(128 * jj);
+                    let y = [_mm512_loadu_si512(qs as *const _), _mm512_loadu_si512(qs.add(64) as *const _)];
+                    for i in 0..WR {
+                        sumi[i][r] = P::q4k_pair(sumi[i][r], quants[i], y, scale[i]);
+                    }
+                }
+            }
+            // Each weight row's mins as `madd` takes them against a pair's
+            // `bsums` pair sums (mins 0..4 twice in half 0, 4..8 twice), and
+            // its two scales.
+            let mut mins = [_mm256_setzero_si256(); WR];
+            let mut wd = [(_mm256_setzero_ps(), _mm256_setzero_ps()); WR];
+            for i in 0..WR {
+                mins[i] = _mm256_permute4x64_epi64::<0b11_11_10_10>(sm16[i]);
+                wd[i] = (_mm256_set1_ps(f16_to_f32(w[i][b].d())), _mm256_set1_ps(-f16_to_f32(w[i][b].dmin())));
+            }
+            for p in 0..pairs {
+                let (ra, rb) = (2 * p, (2 * p + 1).min(R - 1));
+                let (ya, yb) = (&x[ra][b], &x[rb][b]);
+                // The pair's `d`, as the fold lays its lanes out.
+                let d = _mm256_blend_ps::<0b1100_1100>(_mm256_set1_ps(ya.d), _mm256_set1_ps(yb.d));
+                // bsums: 16 i16 each; adjacent pairs summed, 0..4 of `ya`,
+                // 0..4 of `yb` in half 0, 4..8 of each in half 1.
+                let bsums = _mm256_hadd_epi16(
+                    _mm256_loadu_si256(ya.bsums.as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(yb.bsums.as_ptr() as *const __m256i),
+                );
+                for i in 0..WR {
+                    let sums = P::q4k_fold2(sumi[i][ra], sumi[i][rb]);
+                    acc[i][p] = _mm256_fmadd_ps(_mm256_mul_ps(d, wd[i].0), sums, acc[i][p]);
+                    let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins[i], bsums));
+                    accm[i][p] = _mm256_fmadd_ps(_mm256_mul_ps(d, wd[i].1), m, accm[i][p]);
+                }
+            }
+        }
+        let mut dots = [[0f32; R]; WR];
+        for i in 0..WR {
+            for r in 0..R {
+                dots[i][r] = reduce4(lanes(acc[i][r / 2], r)) + reduce4(lanes(accm[i][r / 2], r));
+            }
+        }
+        dots
+    }
+}
+
+/// Activation row `r`'s four lanes of its pair's accumulator: row `2p`'s
+/// are the low two of each half, row `2p + 1`'s the high two.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[inline(always)]
+unsafe fn lanes(v: __m256, r: usize) -> __m128 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let (lo, hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        if r.is_multiple_of(2) {
+            _mm_movelh_ps(lo, hi)
+        } else {
+            _mm_movehl_ps(hi, lo)
+        }
+    }
+}
+
+/// The entry points: the generic kernel compiled with each flavour's
+/// instructions enabled, for one weight row and for a pair.
+macro_rules! entry {
+    ($one:ident, $pair:ident, $block:ty, $sums:ty, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the enabled features; every `x[r]` as long as `w`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $one<const R: usize>(w: &[$block], x: [&[BlockQ8K]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise.
+            let [dots] = unsafe { dot_q4k_rows::<$block, $sums, 1, R>([w], x) };
+            dots
+        }
+
+        /// # Safety
+        /// The CPU must have the enabled features; `w[1]` and every `x[r]`
+        /// as long as `w[0]`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $pair<const R: usize>(w: [&[$block]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
+            // SAFETY: the caller's promise.
+            unsafe { dot_q4k_rows::<$block, $sums, 2, R>(w, x) }
+        }
+    };
+}
+entry!(dot_q4k_bw, dot_pair_q4k_bw, BlockQ4K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q4k_vnni, dot_pair_q4k_vnni, BlockQ4K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
+entry!(dot_q5k_bw, dot_pair_q5k_bw, BlockQ5K, Bw, "avx512f,avx512bw,avx512vl,fma,f16c");
+entry!(dot_q5k_vnni, dot_pair_q5k_vnni, BlockQ5K, Vnni, "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c");
