@@ -202,10 +202,10 @@ fn same_lengths<W, A>(w: [&[W]; 2], x: &[&[A]]) -> bool {
 /// Two weight rows against `R` activation rows: `[row 0's dots, row 1's]`,
 /// exactly the two rows' single-row `dot_*` calls. The one place a pair
 /// becomes a kernel: i8mm computes them together when `R` is even (a
-/// prompt's tile), AVX-512 for Q4_K and Q5_K (sharing the activations'
+/// prompt's tile), AVX2 and AVX-512 for Q4_K and Q5_K (sharing the activations'
 /// work); every other variant makes the two calls.
 macro_rules! pair {
-    ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident $(, $bw:path, $vnni:path)?) => {{
+    ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident $(, $avx2:path, $bw:path, $vnni:path)?) => {{
         let (w, x) = ($w, $x);
         match $v {
             #[cfg(target_arch = "aarch64")]
@@ -216,6 +216,12 @@ macro_rules! pair {
                 unsafe { $mmla(w, x) }
             }
             $(
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx2 => {
+                    assert!(same_lengths(w, &x));
+                    // SAFETY: as above, for AVX2 + FMA.
+                    unsafe { $avx2(w, x) }
+                }
                 #[cfg(target_arch = "x86_64")]
                 Variant::Avx512 => {
                     assert!(same_lengths(w, &x));
@@ -237,9 +243,9 @@ macro_rules! pair {
 impl Variant {
     /// Whether a prompt's tile calls the `dot_pair_*` methods: the variant
     /// computes two weight rows at once for some types (i8mm: every
-    /// K-quant and legacy type; AVX-512: Q4_K and Q5_K).
+    /// K-quant and legacy type; AVX2 and AVX-512: Q4_K and Q5_K).
     pub fn pairs_weight_rows(self) -> bool {
-        matches!(self, Variant::I8mm | Variant::Avx512 | Variant::Avx512Vnni)
+        matches!(self, Variant::I8mm | Variant::Avx2 | Variant::Avx512 | Variant::Avx512Vnni)
     }
 
     pub fn dot_pair_q2k<const R: usize>(self, w: [&[BlockQ2K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
@@ -251,11 +257,29 @@ impl Variant {
     }
 
     pub fn dot_pair_q4k<const R: usize>(self, w: [&[BlockQ4K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
-        pair!(self, w, x, arm::mmla::dot_pair_q4k, dot_q4k, avx512::dot_pair_q4k_bw, avx512::dot_pair_q4k_vnni)
+        pair!(
+            self,
+            w,
+            x,
+            arm::mmla::dot_pair_q4k,
+            dot_q4k,
+            x86::dot_pair_q4k::<BlockQ4K, R>,
+            avx512::dot_pair_q4k_bw,
+            avx512::dot_pair_q4k_vnni
+        )
     }
 
     pub fn dot_pair_q5k<const R: usize>(self, w: [&[BlockQ5K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
-        pair!(self, w, x, arm::mmla::dot_pair_q5k, dot_q5k, avx512::dot_pair_q5k_bw, avx512::dot_pair_q5k_vnni)
+        pair!(
+            self,
+            w,
+            x,
+            arm::mmla::dot_pair_q5k,
+            dot_q5k,
+            x86::dot_pair_q4k::<BlockQ5K, R>,
+            avx512::dot_pair_q5k_bw,
+            avx512::dot_pair_q5k_vnni
+        )
     }
 
     pub fn dot_pair_q6k<const R: usize>(self, w: [&[BlockQ6K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {

@@ -90,7 +90,13 @@ impl Sums for Bw {
     #[inline(always)]
     unsafe fn q4k_scales(scales: __m512i, jj: usize) -> [__m512i; 2] {
         // SAFETY: as above; the indices are 32 u16 each.
-        unsafe { [0, 1].map(|i| _mm512_permutexvar_epi16(load(&Q4K_PICK[2 * jj + i]), scales)) }
+        // Not `[0, 1].map(…)`: that closure was outlined, its intrinsics calls.
+        unsafe {
+            [
+                _mm512_permutexvar_epi16(load(&Q4K_PICK[2 * jj]), scales),
+                _mm512_permutexvar_epi16(load(&Q4K_PICK[2 * jj + 1]), scales),
+            ]
+        }
     }
     #[inline(always)]
     unsafe fn q4k_pair(acc: __m512i, q: [__m512i; 2], y: [__m512i; 2], scales: [__m512i; 2]) -> __m512i {

@@ -10,8 +10,9 @@
 
 use std::arch::x86_64::*;
 
-use super::super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ8K, KQuant45};
-use super::{reduce4, Bw, Sums, Vnni};
+use super::super::blocks::{q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ8K, KQuant45};
+use super::super::x86::Q4kPairs;
+use super::{Bw, Sums, Vnni};
 
 /// `Σ w[i]·x[r]` over `WR` rows of Q4_K or Q5_K blocks, for `R` activation
 /// rows: `[row 0's dots, …]`. An odd `R`'s last row is folded with itself.
@@ -28,11 +29,7 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
     // loads stay inside the blocks' fixed-size arrays, as each offset says.
     unsafe {
         let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
-        let pairs = R.div_ceil(2);
-        // Per weight row, per pair of activation rows `2p`, `2p + 1` (only
-        // the first `pairs` are used): the `q4k_fold2` layout.
-        let mut acc = [[_mm256_setzero_ps(); R]; WR];
-        let mut accm = [[_mm256_setzero_ps(); R]; WR];
+        let mut tail = Q4kPairs::<WR, R>::new();
         // Plain loops, no closures, in the block loop: a closure is a
         // function of its own without the entry point's target features,
         // and where LLVM does not inline it, every intrinsic in it becomes
@@ -87,59 +84,18 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
                     }
                 }
             }
-            // Each weight row's mins as `madd` takes them against a pair's
-            // `bsums` pair sums (mins 0..4 twice in half 0, 4..8 twice), and
-            // its two scales.
-            let mut mins = [_mm256_setzero_si256(); WR];
-            let mut wd = [(_mm256_setzero_ps(), _mm256_setzero_ps()); WR];
+            // Two activation rows' sums per fold, in the pairs' layout.
+            let mut sums = [[_mm256_setzero_ps(); R]; WR];
+            let mut blocks = [&w[0][b]; WR];
             for i in 0..WR {
-                mins[i] = _mm256_permute4x64_epi64::<0b11_11_10_10>(sm16[i]);
-                wd[i] = (_mm256_set1_ps(f16_to_f32(w[i][b].d())), _mm256_set1_ps(-f16_to_f32(w[i][b].dmin())));
-            }
-            for p in 0..pairs {
-                let (ra, rb) = (2 * p, (2 * p + 1).min(R - 1));
-                let (ya, yb) = (&x[ra][b], &x[rb][b]);
-                // The pair's `d`, as the fold lays its lanes out.
-                let d = _mm256_blend_ps::<0b1100_1100>(_mm256_set1_ps(ya.d), _mm256_set1_ps(yb.d));
-                // bsums: 16 i16 each; adjacent pairs summed, 0..4 of `ya`,
-                // 0..4 of `yb` in half 0, 4..8 of each in half 1.
-                let bsums = _mm256_hadd_epi16(
-                    _mm256_loadu_si256(ya.bsums.as_ptr() as *const __m256i),
-                    _mm256_loadu_si256(yb.bsums.as_ptr() as *const __m256i),
-                );
-                for i in 0..WR {
-                    let sums = P::q4k_fold2(sumi[i][ra], sumi[i][rb]);
-                    acc[i][p] = _mm256_fmadd_ps(_mm256_mul_ps(d, wd[i].0), sums, acc[i][p]);
-                    let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins[i], bsums));
-                    accm[i][p] = _mm256_fmadd_ps(_mm256_mul_ps(d, wd[i].1), m, accm[i][p]);
+                blocks[i] = &w[i][b];
+                for p in 0..Q4kPairs::<WR, R>::PAIRS {
+                    sums[i][p] = P::q4k_fold2(sumi[i][2 * p], sumi[i][(2 * p + 1).min(R - 1)]);
                 }
             }
+            tail.block(blocks, sm16, x, b, sums);
         }
-        let mut dots = [[0f32; R]; WR];
-        for i in 0..WR {
-            for r in 0..R {
-                dots[i][r] = reduce4(lanes(acc[i][r / 2], r)) + reduce4(lanes(accm[i][r / 2], r));
-            }
-        }
-        dots
-    }
-}
-
-/// Activation row `r`'s four lanes of its pair's accumulator: row `2p`'s
-/// are the low two of each half, row `2p + 1`'s the high two.
-///
-/// # Safety
-/// The CPU must have AVX.
-#[inline(always)]
-unsafe fn lanes(v: __m256, r: usize) -> __m128 {
-    // SAFETY: the caller's promise.
-    unsafe {
-        let (lo, hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        if r.is_multiple_of(2) {
-            _mm_movelh_ps(lo, hi)
-        } else {
-            _mm_movehl_ps(hi, lo)
-        }
+        tail.dots()
     }
 }
 

@@ -1,7 +1,7 @@
-//! Two weight rows at once (`dot_pair_*`: i8mm's `smmla` kernels, AVX-512's
-//! Q4_K and Q5_K, every other variant's two calls) equal the oracle's dot
+//! Two weight rows at once (`dot_pair_*`: i8mm's `smmla` kernels, AVX2's and
+//! AVX-512's Q4_K and Q5_K, every other variant's two calls) equal the oracle's dot
 //! products bit for bit, for every type, with four to one activation rows
-//! (an odd count is folded with itself on AVX-512).
+//! (an odd count is folded with itself on x86).
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
