@@ -195,6 +195,7 @@ impl Variant {
 
 /// Whether both weight rows and every activation row have the same number of
 /// blocks, as a pair kernel reads them.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn same_lengths<W, A>(w: [&[W]; 2], x: &[&[A]]) -> bool {
     w[1].len() == w[0].len() && x.iter().all(|x| x.len() == w[0].len())
 }
