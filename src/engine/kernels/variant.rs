@@ -195,7 +195,6 @@ impl Variant {
 
 /// Whether both weight rows and every activation row have the same number of
 /// blocks, as a pair kernel reads them.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn same_lengths<W, A>(w: [&[W]; 2], x: &[&[A]]) -> bool {
     w[1].len() == w[0].len() && x.iter().all(|x| x.len() == w[0].len())
 }
@@ -208,33 +207,22 @@ fn same_lengths<W, A>(w: [&[W]; 2], x: &[&[A]]) -> bool {
 macro_rules! pair {
     ($v:expr, $w:expr, $x:expr, $mmla:path, $single:ident $(, $avx2:path, $bw:path, $vnni:path)?) => {{
         let (w, x) = ($w, $x);
+        assert!(same_lengths(w, &x));
         match $v {
             #[cfg(target_arch = "aarch64")]
             Variant::I8mm if x.len().is_multiple_of(2) => {
-                assert!(same_lengths(w, &x));
                 // SAFETY: I8mm is only used once `supported()` said the CPU
                 // has i8mm; R is even and the lengths are checked above.
                 unsafe { $mmla(w, x) }
             }
             $(
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx2 => {
-                    assert!(same_lengths(w, &x));
-                    // SAFETY: as above, for AVX2 + FMA.
-                    unsafe { $avx2(w, x) }
-                }
+                // SAFETY (these three): as above, for each one's features.
+                Variant::Avx2 => unsafe { $avx2(w, x) },
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx512 => {
-                    assert!(same_lengths(w, &x));
-                    // SAFETY: as above, for AVX-512 F + BW.
-                    unsafe { $bw(w, x) }
-                }
+                Variant::Avx512 => unsafe { $bw(w, x) },
                 #[cfg(target_arch = "x86_64")]
-                Variant::Avx512Vnni => {
-                    assert!(same_lengths(w, &x));
-                    // SAFETY: as above, with VNNI.
-                    unsafe { $vnni(w, x) }
-                }
+                Variant::Avx512Vnni => unsafe { $vnni(w, x) },
             )?
             v => w.map(|w| v.$single(w, x)),
         }

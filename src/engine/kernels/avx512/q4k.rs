@@ -86,14 +86,12 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
             }
             // Two activation rows' sums per fold, in the pairs' layout.
             let mut sums = [[_mm256_setzero_ps(); R]; WR];
-            let mut blocks = [&w[0][b]; WR];
             for i in 0..WR {
-                blocks[i] = &w[i][b];
                 for p in 0..Q4kPairs::<WR, R>::PAIRS {
                     sums[i][p] = P::q4k_fold2(sumi[i][2 * p], sumi[i][(2 * p + 1).min(R - 1)]);
                 }
             }
-            tail.block(blocks, sm16, x, b, sums);
+            tail.block(w, sm16, x, b, sums);
         }
         tail.dots()
     }

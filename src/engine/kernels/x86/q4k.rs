@@ -71,15 +71,13 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
             }
             // `vphaddd` of two rows' sums: the model's lanes, in the pairs' layout.
             let mut sums = [[_mm256_setzero_ps(); R]; WR];
-            let mut blocks = [&w[0][b]; WR];
             for i in 0..WR {
-                blocks[i] = &w[i][b];
                 for p in 0..Q4kPairs::<WR, R>::PAIRS {
                     let (a, c) = (sumi[i][2 * p], sumi[i][(2 * p + 1).min(R - 1)]);
                     sums[i][p] = _mm256_cvtepi32_ps(_mm256_hadd_epi32(a, c));
                 }
             }
-            tail.block(blocks, sm16, x, b, sums);
+            tail.block(w, sm16, x, b, sums);
         }
         tail.dots()
     }
@@ -136,11 +134,11 @@ impl<const WR: usize, const R: usize> Q4kPairs<WR, R> {
     /// against pair `p`, `sm16[i]` its scales and mins as i16.
     ///
     /// # Safety
-    /// As for [`Q4kPairs::new`]; every `x[r]` longer than `b`.
+    /// As for [`Q4kPairs::new`]; every `w[i]` and `x[r]` longer than `b`.
     #[inline(always)]
     pub unsafe fn block<W: KQuant45>(
         &mut self,
-        w: [&W; WR],
+        w: [&[W]; WR],
         sm16: [__m256i; WR],
         x: [&[BlockQ8K]; R],
         b: usize,
@@ -155,7 +153,7 @@ impl<const WR: usize, const R: usize> Q4kPairs<WR, R> {
             let mut wd = [(_mm256_setzero_ps(), _mm256_setzero_ps()); WR];
             for i in 0..WR {
                 mins[i] = _mm256_permute4x64_epi64::<0b11_11_10_10>(sm16[i]);
-                wd[i] = (_mm256_set1_ps(f16_to_f32(w[i].d())), _mm256_set1_ps(-f16_to_f32(w[i].dmin())));
+                wd[i] = (_mm256_set1_ps(f16_to_f32(w[i][b].d())), _mm256_set1_ps(-f16_to_f32(w[i][b].dmin())));
             }
             for p in 0..Self::PAIRS {
                 let (ya, yb) = (&x[2 * p][b], &x[(2 * p + 1).min(R - 1)][b]);
