@@ -67,10 +67,12 @@ pub(super) trait Weights: blocks::Plain + Sync {
     type Act: Activations;
     fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[Self::Act]; R]) -> [f32; R];
     fn dot_pair<const R: usize>(variant: Variant, w: [&[Self]; 2], x: [&[Self::Act]; R]) -> [[f32; R]; 2];
+    /// Whether `variant` computes two of these weight rows in one call.
+    fn pairs(variant: Variant) -> bool;
 }
 
 macro_rules! weights {
-    ($($t:ty, $act:ty, $dot:ident, $pair:ident;)*) => {$(
+    ($($t:ty, $act:ty, $dot:ident, $pair:ident, $x86_pairs:literal;)*) => {$(
         impl Weights for $t {
             type Act = $act;
             fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[$act]; R]) -> [f32; R] {
@@ -79,20 +81,25 @@ macro_rules! weights {
             fn dot_pair<const R: usize>(variant: Variant, w: [&[Self]; 2], x: [&[$act]; R]) -> [[f32; R]; 2] {
                 variant.$pair(w, x)
             }
+            fn pairs(variant: Variant) -> bool {
+                variant.pairs_weight_rows($x86_pairs)
+            }
         }
     )*};
 }
+// The last column: whether the type's `pair!` in variant.rs has AVX2 and
+// AVX-512 kernels.
 weights! {
-    BlockQ2K, BlockQ8K, dot_q2k, dot_pair_q2k;
-    BlockQ3K, BlockQ8K, dot_q3k, dot_pair_q3k;
-    BlockQ4K, BlockQ8K, dot_q4k, dot_pair_q4k;
-    BlockQ5K, BlockQ8K, dot_q5k, dot_pair_q5k;
-    BlockQ6K, BlockQ8K, dot_q6k, dot_pair_q6k;
-    BlockQ4_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
-    BlockQ4_1, BlockQ8_1, dot_legacy, dot_pair_legacy;
-    BlockQ5_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
-    BlockQ5_1, BlockQ8_1, dot_legacy, dot_pair_legacy;
-    BlockQ8_0, BlockQ8_1, dot_legacy, dot_pair_legacy;
+    BlockQ2K, BlockQ8K, dot_q2k, dot_pair_q2k, false;
+    BlockQ3K, BlockQ8K, dot_q3k, dot_pair_q3k, false;
+    BlockQ4K, BlockQ8K, dot_q4k, dot_pair_q4k, true;
+    BlockQ5K, BlockQ8K, dot_q5k, dot_pair_q5k, true;
+    BlockQ6K, BlockQ8K, dot_q6k, dot_pair_q6k, false;
+    BlockQ4_0, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
+    BlockQ4_1, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
+    BlockQ5_0, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
+    BlockQ5_1, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
+    BlockQ8_0, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
 }
 
 /// `dst`, written from several threads at elements no two work items share.
@@ -205,7 +212,7 @@ pub(super) fn run<W: Weights, const P: usize>(
                     // still pairs with pairs of weight rows), then one.
                     i += match m - i {
                         4.. => tile_rows::<W, 4>(variant, &weights, act_row, i, cols.clone(), (n, out)),
-                        2.. if variant.pairs_weight_rows() => {
+                        2.. if W::pairs(variant) => {
                             tile_rows::<W, 2>(variant, &weights, act_row, i, cols.clone(), (n, out))
                         }
                         _ => tile_rows::<W, 1>(variant, &weights, act_row, i, cols.clone(), (n, out)),
@@ -231,7 +238,7 @@ fn tile_rows<'a, W: Weights + 'a, const R: usize>(
 ) -> usize {
     let rows: [&[W::Act]; R] = std::array::from_fn(|r| act_row(i + r));
     let mut j = cols.start;
-    if variant.pairs_weight_rows() && R.is_multiple_of(2) {
+    if W::pairs(variant) && R.is_multiple_of(2) {
         while j + 2 <= cols.end {
             let v = W::dot_pair(variant, [weights(j), weights(j + 1)], rows);
             for (dj, v) in v.into_iter().enumerate() {

@@ -230,11 +230,17 @@ macro_rules! pair {
 }
 
 impl Variant {
-    /// Whether a prompt's tile calls the `dot_pair_*` methods: the variant
-    /// computes two weight rows at once for some types (i8mm: every
-    /// K-quant and legacy type; AVX2 and AVX-512: Q4_K and Q5_K).
-    pub fn pairs_weight_rows(self) -> bool {
-        matches!(self, Variant::I8mm | Variant::Avx2 | Variant::Avx512 | Variant::Avx512Vnni)
+    /// Whether a prompt's tile calls the `dot_pair_*` methods for a weight
+    /// type: only where the variant computes two weight rows at once (i8mm:
+    /// every K-quant and legacy type; AVX2 and AVX-512: the types whose
+    /// `pair!` has x86 kernels, `x86_pairs`). Elsewhere a pair would be two
+    /// single-row calls behind one more dispatch.
+    pub fn pairs_weight_rows(self, x86_pairs: bool) -> bool {
+        match self {
+            Variant::I8mm => true,
+            Variant::Avx2 | Variant::Avx512 | Variant::Avx512Vnni => x86_pairs,
+            _ => false,
+        }
     }
 
     pub fn dot_pair_q2k<const R: usize>(self, w: [&[BlockQ2K]; 2], x: [&[BlockQ8K]; R]) -> [[f32; R]; 2] {
