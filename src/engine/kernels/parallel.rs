@@ -205,9 +205,21 @@ pub(super) fn run<W: Weights, const P: usize>(
                 let p = part(tile, &tile_start);
                 let (n, out, tile) = (ns[p], &outs[p], tile - tile_start[p]);
                 let cols = tile * ROWS_PER_TILE..((tile + 1) * ROWS_PER_TILE).min(n);
+                // The next tile's weights, a slice per pass of activation
+                // rows: with a short prompt (few passes per tile) the first
+                // pass over a tile otherwise waits on memory, which the
+                // hardware prefetcher did not hide (16 tokens: 0.90× the
+                // time; long prompts unchanged).
+                let row_bytes = per_row * std::mem::size_of::<W>();
+                let next = cols.end..(cols.end + ROWS_PER_TILE).min(n);
+                let ahead = &weights[p][next.start * row_bytes..next.end * row_bytes];
+                let mut ahead = ahead.chunks(ahead.len().div_ceil(m.div_ceil(4)).max(1));
                 let weights = |j: usize| weight_row(p, j);
                 let mut i = 0;
                 while i < m {
+                    if let Some(bytes) = ahead.next() {
+                        prefetch(bytes);
+                    }
                     // Four activation rows at a time, then a pair (which i8mm
                     // still pairs with pairs of weight rows), then one.
                     i += match m - i {
@@ -222,6 +234,25 @@ pub(super) fn run<W: Weights, const P: usize>(
         });
     });
     Some(())
+}
+
+/// Asks the CPU to bring `bytes` into its L2 cache, without waiting for them.
+fn prefetch(bytes: &[u8]) {
+    for line in bytes.chunks(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch only hints the cache; the address is in `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr() as *const i8)
+        };
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above (`prfm` reads no register but the address and
+        // never faults).
+        unsafe {
+            std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) line.as_ptr(), options(nostack, readonly, preserves_flags))
+        };
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = line;
+    }
 }
 
 /// Activation rows `i..i + R` against the weight rows `cols` of one tile
