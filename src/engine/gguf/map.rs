@@ -7,6 +7,11 @@
 //! end an app for. Where a file system refuses a map, or the app asks not to
 //! map, the file is read into the heap instead and `ModelInfo` says so.
 //!
+//! A map's pages are also touched once on a background thread right after
+//! the load ([`Prefault`]): otherwise the first prompt takes the page
+//! faults of the whole file (Phi-3-mini here: its first 16-token prompt
+//! took 650–830 ms against 530–590 for the next one).
+//!
 //! The map, and `mincore` over it (how much of it is resident, for the
 //! memory report: no crate wraps it), are the one `unsafe` outside
 //! `kernels/`: a mapping is only sound while no one truncates or rewrites
@@ -30,13 +35,16 @@ pub(crate) struct FileBytes {
 }
 
 enum Inner {
-    Mapped(Mmap),
+    /// The map is shared with the prefault thread, which `Prefault`'s drop
+    /// stops and joins: the file is unmapped when `FileBytes` is dropped.
+    Mapped {
+        map: Arc<Mmap>,
+        /// Held for its drop.
+        _prefault: Option<Prefault>,
+    },
     /// Words, not bytes: the kernels read blocks with up to 4-byte fields in
     /// place, and a `Vec<u8>` has no alignment to speak of.
-    Read {
-        words: Vec<u64>,
-        len: usize,
-    },
+    Read { words: Vec<u64>, len: usize },
 }
 
 impl FileBytes {
@@ -53,7 +61,9 @@ impl FileBytes {
         // The first token reads every weight: start reading them in now.
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::WillNeed);
-        Ok(Self { inner: Inner::Mapped(map) })
+        let map = Arc::new(map);
+        let prefault = Prefault::start(map.clone());
+        Ok(Self { inner: Inner::Mapped { map, _prefault: prefault } })
     }
 
     /// Reads `len` bytes of `file` into the heap, reporting the bytes read
@@ -80,13 +90,13 @@ impl FileBytes {
 
     pub fn bytes(&self) -> &[u8] {
         match &self.inner {
-            Inner::Mapped(map) => map,
+            Inner::Mapped { map, .. } => map,
             Inner::Read { words, len } => &bytemuck::cast_slice(words)[..*len],
         }
     }
 
     pub fn is_mapped(&self) -> bool {
-        matches!(self.inner, Inner::Mapped(_))
+        matches!(self.inner, Inner::Mapped { .. })
     }
 
     /// Bytes of the file in memory now: all of a heap copy; of a map, the
@@ -96,9 +106,62 @@ impl FileBytes {
         match &self.inner {
             Inner::Read { len, .. } => Some(*len as u64),
             #[cfg(unix)]
-            Inner::Mapped(map) => resident_pages(map),
+            Inner::Mapped { map, .. } => resident_pages(map),
             #[cfg(not(unix))]
-            Inner::Mapped(_) => None,
+            Inner::Mapped { .. } => None,
+        }
+    }
+}
+
+/// The thread that touches each page of a map once, in file order (the
+/// order the OS reads it in after `WillNeed`), so that the first prompt
+/// finds the weights mapped; it checks `stop` every `STOP_EVERY` bytes.
+struct Prefault {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefault {
+    /// The smallest page size of the platforms we run on.
+    const PAGE: usize = 4096;
+    /// How often the thread looks at `stop`: a dropped model waits for at
+    /// most this much of the file (read from storage if not cached yet).
+    const STOP_EVERY: usize = 256 << 10;
+
+    /// Below this a thread costs more than the faults it saves (a few ms).
+    const MIN_BYTES: usize = 32 << 20;
+
+    /// `None` for a small file, or where no thread could be started: then
+    /// the first prompt takes the faults.
+    fn start(map: Arc<Mmap>) -> Option<Self> {
+        if map.len() < Self::MIN_BYTES {
+            return None;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("phi-mobile-prefault".into())
+            .spawn(move || {
+                for chunk in map.chunks(Self::STOP_EVERY) {
+                    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    for page in chunk.iter().step_by(Self::PAGE) {
+                        std::hint::black_box(*page);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Prefault {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // It cannot panic (in-bounds reads); if it did, there is nothing to undo.
+            let _ = thread.join();
         }
     }
 }
