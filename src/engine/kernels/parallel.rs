@@ -208,7 +208,7 @@ pub(super) fn run<W: Weights, const P: usize>(
                 // The next tile's weights, a slice per pass of activation
                 // rows: with a short prompt (few passes per tile) the first
                 // pass over a tile otherwise waits on memory, which the
-                // hardware prefetcher did not hide (16 tokens: 0.90× the
+                // hardware prefetcher did not hide (16 tokens: 0.83× the
                 // time; long prompts unchanged).
                 let row_bytes = per_row * std::mem::size_of::<W>();
                 let next = cols.end..(cols.end + ROWS_PER_TILE).min(n);
