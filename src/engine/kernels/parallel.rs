@@ -141,6 +141,7 @@ pub(super) fn run<W: Weights, const P: usize>(
         return None;
     }
     let per_row = k / block;
+    let row_bytes = per_row * std::mem::size_of::<W>();
     // Each matrix: its blocks, its outputs (rows of weights) and where its
     // rows and tiles start in the concatenation of all of them.
     let ns: [usize; P] = std::array::from_fn(|p| dsts[p].len() / m);
@@ -210,7 +211,6 @@ pub(super) fn run<W: Weights, const P: usize>(
                 // pass over a tile otherwise waits on memory, which the
                 // hardware prefetcher did not hide (16 tokens: 0.83× the
                 // time; long prompts unchanged).
-                let row_bytes = per_row * std::mem::size_of::<W>();
                 let next = cols.end..(cols.end + ROWS_PER_TILE).min(n);
                 let ahead = &weights[p][next.start * row_bytes..next.end * row_bytes];
                 let mut ahead = ahead.chunks(ahead.len().div_ceil(m.div_ceil(4)).max(1));
