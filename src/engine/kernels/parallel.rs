@@ -69,10 +69,13 @@ pub(super) trait Weights: blocks::Plain + Sync {
     fn dot_pair<const R: usize>(variant: Variant, w: [&[Self]; 2], x: [&[Self::Act]; R]) -> [[f32; R]; 2];
     /// Whether `variant` computes two of these weight rows in one call.
     fn pairs(variant: Variant) -> bool;
+    /// Puts quantized activations in the order `variant`'s kernels for this
+    /// type take them (`dot` and `dot_pair` expect it).
+    fn arrange(variant: Variant, x: &mut [Self::Act]);
 }
 
 macro_rules! weights {
-    ($($t:ty, $act:ty, $dot:ident, $pair:ident, $x86_pairs:literal;)*) => {$(
+    ($($t:ty, $act:ty, $dot:ident, $pair:ident, $x86_pairs:literal $(, $arrange:ident)?;)*) => {$(
         impl Weights for $t {
             type Act = $act;
             fn dot<const R: usize>(variant: Variant, w: &[Self], x: [&[$act]; R]) -> [f32; R] {
@@ -84,16 +87,19 @@ macro_rules! weights {
             fn pairs(variant: Variant) -> bool {
                 variant.pairs_weight_rows($x86_pairs)
             }
+            fn arrange(_variant: Variant, _x: &mut [$act]) {
+                $(_variant.$arrange(_x))?
+            }
         }
     )*};
 }
-// The last column: whether the type's `pair!` in variant.rs has AVX2 and
-// AVX-512 kernels.
+// The fifth column: whether the type's `pair!` in variant.rs has AVX2 and
+// AVX-512 kernels; the last, if any: how its activations are arranged.
 weights! {
     BlockQ2K, BlockQ8K, dot_q2k, dot_pair_q2k, false;
     BlockQ3K, BlockQ8K, dot_q3k, dot_pair_q3k, false;
-    BlockQ4K, BlockQ8K, dot_q4k, dot_pair_q4k, true;
-    BlockQ5K, BlockQ8K, dot_q5k, dot_pair_q5k, true;
+    BlockQ4K, BlockQ8K, dot_q4k, dot_pair_q4k, true, arrange_q4k;
+    BlockQ5K, BlockQ8K, dot_q5k, dot_pair_q5k, true, arrange_q4k;
     BlockQ6K, BlockQ8K, dot_q6k, dot_pair_q6k, false;
     BlockQ4_0, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
     BlockQ4_1, BlockQ8_1, dot_legacy, dot_pair_legacy, false;
@@ -170,6 +176,7 @@ pub(super) fn run<W: Weights, const P: usize>(
         for (row, out) in lhs.chunks_exact(k).zip(x.chunks_exact_mut(per_row)) {
             W::Act::quantize(row, out);
         }
+        W::arrange(variant, x);
         let x: &[W::Act] = x;
         let weight_row = |p: usize, j: usize| &w[p][j * per_row..(j + 1) * per_row];
         let act_row = |i: usize| &x[i * per_row..(i + 1) * per_row];

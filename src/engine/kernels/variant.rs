@@ -100,8 +100,20 @@ impl Variant {
         Self::ALL.into_iter().find(|v| v.name() == name)
     }
 
+    /// Puts Q8_K activations in the order this variant's Q4_K and Q5_K
+    /// kernels take them (AVX-512's: see `avx512::arrange`), once per
+    /// matmul rather than once per weight row.
+    pub fn arrange_q4k(self, x: &mut [BlockQ8K]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, Variant::Avx512 | Variant::Avx512Vnni) {
+            avx512::arrange(x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x;
+    }
+
     /// `Σ w·x[r]` over one row of Q4_K blocks, for `R` activation rows of
-    /// Q8_K blocks.
+    /// Q8_K blocks as [`Variant::arrange_q4k`] leaves them.
     pub fn dot_q4k<const R: usize>(self, w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
         dispatch!(
             self,
@@ -116,7 +128,8 @@ impl Variant {
         )
     }
 
-    /// `Σ w·x[r]` over one row of Q5_K blocks, for `R` activation rows.
+    /// `Σ w·x[r]` over one row of Q5_K blocks, for `R` activation rows as
+    /// [`Variant::arrange_q4k`] leaves them.
     pub fn dot_q5k<const R: usize>(self, w: &[BlockQ5K], x: [&[BlockQ8K]; R]) -> [f32; R] {
         dispatch!(
             self,

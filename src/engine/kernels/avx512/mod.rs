@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 mod q4k;
 
 pub use q4k::{
-    dot_pair_q4k_bw, dot_pair_q4k_vnni, dot_pair_q5k_bw, dot_pair_q5k_vnni, dot_q4k_bw, dot_q4k_vnni, dot_q5k_bw,
-    dot_q5k_vnni,
+    arrange, dot_pair_q4k_bw, dot_pair_q4k_vnni, dot_pair_q5k_bw, dot_pair_q5k_vnni, dot_q4k_bw, dot_q4k_vnni,
+    dot_q5k_bw, dot_q5k_vnni,
 };
 
 use super::blocks::{f16_to_f32, BlockQ6K, BlockQ8K, BlockQ8_1, Legacy};
@@ -63,6 +63,11 @@ pub trait Sums {
     /// # Safety
     /// As above.
     unsafe fn q4k_fold2(a: __m512i, b: __m512i) -> __m256;
+    /// The lane model's four lanes of one [`Sums::q4k_pair`] accumulator.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn q4k_fold1(a: __m512i) -> __m128;
 }
 
 /// AVX-512 F + BW.
@@ -112,6 +117,11 @@ impl Sums for Bw {
         // SAFETY: as above.
         unsafe { _mm256_cvtepi32_ps(_mm256_hadd_epi32(add_halves(a), add_halves(b))) }
     }
+    #[inline(always)]
+    unsafe fn q4k_fold1(a: __m512i) -> __m128 {
+        // SAFETY: as above.
+        unsafe { fold_lanes(a) }
+    }
 }
 
 impl Sums for Vnni {
@@ -158,6 +168,17 @@ impl Sums for Vnni {
         unsafe {
             let (a, b) = (add_halves(a), add_halves(b));
             _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b)))
+        }
+    }
+    /// Each half's lanes `i` and `i + 2` added: half `h` then holds lanes
+    /// `2h`, `2h + 1`.
+    #[inline(always)]
+    unsafe fn q4k_fold1(a: __m512i) -> __m128 {
+        // SAFETY: as above.
+        unsafe {
+            let a = add_halves(a);
+            let a = _mm256_add_epi32(a, _mm256_shuffle_epi32::<0b11_10_11_10>(a));
+            _mm_cvtepi32_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b00_00_10_00>(a)))
         }
     }
 }
@@ -218,24 +239,39 @@ const fn spread(first: u16, per: usize) -> [u16; 32] {
     idx
 }
 
-/// Index vectors for the Q4_K scales: sub-blocks 2j and 2j + 1.
-const Q4K_PICK: [[u16; 32]; 4] = [spread(0, 16), spread(2, 16), spread(4, 16), spread(6, 16)];
+/// `a` in each u16 of a register's low 256 bits, `b` in its high ones (for
+/// `vpermw` indices or `vpsllvw` counts).
+const fn per_half(a: u16, b: u16) -> [u16; 32] {
+    let mut idx = [a; 32];
+    let mut i = 16;
+    while i < 32 {
+        idx[i] = b;
+        i += 1;
+    }
+    idx
+}
 
-/// `vpermw` indices for Q4_K's scales after `vpackssdw` of registers `2jj`
-/// and `2jj + 1` (sub-blocks `4jj..4jj + 4`, two per register): quarter `k`
-/// holds four sums of the first register's quarter `k`, then four of the
-/// second's, and a register's quarters 0, 1 are its first sub-block.
+/// Index vectors for the Q4_K scales of the registers of low and of high
+/// nibbles for `jj`: sub-blocks `4jj`, `4jj + 2`, then `4jj + 1`, `4jj + 3`
+/// (see `q4k::arrange`).
+const Q4K_PICK: [[u16; 32]; 4] = [per_half(0, 2), per_half(1, 3), per_half(4, 6), per_half(5, 7)];
+
+/// `vpermw` indices for Q4_K's scales after `vpackssdw` of the registers
+/// of low and of high nibbles for `jj`: quarter `k` holds four sums of the
+/// low register's quarter `k`, then four of the high one's; the low
+/// register's halves are sub-blocks `4jj` and `4jj + 2`, the high one's
+/// `4jj + 1` and `4jj + 3`.
 const fn packed_spread(jj: u16) -> [u16; 32] {
     let mut idx = [0u16; 32];
     let mut p = 0;
     while p < 32 {
-        idx[p] = 4 * jj + 2 * ((p % 8) / 4) as u16 + (p / 16) as u16;
+        idx[p] = 4 * jj + 2 * (p / 16) as u16 + ((p % 8) / 4) as u16;
         p += 1;
     }
     idx
 }
 
-/// [`packed_spread`] for both pairs of registers.
+/// [`packed_spread`] for both `jj`.
 const Q4K_PACKED_PICK: [[u16; 32]; 2] = [packed_spread(0), packed_spread(1)];
 
 /// Index vectors for the Q6_K scales: groups 4i..4i + 4, one per quarter.

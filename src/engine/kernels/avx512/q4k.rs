@@ -11,8 +11,25 @@
 use std::arch::x86_64::*;
 
 use super::super::blocks::{q4k_scales_mins, BlockQ4K, BlockQ5K, BlockQ8K, KQuant45};
-use super::super::x86::Q4kPairs;
-use super::{Bw, Sums, Vnni};
+use super::super::x86::{Q4kOne, Q4kPairs};
+use super::{load, per_half, Bw, Sums, Vnni};
+
+/// `vpsllvw` counts moving Q5_K's fifth bits to bit 4 (see the kernel).
+const FIFTH_SHIFTS: [[u16; 32]; 2] = [per_half(4, 2), per_half(3, 1)];
+
+/// Puts each Q8_K block's elements in the order the kernels' 64-byte
+/// weight loads hold theirs: in each 128, `0..32, 64..96, 32..64, 96..128`
+/// (the low nibbles of two 32-byte rows of `qs`, then their high ones), so
+/// that no weight register is shuffled (8% of a block's time from L2). An
+/// involution; `bsums` and `d` stay as they are.
+pub fn arrange(x: &mut [BlockQ8K]) {
+    for block in x {
+        for chunk in block.qs.chunks_exact_mut(128) {
+            let (first, second) = chunk.split_at_mut(64);
+            first[32..].swap_with_slice(&mut second[..32]);
+        }
+    }
+}
 
 /// `Σ w[i]·x[r]` over `WR` rows of Q4_K or Q5_K blocks, for `R` activation
 /// rows: `[row 0's dots, …]`. An odd `R`'s last row is folded with itself.
@@ -29,7 +46,8 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
     // loads stay inside the blocks' fixed-size arrays, as each offset says.
     unsafe {
         let (nibble, fifth) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x10));
-        let mut tail = Q4kPairs::<WR, R>::new();
+        let fifth_shifts = [load(&FIFTH_SHIFTS[0]), load(&FIFTH_SHIFTS[1])];
+        let (mut tail, mut one) = (Q4kPairs::<WR, R>::new(), Q4kOne::new());
         // Plain loops, no closures, in the block loop: a closure is a
         // function of its own without the entry point's target features,
         // and where LLVM does not inline it, every intrinsic in it becomes
@@ -37,9 +55,8 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
         for b in 0..w[0].len() {
             // The 16 bytes (scales, then mins) of each row as i16.
             let mut sm16 = [_mm256_setzero_si256(); WR];
-            // Q5_K's fifth bits in both halves: after a 16-bit shift right by
-            // 2j, bit 0 of each byte is its bit 2j (element 64j + l: the low
-            // half of j's register) and bit 1 its bit 2j + 1 (64j + 32 + l).
+            // Q5_K's fifth bits in both halves: bit 2j of byte l is element
+            // 64j + l's, bit 2j + 1 element 64j + 32 + l's.
             let mut qh = [_mm512_setzero_si512(); WR];
             for i in 0..WR {
                 let sm = q4k_scales_mins(w[i][b].scales());
@@ -53,36 +70,37 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
                 let mut quants = [[_mm512_setzero_si512(); 2]; WR];
                 let mut scale = [P::q4k_scales(_mm512_castsi256_si512(sm16[0]), jj); WR];
                 for i in 0..WR {
-                    // qs: 128 bytes, 64 at 64jj: sub-blocks 4jj..4jj + 4's nibbles.
+                    // qs: 128 bytes, 64 at 64jj: byte 32j + l holds elements
+                    // 64j + l (low nibble) and 64j + 32 + l (high) of
+                    // j = 2jj, 2jj + 1, the order `arrange` gives the activations.
                     let q = _mm512_loadu_si512(w[i][b].qs().as_ptr().add(64 * jj) as *const _);
-                    let lo = _mm512_and_si512(q, nibble);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
-                    // Byte 32j + l holds elements 64j + l (low) and 64j + 32 + l
-                    // (high): each j's 64 consecutive elements are its 32 low
-                    // nibbles, then its 32 high ones.
-                    quants[i] =
-                        [_mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi), _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi)];
+                    quants[i] = [_mm512_and_si512(q, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble)];
                     if W::FIFTH_BIT {
-                        for q in &mut quants[i] {
-                            let h = qh[i];
-                            let bits =
-                                _mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16::<4>(h), _mm512_slli_epi16::<3>(h));
-                            *q = _mm512_or_si512(*q, _mm512_and_si512(bits, fifth));
-                            qh[i] = _mm512_srli_epi16::<2>(h);
+                        // Bits 4jj, 4jj + 2 (low nibbles of j = 2jj, 2jj + 1) and
+                        // 4jj + 1, 4jj + 3 (high) to bit 4: after the shift right
+                        // by 4jj, left by 4 and 2, then 3 and 1, per 256-bit half.
+                        let h = qh[i];
+                        for (q, shift) in quants[i].iter_mut().zip(fifth_shifts) {
+                            *q = _mm512_or_si512(*q, _mm512_and_si512(_mm512_sllv_epi16(h, shift), fifth));
                         }
+                        qh[i] = _mm512_srli_epi16::<4>(h);
                     }
                     if i > 0 {
                         scale[i] = P::q4k_scales(_mm512_castsi256_si512(sm16[i]), jj);
                     }
                 }
                 for r in 0..R {
-                    // x.qs: 256 bytes, 64 at 64j for j = 2jj, 2jj + 1.
+                    // x.qs: 256 bytes, 64 at 128jj + 64h for `quants[h]` (arranged).
                     let qs = x[r][b].qs.as_ptr().add(128 * jj);
                     let y = [_mm512_loadu_si512(qs as *const _), _mm512_loadu_si512(qs.add(64) as *const _)];
                     for i in 0..WR {
                         sumi[i][r] = P::q4k_pair(sumi[i][r], quants[i], y, scale[i]);
                     }
                 }
+            }
+            if WR == 1 && R == 1 {
+                one.block(&w[0][b], sm16[0], &x[0][b], P::q4k_fold1(sumi[0][0]));
+                continue;
             }
             // Two activation rows' sums per fold, in the pairs' layout.
             let mut sums = [[_mm256_setzero_ps(); R]; WR];
@@ -92,6 +110,11 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
                 }
             }
             tail.block(w, sm16, x, b, sums);
+        }
+        if WR == 1 && R == 1 {
+            let mut dots = [[0f32; R]; WR];
+            dots[0][0] = one.dot();
+            return dots;
         }
         tail.dots()
     }

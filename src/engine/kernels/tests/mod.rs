@@ -129,13 +129,24 @@ fn every_variant_equals_the_scalar_oracle_bit_for_bit() {
         let want5 = rows.map(|x| scalar::dot_q4k(&w5, x).to_bits());
         let want6 = rows.map(|x| scalar::dot_q6k(&w6, x).to_bits());
         for v in supported() {
+            // Q4_K's and Q5_K's activations as the variant takes them.
+            let arranged: Vec<Vec<BlockQ8K>> = xs
+                .iter()
+                .map(|x| {
+                    let mut x = x.clone();
+                    v.arrange_q4k(&mut x);
+                    x
+                })
+                .collect();
+            let arranged: [&[BlockQ8K]; 4] = std::array::from_fn(|r| &arranged[r][..]);
             for r in 0..4 {
-                assert_eq!(v.dot_q4k(&w4, [rows[r]])[0].to_bits(), want4[r], "{} Q4_K, {n} blocks, row {r}", v.name());
-                assert_eq!(v.dot_q5k(&w5, [rows[r]])[0].to_bits(), want5[r], "{} Q5_K, {n} blocks, row {r}", v.name());
+                let x = [arranged[r]];
+                assert_eq!(v.dot_q4k(&w4, x)[0].to_bits(), want4[r], "{} Q4_K, {n} blocks, row {r}", v.name());
+                assert_eq!(v.dot_q5k(&w5, x)[0].to_bits(), want5[r], "{} Q5_K, {n} blocks, row {r}", v.name());
                 assert_eq!(v.dot_q6k(&w6, [rows[r]])[0].to_bits(), want6[r], "{} Q6_K, {n} blocks, row {r}", v.name());
             }
-            assert_eq!(v.dot_q4k(&w4, rows).map(f32::to_bits), want4, "{} Q4_K, 4 rows at once", v.name());
-            assert_eq!(v.dot_q5k(&w5, rows).map(f32::to_bits), want5, "{} Q5_K, 4 rows at once", v.name());
+            assert_eq!(v.dot_q4k(&w4, arranged).map(f32::to_bits), want4, "{} Q4_K, 4 rows at once", v.name());
+            assert_eq!(v.dot_q5k(&w5, arranged).map(f32::to_bits), want5, "{} Q5_K, 4 rows at once", v.name());
             assert_eq!(v.dot_q6k(&w6, rows).map(f32::to_bits), want6, "{} Q6_K, 4 rows at once", v.name());
         }
     }

@@ -29,6 +29,15 @@ fn case<W: Weights>(name: &str, seed: u64, f16_offsets: &[usize]) {
         let rows: [&[W::Act]; 4] = std::array::from_fn(|r| &xs[r][..]);
         let want = [&w[0], &w[1]].map(|w| rows.map(|x| W::dot(Variant::Scalar, w, [x])[0].to_bits()));
         for v in supported() {
+            let arranged: Vec<Vec<W::Act>> = xs
+                .iter()
+                .map(|x| {
+                    let mut x = x.clone();
+                    W::arrange(v, &mut x);
+                    x
+                })
+                .collect();
+            let rows: [&[W::Act]; 4] = std::array::from_fn(|r| &arranged[r][..]);
             let four = W::dot_pair(v, [&w[0], &w[1]], rows).map(|r| r.map(f32::to_bits));
             assert_eq!(four, want, "{} {name}, {n} blocks, 2 × 4 rows", v.name());
             let two = W::dot_pair(v, [&w[0], &w[1]], [rows[3], rows[1]]).map(|r| r.map(f32::to_bits));

@@ -12,8 +12,8 @@
 
 mod q4k;
 
-pub(super) use q4k::Q4kPairs;
 pub use q4k::{dot_pair_q4k, dot_q4k};
+pub(super) use q4k::{Q4kOne, Q4kPairs};
 
 use std::arch::x86_64::*;
 

@@ -22,7 +22,7 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
     // Plain loops, no closures: see `avx512::q4k`.
     unsafe {
         let (nibble, fifth) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(0x10));
-        let mut tail = Q4kPairs::<WR, R>::new();
+        let (mut tail, mut one) = (Q4kPairs::<WR, R>::new(), Q4kOne::new());
         for b in 0..w[0].len() {
             let mut sm16 = [_mm256_setzero_si256(); WR];
             let mut scales = [_mm256_setzero_si256(); WR];
@@ -69,6 +69,13 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
                     }
                 }
             }
+            if WR == 1 && R == 1 {
+                // `vphaddd` pairs the model's lanes in each half: 0, 1, then 2, 3.
+                let v = _mm256_hadd_epi32(sumi[0][0], sumi[0][0]);
+                let v = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b00_00_10_00>(v));
+                one.block(&w[0][b], sm16[0], &x[0][b], _mm_cvtepi32_ps(v));
+                continue;
+            }
             // `vphaddd` of two rows' sums: the model's lanes, in the pairs' layout.
             let mut sums = [[_mm256_setzero_ps(); R]; WR];
             for i in 0..WR {
@@ -78,6 +85,11 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
                 }
             }
             tail.block(w, sm16, x, b, sums);
+        }
+        if WR == 1 && R == 1 {
+            let mut dots = [[0f32; R]; WR];
+            dots[0][0] = one.dot();
+            return dots;
         }
         tail.dots()
     }
@@ -186,6 +198,51 @@ impl<const WR: usize, const R: usize> Q4kPairs<WR, R> {
             }
             dots
         }
+    }
+}
+
+/// The float step of Q4_K/Q5_K for one weight row against one activation
+/// row (decode), in 128 bits: [`Q4kPairs`] would fill a register's second
+/// half with the same row's lanes again. The same operations per lane as
+/// the oracle's, so its bits.
+pub(in super::super) struct Q4kOne {
+    acc: __m128,
+    accm: __m128,
+}
+
+impl Q4kOne {
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn new() -> Self {
+        // SAFETY: the caller's promise.
+        unsafe { Self { acc: _mm_setzero_ps(), accm: _mm_setzero_ps() } }
+    }
+
+    /// A block: `sums` its folded integer sums (the model's four lanes),
+    /// `sm16` its scales and mins as i16.
+    ///
+    /// # Safety
+    /// As for [`Q4kOne::new`].
+    #[inline(always)]
+    pub unsafe fn block<W: KQuant45>(&mut self, w: &W, sm16: __m256i, x: &BlockQ8K, sums: __m128) {
+        // SAFETY: the caller's promise; bsums is 16 i16, 32 bytes.
+        unsafe {
+            self.acc = _mm_fmadd_ps(_mm_set1_ps(x.d * f16_to_f32(w.d())), sums, self.acc);
+            let bsums = load(x.bsums.as_ptr() as _);
+            // Adjacent pairs summed (each ≤ 2·2 048: no wrap), against mins 0..8.
+            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+            let m = _mm_cvtepi32_ps(_mm_madd_epi16(_mm256_extracti128_si256::<1>(sm16), pairs));
+            self.accm = _mm_fmadd_ps(_mm_set1_ps(-x.d * f16_to_f32(w.dmin())), m, self.accm);
+        }
+    }
+
+    /// # Safety
+    /// As for [`Q4kOne::new`].
+    #[inline(always)]
+    pub unsafe fn dot(&self) -> f32 {
+        // SAFETY: the caller's promise.
+        unsafe { reduce4(self.acc) + reduce4(self.accm) }
     }
 }
 
