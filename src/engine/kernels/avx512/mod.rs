@@ -228,7 +228,7 @@ fn reduce4(s: __m128) -> f32 {
 }
 
 /// `vpermw` indices spreading i16 scales over a register: lane `i` takes
-/// scale `first + i / per` (`per = 16`: one per 256-bit half, 8: per quarter).
+/// scale `first + i / per` (Q6_K's `per = 8`: one per quarter).
 const fn spread(first: u16, per: usize) -> [u16; 32] {
     let mut idx = [0u16; 32];
     let mut i = 0;

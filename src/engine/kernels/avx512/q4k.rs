@@ -112,9 +112,7 @@ pub unsafe fn dot_q4k_rows<W: KQuant45, P: Sums, const WR: usize, const R: usize
             tail.block(w, sm16, x, b, sums);
         }
         if WR == 1 && R == 1 {
-            let mut dots = [[0f32; R]; WR];
-            dots[0][0] = one.dot();
-            return dots;
+            return one.dots();
         }
         tail.dots()
     }

@@ -10,6 +10,7 @@ use super::blocks::{
     self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
     Legacy, QK, QK_K,
 };
+use super::parallel::Weights;
 use super::variant::choose;
 use super::*;
 
@@ -43,6 +44,17 @@ fn candle_blocks<T: GgmlType>(xs: &[f32]) -> Vec<T> {
 
 fn supported() -> impl Iterator<Item = Variant> {
     Variant::ALL.into_iter().filter(|v| v.supported())
+}
+
+/// Copies of activation rows `xs` in the order `W`'s kernels on `v` take them.
+fn arranged<W: Weights>(v: Variant, xs: &[Vec<W::Act>]) -> Vec<Vec<W::Act>> {
+    xs.iter()
+        .map(|x| {
+            let mut x = x.clone();
+            W::arrange(v, &mut x);
+            x
+        })
+        .collect()
 }
 
 #[test]
@@ -130,14 +142,7 @@ fn every_variant_equals_the_scalar_oracle_bit_for_bit() {
         let want6 = rows.map(|x| scalar::dot_q6k(&w6, x).to_bits());
         for v in supported() {
             // Q4_K's and Q5_K's activations as the variant takes them.
-            let arranged: Vec<Vec<BlockQ8K>> = xs
-                .iter()
-                .map(|x| {
-                    let mut x = x.clone();
-                    v.arrange_q4k(&mut x);
-                    x
-                })
-                .collect();
+            let arranged = arranged::<BlockQ4K>(v, &xs);
             let arranged: [&[BlockQ8K]; 4] = std::array::from_fn(|r| &arranged[r][..]);
             for r in 0..4 {
                 let x = [arranged[r]];

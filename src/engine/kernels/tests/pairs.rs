@@ -11,7 +11,7 @@ use super::super::blocks::{
 };
 use super::super::parallel::{Activations, Weights};
 use super::super::Variant;
-use super::{random, raw_blocks, supported, to_blocks};
+use super::{arranged, random, raw_blocks, supported, to_blocks};
 
 /// `W`'s f16 fields at `f16_offsets` of each block (finite), the rest random bits.
 fn case<W: Weights>(name: &str, seed: u64, f16_offsets: &[usize]) {
@@ -29,14 +29,7 @@ fn case<W: Weights>(name: &str, seed: u64, f16_offsets: &[usize]) {
         let rows: [&[W::Act]; 4] = std::array::from_fn(|r| &xs[r][..]);
         let want = [&w[0], &w[1]].map(|w| rows.map(|x| W::dot(Variant::Scalar, w, [x])[0].to_bits()));
         for v in supported() {
-            let arranged: Vec<Vec<W::Act>> = xs
-                .iter()
-                .map(|x| {
-                    let mut x = x.clone();
-                    W::arrange(v, &mut x);
-                    x
-                })
-                .collect();
+            let arranged = arranged::<W>(v, &xs);
             let rows: [&[W::Act]; 4] = std::array::from_fn(|r| &arranged[r][..]);
             let four = W::dot_pair(v, [&w[0], &w[1]], rows).map(|r| r.map(f32::to_bits));
             assert_eq!(four, want, "{} {name}, {n} blocks, 2 × 4 rows", v.name());

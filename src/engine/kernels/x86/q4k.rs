@@ -87,9 +87,7 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
             tail.block(w, sm16, x, b, sums);
         }
         if WR == 1 && R == 1 {
-            let mut dots = [[0f32; R]; WR];
-            dots[0][0] = one.dot();
-            return dots;
+            return one.dots();
         }
         tail.dots()
     }
@@ -237,12 +235,16 @@ impl Q4kOne {
         }
     }
 
+    /// The dot product, as a `WR` × `R` kernel returns it (both 1).
+    ///
     /// # Safety
     /// As for [`Q4kOne::new`].
     #[inline(always)]
-    pub unsafe fn dot(&self) -> f32 {
+    pub unsafe fn dots<const WR: usize, const R: usize>(&self) -> [[f32; R]; WR] {
+        let mut dots = [[0f32; R]; WR];
         // SAFETY: the caller's promise.
-        unsafe { reduce4(self.acc) + reduce4(self.accm) }
+        dots[0][0] = unsafe { reduce4(self.acc) + reduce4(self.accm) };
+        dots
     }
 }
 
