@@ -139,22 +139,38 @@ fn main() {
         println!("\n### {name}: {} ({:.2} GB)\n", path.display(), size as f64 / 1e9);
         let choices: Vec<Option<&str>> =
             if args.kernels.is_empty() { vec![None] } else { args.kernels.iter().map(|k| Some(k.as_str())).collect() };
-        // Alternating, so all see the same machine state.
+        // Alternating, so all see the same machine state; the read bandwidth
+        // measured before and after each run, so each decode is set against
+        // the machine it ran on (this VM's bandwidth moves by 1.5× within
+        // minutes).
+        let probe = Probe::new(path, args.threads);
+        let mut bandwidth = vec![probe.gbps()];
+        let mut share = |decode_tps: f64| {
+            let (before, after) = (*bandwidth.last().unwrap(), probe.gbps());
+            bandwidth.push(after);
+            decode_tps * probe.bytes_per_token as f64 / 1e9 / ((before + after) / 2.0)
+        };
         let (mut ours, mut theirs) = (vec![Vec::new(); choices.len()], Vec::new());
+        let (mut our_shares, mut their_shares) = (vec![Vec::new(); choices.len()], Vec::new());
         for _ in 0..args.runs.max(1) {
-            for (runs, kernels) in ours.iter_mut().zip(&choices) {
-                runs.push(run_worker(path, tok.as_deref(), *kernels, &args));
+            for ((runs, shares), kernels) in ours.iter_mut().zip(&mut our_shares).zip(&choices) {
+                let r = run_worker(path, tok.as_deref(), *kernels, &args);
+                shares.push(share(r.decode_tps));
+                runs.push(r);
             }
-            if let Some(b) = &llama_bench {
-                theirs.extend(run_llama_bench(b, path, &args));
+            if let Some(r) = llama_bench.as_deref().and_then(|b| run_llama_bench(b, path, &args)) {
+                their_shares.push(share(r.decode_tps));
+                theirs.push(r);
             }
         }
         let theirs = best(theirs);
-        for (runs, kernels) in ours.into_iter().zip(&choices) {
+        let read = Read { bytes_per_token: probe.bytes_per_token, gbps: bandwidth, theirs: median(their_shares) };
+        for ((runs, shares), kernels) in ours.into_iter().zip(our_shares).zip(&choices) {
             if let Some(k) = kernels {
                 println!("\n#### kernels: {k}\n");
             }
-            print_table(&best(runs).expect("at least one run"), theirs.as_ref(), size, &args);
+            let ours = best(runs).expect("at least one run");
+            print_table(&ours, theirs.as_ref(), size, &args, &read, median(shares).unwrap_or(0.0));
         }
     }
 }
@@ -518,7 +534,66 @@ fn llama_bench_json(
     Some((json.as_array()?.clone(), peak, anon))
 }
 
-fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &Args) {
+/// The plain read of the weights' bytes that decode's speed is set against.
+struct Probe {
+    /// The model file, in the heap (a plain loop reads a map and the heap
+    /// alike: 34.1 against 34.3 GB/s here).
+    words: Vec<u64>,
+    threads: usize,
+    /// What one decoded token reads: every tensor but the token embedding
+    /// (of which it reads one row), unless the output reuses it.
+    bytes_per_token: u64,
+}
+
+impl Probe {
+    fn new(path: &Path, threads: usize) -> Self {
+        let mut file = std::fs::File::open(path).expect("open the model file");
+        let len = file.metadata().expect("the model file's size").len() as usize;
+        let mut words = vec![0u64; len / 8];
+        std::io::Read::read_exact(&mut file, bytemuck::cast_slice_mut(&mut words)).expect("read the model file");
+        std::io::Seek::rewind(&mut file).expect("rewind the model file");
+        let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("GGUF");
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        let bytes_per_token = content
+            .tensor_infos
+            .iter()
+            .filter(|(name, _)| tied || name.as_str() != "token_embd.weight")
+            .map(|(_, t)| (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64)
+            .sum();
+        Self { words, threads, bytes_per_token }
+    }
+
+    /// GB/s of `threads` threads each summing a contiguous share of the
+    /// file, as decode's threads read theirs; the best of three passes.
+    fn gbps(&self) -> f64 {
+        let share = self.words.len().div_ceil(self.threads);
+        (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                std::thread::scope(|s| {
+                    for part in self.words.chunks(share) {
+                        s.spawn(move || std::hint::black_box(part.iter().fold(0u64, |a, &w| a.wrapping_add(w))));
+                    }
+                });
+                (self.words.len() * 8) as f64 / 1e9 / started.elapsed().as_secs_f64()
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+/// The read bandwidth beside the runs, and llama.cpp's decode as a share of it.
+struct Read {
+    bytes_per_token: u64,
+    gbps: Vec<f64>,
+    theirs: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &Args, read: &Read, our_share: f64) {
     let gb = |b: u64| b as f64 / 1e9;
     println!("| | phi-mobile | llama.cpp | ratio |");
     println!("|---|---|---|---|");
@@ -544,6 +619,14 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
         theirs.map(|t| t.decode_tps),
         true,
         "",
+    );
+    let (low, high) = read.gbps.iter().fold((f64::MAX, 0.0f64), |(l, h), &g| (l.min(g), h.max(g)));
+    println!(
+        "| decode, share of the read bandwidth beside each run (median; {:.2} GB per token, {low:.1}–{high:.1} GB/s) | {:.0}% | {} | {} |",
+        read.bytes_per_token as f64 / 1e9,
+        our_share * 100.0,
+        read.theirs.map_or("—".into(), |t| format!("{:.0}%", t * 100.0)),
+        read.theirs.map_or("—".into(), |t| format!("{:.2}×", our_share / t)),
     );
     row(
         "time to first token, 16-token prompt, the first after the load (ms)",
