@@ -141,8 +141,8 @@ fn main() {
             if args.kernels.is_empty() { vec![None] } else { args.kernels.iter().map(|k| Some(k.as_str())).collect() };
         // Alternating, so all see the same machine state; the read bandwidth
         // measured before and after each run, so each decode is set against
-        // the machine it ran on (this VM's bandwidth moves by 1.5× within
-        // minutes).
+        // the machine it ran on (this VM's bandwidth moves by up to 2×
+        // within minutes).
         let probe = Probe::new(path, args.threads);
         let mut bandwidth = vec![probe.gbps()];
         let mut share = |decode_tps: f64| {

@@ -248,8 +248,7 @@ pub(super) fn run<W: Weights, const P: usize>(
 /// decode median rose 1.10×; Phi-3-mini's, bound by memory, did not move.)
 struct Shares {
     shares: [Share; Self::MAX],
-    /// Shares in use: one per thread, up to `MAX`; threads beyond only take
-    /// from the backs of others'.
+    /// Shares in use: one per thread, up to `MAX`.
     n: usize,
 }
 
@@ -260,8 +259,8 @@ struct Shares {
 struct Share(std::sync::atomic::AtomicU64);
 
 impl Shares {
-    /// On the stack, so a decode matmul allocates nothing: more threads than
-    /// this are not run.
+    /// On the stack, so a decode matmul allocates nothing: threads beyond
+    /// this many own no share and only take from the backs of others'.
     const MAX: usize = 16;
 
     /// `None` if `rows` does not fit a share's ends.
