@@ -1,6 +1,7 @@
 //! A mapped model's pages are faulted in on a background thread right after
 //! the load, before any prompt, so that the first prompt does not take the
-//! whole file's page faults. In its own binary: no other test maps the file
+//! whole file's page faults, and the map asks for 2 MB pages on Linux. In
+//! its own binary: no other test maps the file
 //! while it reads this process's page tables.
 
 mod common;
@@ -25,6 +26,13 @@ fn a_loaded_models_file_is_in_the_page_tables_before_its_first_prompt() {
         resident = common::smaps_total(&path, "Rss:");
     }
     assert!(resident + 4096 >= size, "{resident} of {size} bytes in the page tables after {:?}", started.elapsed());
+    // Decode reads every weight per token: the map asks for 2 MB pages
+    // (`hg`), which the kernel uses where the file system allows.
+    #[cfg(target_os = "linux")]
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        let flags = common::smaps_fields(&path, "VmFlags:");
+        assert!(!flags.is_empty() && flags.iter().all(|f| f.iter().any(|w| w == "hg")), "the map's flags: {flags:?}");
+    }
     drop(model);
     assert_eq!(common::smaps_total(&path, "Size:"), 0, "closing the model stops the thread and unmaps the file");
 }

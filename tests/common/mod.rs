@@ -30,19 +30,25 @@ pub fn tokenizer_path() -> PathBuf {
 /// process's page tables) over this process's mappings of `path`, in bytes
 /// (smaps has one entry per mapping). Linux only.
 pub fn smaps_total(path: &std::path::Path, field: &str) -> u64 {
+    smaps_fields(path, field).iter().map(|v| v[0].parse::<u64>().unwrap() * 1024).sum()
+}
+
+/// The values of `field` (the words after it) in each mapping of `path` in
+/// this process's `/proc/self/smaps`.
+pub fn smaps_fields(path: &std::path::Path, field: &str) -> Vec<Vec<String>> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let path = path.canonicalize().unwrap().display().to_string();
-    let mut total = 0;
+    let mut values = Vec::new();
     let mut current = false;
     for line in smaps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
             current = fields.last() == Some(&path.as_str());
         } else if current && fields.first() == Some(&field) {
-            total += fields[1].parse::<u64>().unwrap() * 1024;
+            values.push(fields[1..].iter().map(|f| f.to_string()).collect());
         }
     }
-    total
+    values
 }
 
 /// The real SmolLM2-135M-Instruct (Q4_1) scripts/fetch-fixtures.sh fetches from PyPI.
