@@ -13,7 +13,7 @@
 mod q4k;
 
 pub use q4k::{dot_pair_q4k, dot_q4k};
-pub(super) use q4k::{Q4kOne, Q4kPairs};
+pub(super) use q4k::{scales_mins, Q4kOne, Q4kPairs};
 
 use std::arch::x86_64::*;
 

@@ -3,8 +3,39 @@
 
 use std::arch::x86_64::*;
 
-use super::super::blocks::{f16_to_f32, q4k_scales_mins, BlockQ8K, KQuant45};
+use super::super::blocks::{f16_to_f32, BlockQ4K, BlockQ5K, BlockQ8K, KQuant45};
 use super::{load, reduce4};
+
+/// Both block types begin with `d`, `dmin` and the 12 packed scale bytes.
+const _: () = assert!(std::mem::offset_of!(BlockQ4K, scales) == 4 && std::mem::offset_of!(BlockQ5K, scales) == 4);
+
+/// `blocks::q4k_scales_mins` in a register: the eight scales, then the eight
+/// mins, as bytes. Its words, from the packed words `a`, `b`, `c`:
+/// `a & 0x3f…`, `(c & 0x0f…) | ((a >> 2) & 0x30…)`, `b & 0x3f…`,
+/// `((c >> 4) & 0x0f…) | ((b >> 2) & 0x30…)` (the `>> 2` puts each byte's top
+/// two bits at bits 4 and 5). Eight vector instructions where the scalar
+/// unpacking took about twenty-five of a decode block's seventy-five
+/// (Phi-3-mini's decode median 1.04×, 11 runs each alternating).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+pub(in super::super) unsafe fn scales_mins<W: KQuant45>(w: &W) -> __m128i {
+    // SAFETY: the caller's promise; the load is the block's first 16 bytes
+    // (`W` is `repr(C)` and longer, see the assertion above).
+    unsafe {
+        let head = _mm_loadu_si128(w as *const W as *const __m128i);
+        // Bytes 4.., 8.., 12.. are the words a, b, c.
+        let low = _mm_shuffle_epi8(head, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+        let low = _mm_and_si128(
+            _mm_srlv_epi32(low, _mm_setr_epi32(0, 0, 0, 4)),
+            _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
+        );
+        let high = _mm_shuffle_epi8(head, _mm_setr_epi8(4, 5, 6, 7, 4, 5, 6, 7, 8, 9, 10, 11, 8, 9, 10, 11));
+        let high = _mm_and_si128(_mm_srli_epi32::<2>(high), _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030));
+        _mm_or_si128(low, high)
+    }
+}
 
 /// `Σ w[i]·x[r]` over `WR` rows of Q4_K or Q5_K blocks (one, or a prompt's
 /// pair), for `R` activation rows.
@@ -31,8 +62,7 @@ unsafe fn dot_q4k_rows<W: KQuant45, const WR: usize, const R: usize>(
             // 64j + 32 + l); qh is 32 bytes.
             let mut qh = [_mm256_setzero_si256(); WR];
             for i in 0..WR {
-                let sm = q4k_scales_mins(w[i][b].scales());
-                sm16[i] = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+                sm16[i] = _mm256_cvtepu8_epi16(scales_mins(&w[i][b]));
                 scales[i] = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm16[i]));
                 if W::FIFTH_BIT {
                     qh[i] = load(w[i][b].qh().as_ptr());
@@ -226,12 +256,15 @@ impl Q4kOne {
     pub unsafe fn block<W: KQuant45>(&mut self, w: &W, sm16: __m256i, x: &BlockQ8K, sums: __m128) {
         // SAFETY: the caller's promise; bsums is 16 i16, 32 bytes.
         unsafe {
-            self.acc = _mm_fmadd_ps(_mm_set1_ps(x.d * f16_to_f32(w.d())), sums, self.acc);
+            // `x.d · d` and `-x.d · dmin` at once, each as the scalar product.
+            let d = _mm_cvtph_ps(_mm_cvtsi32_si128((w.d() as u32 | (w.dmin() as u32) << 16) as i32));
+            let d = _mm_mul_ps(d, _mm_xor_ps(_mm_set1_ps(x.d), _mm_setr_ps(0.0, -0.0, 0.0, 0.0)));
+            self.acc = _mm_fmadd_ps(_mm_permute_ps::<0>(d), sums, self.acc);
             let bsums = load(x.bsums.as_ptr() as _);
             // Adjacent pairs summed (each ≤ 2·2 048: no wrap), against mins 0..8.
             let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
             let m = _mm_cvtepi32_ps(_mm_madd_epi16(_mm256_extracti128_si256::<1>(sm16), pairs));
-            self.accm = _mm_fmadd_ps(_mm_set1_ps(-x.d * f16_to_f32(w.dmin())), m, self.accm);
+            self.accm = _mm_fmadd_ps(_mm_permute_ps::<0b01_01_01_01>(d), m, self.accm);
         }
     }
 
