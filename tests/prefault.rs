@@ -1,8 +1,8 @@
 //! A mapped model's pages are faulted in on a background thread right after
 //! the load, before any prompt, so that the first prompt does not take the
 //! whole file's page faults, and the map asks for 2 MB pages on Linux. In
-//! its own binary: no other test maps the file
-//! while it reads this process's page tables.
+//! its own binary: no other test maps the file while it reads this
+//! process's page tables.
 
 mod common;
 

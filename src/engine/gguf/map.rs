@@ -60,11 +60,12 @@ impl FileBytes {
         }
         // Asks the OS to read the file into 2 MB pages and map them whole
         // (where the file system keeps large folios), before `WillNeed`
-        // starts the reading. Decode reads every weight per token
-        // and pays for 4 KB pages' TLB misses: Phi-3-mini after a cold load
-        // here had 1.9 of its 2.1 GB in 2 MB pages against 0.6, and decoded
-        // 1.12× as fast (medians). Linux only: memmap2 offers no such advice
-        // for Android.
+        // starts the reading. Decode reads every weight per token and pays
+        // for 4 KB pages' TLB misses: Phi-3-mini after a cold load here had
+        // 1.9 of its 2.1 GB in 2 MB pages against 0.6, and decoded 1.12× as
+        // fast (medians). A file already in the page cache keeps the pages
+        // it was read into. Linux only: memmap2 has no such advice for
+        // Android.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
         // The first token reads every weight: start reading them in now.

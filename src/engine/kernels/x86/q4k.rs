@@ -22,7 +22,8 @@ const _: () = assert!(std::mem::offset_of!(BlockQ4K, scales) == 4 && std::mem::o
 #[inline(always)]
 pub(in super::super) unsafe fn scales_mins<W: KQuant45>(w: &W) -> __m128i {
     // SAFETY: the caller's promise; the load is the block's first 16 bytes
-    // (`W` is `repr(C)` and longer, see the assertion above).
+    // (`KQuant45`'s two types are `repr(C)`, longer, and begin so: see the
+    // assertion above).
     unsafe {
         let head = _mm_loadu_si128(w as *const W as *const __m128i);
         // Bytes 4.., 8.., 12.. are the words a, b, c.
