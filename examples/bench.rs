@@ -4,15 +4,17 @@
 //!     cargo run --release --example bench                 # synthetic Phi-3-mini + SmolLM2
 //!     cargo run --release --example bench -- --model phi3-mini --runs 3
 //!     cargo run --release --example bench -- --kernels candle,scalar,avx2
+//!     cargo run --release --example bench -- --llama-bench /path/to/llama-bench
 //!
 //! Each measurement runs in a fresh child process, so load time and peak RSS
 //! (VmHWM) are its own. Per model it reports load time, time to first token
 //! for a 16-token prompt, prefill and decode tokens/s (172-token prompt, 32
 //! new tokens, greedy), turn-2 time to first token after a short and a long
 //! first turn, peak RSS, and how long a stop during a long prompt takes to
-//! return. llama.cpp's llama-bench (scripts/build-llamacpp.sh)
-//! gives prefill/decode for the same lengths; its peak RSS is sampled from
-//! /proc while it runs. The synthetic Phi-3-mini (random weights, Microsoft's
+//! return. llama.cpp's llama-bench (scripts/build-llamacpp.sh; its AVX2
+//! build and, when built, its AVX-512 one, each a column) gives
+//! prefill/decode for the same lengths; its peak RSS is sampled from /proc
+//! while it runs. The synthetic Phi-3-mini (random weights, Microsoft's
 //! layout, Q4_K) is written once into the cache.
 
 #[path = "../tests/common/synthetic.rs"]
@@ -51,9 +53,10 @@ struct Args {
     /// Repetitions per engine (the best is reported).
     #[arg(long, default_value_t = 2)]
     runs: usize,
-    /// llama-bench binary (default: the one scripts/build-llamacpp.sh builds, if present).
-    #[arg(long)]
-    llama_bench: Option<PathBuf>,
+    /// llama-bench binaries, comma-separated, a column each (default: the
+    /// AVX2 and AVX-512 builds of scripts/build-llamacpp.sh that are present).
+    #[arg(long, value_delimiter = ',')]
+    llama_bench: Vec<PathBuf>,
     /// Kernel choices to compare (`PHI_MOBILE_KERNELS` values, comma-separated),
     /// one table each; default: the one chosen for this CPU.
     #[arg(long, value_delimiter = ',')]
@@ -128,12 +131,23 @@ fn main() {
         let path = PathBuf::from(&args.model);
         models.push((path.file_name().unwrap().to_string_lossy().into(), path, None));
     }
-    let llama_bench = args.llama_bench.clone().or_else(|| {
-        let p = cache.join("llamacpp-bench/build/bin/llama-bench");
-        p.is_file().then_some(p)
-    });
+    let llamas: Vec<Llama> = if args.llama_bench.is_empty() {
+        [("build", "AVX2"), ("build-avx512", "AVX-512")]
+            .into_iter()
+            .map(|(dir, isa)| Llama {
+                bin: cache.join("llamacpp-bench").join(dir).join("bin/llama-bench"),
+                label: format!("llama.cpp {isa}"),
+            })
+            .filter(|l| l.bin.is_file())
+            .collect()
+    } else {
+        args.llama_bench
+            .iter()
+            .map(|bin| Llama { bin: bin.clone(), label: format!("llama.cpp ({})", bin.display()) })
+            .collect()
+    };
 
-    println!("{}", machine_info(&args, llama_bench.as_deref()));
+    println!("{}", machine_info(&args, &llamas));
     for (name, path, tok) in &models {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         println!("\n### {name}: {} ({:.2} GB)\n", path.display(), size as f64 / 1e9);
@@ -155,27 +169,44 @@ fn main() {
             bandwidth.push(after);
             decode_tps * probe.bytes_per_token as f64 / 1e9 / ((before + after) / 2.0)
         };
-        let (mut ours, mut theirs) = (vec![Vec::new(); choices.len()], Vec::new());
-        let (mut our_shares, mut their_shares) = (vec![Vec::new(); choices.len()], Vec::new());
+        let (mut ours, mut theirs) = (vec![Vec::new(); choices.len()], vec![Vec::new(); llamas.len()]);
+        let (mut our_shares, mut their_shares) = (vec![Vec::new(); choices.len()], vec![Vec::new(); llamas.len()]);
         for _ in 0..args.runs.max(1) {
             for ((runs, shares), kernels) in ours.iter_mut().zip(&mut our_shares).zip(&choices) {
                 let r = run_worker(path, tok.as_deref(), *kernels, &args);
                 shares.push(share(r.decode_tps));
                 runs.push(r);
             }
-            if let Some(r) = llama_bench.as_deref().and_then(|b| run_llama_bench(b, path, &args)) {
-                their_shares.push(share(r.decode_tps));
-                theirs.push(r);
+            for ((runs, shares), llama) in theirs.iter_mut().zip(&mut their_shares).zip(&llamas) {
+                if let Some(r) = run_llama_bench(&llama.bin, path, &args) {
+                    shares.push(share(r.decode_tps));
+                    runs.push(r);
+                }
             }
         }
-        let theirs = best(theirs);
-        let read = Read { bytes_per_token: probe.bytes_per_token, gbps: bandwidth, theirs: median(their_shares) };
+        let theirs: Vec<Runs> = theirs
+            .into_iter()
+            .zip(their_shares)
+            .zip(&llamas)
+            .map(|((runs, shares), llama)| Runs {
+                label: llama.label.clone(),
+                decode_median: median(runs.iter().map(|r| r.decode_tps).collect()),
+                best: best(runs),
+                share: median(shares),
+            })
+            .collect();
+        let read = Read { bytes_per_token: probe.bytes_per_token, gbps: bandwidth };
         for ((runs, shares), kernels) in ours.into_iter().zip(our_shares).zip(&choices) {
             if let Some(k) = kernels {
                 println!("\n#### kernels: {k}\n");
             }
-            let ours = best(runs).expect("at least one run");
-            print_table(&ours, theirs.as_ref(), size, &args, &read, median(shares).unwrap_or(0.0));
+            let ours = Runs {
+                label: "phi-mobile".into(),
+                decode_median: median(runs.iter().map(|r| r.decode_tps).collect()),
+                best: best(runs),
+                share: median(shares),
+            };
+            print_table(&ours, &theirs, size, &args, &read);
         }
     }
 }
@@ -586,11 +617,25 @@ impl Probe {
     }
 }
 
-/// The read bandwidth beside the runs, and llama.cpp's decode as a share of it.
+/// A llama-bench binary and its column's name.
+struct Llama {
+    bin: PathBuf,
+    label: String,
+}
+
+/// One engine's runs: the best of each number, the median decode, and the
+/// median decode as a share of the read bandwidth beside each run.
+struct Runs {
+    label: String,
+    best: Option<Result_>,
+    decode_median: Option<f64>,
+    share: Option<f64>,
+}
+
+/// The read bandwidth measured beside the runs.
 struct Read {
     bytes_per_token: u64,
     gbps: Vec<f64>,
-    theirs: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -598,100 +643,95 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
-fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &Args, read: &Read, our_share: f64) {
+fn print_table(runs: &Runs, theirs: &[Runs], file_size: u64, args: &Args, read: &Read) {
     let gb = |b: u64| b as f64 / 1e9;
-    println!("| | phi-mobile | llama.cpp | ratio |");
-    println!("|---|---|---|---|");
-    let row = |name: &str, a: f64, b: Option<f64>, higher_better: bool, unit: &str| {
-        let (theirs, ratio) = match b {
-            Some(b) if b > 0.0 => {
-                (format!("{b:.2}{unit}"), format!("{:.2}×", if higher_better { a / b } else { b / a }))
-            }
-            _ => ("—".into(), "—".into()),
-        };
-        println!("| {name} | {a:.2}{unit} | {theirs} | {ratio} |");
+    let ours = runs.best.as_ref().expect("at least one run");
+    println!("| | phi-mobile |{}", theirs.iter().map(|t| format!(" {} | ratio |", t.label)).collect::<String>());
+    println!("|---|---|{}", "---|---|".repeat(theirs.len()));
+    // Rows that only phi-mobile measures.
+    let none = " — | — |".repeat(theirs.len());
+    let cells = |a: f64, b: &dyn Fn(&Runs) -> Option<f64>, higher_better: bool, unit: &str| {
+        theirs
+            .iter()
+            .map(|t| match b(t) {
+                Some(b) if b > 0.0 => {
+                    format!(" {b:.2}{unit} | {:.2}× |", if higher_better { a / b } else { b / a })
+                }
+                _ => " — | — |".into(),
+            })
+            .collect::<String>()
     };
-    row(
-        &format!("prefill, {} tokens (tok/s)", args.prompt_tokens),
-        ours.prefill_tps,
-        theirs.map(|t| t.prefill_tps),
-        true,
-        "",
-    );
-    row(
-        &format!("decode, {} tokens (tok/s)", ours.decode_tokens),
-        ours.decode_tps,
-        theirs.map(|t| t.decode_tps),
-        true,
-        "",
-    );
+    let row = |name: &str, a: f64, b: &dyn Fn(&Result_) -> f64, higher_better: bool, unit: &str| {
+        println!("| {name} | {a:.2}{unit} |{}", cells(a, &|t| t.best.as_ref().map(b), higher_better, unit));
+    };
+    row(&format!("prefill, {} tokens (tok/s)", args.prompt_tokens), ours.prefill_tps, &|t| t.prefill_tps, true, "");
+    row(&format!("decode, {} tokens (tok/s)", ours.decode_tokens), ours.decode_tps, &|t| t.decode_tps, true, "");
+    let median = runs.decode_median.unwrap_or(0.0);
+    println!("| decode, median of the runs (tok/s) | {median:.2} |{}", cells(median, &|t| t.decode_median, true, ""));
     let (low, high) = read.gbps.iter().fold((f64::MAX, 0.0f64), |(l, h), &g| (l.min(g), h.max(g)));
+    let share = runs.share.unwrap_or(0.0);
     println!(
-        "| decode, share of the read bandwidth beside each run (median; {:.2} GB per token, {low:.1}–{high:.1} GB/s) | {:.0}% | {} | {} |",
+        "| decode, share of the read bandwidth beside each run (median; {:.2} GB per token, {low:.1}–{high:.1} GB/s) | {:.0}% |{}",
         read.bytes_per_token as f64 / 1e9,
-        our_share * 100.0,
-        read.theirs.map_or("—".into(), |t| format!("{:.0}%", t * 100.0)),
-        read.theirs.map_or("—".into(), |t| format!("{:.2}×", our_share / t)),
+        share * 100.0,
+        theirs
+            .iter()
+            .map(|t| t.share.map_or(" — | — |".into(), |t| format!(" {:.0}% | {:.2}× |", t * 100.0, share / t)))
+            .collect::<String>(),
     );
     row(
         "time to first token, 16-token prompt, the first after the load (ms)",
         ours.ttft16_ms,
-        theirs.map(|t| t.ttft16_ms),
+        &|t| t.ttft16_ms,
         false,
         "",
     );
-    row(
-        "time to first token, 16-token prompt, warm (ms)",
-        ours.ttft16_warm_ms,
-        theirs.map(|t| t.ttft16_warm_ms),
-        false,
-        "",
-    );
-    row("peak RSS (GB)", gb(ours.peak_rss_bytes), theirs.map(|t| gb(t.peak_rss_bytes)), false, "");
-    row("peak anonymous memory (GB)", gb(ours.anon_peak_bytes), theirs.map(|t| gb(t.anon_peak_bytes)), false, "");
+    row("time to first token, 16-token prompt, warm (ms)", ours.ttft16_warm_ms, &|t| t.ttft16_warm_ms, false, "");
+    row("peak RSS (GB)", gb(ours.peak_rss_bytes), &|t| gb(t.peak_rss_bytes), false, "");
+    row("peak anonymous memory (GB)", gb(ours.anon_peak_bytes), &|t| gb(t.anon_peak_bytes), false, "");
     println!(
-        "| peak RSS with the {}-token chat below (GB) | {:.2} | — | — |",
+        "| peak RSS with the {}-token chat below (GB) | {:.2} |{none}",
         ours.long_history_tokens + 17,
         gb(ours.peak_rss_chat_bytes)
     );
     println!(
-        "| load (s; {}, {}) | {:.2} | — | — |",
+        "| load (s; {}, {}) | {:.2} |{none}",
         if args.cold { "cold" } else { "warm" },
         if args.no_map { "read into the heap" } else { "mapped" },
         ours.load_s
     );
     println!(
-        "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} | — | — |",
+        "| turn-2 time to first token after 32 / {} history tokens (ms) | {:.0} / {:.0} |{none}",
         ours.long_history_tokens, ours.turn2_ttft_short_ms, ours.turn2_ttft_long_ms
     );
     println!(
-        "| a chat of {} tokens saved (MB, ms) / restored (ms) | {:.1} MB, {:.0} / {:.0} | — | — |",
+        "| a chat of {} tokens saved (MB, ms) / restored (ms) | {:.1} MB, {:.0} / {:.0} |{none}",
         ours.long_history_tokens,
         ours.saved_chat_bytes as f64 / 1e6,
         ours.save_ms,
         ours.restore_ms
     );
     println!(
-        "| its next turn's first token: restored (restore + turn) vs uninterrupted (ms) | {:.0} + {:.0} vs {:.0} ({:.2}×) | — | — |",
+        "| its next turn's first token: restored (restore + turn) vs uninterrupted (ms) | {:.0} + {:.0} vs {:.0} ({:.2}×) |{none}",
         ours.restore_ms,
         ours.restored_ttft_ms,
         ours.uninterrupted_ttft_ms,
         (ours.restore_ms + ours.restored_ttft_ms) / ours.uninterrupted_ttft_ms.max(1e-9)
     );
-    println!("| KV cache per token (KB) | {:.1} | — | — |", ours.kv_bytes_per_token as f64 / 1e3);
+    println!("| KV cache per token (KB) | {:.1} |{none}", ours.kv_bytes_per_token as f64 / 1e3);
     println!(
-        "| decode under a JSON schema (tok/s; ÷ unconstrained) | {:.2} ({:.2}×) | — | — |",
+        "| decode under a JSON schema (tok/s; ÷ unconstrained) | {:.2} ({:.2}×) |{none}",
         ours.schema_decode_tps,
         ours.schema_decode_tps / ours.decode_tps.max(1e-9)
     );
     println!(
-        "| schema compile: first with vocabulary index / later (ms); memory (MB) | {:.0} / {:.1}; {:.1} | — | — |",
+        "| schema compile: first with vocabulary index / later (ms); memory (MB) | {:.0} / {:.1}; {:.1} |{none}",
         ours.schema_first_compile_ms,
         ours.schema_compile_ms,
         ours.schema_anon_bytes as f64 / 1e6
     );
     println!(
-        "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.1} | — | — |",
+        "| a stop during a {}-token prompt returns within (ms, worst of 3 points) | {:.1} |{none}",
         ours.stop_prompt_tokens, ours.stop_latency_ms
     );
     println!(
@@ -701,7 +741,7 @@ fn print_table(ours: &Result_, theirs: Option<&Result_>, file_size: u64, args: &
     println!("(ratio: phi-mobile ÷ llama.cpp for speeds, llama.cpp ÷ phi-mobile for times and memory; > 1 means phi-mobile is better)");
 }
 
-fn machine_info(args: &Args, llama_bench: Option<&Path>) -> String {
+fn machine_info(args: &Args, llamas: &[Llama]) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -723,6 +763,14 @@ fn machine_info(args: &Args, llama_bench: Option<&Path>) -> String {
         args.gen_tokens,
         args.runs,
         env!("CARGO_PKG_VERSION"),
-        llama_bench.map(|p| format!("llama-bench at {} (llama-cpp-python 0.3.36 sdist, AVX2/FMA/F16C build)", p.display())).unwrap_or_else(|| "not built (scripts/build-llamacpp.sh)".into())
+        if llamas.is_empty() {
+            "not built (scripts/build-llamacpp.sh)".into()
+        } else {
+            llamas
+                .iter()
+                .map(|l| format!("{}: llama-bench at {} (llama-cpp-python 0.3.36 sdist)", l.label, l.bin.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
     )
 }
