@@ -12,7 +12,7 @@
 //! directly (no copies). Sums use eight fixed lanes so they vectorize
 //! (`dense::dot`). An f16 cache is widened a row at a time as it is read.
 
-use super::dense::{dot, Float};
+use super::dense::{dot, with_scratch, Float};
 use super::parallel::Output;
 
 /// The shapes of one attention call.
@@ -48,37 +48,37 @@ pub fn causal<T: Float>(s: Shape, q: &[f32], k: &[T], v: &[T], out: &mut [f32]) 
     let scale = 1.0 / (hd as f32).sqrt();
     let dst = Output { ptr: out.as_mut_ptr(), len: out.len() };
     candle_core::utils::barrier_pool().execute_chunked(n_head * seq, |items| {
-        let mut scores = Vec::new();
-        let mut row = vec![0f32; hd];
-        let mut wide = vec![0f32; hd];
-        for item in items {
-            let (h, i) = (item / seq, item % seq);
-            let kv = h / group;
-            let keys = &k[kv * capacity * hd..];
-            let values = &v[kv * capacity * hd..];
-            let qi = &q[(i * n_head + h) * hd..(i * n_head + h + 1) * hd];
-            let visible = start + i + 1;
-            scores.clear();
-            scores.extend((0..visible).map(|j| dot(qi, T::as_f32(&keys[j * hd..(j + 1) * hd], &mut wide)) * scale));
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0f32;
-            for x in scores.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            row.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let p = p / sum;
-                for (o, &x) in row.iter_mut().zip(T::as_f32(&values[j * hd..(j + 1) * hd], &mut wide)) {
-                    *o = p.mul_add(x, *o);
+        with_scratch([start + seq, hd, hd], |[scores, row, wide]| {
+            for item in items {
+                let (h, i) = (item / seq, item % seq);
+                let kv = h / group;
+                let keys = &k[kv * capacity * hd..];
+                let values = &v[kv * capacity * hd..];
+                let qi = &q[(i * n_head + h) * hd..(i * n_head + h + 1) * hd];
+                let scores = &mut scores[..start + i + 1];
+                for (j, score) in scores.iter_mut().enumerate() {
+                    *score = dot(qi, T::as_f32(&keys[j * hd..(j + 1) * hd], wide)) * scale;
+                }
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0f32;
+                for x in scores.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                row.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let p = p / sum;
+                    for (o, &x) in row.iter_mut().zip(T::as_f32(&values[j * hd..(j + 1) * hd], wide)) {
+                        *o = p.mul_add(x, *o);
+                    }
+                }
+                let base = (i * n_head + h) * hd;
+                for (d, &x) in row.iter().enumerate() {
+                    // SAFETY: element (i, h, d) belongs to this work item alone.
+                    unsafe { dst.set(base + d, x) };
                 }
             }
-            let base = (i * n_head + h) * hd;
-            for (d, &x) in row.iter().enumerate() {
-                // SAFETY: element (i, h, d) belongs to this work item alone.
-                unsafe { dst.set(base + d, x) };
-            }
-        }
+        })
     });
     Some(())
 }

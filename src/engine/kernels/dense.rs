@@ -63,6 +63,25 @@ impl Float for bf16 {
     }
 }
 
+/// `f` on `N` zeroed slices of the lengths `lens`, cut from this thread's
+/// scratch: reused from call to call, so that a decoded token allocates
+/// nothing per layer (attention's per-chunk buffers were 810 of SmolLM2's
+/// 831 allocations per token). Not re-entrant: a nested call panics (the
+/// kernels that use it call no other).
+pub(super) fn with_scratch<const N: usize, T>(lens: [usize; N], f: impl FnOnce([&mut [f32]; N]) -> T) -> T {
+    thread_local!(static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) });
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(lens.iter().sum(), 0.0);
+        let mut rest = &mut buf[..];
+        f(lens.map(|n| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            part
+        }))
+    })
+}
+
 /// Weight columns per work item: each is widened once for every activation row.
 const COLUMNS_PER_ITEM: usize = 8;
 
@@ -74,16 +93,17 @@ pub fn matmul<T: Float>((m, k, n): (usize, usize, usize), lhs: &[f32], w: &[T], 
     }
     let out = Output { ptr: dst.as_mut_ptr(), len: dst.len() };
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLUMNS_PER_ITEM), |items| {
-        let mut row = vec![0f32; k];
-        for item in items {
-            for j in item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n) {
-                T::widen(&w[j * k..(j + 1) * k], &mut row);
-                for (i, x) in lhs.chunks_exact(k).enumerate() {
-                    // SAFETY: column j belongs to this work item alone.
-                    unsafe { out.set(i * n + j, dot(x, &row)) };
+        with_scratch([k], |[row]| {
+            for item in items {
+                for j in item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n) {
+                    T::widen(&w[j * k..(j + 1) * k], row);
+                    for (i, x) in lhs.chunks_exact(k).enumerate() {
+                        // SAFETY: column j belongs to this work item alone.
+                        unsafe { out.set(i * n + j, dot(x, row)) };
+                    }
                 }
             }
-        }
+        })
     });
     Some(())
 }
