@@ -188,25 +188,14 @@ fn main() {
             .into_iter()
             .zip(their_shares)
             .zip(&llamas)
-            .map(|((runs, shares), llama)| Runs {
-                label: llama.label.clone(),
-                decode_median: median(runs.iter().map(|r| r.decode_tps).collect()),
-                best: best(runs),
-                share: median(shares),
-            })
+            .map(|((runs, shares), llama)| Runs::new(&llama.label, runs, shares))
             .collect();
         let read = Read { bytes_per_token: probe.bytes_per_token, gbps: bandwidth };
         for ((runs, shares), kernels) in ours.into_iter().zip(our_shares).zip(&choices) {
             if let Some(k) = kernels {
                 println!("\n#### kernels: {k}\n");
             }
-            let ours = Runs {
-                label: "phi-mobile".into(),
-                decode_median: median(runs.iter().map(|r| r.decode_tps).collect()),
-                best: best(runs),
-                share: median(shares),
-            };
-            print_table(&ours, &theirs, size, &args, &read);
+            print_table(&Runs::new("phi-mobile", runs, shares), &theirs, size, &args, &read);
         }
     }
 }
@@ -632,12 +621,24 @@ struct Runs {
     share: Option<f64>,
 }
 
+impl Runs {
+    fn new(label: &str, runs: Vec<Result_>, shares: Vec<f64>) -> Self {
+        Self {
+            label: label.into(),
+            decode_median: median(runs.iter().map(|r| r.decode_tps).collect()),
+            best: best(runs),
+            share: median(shares),
+        }
+    }
+}
+
 /// The read bandwidth measured beside the runs.
 struct Read {
     bytes_per_token: u64,
     gbps: Vec<f64>,
 }
 
+/// The middle value; of an even count, the higher of the two in the middle.
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     (!v.is_empty()).then(|| v[v.len() / 2])
@@ -646,7 +647,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 fn print_table(runs: &Runs, theirs: &[Runs], file_size: u64, args: &Args, read: &Read) {
     let gb = |b: u64| b as f64 / 1e9;
     let ours = runs.best.as_ref().expect("at least one run");
-    println!("| | phi-mobile |{}", theirs.iter().map(|t| format!(" {} | ratio |", t.label)).collect::<String>());
+    println!("| | {} |{}", runs.label, theirs.iter().map(|t| format!(" {} | ratio |", t.label)).collect::<String>());
     println!("|---|---|{}", "---|---|".repeat(theirs.len()));
     // Rows that only phi-mobile measures.
     let none = " — | — |".repeat(theirs.len());
