@@ -13,15 +13,6 @@ use phi_mobile::{LanguageModel, ModelConfig};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// Heap allocations made while `f` runs.
-fn allocations(f: impl FnOnce()) -> u64 {
-    let profiler = dhat::Profiler::builder().testing().build();
-    f();
-    let n = dhat::HeapStats::get().total_blocks;
-    drop(profiler);
-    n
-}
-
 #[test]
 fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
     let smollm2 = common::smollm2_path();
@@ -36,7 +27,7 @@ fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
         let ids: Vec<i32> = (0..20).map(|i| i * 7919 % vocab).chain([0, 1, 2, 13, vocab - 1]).collect();
         model.detokenize(ids.clone()).unwrap();
 
-        let one_by_one = allocations(|| {
+        let (_, one_by_one) = common::allocations(|| {
             for &id in &ids {
                 model.detokenize(vec![id]).unwrap();
             }
@@ -47,7 +38,7 @@ fn detokenize_allocates_per_id_not_per_vocabulary_entry() {
         assert!(per_id < 100, "{name}: {per_id} allocations per detokenize of one id (vocabulary {vocab})");
 
         let long: Vec<i32> = ids.iter().cycle().take(2000).copied().collect();
-        let at_once = allocations(|| {
+        let (_, at_once) = common::allocations(|| {
             model.detokenize(long.clone()).unwrap();
         });
         assert!(at_once < 100 * long.len() as u64, "{name}: {at_once} allocations for {} ids", long.len());

@@ -17,7 +17,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 fn a_decoded_token_allocates_less_than_once_per_layer() {
     let cfg = LoadConfig { model_path: common::smollm2_path(), threads: Some(2), ..LoadConfig::default() };
     let model = LoadedModel::load(&cfg, &mut |_, _| Ok(true)).unwrap();
-    let layers = 30;
+    let layers = 30; // SmolLM2-135M's block count
     let prompt = model.text.encode("The history of ice hockey begins on frozen ponds").unwrap();
     // Greedy, to a fixed length: both runs decode the same tokens, all of
     // them inside the KV cache's first step of positions.
@@ -28,10 +28,8 @@ fn a_decoded_token_allocates_less_than_once_per_layer() {
             ..GenerateOptions::default()
         };
         let mut seq = Sequence::new(&model);
-        let profiler = dhat::Profiler::builder().testing().build();
-        let out = seq.generate(&model, &prompt, &opts, Stop::NEVER, &mut |_: &str| Ok(true)).unwrap();
-        let n = dhat::HeapStats::get().total_blocks;
-        drop(profiler);
+        let (out, n) =
+            common::allocations(|| seq.generate(&model, &prompt, &opts, Stop::NEVER, &mut |_: &str| Ok(true)).unwrap());
         assert_eq!(out.token_ids.len(), tokens, "the answer ended early");
         n
     };

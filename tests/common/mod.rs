@@ -10,6 +10,17 @@ use std::sync::{Arc, Mutex};
 use once_cell::sync::Lazy;
 use phi_mobile::{LanguageModel, LlmError, ModelConfig, TokenSink};
 
+/// `f`'s result and the heap allocations made while it ran. The test
+/// binary's global allocator must be `dhat::Alloc`; the count is
+/// process-wide, so such a binary holds one test.
+pub fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let profiler = dhat::Profiler::builder().testing().build();
+    let out = f();
+    let n = dhat::HeapStats::get().total_blocks;
+    drop(profiler);
+    (out, n)
+}
+
 /// Token ids as the `tokenizers` crate holds them (the FFI's are signed, for
 /// Kotlin and Swift).
 pub fn unsigned(ids: &[i32]) -> Vec<u32> {
